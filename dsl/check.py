@@ -1,0 +1,222 @@
+"""Shape flow in pure Python: per-layer shapes, parameters, MACs, memory and receptive field.
+
+This is what lets `check` and `summary` answer in milliseconds without TensorFlow, and it is
+the single place that decides what a spec means numerically: the Keras backend builds its
+layers from the rows of this report, so names and order cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+
+from cnnspec import ir
+from cnnspec.errors import Diagnostic, SpecError
+from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
+
+DEFAULT_MAX_PARAMS = 10**9
+BYTES_PER_VALUE = 4  # float32 activations
+
+
+@dataclass(frozen=True)
+class Row:
+    """One Keras layer of the compiled model, as the checker predicts it."""
+
+    layer: ir.Layer
+    text: str
+    keras_class: str
+    keras_name: str
+    input_shape: ir.Shape
+    output_shape: ir.Shape
+    trainable: int
+    non_trainable: int
+    macs: int
+    activation_bytes: int
+    receptive_field: tuple[int, int]
+    implicit: bool = False
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+    @property
+    def line(self) -> int | None:
+        return self.layer.span.line if self.layer.span else None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The checked network: input shape, one row per Keras layer, and totals."""
+
+    name: str
+    input_shape: ir.Shape
+    classes: int
+    rows: tuple[Row, ...]
+
+    @property
+    def trainable(self) -> int:
+        return sum(r.trainable for r in self.rows)
+
+    @property
+    def non_trainable(self) -> int:
+        return sum(r.non_trainable for r in self.rows)
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes of all layer outputs for one image (what a forward pass keeps for backprop)."""
+        return sum(r.activation_bytes for r in self.rows)
+
+    @property
+    def output_shape(self) -> ir.Shape:
+        return self.rows[-1].output_shape if self.rows else self.input_shape
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+            "layers": [
+                {
+                    "line": r.line,
+                    "column": r.layer.span.column if r.layer.span else None,
+                    "text": r.text,
+                    "keras_class": r.keras_class,
+                    "keras_name": r.keras_name,
+                    "input_shape": list(r.input_shape),
+                    "output_shape": list(r.output_shape),
+                    "trainable_params": r.trainable,
+                    "non_trainable_params": r.non_trainable,
+                    "params": r.params,
+                    "macs": r.macs,
+                    "activation_bytes": r.activation_bytes,
+                    "receptive_field": list(r.receptive_field),
+                    "implicit": r.implicit,
+                }
+                for r in self.rows
+            ],
+            "totals": {
+                "params": self.params,
+                "trainable_params": self.trainable,
+                "non_trainable_params": self.non_trainable,
+                "macs": self.macs,
+                "activation_bytes": self.activation_bytes,
+            },
+        }
+
+
+def classifier(classes: int) -> tuple[ir.Layer, ...]:
+    """The implicit head every spec ends with: `dense<classes> softmax`."""
+    return (ir.Dense(classes), ir.Activation("softmax"))
+
+
+def keras_name(layer: ir.Layer, implicit: bool) -> str:
+    """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`."""
+    word = format_layer(replace(layer, l1=None, l2=None) if layer.weighted else layer)
+    word = "flatten" if word == "|" else re.sub(r"[^A-Za-z0-9]+", "_", word.split("(")[0]).strip("_")
+    if implicit or layer.span is None:
+        return f"classifier_{word}"
+    return f"{word}_l{layer.span.line}c{layer.span.column}"
+
+
+def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
+    """Walk the network's shapes; return the report or raise SpecError listing every problem."""
+    if spec.has_sweep():
+        raise _error(spec, [Diagnostic(
+            "this spec holds sweep alternatives; check its variants instead",
+            None,
+            f"run `cnnspec expand {spec.filename or spec.name + '.cnn'}` or `cnnspec check` on it",
+        )])
+    problems: list[Diagnostic] = []
+    rows: list[Row] = []
+    shape = spec.input_shape
+    rf, jump = (1, 1), (1, 1)
+    written = spec.layers()
+    layers = [(layer, False) for layer in written] + [(c, True) for c in classifier(spec.classes)]
+    used_names: dict[str, int] = {}
+    bars = 0
+    for index, (layer, implicit) in enumerate(layers):
+        kind: LayerKind = kind_of(layer)
+        text = f"dense{spec.classes}" if implicit and isinstance(layer, ir.Dense) else (
+            format_layer(layer))
+        if isinstance(layer, ir.Flatten) and layer.bar:
+            bars += 1
+            if bars == 2:
+                problems.append(Diagnostic(
+                    "a second `|`: a spec has one trunk/head boundary", layer.span,
+                    "remove this `|`; use `flatten` if you really mean to flatten again",
+                ))
+        if (isinstance(layer, ir.Activation) and layer.fn == "softmax" and not implicit
+                and index == len(written) - 1):
+            problems.append(Diagnostic(
+                "softmax right before the implicit classifier",
+                layer.span,
+                f"the classifier `dense{spec.classes} softmax` is added from `classes "
+                f"{spec.classes}`; end the spec with the layer before it",
+            ))
+        try:
+            out = kind.shape(layer, shape)
+        except ShapeProblem as p:
+            if implicit:
+                last = written[-1] if written else None
+                problems.append(Diagnostic(
+                    f"the classifier dense{spec.classes} needs a flat input, but the network "
+                    f"ends at {fmt_shape(shape)}",
+                    last.span if last else None,
+                    "end the trunk with `|` (flatten) or `gap`, then the dense head",
+                ))
+            else:
+                problems.append(Diagnostic(f"{text}: {p.message}", layer.span, p.hint))
+            break
+        trainable, frozen = kind.params(layer, shape)
+        window = kind.window(layer)
+        if window is None:
+            rf = (spec.input_shape[0], spec.input_shape[1])
+        else:
+            (kh, kw), (sh, sw) = window
+            rf = (min(rf[0] + (kh - 1) * jump[0], spec.input_shape[0]),
+                  min(rf[1] + (kw - 1) * jump[1], spec.input_shape[1]))
+            jump = (jump[0] * sh, jump[1] * sw)
+        name = keras_name(layer, implicit)
+        used_names[name] = used_names.get(name, 0) + 1
+        if used_names[name] > 1:
+            name = f"{name}_{used_names[name]}"
+        rows.append(Row(
+            layer=layer,
+            text=text,
+            keras_class=kind.keras_class,
+            keras_name=name,
+            input_shape=shape,
+            output_shape=out,
+            trainable=trainable,
+            non_trainable=frozen,
+            macs=kind.macs(layer, shape, out),
+            activation_bytes=math.prod(out) * BYTES_PER_VALUE,
+            receptive_field=rf,
+            implicit=implicit,
+        ))
+        shape = out
+    report = Report(spec.name, spec.input_shape, spec.classes, tuple(rows))
+    if not problems and report.params > max_params:
+        worst = max(report.rows, key=lambda r: r.params)
+        problems.append(Diagnostic(
+            f"the model has {report.params:,} parameters, over the budget of {max_params:,}; "
+            f"{worst.text} alone has {worst.params:,} (input {fmt_shape(worst.input_shape)})",
+            worst.layer.span,
+            "pool or stride more before it, use fewer units, or raise --max-params",
+        ))
+    if problems:
+        raise _error(spec, problems)
+    return report
+
+
+def _error(spec: ir.Spec, problems: list[Diagnostic]) -> SpecError:
+    return SpecError(problems, spec.source, spec.filename)

@@ -1,0 +1,90 @@
+"""The one error type users see, so every stage reports problems the same way: with a place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a piece of IR came from: 1-based line and column, end column exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @staticmethod
+    def point(line: int, column: int, width: int = 1) -> Span:
+        return Span(line, column, line, column + max(width, 1))
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem: what happened (message), where (span), and how to fix it (hint)."""
+
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+
+    def render(self, source: str | None = None, filename: str | None = None) -> str:
+        """Compiler-style text: `file:line:col: error: ...`, the source line, a caret line, a hint."""
+        name = filename or "<spec>"
+        if self.span is None:
+            out = [f"{name}: error: {self.message}"]
+        else:
+            out = [f"{name}:{self.span.line}:{self.span.column}: error: {self.message}"]
+            lines = source.splitlines() if source is not None else []
+            if 0 < self.span.line <= len(lines):
+                text = lines[self.span.line - 1].expandtabs(1)
+                width = (
+                    self.span.end_column - self.span.column
+                    if self.span.end_line == self.span.line
+                    else len(text) - self.span.column + 1
+                )
+                out.append(f"    {text}")
+                out.append("    " + " " * (self.span.column - 1) + "^" * max(width, 1))
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+
+class SpecError(Exception):
+    """Everything wrong with one spec. `str()` renders each problem with file, line, column and caret.
+
+    The first problem's position is exposed as `filename`, `line` and `column` for callers that
+    want only one.
+    """
+
+    def __init__(
+        self,
+        diagnostics: list[Diagnostic] | tuple[Diagnostic, ...],
+        source: str | None = None,
+        filename: str | None = None,
+    ) -> None:
+        self.diagnostics = tuple(diagnostics)
+        if not self.diagnostics:
+            raise ValueError("SpecError needs at least one diagnostic")
+        self.source = source
+        self.filename = filename
+        super().__init__(self.render())
+
+    @property
+    def line(self) -> int | None:
+        span = self.diagnostics[0].span
+        return span.line if span else None
+
+    @property
+    def column(self) -> int | None:
+        span = self.diagnostics[0].span
+        return span.column if span else None
+
+    def with_source(self, source: str, filename: str | None) -> SpecError:
+        """The same problems, told against a named file."""
+        return SpecError(self.diagnostics, source, filename or self.filename)
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.source, self.filename) for d in self.diagnostics)
+
+    def __str__(self) -> str:
+        return self.render()

@@ -1,0 +1,347 @@
+"""The typed IR: frozen dataclasses every later stage reads, so no stage ever looks at text again.
+
+A spec keeps its line structure (statements, comments, blank lines) so that `fmt` can rewrite a
+file without losing anything; `layers()` flattens it into the sequence of layers the checker and
+the Keras backend walk. Every node carries the span of the text it came from; spans take no part
+in equality, so `parse(format(spec)) == spec` compares meaning, not layout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, Union
+
+from cnnspec.errors import Span
+
+Shape = tuple[int, ...]
+Value = Union[int, float, str, tuple[int, ...]]
+
+
+def _span() -> Any:
+    return field(default=None, compare=False, repr=False, kw_only=True)
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Base of every layer node. `text` is how the layer was written (for names and messages)."""
+
+    span: Span | None = _span()
+    weighted: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Conv(Layer):
+    """2-D convolution with bias. kernel and stride are (rows, cols); padding is same or valid."""
+
+    filters: int
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: str = "same"
+    l1: float | None = None
+    l2: float | None = None
+    weighted: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class MaxPool(Layer):
+    """Max pooling with Keras `MaxPool2D(size, stride)` semantics; stride defaults to size."""
+
+    size: int = 2
+    stride: int = 2
+    padding: str = "valid"
+
+
+@dataclass(frozen=True)
+class AvgPool(Layer):
+    """Average pooling, same arithmetic as MaxPool."""
+
+    size: int = 2
+    stride: int = 2
+    padding: str = "valid"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """Average over the spatial axes: H×W×C becomes C."""
+
+
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    """Batch normalisation over channels: 2 trainable and 2 non-trainable numbers per channel."""
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """A separate activation layer; fn is the Keras activation name."""
+
+    fn: str = "relu"
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Dropout with rate in [0, 1)."""
+
+    rate: float = 0.5
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten to a vector. bar=True when written as `|` (the trunk/head boundary)."""
+
+    bar: bool = False
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer with bias, on a flat input."""
+
+    units: int
+    l1: float | None = None
+    l2: float | None = None
+    weighted: ClassVar[bool] = True
+
+
+# -- structure ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """Parenthesised items, written `( ... )`."""
+
+    items: tuple[Item, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """An item written `item xN`: the item N times in a row."""
+
+    body: Item
+    times: int
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """Use of a block defined by `let NAME = ...`."""
+
+    name: str
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    """A sweep point such as `drop{.25,.5}`: one layer per alternative.
+
+    text is the canonical spelling, key the readable name used in variant names (`drop`),
+    labels the spelling of each alternative (`.25`, `.5`).
+    """
+
+    text: str
+    key: str
+    labels: tuple[str, ...]
+    options: tuple[Layer, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Optional:
+    """A sweep point `item?`: variants with and without the item."""
+
+    body: Item
+    span: Span | None = _span()
+
+
+Item = Union[Layer, Group, Repeat, BlockRef, Alternatives, Optional]
+
+# -- statements --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    """`input HxWxC`: the shape of one image."""
+
+    shape: Shape
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class ClassesDecl:
+    """`classes N`: the implicit classifier `denseN softmax` closes the network."""
+
+    count: int
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `key=value` of a `train` line. choices holds sweep alternatives, else is empty."""
+
+    key: str
+    value: Value
+    choices: tuple[Value, ...] = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class TrainDecl:
+    """`train key=value ...`: training settings that make the file a complete experiment."""
+
+    settings: tuple[Setting, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class LetDecl:
+    """`let NAME = items`: a reusable block."""
+
+    name: str
+    items: tuple[Item, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
+class LayerLine:
+    """A line of layers; the network is all layer lines read in order."""
+
+    items: tuple[Item, ...]
+    span: Span | None = _span()
+
+
+Statement = Union[InputDecl, ClassesDecl, TrainDecl, LetDecl, LayerLine]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One source line: a statement, a comment, both, or neither (a blank line)."""
+
+    statement: Statement | None = None
+    comment: str | None = None
+
+
+DEFAULT_INPUT: Shape = (32, 32, 3)
+DEFAULT_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole .cnn file. name is the file stem (used for run folders), not part of equality."""
+
+    lines: tuple[Line, ...]
+    name: str = field(default="spec", compare=False)
+    source: str | None = field(default=None, compare=False, repr=False)
+    filename: str | None = field(default=None, compare=False, repr=False)
+
+    def statements(self) -> tuple[Statement, ...]:
+        return tuple(ln.statement for ln in self.lines if ln.statement is not None)
+
+    @property
+    def input_shape(self) -> Shape:
+        found = [s for s in self.statements() if isinstance(s, InputDecl)]
+        return found[0].shape if found else DEFAULT_INPUT
+
+    @property
+    def classes(self) -> int:
+        found = [s for s in self.statements() if isinstance(s, ClassesDecl)]
+        return found[0].count if found else DEFAULT_CLASSES
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        return tuple(s for st in self.statements() if isinstance(st, TrainDecl) for s in st.settings)
+
+    @property
+    def blocks(self) -> dict[str, tuple[Item, ...]]:
+        return {s.name: s.items for s in self.statements() if isinstance(s, LetDecl)}
+
+    @property
+    def body(self) -> tuple[Item, ...]:
+        """The network's items, all layer lines joined in order (blocks not yet inlined)."""
+        return tuple(i for s in self.statements() if isinstance(s, LayerLine) for i in s.items)
+
+    def layers(self) -> tuple[Layer, ...]:
+        """The network as a flat sequence of layers: blocks inlined, repeats unrolled.
+
+        Sweep points must be expanded first (cnnspec.sweep); here they raise ValueError.
+        """
+        blocks = self.blocks
+        out: list[Layer] = []
+
+        def walk(item: Item) -> None:
+            if isinstance(item, Layer):
+                out.append(item)
+            elif isinstance(item, Group):
+                for i in item.items:
+                    walk(i)
+            elif isinstance(item, Repeat):
+                for _ in range(item.times):
+                    walk(item.body)
+            elif isinstance(item, BlockRef):
+                for i in blocks[item.name]:
+                    walk(i)
+            else:
+                raise ValueError("spec has sweep alternatives; expand it into variants first")
+
+        for item in self.body:
+            walk(item)
+        return tuple(out)
+
+    def has_sweep(self) -> bool:
+        def sweeps(item: Item) -> bool:
+            if isinstance(item, Alternatives | Optional):
+                return True
+            if isinstance(item, Group):
+                return any(sweeps(i) for i in item.items)
+            if isinstance(item, Repeat):
+                return sweeps(item.body)
+            return False
+
+        items = list(self.body) + [i for b in self.blocks.values() for i in b]
+        return any(sweeps(i) for i in items) or any(s.choices for s in self.settings)
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+NODE_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Conv, MaxPool, AvgPool, GlobalAvgPool, BatchNorm, Activation, Dropout, Flatten, Dense,
+        Group, Repeat, BlockRef, Alternatives, Optional, InputDecl, ClassesDecl, Setting,
+        TrainDecl, LetDecl, LayerLine, Line, Spec, Span,
+    )
+}
+
+
+def _encode(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {"kind": type(obj).__name__}
+        for f in fields(obj):
+            out[f.name] = _encode(getattr(obj, f.name))
+        return out
+    if isinstance(obj, tuple | list):
+        return [_encode(x) for x in obj]
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        cls = NODE_TYPES[obj["kind"]]
+        return cls(**{k: _decode(v) for k, v in obj.items() if k != "kind"})
+    if isinstance(obj, list):
+        return tuple(_decode(x) for x in obj)
+    return obj
+
+
+def to_json(spec: Spec, indent: int | None = None) -> str:
+    """The spec as JSON, spans included; `from_json(to_json(s))` rebuilds it exactly."""
+    return json.dumps(_encode(spec), indent=indent)
+
+
+def from_json(text: str) -> Spec:
+    spec = _decode(json.loads(text))
+    if not isinstance(spec, Spec):
+        raise ValueError("JSON does not hold a cnnspec Spec")
+    return spec

@@ -1,0 +1,627 @@
+"""Text to IR: run the Lark grammar, then resolve every word against the layer table.
+
+Lark's own exceptions never leave this module: syntax errors become a SpecError with a position,
+what was expected in words a user knows, and a suggestion. Word-level problems (unknown words,
+bad numbers, misplaced l2) are collected for the whole file and raised together.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from cnnspec import ir
+from cnnspec.errors import Diagnostic, Span, SpecError
+from cnnspec.layers import KINDS, LayerKind, Param, default_for, format_number
+from cnnspec.settings import SETTING_BY_NAME, SETTING_PARAMS
+
+KEYWORDS = ("input", "classes", "train", "let")
+
+# What Lark calls the terminals, in words a user knows.
+_TERMINAL_WORDS = {
+    "WORD": "a layer word",
+    "NUMBER": "a number",
+    "SHAPE": "a size such as 32x32x3",
+    "REPEAT": "a repeat count such as x2",
+    "OPTIONAL": "`?`",
+    "BAR": "`|`",
+    "LPAR": "`(`",
+    "_ARGS_OPEN": "`(`",
+    "RPAR": "`)`",
+    "LBRACE": "`{`",
+    "RBRACE": "`}`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "COMMENT": "a comment",
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+    "INPUT": "`input`",
+    "CLASSES": "`classes`",
+    "TRAIN": "`train`",
+    "LET": "`let`",
+}
+
+
+def _grammar_text() -> str:
+    try:
+        return resources.files("cnnspec.grammar").joinpath("cnnspec.lark").read_text("utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree
+        return (Path(__file__).parent.parent / "grammar" / "cnnspec.lark").read_text("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+
+
+def parse(text: str, filename: str | None = None, name: str | None = None) -> ir.Spec:
+    """Parse .cnn text into a Spec. Raises SpecError (never a Lark or Python error) on bad input."""
+    try:
+        tree = _lark().parse(text if text.endswith("\n") else text + "\n")
+    except UnexpectedInput as exc:
+        raise SpecError([_syntax_diagnostic(exc, text)], text, filename) from None
+    builder = _Builder()
+    lines = tuple(builder.line(t) for t in tree.children)
+    if builder.problems:
+        raise SpecError(builder.problems, text, filename)
+    stem = name or (Path(filename).stem if filename else "spec")
+    return ir.Spec(lines, name=stem, source=text, filename=filename)
+
+
+def load(path: str | Path) -> ir.Spec:
+    """Read and parse a .cnn file; errors name the file."""
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError([Diagnostic(f"cannot read spec: {reason}")], None, str(path)) from None
+    return parse(text, filename=str(path), name=p.stem)
+
+
+# -- syntax errors -----------------------------------------------------------------------------
+
+
+def _describe_expected(names: set[str]) -> str:
+    words = sorted({_TERMINAL_WORDS.get(n, f"`{n}`") for n in names})
+    if len(words) > 6:
+        return "a layer, `|`, `(`, or the end of the line"
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
+    lines = (text + "\n").splitlines()
+    line = getattr(exc, "line", None) or len(lines)
+    col = getattr(exc, "column", None) or 1
+    if line < 1 or line > max(len(lines), 1):
+        line, col = max(len(lines), 1), 1
+    if isinstance(exc, UnexpectedCharacters):
+        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+        hint = None
+        if char == "-":
+            hint = "numbers are written without a sign; rates and penalties are >= 0"
+        elif char in "[]":
+            hint = "use ( ) for groups and { } for sweep alternatives"
+        return Diagnostic(
+            f"unexpected character {char!r}; expected {_describe_expected(set(exc.allowed))}",
+            Span.point(line, col),
+            hint,
+        )
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        expected = set(exc.expected)
+        width = len(str(tok)) if tok.type != "_NL" else 1
+        if tok.type == "_NL" and "RPAR" in expected:
+            return Diagnostic(
+                "`(` is not closed on this line; expected `)`",
+                Span.point(line, col),
+                "a group must open and close on one line",
+            )
+        if tok.type == "RPAR":
+            return Diagnostic("unmatched `)`", Span.point(line, col), "remove it or add a `(`")
+        if tok.type == "RBRACE":
+            return Diagnostic("unmatched `}`", Span.point(line, col), "remove it")
+        what = "the end of the line" if tok.type == "_NL" else f"`{tok}`"
+        hint = None
+        if tok.type == "NUMBER" and "_NL" in expected:
+            hint = "a number belongs directly after its layer word, as in conv32 or drop.25"
+        elif tok.type == "REPEAT":
+            hint = "repeat a layer or a group: (conv64 relu)x2"
+        elif tok.type in ("INPUT", "CLASSES", "TRAIN", "LET"):
+            hint = f"`{tok}` starts its own line"
+        return Diagnostic(
+            f"unexpected {what}; expected {_describe_expected(expected)}",
+            Span.point(line, col, width),
+            hint,
+        )
+    if isinstance(exc, UnexpectedEOF):
+        return Diagnostic(
+            f"unexpected end of file; expected {_describe_expected(set(exc.expected))}",
+            Span.point(line, col),
+        )
+    return Diagnostic(str(exc).splitlines()[0], Span.point(line, col))
+
+
+# -- tree -> IR --------------------------------------------------------------------------------
+
+
+def _tok_span(tok: Token) -> Span:
+    return Span(tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _tree_span(tree: Tree) -> Span | None:
+    meta = tree.meta
+    if getattr(meta, "empty", True):
+        return None
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+_WORD_NUMBER = re.compile(r"([A-Za-z_]+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def split_word(text: str) -> tuple[str, str | None] | None:
+    """`conv64` -> ("conv", "64"), `drop.25` -> ("drop", ".25"), `l2` -> ("l2", None)."""
+    if text in KINDS:
+        return text, None
+    m = _WORD_NUMBER.fullmatch(text)
+    if m and m.group(1) in KINDS:
+        return m.group(1), m.group(2)
+    return None
+
+
+def suggest(text: str, candidates: list[str]) -> str | None:
+    """A close known spelling for a misspelt word, keeping its number: cnov64 -> conv64."""
+    m = re.fullmatch(r"([A-Za-z_]+)(.*)", text)
+    stem, tail = (m.group(1), m.group(2)) if m else (text, "")
+    for probe, suffix in ((stem.lower(), tail), (text.lower(), "")):
+        close = difflib.get_close_matches(probe, candidates, n=1, cutoff=0.6)
+        if close:
+            return close[0] + suffix
+    return None
+
+
+class _Problem(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message, self.hint = message, hint
+
+
+def coerce(param: Param, tok: Token | str, what: str) -> Any:
+    """Check one written value against its Param; return the typed value or raise _Problem."""
+    raw = str(tok)
+    kind = getattr(tok, "type", "NUMBER" if re.fullmatch(r"[0-9.eE+-]+", raw) else "WORD")
+    if param.kind == "flag":
+        if kind != "WORD" or raw not in param.flags:
+            options = ", ".join(param.flags)
+            close = suggest(raw, list(param.flags))
+            raise _Problem(
+                f"{what} must be one of {options}, not {raw}",
+                f"did you mean `{close}`?" if close else None,
+            )
+        return raw
+    if param.kind == "pair":
+        if kind == "SHAPE":
+            dims = tuple(int(x) for x in raw.split("x"))
+            if len(dims) != 2:
+                raise _Problem(f"{what} takes one size or two (AxB), not {raw}")
+        elif kind == "NUMBER" and raw.isdigit():
+            dims = (int(raw), int(raw))
+        else:
+            raise _Problem(f"{what} must be a whole number or AxB, not {raw}")
+        for d in dims:
+            _check_range(param, d, what)
+        return dims
+    if kind != "NUMBER":
+        raise _Problem(f"{what} must be a number, not {raw}")
+    if param.kind == "int":
+        if not raw.isdigit():
+            raise _Problem(f"{what} must be a whole number, not {raw}")
+        value: Any = int(raw)
+    else:
+        value = float(raw)
+    _check_range(param, value, what)
+    return value
+
+
+def _check_range(param: Param, value: float, what: str) -> None:
+    low_ok = param.low is None or (value > param.low if param.low_open else value >= param.low)
+    high_ok = param.high is None or (value < param.high if param.high_open else value <= param.high)
+    if low_ok and high_ok:
+        return
+    if param.high is not None:
+        lo = "(" if param.low_open else "["
+        hi = ")" if param.high_open else "]"
+        rng = f"{lo}{format_number(param.low or 0)}, {format_number(param.high)}{hi}"
+        raise _Problem(f"{what} must be in {rng}, got {format_number(value)}")
+    if param.low_open:
+        raise _Problem(f"{what} must be greater than {format_number(param.low)}, got {value}")
+    raise _Problem(f"{what} must be at least {format_number(param.low)}, got {value}")
+
+
+class _Builder:
+    """Walks the Lark tree once, building IR and collecting every problem on the way."""
+
+    def __init__(self) -> None:
+        self.problems: list[Diagnostic] = []
+        self.blocks: dict[str, int] = {}
+        self.seen: set[str] = set()
+
+    def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.problems.append(Diagnostic(message, span, hint))
+
+    # lines and statements
+
+    def line(self, tree: Tree) -> ir.Line:
+        statement, comment = None, None
+        for child in tree.children:
+            if isinstance(child, Token) and child.type == "COMMENT":
+                comment = str(child).rstrip()
+            elif isinstance(child, Tree):
+                statement = self.statement(child)
+        return ir.Line(statement, comment)
+
+    def statement(self, tree: Tree) -> ir.Statement | None:
+        span = _tree_span(tree)
+        kind = tree.data
+        if kind == "input_decl":
+            return self.input_decl(tree.children[0], span)
+        if kind == "classes_decl":
+            return self.classes_decl(tree.children[0], span)
+        if kind == "train_decl":
+            return ir.TrainDecl(tuple(self.setting(s) for s in tree.children), span=span)
+        if kind == "let_decl":
+            return self.let_decl(tree, span)
+        return ir.LayerLine(self.sequence(tree), span=span)
+
+    def once(self, what: str, span: Span | None) -> None:
+        if what in self.seen:
+            self.problem(f"`{what}` is given twice", span, "keep one")
+        self.seen.add(what)
+
+    def input_decl(self, tok: Token, span: Span | None) -> ir.InputDecl:
+        self.once("input", span)
+        dims = tuple(int(x) for x in str(tok).split("x"))
+        if len(dims) != 3 or min(dims) < 1:
+            self.problem(
+                f"input must be HxWxC with sizes >= 1, not {tok}", _tok_span(tok), "e.g. 32x32x3"
+            )
+            dims = (32, 32, 3)
+        return ir.InputDecl(dims, span=span)
+
+    def classes_decl(self, tok: Token, span: Span | None) -> ir.ClassesDecl:
+        self.once("classes", span)
+        try:
+            count = coerce(Param("classes", "int", low=1), tok, "classes")
+        except _Problem as p:
+            self.problem(p.message, _tok_span(tok), p.hint)
+            count = 10
+        return ir.ClassesDecl(count, span=span)
+
+    def setting(self, tree: Tree) -> ir.Setting:
+        key_tok, value = tree.children
+        span = _tree_span(tree)
+        param = SETTING_BY_NAME.get(str(key_tok))
+        if param is None:
+            names = [n for p in SETTING_PARAMS for n in p.names]
+            close = suggest(str(key_tok), names)
+            self.problem(
+                f"unknown training setting `{key_tok}`",
+                _tok_span(key_tok),
+                f"did you mean `{close}`?" if close else "known: " + ", ".join(
+                    p.names[0] for p in SETTING_PARAMS),
+            )
+            return ir.Setting(str(key_tok), 0, span=span)
+        self.once(f"train {param.field}", _tok_span(key_tok))
+        values = self.values(value)
+        typed = []
+        for tok in values:
+            try:
+                typed.append(coerce(param, tok, param.field))
+            except _Problem as p:
+                self.problem(p.message, _tok_span(tok), p.hint)
+                typed.append(None)
+        choices = tuple(typed) if isinstance(value, Tree) else ()
+        return ir.Setting(param.field, typed[0], choices, span=span)
+
+    def values(self, value: Token | Tree) -> list[Token]:
+        return list(value.children) if isinstance(value, Tree) else [value]
+
+    def let_decl(self, tree: Tree, span: Span | None) -> ir.LetDecl:
+        name_tok, seq = tree.children
+        name = str(name_tok)
+        if name in KINDS or split_word(name) or "." in name or re.fullmatch(r"x[0-9]+", name):
+            self.problem(
+                f"`{name}` cannot name a block: it reads as a layer word or a repeat count",
+                _tok_span(name_tok),
+                "pick another name, e.g. unit or stage1",
+            )
+        elif name in self.blocks:
+            self.problem(f"block `{name}` is defined twice", _tok_span(name_tok))
+        items = self.sequence(seq)
+        self.blocks[name] = 1
+        return ir.LetDecl(name, items, span=span)
+
+    # items
+
+    def sequence(self, tree: Tree) -> tuple[ir.Item, ...]:
+        out: list[ir.Item] = []
+        for item in tree.children:
+            built = self.item(item, out)
+            if built is not None:
+                out.append(built)
+        return tuple(out)
+
+    def item(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
+        span = _tree_span(tree)
+        first = tree.children[0]
+        if isinstance(first, Token) and first.type == "BAR":
+            return ir.Flatten(bar=True, span=_tok_span(first))
+        if first.data == "group":
+            body: ir.Item | None = ir.Group(self.sequence(first.children[0]), span=_tree_span(first))
+        else:
+            body = self.layer(first, previous)
+            if body is None:
+                return None
+        for tok in tree.children[1:]:
+            if tok.type == "REPEAT":
+                times = int(str(tok)[1:])
+                if times < 1:
+                    self.problem("repeat count must be at least 1", _tok_span(tok))
+                body = ir.Repeat(body, times, span=span)
+            elif tok.type == "OPTIONAL":
+                body = ir.Optional(body, span=span)
+        return body
+
+    def layer(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
+        word_tok = tree.children[0]
+        choices = next((c for c in tree.children[1:] if c.data == "choices"), None)
+        args = next((c for c in tree.children[1:] if c.data == "args"), None)
+        span = _tree_span(tree)
+        text = str(word_tok)
+        if text in self.blocks and choices is None and args is None:
+            return ir.BlockRef(text, span=span)
+        split = split_word(text)
+        if split is None:
+            self.unknown_word(word_tok)
+            return None
+        word, number = split
+        kind = KINDS[word]
+        if kind.modifier:
+            self.modifier(kind, word_tok, number, args, choices, previous)
+            return None
+        written_number: list[Token | None] = [Token("NUMBER", number) if number else None]
+        if choices is not None:
+            if number is not None:
+                self.problem(
+                    f"`{text}` has both a number and alternatives", _tok_span(word_tok),
+                    f"write {word}{{...}} with the numbers inside the braces",
+                )
+                return None
+            written_number = list(choices.children)
+        # every combination of the number's and the arguments' alternatives is one option
+        arg_list = self.arguments(args)
+        arg_axes = [[(key, v) for v in vals] for key, vals in arg_list]
+        options: list[ir.Layer] = []
+        labels: list[str] = []
+        for num in written_number:
+            for combo in itertools.product(*arg_axes) if arg_axes else [()]:
+                node = self.build(kind, word_tok, num, list(combo), span)
+                if node is None:
+                    return None
+                options.append(node)
+                labels.append(",".join(
+                    ([format_number(_num_value(num))] if num is not None and choices else [])
+                    + [f"{k}={v}" for k, v in combo if len(dict(arg_list)[k]) > 1]
+                ))
+        if len(options) == 1:
+            return options[0]
+        return ir.Alternatives(
+            text=_alternatives_text(word, choices, args),
+            key=word,
+            labels=tuple(labels),
+            options=tuple(options),
+            span=span,
+        )
+
+    def arguments(self, args: Tree | None) -> list[tuple[str | None, list[Token]]]:
+        if args is None:
+            return []
+        out: list[tuple[str | None, list[Token]]] = []
+        for arg in args.children:
+            if arg.data == "named_arg":
+                key, value = arg.children
+                out.append((str(key), self.values(value)))
+            else:
+                out.append((None, self.values(arg.children[0])))
+        return out
+
+    def build(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        number: Token | None,
+        args: list[tuple[str | None, Token]],
+        span: Span | None,
+    ) -> ir.Layer | None:
+        values: dict[str, Any] = dict(kind.fixed)
+        at = _tok_span(word_tok)
+        ok = True
+        if kind.number is None and number is not None:
+            self.problem(f"`{kind.word}` takes no number", at, f"write `{kind.word}`")
+            return None
+        if kind.number is not None:
+            if number is None:
+                self.problem(
+                    f"`{kind.word}` needs its {kind.number.field}", at,
+                    f"write it after the word, e.g. {_example(kind)}",
+                )
+                return None
+            try:
+                values[kind.number.field] = coerce(
+                    kind.number, number, f"{kind.word} {kind.number.field}")
+            except _Problem as p:
+                self.problem(p.message, at if number.line is None else _tok_span(number), p.hint)
+                ok = False
+        given: set[str] = set()
+        for key, tok in args:
+            where = at if getattr(tok, "line", None) is None else _tok_span(tok)
+            param = self.option_for(kind, key, tok, where)
+            if param is None:
+                ok = False
+                continue
+            if param.field in given:
+                self.problem(f"{kind.word}: `{param.names[0]}` is given twice", where)
+                ok = False
+                continue
+            given.add(param.field)
+            try:
+                values[param.field] = coerce(param, tok, f"{kind.word} {param.names[0]}")
+            except _Problem as p:
+                self.problem(p.message, where, p.hint)
+                ok = False
+        if not ok:
+            return None
+        for opt in kind.options:
+            if opt.field not in values:
+                values[opt.field] = default_for(kind, opt, values)
+        return kind.node(**values, span=span)
+
+    def option_for(
+        self, kind: LayerKind, key: str | None, tok: Token, where: Span
+    ) -> Param | None:
+        if key is None:
+            for opt in kind.options:
+                if opt.kind == "flag" and str(tok) in opt.flags:
+                    return opt
+            bare = [f for o in kind.options if o.kind == "flag" for f in o.flags]
+            self.problem(
+                f"`{kind.word}` does not take `{tok}` here",
+                where,
+                ("it takes " + ", ".join(bare) + " or name=value") if bare or kind.options
+                else f"`{kind.word}` takes no arguments",
+            )
+            return None
+        for opt in kind.options:
+            if key in opt.names:
+                return opt
+        known = [n for o in kind.options for n in o.names]
+        close = suggest(key, known) if known else None
+        self.problem(
+            f"`{kind.word}` has no argument `{key}`",
+            where,
+            f"did you mean `{close}`?" if close else (
+                "it takes " + ", ".join(o.names[0] for o in kind.options) if known
+                else f"`{kind.word}` takes no arguments"),
+        )
+        return None
+
+    def modifier(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        number: str | None,
+        args: Tree | None,
+        choices: Tree | None,
+        previous: list[ir.Item],
+    ) -> None:
+        at = _tok_span(word_tok)
+        written = self.arguments(args)
+        if number is not None or choices is not None or len(written) != 1 or written[0][0]:
+            self.problem(
+                f"`{word_tok}`: write the penalty in parentheses", at, f"e.g. {kind.word}(.01)"
+            )
+            return
+        toks = written[0][1]
+        if len(toks) != 1:
+            self.problem(f"sweeps over {kind.word} are not supported", at)
+            return
+        try:
+            value = coerce(kind.number, toks[0], kind.word)
+        except _Problem as p:
+            self.problem(p.message, _tok_span(toks[0]), p.hint)
+            return
+        target = previous[-1] if previous else None
+        targets = target.options if isinstance(target, ir.Alternatives) else (target,)
+        if target is None or not all(isinstance(t, ir.Layer) and t.weighted for t in targets):
+            what = "nothing" if target is None else _describe(target)
+            self.problem(
+                f"{kind.word} needs a layer with weights before it, but follows {what}",
+                at,
+                "put it right after a conv or dense layer, e.g. dense512 l2(.01)",
+            )
+            return
+        if any(getattr(t, kind.word) is not None for t in targets):
+            self.problem(f"{kind.word} is given twice for the same layer", at)
+            return
+        new = tuple(_with(t, kind.word, value) for t in targets)
+        if isinstance(target, ir.Alternatives):
+            previous[-1] = ir.Alternatives(
+                f"{target.text} {kind.word}({format_number(value)})",
+                target.key, target.labels, new, span=target.span,
+            )
+        else:
+            previous[-1] = new[0]
+
+    def unknown_word(self, tok: Token) -> None:
+        text = str(tok)
+        candidates = sorted(set(KINDS) | set(self.blocks))
+        close = suggest(text, candidates)
+        if text in KEYWORDS:
+            self.problem(f"`{text}` starts its own line", _tok_span(tok))
+            return
+        hint = f"did you mean `{close}`?" if close else "see the language reference in README.md"
+        self.problem(f"unknown layer word `{text}`", _tok_span(tok), hint)
+
+
+def _num_value(tok: Token) -> Any:
+    raw = str(tok)
+    return int(raw) if raw.isdigit() else float(raw)
+
+
+def _with(layer: ir.Layer, field: str, value: Any) -> ir.Layer:
+    from dataclasses import replace
+
+    return replace(layer, **{field: value})
+
+
+def _describe(item: ir.Item) -> str:
+    from cnnspec.layers import format_layer
+
+    if isinstance(item, ir.Layer):
+        return f"`{format_layer(item)}`"
+    return "a group"
+
+
+def _example(kind: LayerKind) -> str:
+    return {"conv": "conv32", "pool": "pool2", "avgpool": "avgpool2", "drop": "drop.25",
+            "dense": "dense512"}.get(kind.word, kind.word)
+
+
+def _alternatives_text(word: str, choices: Tree | None, args: Tree | None) -> str:
+    def value_text(v: Token | Tree) -> str:
+        if isinstance(v, Tree):
+            return "{" + ",".join(value_text(c) for c in v.children) + "}"
+        raw = str(v)
+        return format_number(_num_value(v)) if v.type == "NUMBER" else raw
+
+    text = word
+    if choices is not None:
+        text += value_text(choices)
+    if args is not None:
+        parts = []
+        for arg in args.children:
+            if arg.data == "named_arg":
+                parts.append(f"{arg.children[0]}={value_text(arg.children[1])}")
+            else:
+                parts.append(value_text(arg.children[0]))
+        text += "(" + ",".join(parts) + ")"
+    return text
