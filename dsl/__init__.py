@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 
 def check(spec: Any, **kwargs: Any) -> Any:
-    """Shape-check a spec; see cnnspec.check.check."""
-    from cnnspec.check import check as _check
+    """Shape-check a spec; see cnnspec.checker.check."""
+    from cnnspec.checker import check as _check
 
     return _check(spec, **kwargs)
 

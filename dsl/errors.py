@@ -28,7 +28,7 @@ class Diagnostic:
     hint: str | None = None
 
     def render(self, source: str | None = None, filename: str | None = None) -> str:
-        """Compiler-style text: `file:line:col: error: ...`, the source line, a caret line, a hint."""
+        """Compiler-style: `file:line:col: error: ...`, the source line, a caret line, a hint."""
         name = filename or "<spec>"
         if self.span is None:
             out = [f"{name}: error: {self.message}"]
@@ -50,7 +50,7 @@ class Diagnostic:
 
 
 class SpecError(Exception):
-    """Everything wrong with one spec. `str()` renders each problem with file, line, column and caret.
+    """Everything wrong with one spec; `str()` renders each with file, line, column and caret.
 
     The first problem's position is exposed as `filename`, `line` and `column` for callers that
     want only one.

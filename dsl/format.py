@@ -27,7 +27,8 @@ def format_item(item: ir.Item) -> str:
         return "(" + format_items(item.items) + ")"
     if isinstance(item, ir.Repeat):
         body = format_item(item.body)
-        return f"{body}x{item.times}" if isinstance(item.body, ir.Group) else f"{body} x{item.times}"
+        glue = "" if isinstance(item.body, ir.Group) else " "  # conv64x2 would read as one word
+        return f"{body}{glue}x{item.times}"
     if isinstance(item, ir.BlockRef):
         return item.name
     if isinstance(item, ir.Alternatives):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from cnnspec.errors import Span
 
 Shape = tuple[int, ...]
-Value = Union[int, float, str, tuple[int, ...]]
+Value = int | float | str | tuple[int, ...]
 
 
 def _span() -> Any:
@@ -156,7 +156,7 @@ class Optional:
     span: Span | None = _span()
 
 
-Item = Union[Layer, Group, Repeat, BlockRef, Alternatives, Optional]
+Item = Layer | Group | Repeat | BlockRef | Alternatives | Optional
 
 # -- statements --------------------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ class LayerLine:
     span: Span | None = _span()
 
 
-Statement = Union[InputDecl, ClassesDecl, TrainDecl, LetDecl, LayerLine]
+Statement = InputDecl | ClassesDecl | TrainDecl | LetDecl | LayerLine
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,8 @@ class Spec:
 
     @property
     def settings(self) -> tuple[Setting, ...]:
-        return tuple(s for st in self.statements() if isinstance(st, TrainDecl) for s in st.settings)
+        decls = [st for st in self.statements() if isinstance(st, TrainDecl)]
+        return tuple(s for st in decls for s in st.settings)
 
     @property
     def blocks(self) -> dict[str, tuple[Item, ...]]:

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from cnnspec import ir
-from cnnspec.check import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.layers import kind_of
 
 

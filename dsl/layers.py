@@ -1,4 +1,4 @@
-"""The table of layer words: for each word its IR node, arguments, shape rule, counts and Keras builder.
+"""The table of layer words: each word's IR node, arguments, shape rule, counts, Keras builder.
 
 Adding a layer kind is one entry in `_KINDS` (plus its tests): the parser, formatter, checker,
 Keras backend and the README's language reference all read this table. Shape arithmetic is the
@@ -8,9 +8,9 @@ same as Keras's `compute_conv_output_shape` / pooling rules, ported once here.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from cnnspec import ir

@@ -59,7 +59,8 @@ def _grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(_grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True)
+    # Spans come from the tokens (see _tree_span): Lark's propagate_positions doubles parse time.
+    return Lark(_grammar_text(), parser="lalr", lexer="contextual")
 
 
 def parse(text: str, filename: str | None = None, name: str | None = None) -> ir.Spec:
@@ -159,11 +160,21 @@ def _tok_span(tok: Token) -> Span:
     return Span(tok.line, tok.column, tok.end_line, tok.end_column)
 
 
+def _edge_token(tree: Tree, last: bool) -> Token | None:
+    children = reversed(tree.children) if last else tree.children
+    for child in children:
+        found = child if isinstance(child, Token) else _edge_token(child, last)
+        if found is not None:
+            return found
+    return None
+
+
 def _tree_span(tree: Tree) -> Span | None:
-    meta = tree.meta
-    if getattr(meta, "empty", True):
+    """From the first token's start to the last token's end."""
+    first, last = _edge_token(tree, False), _edge_token(tree, True)
+    if first is None or last is None:
         return None
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+    return Span(first.line, first.column, last.end_line, last.end_column)
 
 
 _WORD_NUMBER = re.compile(r"([A-Za-z_]+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -366,7 +377,8 @@ class _Builder:
         if isinstance(first, Token) and first.type == "BAR":
             return ir.Flatten(bar=True, span=_tok_span(first))
         if first.data == "group":
-            body: ir.Item | None = ir.Group(self.sequence(first.children[0]), span=_tree_span(first))
+            inner = self.sequence(first.children[0])
+            body: ir.Item | None = ir.Group(inner, span=_tree_span(first))
         else:
             body = self.layer(first, previous)
             if body is None:

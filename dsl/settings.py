@@ -1,4 +1,4 @@
-"""Training settings a spec can carry (`train lr=.01 batch=32 ...`), with the notebook's defaults."""
+"""Training settings a spec can carry (`train lr=.01 batch=32`), with the notebook's defaults."""
 
 from __future__ import annotations
 

@@ -121,7 +121,9 @@ def classifier(classes: int) -> tuple[ir.Layer, ...]:
 def keras_name(layer: ir.Layer, implicit: bool) -> str:
     """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`."""
     word = format_layer(replace(layer, l1=None, l2=None) if layer.weighted else layer)
-    word = "flatten" if word == "|" else re.sub(r"[^A-Za-z0-9]+", "_", word.split("(")[0]).strip("_")
+    if word == "|":
+        word = "flatten"
+    word = re.sub(r"[^A-Za-z0-9]+", "_", word.split("(")[0]).strip("_")
     if implicit or layer.span is None:
         return f"classifier_{word}"
     return f"{word}_l{layer.span.line}c{layer.span.column}"
@@ -133,7 +135,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
         raise _error(spec, [Diagnostic(
             "this spec holds sweep alternatives; check its variants instead",
             None,
-            f"run `cnnspec expand {spec.filename or spec.name + '.cnn'}` or `cnnspec check` on it",
+            "`cnnspec expand FILE` lists them; `cnnspec check FILE` checks them all",
         )])
     problems: list[Diagnostic] = []
     rows: list[Row] = []

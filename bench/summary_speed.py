@@ -1,0 +1,66 @@
+"""Wall time of `cnnspec summary specs/exp7.cnn` vs building the same model in Keras and
+calling `model.summary()`, both as fresh processes, interleaved in one run (target >= 20x).
+
+    python bench/summary_speed.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "specs" / "exp7.cnn"
+
+KERAS_SCRIPT = f"""
+import cnnspec, keras
+from cnnspec.keras_backend import build_model
+model = build_model(cnnspec.check(cnnspec.load({str(SPEC)!r})))
+model.summary()
+"""
+
+HAND_KERAS_SCRIPT = """
+import keras
+from keras import layers as L
+m = keras.Sequential([keras.Input((32, 32, 3)),
+    L.Conv2D(64, 3, padding="same"), L.Activation("relu"), L.BatchNormalization(),
+    L.MaxPool2D(2, 2), L.Dropout(.25),
+    L.Conv2D(128, 3, padding="same"), L.Activation("relu"), L.BatchNormalization(),
+    L.Conv2D(128, 3, padding="same"), L.Activation("relu"), L.BatchNormalization(),
+    L.MaxPool2D(2, 2), L.Dropout(.25), L.Flatten(),
+    L.Dense(512, kernel_regularizer=keras.regularizers.L2(.01)), L.Activation("relu"),
+    L.Dropout(.5), L.Dense(10), L.Activation("softmax")])
+m.summary()
+"""
+
+
+def timed(cmd: list[str]) -> float:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    ours, keras_hand, keras_compiled = [], [], []
+    for _ in range(args.runs):  # interleaved so machine noise hits both sides alike
+        ours.append(timed([sys.executable, "-m", "cnnspec", "summary", str(SPEC)]))
+        keras_hand.append(timed([sys.executable, "-c", HAND_KERAS_SCRIPT]))
+        keras_compiled.append(timed([sys.executable, "-c", KERAS_SCRIPT]))
+    o, h, c = (statistics.median(x) for x in (ours, keras_hand, keras_compiled))
+    print(f"cnnspec summary exp7             median {o * 1000:8.0f} ms  ({args.runs} runs)")
+    print(f"hand-written Keras + summary()   median {h * 1000:8.0f} ms")
+    print(f"cnnspec -> Keras + summary()     median {c * 1000:8.0f} ms")
+    print(f"ratio (Keras hand / cnnspec)     {h / o:8.1f}x   target >= 20x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The `cnnspec` command: argument parsing, terminal output and exit codes, nothing else.
+
+Exit codes: 0 success, 1 a spec (or run) is bad, 2 the command line is wrong. Bad input is
+reported compiler-style (`file:line:col`, source line, caret, hint), never as a traceback.
+`check`, `summary`, `fmt` and `parse` do not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cnnspec import ir
+from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.errors import SpecError
+from cnnspec.format import format_spec
+from cnnspec.layers import fmt_shape
+from cnnspec.parse import load
+
+EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line mistake the parser could not catch (exit 2)."""
+
+
+class Failure(Exception):
+    """A run-time failure already explained to the user (exit 1)."""
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 120)  # pipes and CI logs: don't wrap tables at 80
+    return console
+
+
+def print_spec_error(err: SpecError, console: Console | None = None) -> None:
+    """Render a SpecError compiler-style on stderr; `error:` in red when on a terminal."""
+    console = console or _console(stderr=True)
+    for line in err.render().splitlines():
+        text = Text(line)
+        if ": error: " in line:
+            start = line.index(": error: ") + 2
+            text.stylize("bold red", start, start + 6)
+        elif line.startswith("  hint:"):
+            text.stylize("cyan", 0, 7)
+        elif line.strip() and set(line.strip()) == {"^"}:
+            text.stylize("bold red")
+        console.print(text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a file's contents all at once, so an interrupted write never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    spec = load(args.file)
+    print(ir.to_json(spec, indent=2))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cnnspec.sweep import check_all_variants
+
+    out, err = _console(), _console(stderr=True)
+    bad = 0
+    for file in args.files:
+        try:
+            spec = load(file)
+            reports = check_all_variants(spec, max_params=args.max_params)
+        except SpecError as exc:
+            print_spec_error(exc, err)
+            bad += 1
+            continue
+        if not args.quiet:
+            if len(reports) == 1:
+                r = reports[0]
+                out.print(f"ok  {file}  {r.params:,} params, {_si(r.macs)} MACs")
+            else:
+                out.print(f"ok  {file}  {len(reports)} variants, all check")
+    if bad and len(args.files) > 1:
+        err.print(f"{bad} of {len(args.files)} specs have errors")
+    return EXIT_BAD_SPEC if bad else EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    spec = load(args.file)
+    report = check(spec, max_params=args.max_params)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return EXIT_OK
+    _console().print(summary_table(report, args.file))
+    return EXIT_OK
+
+
+def summary_table(report: Report, title: str) -> Table:
+    """The per-layer table `cnnspec summary` prints."""
+    table = Table(title=f"{title}  (input {fmt_shape(report.input_shape)})", title_justify="left")
+    table.add_column("line", justify="right", style="dim")
+    table.add_column("layer")
+    table.add_column("keras layer")
+    table.add_column("output", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("MACs", justify="right")
+    table.add_column("RF", justify="right", style="dim")
+    for row in report.rows:
+        table.add_row(
+            "" if row.line is None else str(row.line),
+            Text(row.text, style="italic" if row.implicit else ""),
+            f"{row.keras_name} ({row.keras_class})",
+            fmt_shape(row.output_shape),
+            f"{row.params:,}" if row.params else "0",
+            _si(row.macs) if row.macs else "0",
+            "x".join(str(v) for v in dict.fromkeys(row.receptive_field)),
+        )
+    table.add_section()
+    table.add_row(
+        "", "total", f"{len(report.rows)} layers", "",
+        f"{report.params:,}", _si(report.macs), "",
+    )
+    table.caption = (
+        f"trainable {report.trainable:,} · non-trainable {report.non_trainable:,} · "
+        f"activations {report.activation_bytes / 2**20:.2f} MiB per image (float32)"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def _si(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    out, err = _console(), _console(stderr=True)
+    status = EXIT_OK
+    for file in args.files:
+        try:
+            spec = load(file)
+        except SpecError as exc:
+            print_spec_error(exc, err)
+            status = EXIT_BAD_SPEC
+            continue
+        text = spec.source or ""
+        canonical = format_spec(spec)
+        if canonical == text:
+            continue
+        if args.check:
+            out.print(f"would reformat {file}")
+            status = EXIT_BAD_SPEC
+        else:
+            write_atomic(Path(file), canonical)
+            out.print(f"reformatted {file}")
+    return status
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+def _add_max_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-params", type=_positive_int, default=DEFAULT_MAX_PARAMS, metavar="N",
+        help=f"parameter budget (default {DEFAULT_MAX_PARAMS:.0e})",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _register(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
+              ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnspec",
+        description="Check, compile, train and compare CNNs written in the cnnspec language.",
+    )
+    parser.add_argument("--version", action="version", version="cnnspec 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _register(sub, "check", cmd_check, "check specs; list every error (exit 1 if any)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    _add_max_params(p)
+
+    p = _register(sub, "summary", cmd_summary, "per-layer shapes, parameters and MACs")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_max_params(p)
+
+    p = _register(sub, "fmt", cmd_fmt, "rewrite specs in canonical form")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if unformatted")
+
+    p = _register(sub, "parse", cmd_parse, "print a spec's IR as JSON")
+    p.add_argument("file", metavar="FILE")
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any], None]]:
+    """Commands defined in their own modules (train, run, compare, ...), registered lazily."""
+    out: list[Callable[[Any], None]] = []
+    for module in ("cnnspec.cli_train", "cnnspec.cli_experiments"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        out.append(mod.register)
+    return out
+
+
+_EXTRA_COMMANDS = _extra_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print_spec_error(exc)
+        return EXIT_BAD_SPEC
+    except UsageError as exc:
+        _console(stderr=True).print(f"cnnspec: error: {exc}")
+        return EXIT_USAGE
+    except Failure as exc:
+        if str(exc):
+            _console(stderr=True).print(Text(f"cnnspec: {exc}", style="red"))
+        return EXIT_BAD_SPEC
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

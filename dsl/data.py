@@ -1,0 +1,340 @@
+"""Find and load CIFAR-10 python batches offline, unpickling only what the format needs."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+REQUIRED_FILES = (*TRAIN_FILES, TEST_FILE)
+META_FILE = "batches.meta"
+ENV_VAR = "CNNSPEC_DATA"
+DEFAULT_LABEL_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+_PIXELS = 32 * 32 * 3
+
+
+class DataError(Exception):
+    """CIFAR-10 data that is missing, corrupt or unsafe; the message names the file or folder."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous, so compare by identity
+class Cifar10:
+    """CIFAR-10 as arrays: images uint8 NHWC (N, 32, 32, 3), unscaled; labels int64 (N,) in 0..9.
+
+    `source` is the folder the batches were read from and `origin` says how it was found
+    ("--data", "$CNNSPEC_DATA", "keras cache" or "bundled sample").
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    label_names: tuple[str, ...]
+    source: Path
+    origin: str = ""
+
+    def describe(self) -> str:
+        """One line, e.g. "1,000 train / 500 test images from DIR (bundled sample)"."""
+        text = f"{len(self.x_train):,} train / {len(self.x_test):,} test images from {self.source}"
+        return f"{text} ({self.origin})" if self.origin else text
+
+
+# --- finding the folder ---
+
+
+def _missing(folder: Path) -> list[str]:
+    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+
+
+def _resolve(folder: Path) -> Path | None:
+    """`folder` if it holds the batches, else its `cifar-10-batches-py` child, else None."""
+    for candidate in (folder, folder / FOLDER):
+        if candidate.is_dir() and not _missing(candidate):
+            return candidate
+    return None
+
+
+def _require(folder: Path, label: str) -> Path:
+    """The batches folder the user pointed at; a DataError saying what is wrong if there is none."""
+    found = _resolve(folder)
+    if found is not None:
+        return found
+    expected = f"expected a '{FOLDER}' folder (or its parent) holding {', '.join(REQUIRED_FILES)}"
+    if not folder.exists():
+        raise DataError(f"{label} {folder}: no such directory; {expected}.", folder)
+    if not folder.is_dir():
+        raise DataError(f"{label} {folder}: not a directory; {expected}.", folder)
+    inner = folder / FOLDER if (folder / FOLDER).is_dir() else folder
+    missing = _missing(inner)
+    raise DataError(
+        f"{label} {folder}: missing {', '.join(str(inner / m) for m in missing)}; {expected}.",
+        inner / missing[0],
+    )
+
+
+def _keras_cache_dirs(env: Mapping[str, str]) -> list[Path]:
+    """Where Keras leaves CIFAR-10: `datasets/cifar-10-batches-py` (Keras 2) or inside
+    `datasets/cifar-10-batches-py-target` (Keras 3), under $KERAS_HOME or ~/.keras."""
+    if env.get("KERAS_HOME"):
+        home = Path(env["KERAS_HOME"]).expanduser()
+    else:
+        try:
+            home = Path.home() / ".keras"
+        except RuntimeError:  # no home directory to speak of
+            return []
+    datasets = home / "datasets"
+    return [datasets / FOLDER, datasets / f"{FOLDER}-target"]
+
+
+def bundled_sample_dir() -> Path:
+    """The small real sample shipped in `cnnspec.sample_data` (it may be absent in odd installs)."""
+    try:
+        resource = importlib.resources.files("cnnspec.sample_data") / FOLDER
+    except ModuleNotFoundError:
+        resource = None
+    if isinstance(resource, Path) and resource.is_dir():
+        return resource
+    # Run from a source tree without an install (e.g. PYTHONPATH=dsl): the folder beside us.
+    return Path(__file__).resolve().parent / "sample_data" / FOLDER
+
+
+def find_data_dir(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Path, str]:
+    """The CIFAR-10 batches folder and where it came from.
+
+    Searched in order: `explicit` (the CLI's `--data DIR`), `$CNNSPEC_DATA`, the Keras cache,
+    then the bundled sample. A folder named by `explicit` or `$CNNSPEC_DATA` must hold the data
+    (the folder itself or its parent); it is a DataError if it does not, never a silent
+    fall-through. `env` defaults to `os.environ`.
+    """
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return _require(Path(explicit).expanduser(), "--data"), "--data"
+    if env.get(ENV_VAR):
+        return _require(Path(env[ENV_VAR]).expanduser(), f"${ENV_VAR}"), f"${ENV_VAR}"
+    searched = []
+    for cache in _keras_cache_dirs(env):
+        found = _resolve(cache)
+        if found is not None:
+            return found, "keras cache"
+        searched.append(cache)
+    bundled = bundled_sample_dir()
+    if not _missing(bundled):
+        return bundled, "bundled sample"
+    searched.append(bundled)
+    raise DataError(
+        "no CIFAR-10 data found; looked in "
+        + ", ".join(str(p) for p in searched)
+        + f". Pass --data DIR or set ${ENV_VAR} to a '{FOLDER}' folder.",
+        bundled,
+    )
+
+
+# --- reading one file, safely ---
+
+
+def _new_ndarray(subtype: object, shape: object, typecode: object) -> np.ndarray:
+    """Stands in for numpy's `_reconstruct`: an empty array that BUILD then fills."""
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"unexpected array reconstruction {subtype!r}, {shape!r}")
+    return np.empty(0, dtype=np.int8)
+
+
+_INTEGER_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8"})
+
+
+def _integer_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype:
+    """Stands in for `numpy.dtype`: integer kinds only (no object arrays), always a fresh copy,
+    so the BUILD that follows never touches numpy's shared descriptors."""
+    name = obj.decode("latin1") if isinstance(obj, bytes) else obj
+    if name not in _INTEGER_DTYPES:
+        raise pickle.UnpicklingError(f"dtype {obj!r} is not an integer type")
+    return np.dtype(name, bool(align), True)
+
+
+def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
+    """Stands in for `_codecs.encode`, which Python 3 protocol-2 pickles use for raw bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected _codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+# The only globals a CIFAR-10 batch refers to. Official files (Python 2 cPickle) name the first,
+# third and fourth; numpy 2 writes `numpy._core`; Python 3 protocol-2 pickles add
+# `_codecs.encode`. Each maps to a vetted stand-in or a class; nothing is ever imported.
+_ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _new_ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _new_ndarray,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _integer_dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Resolves only `_ALLOWED_GLOBALS`; any other global is refused before it is looked up."""
+
+    def __init__(self, file: object, path: Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise DataError(
+                f"{self._path}: refused to load: the pickle asks for {module}.{name}, which a "
+                "CIFAR-10 batch never uses, so the file is corrupt or hostile. Replace it with "
+                "an official copy.",
+                self._path,
+            ) from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise pickle.UnpicklingError("persistent ids are not part of the format")
+
+
+def _read_pickle(path: Path) -> dict[str, object]:
+    """The dict in one batch file, keys as str; a DataError naming `path` for anything else."""
+    try:
+        with path.open("rb") as f:
+            obj = _BatchUnpickler(f, path).load()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found", path) from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}", path) from None
+    except Exception as e:  # anything that goes wrong decoding untrusted bytes is bad data
+        raise DataError(
+            f"{path}: not a readable CIFAR-10 pickle (truncated or corrupt: "
+            f"{type(e).__name__}: {e}). Replace it with an official copy.",
+            path,
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a pickled dict, found {type(obj).__name__}", path)
+    out: dict[str, object] = {}
+    for key, value in obj.items():
+        if isinstance(key, bytes):
+            key = key.decode("latin1")
+        if isinstance(key, str):
+            out[key] = value
+    return out
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch as (images uint8 NHWC, labels int64), validated."""
+    d = _read_pickle(path)
+    absent = [k for k in ("data", "labels") if k not in d]
+    if absent:
+        raise DataError(
+            f"{path}: missing key(s) {', '.join(absent)}; found {sorted(d)}, expected "
+            "batch_label, labels and data",
+            path,
+        )
+    data = d["data"]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.dtype.fields is not None
+        or data.ndim != 2
+        or data.shape[1] != _PIXELS
+    ):
+        found = (
+            f"{data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else type(data).__name__
+        )
+        raise DataError(f"{path}: 'data' must be a uint8 N x {_PIXELS} array, found {found}", path)
+    n = data.shape[0]
+    if n == 0:
+        raise DataError(f"{path}: holds no images", path)
+    try:
+        labels = np.asarray(d["labels"])
+    except Exception:  # ragged or exotic values
+        labels = np.asarray([None])
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: 'labels' must be a list of integers 0..9", path)
+    if len(labels) != n:
+        raise DataError(f"{path}: {len(labels)} labels for {n} images", path)
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{path}: label {int(labels[i])} at index {i} is outside 0..9 "
+            f"({bad.size} bad label(s))",
+            path,
+        )
+    images = np.ascontiguousarray(data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1))  # -> NHWC
+    return images, labels.astype(np.int64)
+
+
+def _read_label_names(folder: Path) -> tuple[str, ...]:
+    path = folder / META_FILE
+    if not path.is_file():
+        return DEFAULT_LABEL_NAMES
+    names = _read_pickle(path).get("label_names")
+    if not isinstance(names, list | tuple) or len(names) != 10:
+        raise DataError(f"{path}: 'label_names' must be a list of 10 names", path)
+    out = []
+    for name in names:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if not isinstance(name, str):
+            raise DataError(f"{path}: 'label_names' must be a list of 10 names", path)
+        out.append(name)
+    return tuple(out)
+
+
+def load_cifar10(
+    explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> Cifar10:
+    """Load CIFAR-10 from the folder `find_data_dir(explicit, env)` picks.
+
+    Reads all five `data_batch_*` files and `test_batch` (each may hold any number of images),
+    and label names from `batches.meta` when present. Images stay uint8 in 0..255: scaling
+    happens in the training graph. `limit` keeps the first `limit` training images.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images, got {limit}")
+    folder, origin = find_data_dir(explicit, env)
+    train = [_read_batch(folder / name) for name in TRAIN_FILES]
+    x_test, y_test = _read_batch(folder / TEST_FILE)
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    if limit is not None and limit < len(x_train):
+        x_train, y_train = x_train[:limit].copy(), y_train[:limit].copy()
+    return Cifar10(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        label_names=_read_label_names(folder),
+        source=folder,
+        origin=origin,
+    )

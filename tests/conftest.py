@@ -1,0 +1,30 @@
+"""Shared fixtures: paths into the repository and a way to run the installed CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-py"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `python -m cnnspec ARGS` as a user would, capturing text output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args],
+        cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,112 @@
+"""The command line as a user runs it: a subprocess, exit codes, error format, JSON output."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import EXAMPLES, SPECS
+
+
+def test_check_all_seed_specs_and_examples(cli, tmp_path):
+    files = sorted(str(p) for p in [*SPECS.glob("*.cnn"), *EXAMPLES.glob("*.cnn")])
+    result = cli("check", *files, cwd=tmp_path)  # from any folder
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(files)
+    assert "Traceback" not in result.stderr
+
+
+def test_check_lists_every_error_with_position_and_caret(cli, tmp_path):
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("conv32 relu cnov64 drop1.5\n| dense10 l2(.01)\n")
+    worse = tmp_path / "worse.cnn"
+    worse.write_text("conv32 pool3 pool3 pool3 pool3 | dense64\n")
+    result = cli("check", str(bad), str(worse))
+    assert result.returncode == 1
+    err = result.stderr
+    assert "Traceback" not in err
+    assert f"{bad}:1:13: error: unknown layer word `cnov64`" in err
+    assert "did you mean `conv64`?" in err
+    assert f"{bad}:1:20: error: drop rate must be in [0, 1), got 1.5" in err
+    # the pooling that reaches zero names the layer and the incoming shape
+    assert re.search(rf"{re.escape(str(worse))}:1:26: error: pool3: input is 1×1×32", err)
+    # source line and caret under the offending token
+    lines = err.splitlines()
+    i = lines.index("    conv32 relu cnov64 drop1.5")
+    assert lines[i + 1] == "    " + " " * 12 + "^" * 6
+
+
+def test_syntax_error_stray_bracket(cli, tmp_path):
+    bad = tmp_path / "stray.cnn"
+    bad.write_text("conv32 relu bn pool3 drop.25 | dense512 l2(.01) drop.5]\n")
+    result = cli("check", str(bad))
+    assert result.returncode == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{bad}:1:55: error: unexpected character ']'")
+    assert "expected" in first
+    assert len(result.stderr) < 600  # a sentence, not a dump of token names
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli().returncode == 2
+    assert cli("summary").returncode == 2
+    assert cli("frobnicate").returncode == 2
+    assert cli("check", "--max-params", "zero", "specs/exp1.cnn").returncode == 2
+
+
+def test_missing_file_is_a_spec_error_not_a_traceback(cli, tmp_path):
+    result = cli("summary", str(tmp_path / "nope.cnn"))
+    assert result.returncode == 1
+    assert "cannot read spec" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_summary_table_and_json(cli, tmp_path):
+    table = cli("summary", str(SPECS / "exp7.cnn"), cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "conv128_l8c2 (Conv2D)" in table.stdout
+    assert "4,424,458" in table.stdout
+    result = cli("summary", "--json", str(SPECS / "exp7.cnn"))
+    data = json.loads(result.stdout)
+    assert data["totals"]["params"] == 4_424_458
+    assert data["totals"]["non_trainable_params"] == 640
+    assert data["layers"][0]["output_shape"] == [32, 32, 64]
+    assert data["layers"][-1]["keras_name"] == "classifier_softmax"
+    assert sum(r["params"] for r in data["layers"]) == data["totals"]["params"]
+
+
+def test_summary_respects_max_params(cli):
+    result = cli("summary", "--max-params", "1000000", str(SPECS / "exp7.cnn"))
+    assert result.returncode == 1
+    assert "over the budget of 1,000,000" in result.stderr
+    assert "dense512" in result.stderr
+
+
+def test_parse_prints_ir_json(cli):
+    result = cli("parse", str(SPECS / "exp1.cnn"))
+    data = json.loads(result.stdout)
+    assert data["kind"] == "Spec"
+
+
+def test_fmt_check_and_rewrite(cli, tmp_path):
+    messy = tmp_path / "messy.cnn"
+    messy.write_text("# keep me\nconv32   relu pool2 drop0.25 # tail\n|dense64 relu\n")
+    check = cli("fmt", "--check", str(messy))
+    assert check.returncode == 1
+    assert "would reformat" in check.stdout
+    assert messy.read_text().startswith("# keep me\nconv32   relu")  # untouched
+    assert cli("fmt", str(messy)).returncode == 0
+    assert messy.read_text() == "# keep me\nconv32 relu pool2 drop.25  # tail\n| dense64 relu\n"
+    assert cli("fmt", "--check", str(messy)).returncode == 0
+    seeds = [str(p) for p in SPECS.glob("*.cnn")]
+    assert cli("fmt", "--check", *seeds).returncode == 0
+
+
+def test_fmt_leaves_a_bad_file_alone(cli, tmp_path):
+    bad = tmp_path / "bad.cnn"
+    text = "conv32 relu ( pool2\n"
+    bad.write_text(text)
+    result = cli("fmt", str(bad))
+    assert result.returncode == 1
+    assert bad.read_text() == text
+    assert "`(` is not closed on this line" in result.stderr
