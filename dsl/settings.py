@@ -65,3 +65,8 @@ def resolve_settings(pairs: dict[str, Any], base: TrainSettings | None = None) -
     if "momentum" in values:
         values["momentum"] = float(values["momentum"])
     return (base or TrainSettings()).override(**values)
+
+
+def settings_of(spec: Any) -> TrainSettings:
+    """The training settings a (sweep-free) spec writes, on top of the defaults."""
+    return resolve_settings({s.key: s.value for s in spec.settings})

@@ -1,0 +1,97 @@
+"""Which layers two specs differ in, and what that does to shapes and parameter counts.
+
+A row of a comparison table is explained by the architecture change that caused it, so the diff
+is computed on the checked layer rows (the Keras layers), aligned like a text diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from cnnspec.checker import Report, Row
+from cnnspec.settings import TrainSettings
+
+
+@dataclass(frozen=True)
+class Change:
+    """One aligned step: op is "same", "added", "removed" or "changed"."""
+
+    op: str
+    a: Row | None
+    b: Row | None
+
+    def to_dict(self) -> dict:
+        def side(r: Row | None) -> dict | None:
+            if r is None:
+                return None
+            return {"line": r.line, "text": r.text, "output_shape": list(r.output_shape),
+                    "params": r.params}
+
+        return {"op": self.op, "a": side(self.a), "b": side(self.b)}
+
+
+@dataclass(frozen=True)
+class SpecDiff:
+    """The layer-by-layer alignment of two checked specs and their settings' differences."""
+
+    a: Report
+    b: Report
+    changes: tuple[Change, ...]
+    settings: tuple[tuple[str, object, object], ...]
+
+    @property
+    def edits(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.op != "same")
+
+    def to_dict(self) -> dict:
+        return {
+            "a": self.a.name,
+            "b": self.b.name,
+            "params": _delta(self.a.params, self.b.params),
+            "macs": _delta(self.a.macs, self.b.macs),
+            "changes": [c.to_dict() for c in self.changes],
+            "settings": [{"key": k, "a": va, "b": vb} for k, va, vb in self.settings],
+        }
+
+
+def _delta(a: int, b: int) -> dict[str, int]:
+    return {"a": a, "b": b, "delta": b - a}
+
+
+def _key(row: Row) -> str:
+    return row.text
+
+
+def diff_reports(
+    a: Report,
+    b: Report,
+    settings_a: TrainSettings | None = None,
+    settings_b: TrainSettings | None = None,
+) -> SpecDiff:
+    """Align two reports' layers by their text; a changed shape on an equal layer is "changed"."""
+    matcher = difflib.SequenceMatcher(
+        a=[_key(r) for r in a.rows], b=[_key(r) for r in b.rows], autojunk=False
+    )
+    changes: list[Change] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            for ra, rb in zip(a.rows[i1:i2], b.rows[j1:j2], strict=True):
+                same = ra.output_shape == rb.output_shape and ra.params == rb.params
+                changes.append(Change("same" if same else "changed", ra, rb))
+        elif op == "replace":
+            left, right = list(a.rows[i1:i2]), list(b.rows[j1:j2])
+            for k in range(max(len(left), len(right))):
+                ra = left[k] if k < len(left) else None
+                rb = right[k] if k < len(right) else None
+                kind = "changed" if ra and rb else ("removed" if ra else "added")
+                changes.append(Change(kind, ra, rb))
+        elif op == "delete":
+            changes.extend(Change("removed", r, None) for r in a.rows[i1:i2])
+        else:
+            changes.extend(Change("added", None, r) for r in b.rows[j1:j2])
+    setting_changes: list[tuple[str, object, object]] = []
+    if settings_a is not None and settings_b is not None:
+        da, db = settings_a.to_dict(), settings_b.to_dict()
+        setting_changes = [(k, da[k], db[k]) for k in da if da[k] != db[k]]
+    return SpecDiff(a, b, tuple(changes), tuple(setting_changes))
