@@ -16,6 +16,7 @@ from cnnspec.errors import Diagnostic, SpecError
 from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
 
 DEFAULT_MAX_PARAMS = 10**9
+MAX_LAYERS = 10_000  # far above any real CNN; keeps a checker run well under a second
 BYTES_PER_VALUE = 4  # float32 activations
 
 
@@ -136,6 +137,15 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             "this spec holds sweep alternatives; check its variants instead",
             None,
             "`cnnspec expand FILE` lists them; `cnnspec check FILE` checks them all",
+        )])
+    total = spec.layer_count()
+    if total > MAX_LAYERS:  # refuse before unrolling: `(relu x1000)x1000` is a million layers
+        worst = max(spec.body, key=spec.layer_count)
+        raise _error(spec, [Diagnostic(
+            f"the network unrolls to {total:,} layers, over the limit of {MAX_LAYERS:,}; "
+            f"this part alone is {spec.layer_count(worst):,}",
+            getattr(worst, "span", None),
+            "lower the repeat counts (xN)",
         )])
     problems: list[Diagnostic] = []
     rows: list[Row] = []

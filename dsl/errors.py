@@ -34,9 +34,11 @@ class Diagnostic:
             out = [f"{name}: error: {self.message}"]
         else:
             out = [f"{name}:{self.span.line}:{self.span.column}: error: {self.message}"]
-            lines = source.splitlines() if source is not None else []
+            # Lines are counted by "\n" only, as the parser does (splitlines would also split
+            # at \f, \x1c or \u2028 and show the wrong line).
+            lines = source.split("\n") if source is not None else []
             if 0 < self.span.line <= len(lines):
-                text = lines[self.span.line - 1].expandtabs(1)
+                text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
                 width = (
                     self.span.end_column - self.span.column
                     if self.span.end_line == self.span.line

@@ -290,6 +290,30 @@ class Spec:
             walk(item)
         return tuple(out)
 
+    def layer_count(self, item: Item | None = None) -> int:
+        """How many layers `layers()` yields (for one item, or all), without unrolling anything.
+
+        Repeats multiply, so a few characters (`(relu x1000)x1000`) can stand for a million
+        layers; the checker uses this to refuse such a spec before walking it.
+        """
+        blocks = self.blocks
+        memo: dict[str, int] = {}
+
+        def count(it: Item) -> int:
+            if isinstance(it, Group):
+                return sum(count(i) for i in it.items)
+            if isinstance(it, Repeat):
+                return it.times * count(it.body)
+            if isinstance(it, BlockRef):
+                if it.name not in memo:
+                    memo[it.name] = sum(count(i) for i in blocks[it.name])
+                return memo[it.name]
+            if isinstance(it, Optional):
+                return count(it.body)
+            return 1  # a layer, or one alternative of a sweep point
+
+        return count(item) if item is not None else sum(count(i) for i in self.body)
+
     def has_sweep(self) -> bool:
         def sweeps(item: Item) -> bool:
             if isinstance(item, Alternatives | Optional):

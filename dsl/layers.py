@@ -74,9 +74,10 @@ class LayerKind:
 
 
 def _spatial(layer_text: str, shape: Shape) -> tuple[int, int, int]:
+    # The checker prefixes every message with the layer's text, so it is not repeated here.
     if len(shape) != 3:
         raise ShapeProblem(
-            f"{layer_text} needs an image-shaped input (H×W×C), got a flat vector of {shape[0]}",
+            f"needs an image-shaped input (H×W×C), got a flat vector of {shape[0]}",
             "move it before `|`/flatten/gap, or use a dense layer here",
         )
     return shape[0], shape[1], shape[2]
@@ -128,7 +129,7 @@ def _gap_shape(layer: ir.GlobalAvgPool, shape: Shape) -> Shape:
 def _dense_shape(layer: ir.Dense, shape: Shape) -> Shape:
     if len(shape) != 1:
         raise ShapeProblem(
-            f"dense{layer.units} needs a flat input, got {fmt_shape(shape)}",
+            f"needs a flat input, got {fmt_shape(shape)}",
             "add `|` (flatten) or `gap` before it; Keras would apply it to the last axis only",
         )
     return (layer.units,)

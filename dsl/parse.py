@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from functools import lru_cache
 from importlib import resources
@@ -47,6 +48,7 @@ _TERMINAL_WORDS = {
     "CLASSES": "`classes`",
     "TRAIN": "`train`",
     "LET": "`let`",
+    "VALUE": "a value (a number, a word such as valid, or a size such as 3x3)",
 }
 
 
@@ -69,12 +71,48 @@ def parse(text: str, filename: str | None = None, name: str | None = None) -> ir
         tree = _lark().parse(text if text.endswith("\n") else text + "\n")
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text)], text, filename) from None
-    builder = _Builder()
+    too_deep = _nesting_diagnostic(text)
+    if too_deep is not None:  # later stages recurse once per level
+        raise SpecError([too_deep], text, filename)
+    builder = _Builder(text, _let_names(tree))
     lines = tuple(builder.line(t) for t in tree.children)
     if builder.problems:
         raise SpecError(builder.problems, text, filename)
     stem = name or (Path(filename).stem if filename else "spec")
     return ir.Spec(lines, name=stem, source=text, filename=filename)
+
+
+MAX_NESTING = 32
+
+
+def _nesting_diagnostic(text: str) -> Diagnostic | None:
+    """A problem if brackets nest deeper than MAX_NESTING (the text has already parsed)."""
+    if text.count("(") + text.count("{") <= MAX_NESTING:
+        return None
+    for number, line_text in enumerate(text.split("\n"), 1):
+        depth = 0
+        for column, ch in enumerate(line_text.split("#", 1)[0], 1):
+            if ch in "({":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return Diagnostic(
+                        f"brackets nest more than {MAX_NESTING} deep",
+                        Span.point(number, column),
+                        "flatten the groups, or name a part with `let`",
+                    )
+            elif ch in ")}":
+                depth -= 1
+    return None
+
+
+def _let_names(tree: Tree) -> set[str]:
+    """Every block name the file defines, wherever it is defined."""
+    return {
+        str(child.children[0])
+        for line in tree.children
+        for child in line.children
+        if isinstance(child, Tree) and child.data == "let_decl"
+    }
 
 
 def load(path: str | Path) -> ir.Spec:
@@ -92,6 +130,8 @@ def load(path: str | Path) -> ir.Spec:
 
 
 def _describe_expected(names: set[str]) -> str:
+    if {"NUMBER", "WORD", "SHAPE"} <= names:  # a value: an argument, a setting, an alternative
+        names = (names - {"NUMBER", "WORD", "SHAPE", "LBRACE"}) | {"VALUE"}
     words = sorted({_TERMINAL_WORDS.get(n, f"`{n}`") for n in names})
     if len(words) > 6:
         return "a layer, `|`, `(`, or the end of the line"
@@ -100,12 +140,25 @@ def _describe_expected(names: set[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _open_paren_column(line_text: str) -> int | None:
+    """1-based column of the last `(` left open on a line (comments ignored), if any."""
+    stack: list[int] = []
+    for i, ch in enumerate(line_text.split("#", 1)[0]):
+        if ch == "(":
+            stack.append(i + 1)
+        elif ch == ")" and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
-    lines = (text + "\n").splitlines()
+    # Lark counts lines by "\n" only; str.splitlines would also split at \f, \x1c, \u2028...
+    lines = text.split("\n")
     line = getattr(exc, "line", None) or len(lines)
     col = getattr(exc, "column", None) or 1
     if line < 1 or line > max(len(lines), 1):
         line, col = max(len(lines), 1), 1
+    line_text = lines[line - 1] if line <= len(lines) else ""
     if isinstance(exc, UnexpectedCharacters):
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
         hint = None
@@ -121,27 +174,54 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         expected = set(exc.expected)
+        history = getattr(exc, "token_history", None) or []
+        prev = history[-1] if history else None
         width = len(str(tok)) if tok.type != "_NL" else 1
+        if (prev is not None and prev.type == "WORD" and str(prev) in KEYWORDS
+                and prev.line == line):
+            # `conv32 | input 32x32x3`: the keyword was read as a word; point at it.
+            return Diagnostic(
+                f"`{prev}` starts its own line", _tok_span(prev), f"put `{prev} ...` on a new line"
+            )
         if tok.type == "_NL" and "RPAR" in expected:
+            opened = _open_paren_column(line_text)
             return Diagnostic(
                 "`(` is not closed on this line; expected `)`",
-                Span.point(line, col),
+                Span.point(line, opened or col),
                 "a group must open and close on one line",
             )
-        if tok.type == "RPAR":
+        if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
+            "LPAR", "_ARGS_OPEN", "LBRACE"
+        ):
+            what = {"LPAR": "group", "_ARGS_OPEN": "argument list", "LBRACE": "set of alternatives"}
+            example = {"LPAR": "(conv64 relu)x2", "_ARGS_OPEN": "conv64(k=5)",
+                       "LBRACE": "drop{.25,.5}"}
+            return Diagnostic(
+                f"empty {what[prev.type]} `{prev}{tok}`",
+                Span(prev.line, prev.column, tok.end_line, tok.end_column),
+                f"write something inside, as in {example[prev.type]}, or remove it",
+            )
+        if tok.type == "RPAR" and _open_paren_column(line_text[: col - 1]) is None:
             return Diagnostic("unmatched `)`", Span.point(line, col), "remove it or add a `(`")
-        if tok.type == "RBRACE":
+        if tok.type == "RBRACE" and "{" not in line_text[: col - 1]:
             return Diagnostic("unmatched `}`", Span.point(line, col), "remove it")
-        what = "the end of the line" if tok.type == "_NL" else f"`{tok}`"
+        what = "end of the line" if tok.type == "_NL" else f"`{tok}`"
         hint = None
-        if tok.type == "NUMBER" and "_NL" in expected:
+        if tok.type == "NUMBER" and "_NL" in expected and prev is not None and prev.type == "WORD":
             hint = "a number belongs directly after its layer word, as in conv32 or drop.25"
         elif tok.type == "REPEAT":
             hint = "repeat a layer or a group: (conv64 relu)x2"
         elif tok.type in ("INPUT", "CLASSES", "TRAIN", "LET"):
             hint = f"`{tok}` starts its own line"
+        elif tok.type == "LBRACE":
+            hint = "alternatives do not nest: write drop{.25,.5}"
+        described = _describe_expected(expected)
+        if prev is not None and prev.type == "LET":
+            described = "a block name"
+        elif prev is not None and prev.type == "TRAIN":
+            described = "a setting such as lr=.01"
         return Diagnostic(
-            f"unexpected {what}; expected {_describe_expected(expected)}",
+            f"unexpected {what}; expected {described}",
             Span.point(line, col, width),
             hint,
         )
@@ -239,6 +319,8 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
         value: Any = int(raw)
     else:
         value = float(raw)
+        if not math.isfinite(value):  # 1e999 reads as inf, which fmt could not write back
+            raise _Problem(f"{what} is too large: {raw}")
     _check_range(param, value, what)
     return value
 
@@ -261,10 +343,49 @@ def _check_range(param: Param, value: float, what: str) -> None:
 class _Builder:
     """Walks the Lark tree once, building IR and collecting every problem on the way."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: str = "", let_names: set[str] | None = None) -> None:
         self.problems: list[Diagnostic] = []
         self.blocks: dict[str, int] = {}
+        self.let_names = let_names or set()
         self.seen: set[str] = set()
+        self.lines = text.split("\n")
+
+    def full_span(self, tree: Tree) -> Span | None:
+        """A tree's span including the brackets around its edges, which the tree drops.
+
+        `conv64(valid)` ends at its `)`, `drop{.25,.5}` at its `}`, `(conv64 relu)` starts at
+        its `(`; spans from the tokens alone would stop short.
+        """
+        span = _tree_span(tree)
+        if span is None or span.end_line > len(self.lines):
+            return span
+        closers: list[str] = []
+        node: Tree | Token = tree
+        while isinstance(node, Tree) and node.children:
+            if node.data in ("args", "choices", "group"):
+                closers.append("}" if node.data == "choices" else ")")
+            node = node.children[-1]
+        openers: list[str] = []
+        node = tree
+        while isinstance(node, Tree) and node.children:
+            if node.data == "group":
+                openers.append("(")
+            node = node.children[0]
+        text, end = self.lines[span.end_line - 1], span.end_column - 1
+        for closer in reversed(closers):
+            while end < len(text) and text[end] in " \t\f":
+                end += 1
+            if end >= len(text) or text[end] != closer:
+                return span
+            end += 1
+        text, start = self.lines[span.line - 1], span.column - 2
+        for opener in reversed(openers):
+            while start >= 0 and text[start] in " \t\f":
+                start -= 1
+            if start < 0 or text[start] != opener:
+                return span
+            start -= 1
+        return Span(span.line, start + 2, span.end_line, end + 1)
 
     def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(message, span, hint))
@@ -349,9 +470,11 @@ class _Builder:
     def let_decl(self, tree: Tree, span: Span | None) -> ir.LetDecl:
         name_tok, seq = tree.children
         name = str(name_tok)
-        if name in KINDS or split_word(name) or "." in name or re.fullmatch(r"x[0-9]+", name):
+        if (name in KINDS or name in KEYWORDS or split_word(name) or "." in name
+                or re.fullmatch(r"x[0-9]+", name)):
             self.problem(
-                f"`{name}` cannot name a block: it reads as a layer word or a repeat count",
+                f"`{name}` cannot name a block: it reads as a keyword, a layer word or a repeat "
+                "count",
                 _tok_span(name_tok),
                 "pick another name, e.g. unit or stage1",
             )
@@ -372,16 +495,26 @@ class _Builder:
         return tuple(out)
 
     def item(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
-        span = _tree_span(tree)
+        # only repeats and optionals keep the item's own span
+        span = self.full_span(tree) if len(tree.children) > 1 else None
         first = tree.children[0]
         if isinstance(first, Token) and first.type == "BAR":
             return ir.Flatten(bar=True, span=_tok_span(first))
         if first.data == "group":
             inner = self.sequence(first.children[0])
-            body: ir.Item | None = ir.Group(inner, span=_tree_span(first))
+            body: ir.Item | None = ir.Group(inner, span=self.full_span(first))
         else:
+            before = len(self.problems)
             body = self.layer(first, previous)
             if body is None:
+                suffix = tree.children[1:]
+                if suffix and len(self.problems) == before:  # a penalty such as l2(.01)
+                    self.problem(
+                        f"`{suffix[0]}` cannot follow the weight penalty `{first.children[0]}`",
+                        _tok_span(suffix[0]),
+                        f"group the layer with its penalty: ({_describe(previous[-1])[1:-1]})"
+                        f"{suffix[0]}",
+                    )
                 return None
         for tok in tree.children[1:]:
             if tok.type == "REPEAT":
@@ -397,7 +530,7 @@ class _Builder:
         word_tok = tree.children[0]
         choices = next((c for c in tree.children[1:] if c.data == "choices"), None)
         args = next((c for c in tree.children[1:] if c.data == "args"), None)
-        span = _tree_span(tree)
+        span = self.full_span(tree) if len(tree.children) > 1 else _tok_span(word_tok)
         text = str(word_tok)
         if text in self.blocks and choices is None and args is None:
             return ir.BlockRef(text, span=span)
@@ -481,7 +614,8 @@ class _Builder:
                 values[kind.number.field] = coerce(
                     kind.number, number, f"{kind.word} {kind.number.field}")
             except _Problem as p:
-                self.problem(p.message, at if number.line is None else _tok_span(number), p.hint)
+                self.problem(p.message, at if number.line is None else _tok_span(number),
+                             p.hint or f"for example {_example(kind)}")
                 ok = False
         given: set[str] = set()
         for key, tok in args:
@@ -585,13 +719,41 @@ class _Builder:
 
     def unknown_word(self, tok: Token) -> None:
         text = str(tok)
-        candidates = sorted(set(KINDS) | set(self.blocks))
-        close = suggest(text, candidates)
+        at = _tok_span(tok)
         if text in KEYWORDS:
-            self.problem(f"`{text}` starts its own line", _tok_span(tok))
+            self.problem(f"`{text}` starts its own line", at, f"put `{text} ...` on a new line")
             return
-        hint = f"did you mean `{close}`?" if close else "see the language reference in README.md"
-        self.problem(f"unknown layer word `{text}`", _tok_span(tok), hint)
+        if text in self.blocks:
+            self.problem(
+                f"block `{text}` takes no arguments or alternatives", at,
+                "change its `let` line instead, or write the layers out",
+            )
+            return
+        if text in self.let_names:
+            if f"early use of {text}" not in self.seen:  # once per block, at its first use
+                self.seen.add(f"early use of {text}")
+                self.problem(
+                    f"block `{text}` is used before it is defined", at,
+                    f"move the line `let {text} = ...` above its first use",
+                )
+            return
+        if re.fullmatch(r"x[0-9]+", text):
+            self.problem(
+                f"`{text}` repeats nothing here", at,
+                "write the count right after a layer or a group: conv64 x2, (conv64 relu)x2",
+            )
+            return
+        stem = re.match(r"[A-Za-z_]*", text).group(0)
+        if stem in KINDS and KINDS[stem].number is not None:
+            self.problem(
+                f"cannot read the number in `{text}`", at,
+                f"write a plain number after `{stem}`, e.g. {_example(KINDS[stem])}",
+            )
+            return
+        close = suggest(text, sorted(set(KINDS) | set(self.blocks)))
+        hint = f"did you mean `{close}`?" if close and close != text else (
+            "see the language reference in README.md")
+        self.problem(f"unknown layer word `{text}`", at, hint)
 
 
 def _num_value(tok: Token) -> Any:
@@ -606,11 +768,9 @@ def _with(layer: ir.Layer, field: str, value: Any) -> ir.Layer:
 
 
 def _describe(item: ir.Item) -> str:
-    from cnnspec.layers import format_layer
+    from cnnspec.format import format_item
 
-    if isinstance(item, ir.Layer):
-        return f"`{format_layer(item)}`"
-    return "a group"
+    return f"`{format_item(item)}`"
 
 
 def _example(kind: LayerKind) -> str:

@@ -1,0 +1,354 @@
+"""Property tests: random valid specs round-trip, agree with Keras; random junk fails cleanly.
+
+The strategy writes spec *text* the way a person might (any argument order, aliases, odd
+spacing, comments, blank lines, blocks, groups and repeats), so the parser is exercised on
+text, not on IR built by the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import cnnspec
+from cnnspec import ir
+from cnnspec.format import format_spec
+
+# every activation word of the language except softmax (softmax right before the implicit
+# classifier is an error, tested in test_language.py)
+ACTIVATIONS = [
+    "relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "mish", "tanh", "sigmoid",
+    "hard_sigmoid", "softplus", "softsign", "leaky_relu", "linear",
+]
+BLOCK_NAMES = ["unit", "stage1", "b_2", "blk", "Head", "c64"]
+SEP = st.sampled_from([",", ", ", " , "])
+
+
+def _time_limited(fn, *args):
+    """Run fn, asserting it took under a second (a bound on pathological behaviour)."""
+    start = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        elapsed = time.perf_counter() - start
+        assert elapsed < 1.0, f"{fn.__name__} took {elapsed:.2f}s on {args!r}"
+
+
+# -- strategies for spec text ------------------------------------------------------------------
+
+
+@st.composite
+def rate(draw) -> str:
+    hundredths = draw(st.integers(0, 95))
+    text = f"{hundredths / 100:.2f}".rstrip("0").rstrip(".") or "0"
+    if text.startswith("0.") and draw(st.booleans()):
+        text = text[1:]  # .25 as well as 0.25
+    return text
+
+
+@st.composite
+def penalty(draw) -> str:
+    value = draw(st.sampled_from([".01", "0.001", "1e-4", ".5", "2", "0.0100", "2.5E-7", "1e3"]))
+    kinds = draw(st.sampled_from([[], [], ["l2"], ["l1"], ["l2", "l1"], ["l1", "l2"]]))
+    return "".join(f" {k}({value})" for k in kinds)
+
+
+@st.composite
+def conv(draw, sweep: bool = False) -> str:
+    filters = draw(st.integers(1, 8))
+    word = f"conv{filters}"
+    if sweep and draw(st.booleans()):
+        word = "conv{" + ",".join(str(f) for f in draw(
+            st.lists(st.integers(1, 8), min_size=2, max_size=3, unique=True))) + "}"
+    args = []
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["k", "kernel"]))
+        args.append(f"{key}={draw(st.sampled_from(['1', '2', '3', '5', '1x3', '3x1', '2x3']))}")
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["s", "stride"]))
+        args.append(f"{key}={draw(st.sampled_from(['1', '2', '3', '2x1', '1x2']))}")
+    if draw(st.booleans()):
+        args.append(draw(st.sampled_from(["same", "valid", "padding=valid", "p=same"])))
+    args = draw(st.permutations(args))
+    if args:
+        word += "(" + draw(SEP).join(args) + ")"
+    return word + draw(penalty())
+
+
+@st.composite
+def pool(draw, sweep: bool = False) -> str:
+    word = draw(st.sampled_from(["pool", "avgpool"]))
+    size = draw(st.integers(1, 3))
+    word += "{1,2}" if sweep and draw(st.booleans()) else str(size)
+    args = []
+    if draw(st.booleans()):
+        args.append(f"{draw(st.sampled_from(['s', 'stride']))}={draw(st.integers(1, 3))}")
+    if draw(st.booleans()):
+        args.append(draw(st.sampled_from(["same", "valid"])))
+    args = draw(st.permutations(args))
+    return word + ("(" + draw(SEP).join(args) + ")" if args else "")
+
+
+@st.composite
+def dropout(draw, sweep: bool = False) -> str:
+    if sweep and draw(st.booleans()):
+        return "drop{" + ",".join(draw(st.lists(rate(), min_size=2, max_size=3))) + "}"
+    return f"drop{draw(rate())}"
+
+
+def plain(sweep: bool = False) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.just("bn"), st.sampled_from(ACTIVATIONS), dropout(sweep=sweep)
+    )
+
+
+@st.composite
+def items(draw, layer: st.SearchStrategy[str], blocks: list[str], sweep: bool, depth: int = 0):
+    """A list of item texts: layers, block uses, groups with or without a repeat."""
+    out = []
+    for _ in range(draw(st.integers(0 if depth else 1, 4))):
+        choice = draw(st.integers(0, 9))
+        if choice <= 5 or (choice <= 8 and depth >= 2) or (choice == 9 and not blocks):
+            text = draw(layer)
+            if draw(st.integers(0, 5)) == 0:
+                times = draw(st.integers(1, 3))
+                text = f"({text})x{times}" if " " in text else f"{text} x{times}"
+        elif choice <= 8 and depth < 2:
+            inner = draw(items(layer, blocks, sweep, depth + 1))
+            if not inner:
+                inner = [draw(layer)]
+            text = "(" + " ".join(inner) + ")"
+            if draw(st.booleans()):
+                text += f"x{draw(st.integers(1, 3))}"
+        else:
+            text = draw(st.sampled_from(blocks)) if blocks else draw(layer)
+            if draw(st.booleans()):
+                text += f" x{draw(st.integers(1, 2))}"
+        if sweep and draw(st.integers(0, 6)) == 0 and not text.endswith("?"):
+            text = f"({text})?" if " " in text else f"{text}?"
+        out.append(text)
+    return out
+
+
+def trunk_layer(sweep: bool) -> st.SearchStrategy[str]:
+    return st.one_of(conv(sweep), conv(sweep), pool(sweep), plain(sweep))
+
+
+@st.composite
+def dense(draw) -> str:
+    return f"dense{draw(st.integers(1, 12))}" + draw(penalty())
+
+
+def head_layer(sweep: bool) -> st.SearchStrategy[str]:
+    return st.one_of(dense(), dense(), plain(sweep))
+
+
+COMMENT = st.text(
+    st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=12
+).map(lambda t: "#" + t)
+
+SETTINGS = [
+    ("optimizer", "opt", ["sgd", "adam", "rmsprop"]),
+    ("lr", "learning_rate", [".01", "0.1", "1e-3", "1"]),
+    ("momentum", "momentum", [".9", "0"]),
+    ("batch", "batch_size", ["16", "32"]),
+    ("epochs", "epochs", ["1", "3"]),
+    ("seed", "seed", ["0", "7"]),
+    ("shuffle", "shuffle", ["true", "false"]),
+    ("validation", "validation", ["test", "none"]),
+]
+
+
+@st.composite
+def spec_text(draw, sweep: bool = False) -> str:
+    """The text of a syntactically and semantically valid spec (shapes permitting)."""
+    header = []
+    if draw(st.booleans()):
+        h, w = draw(st.integers(6, 24)), draw(st.integers(6, 24))
+        header.append(f"input {h}x{w}x{draw(st.integers(1, 4))}")
+    if draw(st.booleans()):
+        header.append(f"classes {draw(st.integers(1, 12))}")
+    if draw(st.booleans()):
+        chosen = draw(st.lists(st.sampled_from(SETTINGS), min_size=1, max_size=4,
+                               unique_by=lambda s: s[0]))
+        parts = []
+        for key, alias, values in chosen:
+            name = draw(st.sampled_from([key, alias]))
+            if sweep and draw(st.booleans()):
+                parts.append(f"{name}={{{','.join(values)}}}")
+            else:
+                parts.append(f"{name}={draw(st.sampled_from(values))}")
+        header.append("train " + " ".join(parts))
+    header = draw(st.permutations(header))
+
+    blocks: list[str] = []
+    lets = []
+    for name in draw(st.lists(st.sampled_from(BLOCK_NAMES), max_size=2, unique=True)):
+        body = draw(items(trunk_layer(sweep), list(blocks), sweep, depth=1))
+        body = body or [draw(trunk_layer(sweep))]
+        lets.append(f"let {name} = " + " ".join(body))
+        blocks.append(name)
+
+    trunk = draw(items(trunk_layer(sweep), blocks, sweep))
+    cut = draw(st.sampled_from(["|", "|", "gap", "flatten"]))
+    head = draw(st.lists(head_layer(sweep), max_size=3))
+    body = [*trunk, cut, *head]
+
+    # break the layers over lines at random item boundaries; comments and blank lines anywhere
+    lines: list[str] = [*header, *lets]
+    current: list[str] = []
+    for text in body:
+        current.append(text)
+        if draw(st.integers(0, 4)) == 0:
+            lines.append(draw(st.sampled_from([" ", "  ", "\t"])).join(current))
+            current = []
+    if current:
+        lines.append(" ".join(current))
+    out = []
+    for line in lines:
+        if draw(st.integers(0, 5)) == 0:
+            out.append(draw(st.sampled_from(["", "   "])))
+        if draw(st.integers(0, 3)) == 0:
+            line += draw(st.sampled_from([" ", "  "])) + draw(COMMENT)
+        out.append(draw(st.sampled_from(["", " "])) + line)
+    ending = draw(st.sampled_from(["\n", "", "\n\n"]))
+    return "\n".join(out) + ending
+
+
+# -- (a) format round trip, (b) JSON round trip ------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec_text(sweep=False) | spec_text(sweep=True))
+def test_format_round_trips_and_is_idempotent(text):
+    spec = cnnspec.parse(text)
+    canonical = format_spec(spec)
+    again = cnnspec.parse(canonical)
+    assert again == spec, canonical
+    assert format_spec(again) == canonical
+    # nothing the text said is lost: same number of lines, same comments
+    assert len(again.lines) == len(spec.lines)
+    assert [ln.comment for ln in again.lines] == [ln.comment for ln in spec.lines]
+
+
+@settings(max_examples=100, deadline=None)
+@given(spec_text(sweep=False) | spec_text(sweep=True))
+def test_json_round_trips(text):
+    spec = cnnspec.parse(text)
+    encoded = ir.to_json(spec)
+    decoded = ir.from_json(encoded)
+    assert decoded == spec
+    assert ir.to_json(decoded) == encoded  # spans, source and filename survive too
+    if not spec.has_sweep():
+        assert decoded.layers() == spec.layers()
+
+
+# -- (c) the checker agrees with Keras ---------------------------------------------------------
+
+
+def _count(weights) -> int:
+    return sum(math.prod(w.shape) for w in weights)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+                                                                 HealthCheck.too_slow])
+@given(spec_text(sweep=False))
+def test_checker_agrees_with_keras(text):
+    spec = cnnspec.parse(text)
+    try:
+        report = cnnspec.check(spec)
+    except cnnspec.SpecError:
+        assume(False)
+    keras = pytest.importorskip("keras")
+    from cnnspec.keras_backend import build_model
+
+    model = build_model(report, keras)
+    assert len(model.layers) == len(report.rows)
+    for row, layer in zip(report.rows, model.layers, strict=True):
+        where = f"{row.text} ({row.keras_name}) in\n{text}"
+        assert layer.name == row.keras_name
+        assert type(layer).__name__ == row.keras_class, where
+        assert tuple(layer.output.shape) == (None, *row.output_shape), where
+        assert tuple(layer.input.shape) == (None, *row.input_shape), where
+        assert layer.count_params() == row.params, where
+        assert _count(layer.trainable_weights) == row.trainable, where
+        assert _count(layer.non_trainable_weights) == row.non_trainable, where
+    assert model.count_params() == report.params
+    assert report.rows[-1].output_shape == (spec.classes,)
+
+
+# -- (d) junk and mutations fail with SpecError only, quickly ----------------------------------
+
+LANGUAGE = list("abcdefghijklmnopqrstuvwxyz_ABCXZ0123456789.x|(){},=?# \t\n")
+JUNK = list("[]-+;:'\"\\!@$%^&*<>/~`\r\f\x00\x0b\u00e9\u00d7\u2028\U0001f600")
+_ = cnnspec.parse("relu |")  # build the parser once, outside the timed examples
+
+
+def _front_end(text: str) -> None:
+    """parse + check, as `cnnspec check` would; only SpecError may escape."""
+    try:
+        spec = _time_limited(cnnspec.parse, text)
+    except cnnspec.SpecError as exc:
+        _assert_well_formed(exc, text)
+        return
+    # whatever parses also formats back to itself
+    assert cnnspec.parse(format_spec(spec)) == spec
+    try:
+        _time_limited(cnnspec.check, spec)
+    except cnnspec.SpecError as exc:
+        _assert_well_formed(exc, text)
+
+
+def _assert_well_formed(exc: cnnspec.SpecError, text: str) -> None:
+    rendered = str(exc)
+    assert rendered and "Traceback" not in rendered and "Token(" not in rendered
+    assert exc.diagnostics
+    if exc.line is not None:
+        assert 1 <= exc.line <= text.count("\n") + 1
+        assert exc.column >= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(LANGUAGE + JUNK), max_size=60))
+def test_random_text_fails_cleanly(text):
+    _front_end(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    "conv32", "conv8(k=3,valid)", "relu", "bn", "pool3", "pool2(s=1)", "drop.25", "|", "gap",
+    "dense16", "l2(.01)", "l1(1e-3)", "(", ")", "x2", "x999", "?", "{", "}", ",", "=",
+    "let", "u", "input", "32x32x3", "classes", "10", "train", "lr=.1", "softmax", "\n", "#c",
+    "drop{", "conv8(k=", "{.1,.2}", "s=", "1x3", "u =",
+]), max_size=20).map(" ".join))
+def test_random_token_soup_fails_cleanly(text):
+    _front_end(text)
+
+
+@st.composite
+def mutated(draw) -> str:
+    text = draw(spec_text(sweep=draw(st.booleans())))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["delete", "insert", "replace", "duplicate"]))
+        i = draw(st.integers(0, len(text)))
+        char = draw(st.sampled_from(LANGUAGE + JUNK))
+        if op == "delete":
+            text = text[:i] + text[i + 1:]
+        elif op == "insert":
+            text = text[:i] + char + text[i:]
+        elif op == "replace":
+            text = text[:i] + char + text[i + 1:]
+        else:  # repeat a slice: long runs of digits, brackets, repeats
+            j = draw(st.integers(i, min(len(text), i + 6)))
+            text = text[:j] + text[i:j] * draw(st.integers(2, 8)) + text[j:]
+    return text
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated())
+def test_mutated_specs_fail_cleanly(text):
+    _front_end(text)
