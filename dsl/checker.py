@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, SpecError
@@ -119,12 +119,17 @@ def classifier(classes: int) -> tuple[ir.Layer, ...]:
     return (ir.Dense(classes), ir.Activation("softmax"))
 
 
-def keras_name(layer: ir.Layer, implicit: bool) -> str:
-    """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`."""
-    word = format_layer(replace(layer, l1=None, l2=None) if layer.weighted else layer)
+_NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
+
+
+def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
+    """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`.
+
+    text is the layer's canonical text when the caller has it already."""
+    word = (text or format_layer(layer)).split(" ")[0].split("(")[0]  # no modifiers, no args
     if word == "|":
         word = "flatten"
-    word = re.sub(r"[^A-Za-z0-9]+", "_", word.split("(")[0]).strip("_")
+    word = _NOT_NAME.sub("_", word).strip("_")
     if implicit or layer.span is None:
         return f"classifier_{word}"
     return f"{word}_l{layer.span.line}c{layer.span.column}"
@@ -149,15 +154,16 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
         )])
     problems: list[Diagnostic] = []
     rows: list[Row] = []
-    shape = spec.input_shape
+    shape = input_shape = spec.input_shape
+    classes = spec.classes
     rf, jump = (1, 1), (1, 1)
     written = spec.layers()
-    layers = [(layer, False) for layer in written] + [(c, True) for c in classifier(spec.classes)]
+    layers = [(layer, False) for layer in written] + [(c, True) for c in classifier(classes)]
     used_names: dict[str, int] = {}
     bars = 0
     for index, (layer, implicit) in enumerate(layers):
         kind: LayerKind = kind_of(layer)
-        text = f"dense{spec.classes}" if implicit and isinstance(layer, ir.Dense) else (
+        text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
             format_layer(layer))
         if isinstance(layer, ir.Flatten) and layer.bar:
             bars += 1
@@ -191,13 +197,13 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
         trainable, frozen = kind.params(layer, shape)
         window = kind.window(layer)
         if window is None:
-            rf = (spec.input_shape[0], spec.input_shape[1])
+            rf = (input_shape[0], input_shape[1])
         else:
             (kh, kw), (sh, sw) = window
-            rf = (min(rf[0] + (kh - 1) * jump[0], spec.input_shape[0]),
-                  min(rf[1] + (kw - 1) * jump[1], spec.input_shape[1]))
+            rf = (min(rf[0] + (kh - 1) * jump[0], input_shape[0]),
+                  min(rf[1] + (kw - 1) * jump[1], input_shape[1]))
             jump = (jump[0] * sh, jump[1] * sw)
-        name = keras_name(layer, implicit)
+        name = keras_name(layer, implicit, text)
         used_names[name] = used_names.get(name, 0) + 1
         if used_names[name] > 1:
             name = f"{name}_{used_names[name]}"
