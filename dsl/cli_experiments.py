@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
+from cnnspec import ir
 from cnnspec.checker import check
-from cnnspec.cli import EXIT_OK, _add_max_params, _console, _register
+from cnnspec.cli import (
+    EXIT_OK,
+    Failure,
+    UsageError,
+    _add_max_params,
+    _console,
+    _register,
+    _si,
+    print_spec_error,
+)
+from cnnspec.cli_train import add_train_flags, resolved_settings
 from cnnspec.diff import diff_reports
+from cnnspec.errors import SpecError
 from cnnspec.format import format_spec
 from cnnspec.layers import fmt_shape
 from cnnspec.parse import load
@@ -62,7 +76,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_expand(args: argparse.Namespace) -> int:
     spec = load(args.file)
-    variants = expand(spec, max_variants=args.max_variants, sample=args.sample, seed=args.seed)
+    variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
+                      seed=args.sample_seed)
     reports = check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants)
     by_name = {r.name: r for r in reports}
     if args.json:
@@ -95,7 +110,232 @@ def cmd_expand(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compare_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, justify in (("spec", "left"), ("params", "right"), ("MACs", "right"),
+                         ("epochs", "right"), ("best val", "right"), ("final val", "right"),
+                         ("train", "right"), ("gap", "right"), ("overfit", "left"),
+                         ("s/epoch", "right"), ("img/s", "right"), ("status", "left")):
+        table.add_column(col, justify=justify)
+
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{x * 100:.1f}%"
+
+    for r in rows:
+        table.add_row(
+            r.spec, "" if r.params is None else f"{r.params:,}",
+            "" if r.macs is None else _si(r.macs), str(r.epochs),
+            pct(r.best_val_accuracy) + ("" if r.best_epoch is None else f" @{r.best_epoch}"),
+            pct(r.final_val_accuracy), pct(r.final_train_accuracy),
+            "" if r.gap is None else f"{r.gap * 100:+.1f}",
+            Text("yes", style="bold red") if r.overfitting else Text("no", style="green"),
+            "" if r.seconds_per_epoch is None else f"{r.seconds_per_epoch:.1f}",
+            "" if r.images_per_second is None else f"{r.images_per_second:,.0f}",
+            r.status,
+        )
+    return table
+
+
+def compare_runs(
+    run_dirs: list[Path], sort: str | None, fmt: str | None, plot_dir: Path | None,
+) -> int:
+    """Print the comparison (table or an export) and write the two plots."""
+    from cnnspec import compare
+
+    rows = [compare.load_row(d) for d in run_dirs]
+    order = {id(r): d for r, d in zip(rows, run_dirs, strict=True)}
+    try:
+        rows = compare.sort_rows(rows, sort)
+    except KeyError:
+        raise UsageError(
+            f"cannot sort by {sort!r}; use one of: " + ", ".join(compare.SORT_KEYS)) from None
+    dirs = [order[id(r)] for r in rows]
+    if fmt == "csv":
+        print(compare.to_csv(rows), end="")
+    elif fmt == "json":
+        print(compare.to_json(rows))
+    elif fmt == "markdown":
+        print(compare.to_markdown(rows), end="")
+    else:
+        console = _console()
+        console.print(_compare_table(rows, f"{len(rows)} runs"))
+        flagged = [r for r in rows if r.overfitting]
+        for r in flagged:
+            console.print(f"overfitting: {r.spec}: {r.overfitting_reason}")
+        console.print(
+            f"overfitting rule: final train−val accuracy gap > {compare.GAP_THRESHOLD * 100:.0f} "
+            f"points, or val loss rising {compare.RISING_EPOCHS} epochs in a row while train "
+            "loss falls", style="dim")
+    if plot_dir is not None:
+        curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
+        bars = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
+        _console(stderr=True).print(f"plots: {curves}  {bars}")
+    return EXIT_OK
+
+
+def _plot_dir(args: argparse.Namespace, run_dirs: list[Path]) -> Path | None:
+    if args.no_plots:
+        return None
+    if args.plots:
+        path = Path(args.plots)
+    else:
+        parents = {d.parent for d in run_dirs}
+        path = parents.pop() if len(parents) == 1 else Path(".")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnspec.compare import find_runs
+
+    if getattr(args, "storage", None):
+        from cnnspec.study import study_run_dirs
+
+        run_dirs = study_run_dirs(args.storage, args.study)
+    else:
+        if not args.runs:
+            raise UsageError("compare needs RUN_DIR… (or --storage URL --study NAME)")
+        try:
+            run_dirs = find_runs(args.runs)
+        except FileNotFoundError as exc:
+            raise Failure(str(exc)) from None
+    return compare_runs(run_dirs, args.sort, args.format, _plot_dir(args, run_dirs))
+
+
+def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | None,
+                ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Train specs one after another; failures are collected, not fatal."""
+    from cnnspec.cli_train import load_data, new_run_dir, train_one
+
+    data = load_data(args)
+    err = _console(stderr=True)
+    err.print(f"data: {data.describe()}")
+    done: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    # ETA: seconds per (MAC x image x epoch), learnt from the runs finished so far
+    work = [check(s, max_params=args.max_params).macs * len(data.x_train)
+            * resolved_settings(s, args).epochs for s in specs]
+    rate: float | None = None
+    started = time.perf_counter()
+    for i, spec in enumerate(specs):
+        eta = ""
+        if rate is not None:
+            eta = f", ETA {_duration(rate * sum(work[i:]))}"
+        err.rule(f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
+                 f"{_duration(time.perf_counter() - started)}{eta})")
+        run_dir = (out_dir / _safe(spec.name)) if out_dir else new_run_dir(args.runs_dir,
+                                                                           spec.name)
+        try:
+            result = train_one(spec, args, data, run_dir)
+        except (Failure, SpecError) as exc:
+            failed.append((spec.name, str(exc).splitlines()[0]))
+            err.print(Text(f"{spec.name} failed: {exc}", style="red"))
+            if (run_dir / "settings.json").exists():
+                done.append(run_dir)
+            continue
+        done.append(result.run_dir)
+        if result.status == "interrupted":
+            failed.append((spec.name, "interrupted"))
+            break
+        rate = (time.perf_counter() - started) / max(sum(work[: i + 1]), 1)
+    return done, failed
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Namespace,
+            out_dir: Path | None) -> int:
+    if done:
+        plot_dir = None if args.no_plots else (out_dir or Path(args.runs_dir))
+        if plot_dir is not None:
+            plot_dir.mkdir(parents=True, exist_ok=True)
+        compare_runs(done, args.sort, None, plot_dir)
+    if failed:
+        err = _console(stderr=True)
+        err.print(Text(f"{len(failed)} failed:", style="bold red"))
+        for name, why in failed:
+            err.print(f"  {name}: {why}")
+        raise Failure("")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    specs, bad = [], 0
+    for file in args.specs:
+        try:
+            spec = load(file)
+            if spec.has_sweep():
+                raise UsageError(f"{file} is a sweep; use `cnnspec sweep {file}`")
+            check(spec, max_params=args.max_params)
+            specs.append(spec)
+        except SpecError as exc:
+            print_spec_error(exc)
+            bad += 1
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names) and args.out:
+        raise UsageError("two specs share a name; their run folders under --out would clash")
+    out_dir = Path(args.out) if args.out else None
+    done, failed = _train_many(specs, args, out_dir) if specs else ([], [])
+    if bad:
+        failed.append((f"{bad} spec(s)", "did not check (errors above)"))
+    return _finish(done, failed, args, out_dir)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    spec = load(args.file)
+    if getattr(args, "storage", None) or getattr(args, "study", None):
+        from cnnspec.study import run_study_worker
+
+        return run_study_worker(spec, args)
+    variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
+                      seed=args.sample_seed)
+    # every variant is checked before the first one trains
+    check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants)
+    chosen = {v.name for v in variants}
+    _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
+    out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
+        f"{_safe(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    done, failed = _train_many([v.spec for v in variants if v.name in chosen], args, out_dir)
+    return _finish(done, failed, args, out_dir)
+
+
+def _add_compare_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sort", metavar="FIELD", help="e.g. val_accuracy fields: "
+                   "best_val_accuracy, final_val_accuracy, params, gap, images_per_second")
+    p.add_argument("--plots", metavar="DIR", help="where the PNGs go (default: the runs' folder)")
+    p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+
+
 def register(sub: Any) -> None:
+    p = _register(sub, "run", cmd_run, "train several specs one after another, then compare")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>")
+    add_train_flags(p)
+    _add_compare_flags(p)
+
+    p = _register(sub, "sweep", cmd_sweep, "train every variant of a sweep spec, then compare")
+    p.add_argument("file", metavar="SPEC")
+    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<variant>")
+    _add_sweep_size(p)
+    add_train_flags(p)
+    _add_compare_flags(p)
+
+    p = _register(sub, "compare", cmd_compare, "compare finished runs side by side")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders or their parent")
+    fmt = p.add_mutually_exclusive_group()
+    for name in ("markdown", "csv", "json"):
+        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name,
+                         help=f"print {name} instead of the table")
+    _add_compare_flags(p)
+
     p = _register(sub, "diff", cmd_diff, "layers, shapes and params that differ between two specs")
     p.add_argument("a", metavar="A.cnn")
     p.add_argument("b", metavar="B.cnn")
@@ -115,4 +355,5 @@ def _add_sweep_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS, metavar="N",
                    help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
     p.add_argument("--sample", type=int, metavar="K", help="take K variants at random")
-    p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    p.add_argument("--sample-seed", type=int, default=0, metavar="N",
+                   help="seed for --sample (default 0)")
