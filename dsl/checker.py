@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, SpecError
@@ -114,6 +115,14 @@ class Report:
         }
 
 
+def _row(**fields: Any) -> Row:
+    """Row(**fields), every field given, without the frozen dataclass __init__'s per-field
+    object.__setattr__ calls: a third of the time, and a report has a row per layer."""
+    row = object.__new__(Row)
+    row.__dict__.update(fields)
+    return row
+
+
 def classifier(classes: int) -> tuple[ir.Layer, ...]:
     """The implicit head every spec ends with: `dense<classes> softmax`."""
     return (ir.Dense(classes), ir.Activation("softmax"))
@@ -126,13 +135,15 @@ def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
     """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`.
 
     text is the layer's canonical text when the caller has it already."""
-    word = (text or format_layer(layer)).split(" ")[0].split("(")[0]  # no modifiers, no args
+    word = (text or format_layer(layer)).partition(" ")[0].partition("(")[0]  # no modifiers/args
     if word == "|":
         word = "flatten"
-    word = _NOT_NAME.sub("_", word).strip("_")
-    if implicit or layer.span is None:
+    if not (word.isascii() and word.isalnum()):
+        word = _NOT_NAME.sub("_", word).strip("_")
+    span = layer.span
+    if implicit or span is None:
         return f"classifier_{word}"
-    return f"{word}_l{layer.span.line}c{layer.span.column}"
+    return f"{word}_l{span.line}c{span.column}"
 
 
 def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
@@ -207,7 +218,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
         used_names[name] = used_names.get(name, 0) + 1
         if used_names[name] > 1:
             name = f"{name}_{used_names[name]}"
-        rows.append(Row(
+        rows.append(_row(
             layer=layer,
             text=text,
             keras_class=kind.keras_class,
@@ -222,7 +233,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             implicit=implicit,
         ))
         shape = out
-    report = Report(spec.name, spec.input_shape, spec.classes, tuple(rows))
+    report = Report(spec.name, input_shape, classes, tuple(rows))
     if not problems and report.params > max_params:
         worst = max(report.rows, key=lambda r: r.params)
         problems.append(Diagnostic(

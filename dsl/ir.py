@@ -9,6 +9,7 @@ in equality, so `parse(format(spec)) == spec` compares meaning, not layout.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
@@ -241,13 +242,17 @@ class Spec:
 
     @property
     def input_shape(self) -> Shape:
-        found = [s for s in self.statements() if isinstance(s, InputDecl)]
-        return found[0].shape if found else DEFAULT_INPUT
+        for line in self.lines:
+            if isinstance(line.statement, InputDecl):
+                return line.statement.shape
+        return DEFAULT_INPUT
 
     @property
     def classes(self) -> int:
-        found = [s for s in self.statements() if isinstance(s, ClassesDecl)]
-        return found[0].count if found else DEFAULT_CLASSES
+        for line in self.lines:
+            if isinstance(line.statement, ClassesDecl):
+                return line.statement.count
+        return DEFAULT_CLASSES
 
     @property
     def settings(self) -> tuple[Setting, ...]:
@@ -271,23 +276,21 @@ class Spec:
         blocks = self.blocks
         out: list[Layer] = []
 
-        def walk(item: Item) -> None:
-            if isinstance(item, Layer):
-                out.append(item)
-            elif isinstance(item, Group):
-                for i in item.items:
-                    walk(i)
-            elif isinstance(item, Repeat):
-                for _ in range(item.times):
-                    walk(item.body)
-            elif isinstance(item, BlockRef):
-                for i in blocks[item.name]:
-                    walk(i)
-            else:
-                raise ValueError("spec has sweep alternatives; expand it into variants first")
+        def walk(items: Iterable[Item]) -> None:
+            for item in items:
+                if isinstance(item, Layer):
+                    out.append(item)
+                elif isinstance(item, Group):
+                    walk(item.items)
+                elif isinstance(item, Repeat):
+                    for _ in range(item.times):
+                        walk((item.body,))
+                elif isinstance(item, BlockRef):
+                    walk(blocks[item.name])
+                else:
+                    raise ValueError("spec has sweep alternatives; expand it into variants first")
 
-        for item in self.body:
-            walk(item)
+        walk(self.body)
         return tuple(out)
 
     def layer_count(self, item: Item | None = None) -> int:
@@ -299,33 +302,42 @@ class Spec:
         blocks = self.blocks
         memo: dict[str, int] = {}
 
-        def count(it: Item) -> int:
-            if isinstance(it, Group):
-                return sum(count(i) for i in it.items)
-            if isinstance(it, Repeat):
-                return it.times * count(it.body)
-            if isinstance(it, BlockRef):
-                if it.name not in memo:
-                    memo[it.name] = sum(count(i) for i in blocks[it.name])
-                return memo[it.name]
-            if isinstance(it, Optional):
-                return count(it.body)
-            return 1  # a layer, or one alternative of a sweep point
+        def count(items: Iterable[Item]) -> int:
+            total = 0
+            for it in items:
+                if isinstance(it, Layer):
+                    total += 1
+                elif isinstance(it, Group):
+                    total += count(it.items)
+                elif isinstance(it, Repeat):
+                    total += it.times * count((it.body,))
+                elif isinstance(it, BlockRef):
+                    if it.name not in memo:
+                        memo[it.name] = count(blocks[it.name])
+                    total += memo[it.name]
+                elif isinstance(it, Optional):
+                    total += count((it.body,))
+                else:
+                    total += 1  # one alternative of a sweep point
+            return total
 
-        return count(item) if item is not None else sum(count(i) for i in self.body)
+        return count((item,) if item is not None else self.body)
 
     def has_sweep(self) -> bool:
-        def sweeps(item: Item) -> bool:
-            if isinstance(item, Alternatives | Optional):
-                return True
-            if isinstance(item, Group):
-                return any(sweeps(i) for i in item.items)
-            if isinstance(item, Repeat):
-                return sweeps(item.body)
+        def sweeps(items: Iterable[Item]) -> bool:
+            for item in items:
+                if isinstance(item, Layer):
+                    continue
+                if isinstance(item, Alternatives | Optional):
+                    return True
+                if isinstance(item, Group) and sweeps(item.items):
+                    return True
+                if isinstance(item, Repeat) and sweeps((item.body,)):
+                    return True
             return False
 
-        items = list(self.body) + [i for b in self.blocks.values() for i in b]
-        return any(sweeps(i) for i in items) or any(s.choices for s in self.settings)
+        return (sweeps(self.body) or any(sweeps(items) for items in self.blocks.values())
+                or any(s.choices for s in self.settings))
 
 
 # -- JSON --------------------------------------------------------------------------------------

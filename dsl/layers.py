@@ -287,10 +287,15 @@ def _index(kinds: tuple[LayerKind, ...]) -> dict[str, LayerKind]:
 
 
 KINDS: dict[str, LayerKind] = _index(_KINDS)
+# node class -> the first kind that builds it (what the loop in kind_of would find)
+_KIND_OF_NODE: dict[type, LayerKind] = {kind.node: kind for kind in reversed(_KINDS)}
 
 
 def kind_of(layer: ir.Layer) -> LayerKind:
     """The table entry a node was built from."""
+    cls = type(layer)
+    if cls is not ir.Activation and cls in _KIND_OF_NODE:  # the common case, one lookup
+        return _KIND_OF_NODE[cls]
     if isinstance(layer, ir.Activation):
         return KINDS[layer.fn]
     if isinstance(layer, ir.Flatten):
@@ -307,7 +312,9 @@ def format_number(value: float | int) -> str:
         return str(value).lower()
     if isinstance(value, int):
         return str(value)
-    text = format(Decimal(repr(float(value))), "f")
+    text = repr(float(value))
+    if "e" in text or "n" in text:  # 1e-05, inf, nan: Decimal writes the digits out
+        text = format(Decimal(text), "f")
     if "." not in text:
         text += ".0"
     return text[1:] if text.startswith("0.") and text != "0.0" else text
@@ -322,10 +329,10 @@ def format_layer(layer: ir.Layer) -> str:
     if kind.number is not None:
         text += format_number(getattr(layer, kind.number.field))
     args = []
+    known = {"size": getattr(layer, "size", None)} if kind.options else {}
     for opt in kind.options:
         value = getattr(layer, opt.field)
-        default = default_for(kind, opt, {"size": getattr(layer, "size", None)})
-        if value == default:
+        if value == default_for(kind, opt, known):
             continue
         if opt.kind == "flag":
             args.append(str(value))
@@ -336,10 +343,11 @@ def format_layer(layer: ir.Layer) -> str:
             args.append(f"{opt.names[0]}={format_number(value)}")
     if args:
         text += "(" + ",".join(args) + ")"
-    for mod in ("l1", "l2"):
-        value = getattr(layer, mod, None)
-        if value is not None:
-            text += f" {mod}({format_number(value)})"
+    if layer.weighted:  # only conv and dense take penalties
+        for mod in ("l1", "l2"):
+            value = getattr(layer, mod, None)
+            if value is not None:
+                text += f" {mod}({format_number(value)})"
     return text
 
 

@@ -11,6 +11,7 @@ import difflib
 import itertools
 import math
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, Span, SpecError
+from cnnspec.lalr_fast import FastLALR, Unsupported
 from cnnspec.layers import KINDS, LayerKind, Param, default_for, format_number
 from cnnspec.settings import SETTING_BY_NAME, SETTING_PARAMS
 
@@ -65,10 +67,35 @@ def _lark() -> Lark:
     return Lark(_grammar_text(), parser="lalr", lexer="contextual")
 
 
-def parse(text: str, filename: str | None = None, name: str | None = None) -> ir.Spec:
-    """Parse .cnn text into a Spec. Raises SpecError (never a Lark or Python error) on bad input."""
+@lru_cache(maxsize=1)
+def _fast() -> FastLALR | None:
+    """The same grammar's tables in a tighter loop (see lalr_fast); None: use Lark alone."""
     try:
-        tree = _lark().parse(text if text.endswith("\n") else text + "\n")
+        return FastLALR(_lark())
+    except Unsupported:
+        return None
+
+
+def _syntax_tree(text: str, fast: bool = True) -> Tree:
+    """The Lark tree of text that already ends in a newline; raises Lark's UnexpectedInput.
+
+    With fast=True the tree comes from FastLALR when it takes the text; anything it does not
+    take (every syntax error) goes to Lark itself, so the errors are Lark's.
+    """
+    parser = _fast() if fast else None
+    tree = parser.parse(text) if parser is not None else None
+    return tree if tree is not None else _lark().parse(text)
+
+
+def parse(
+    text: str, filename: str | None = None, name: str | None = None, *, fast: bool = True
+) -> ir.Spec:
+    """Parse .cnn text into a Spec. Raises SpecError (never a Lark or Python error) on bad input.
+
+    fast=False parses with Lark alone (the reference the fast path is tested against).
+    """
+    try:
+        tree = _syntax_tree(text if text.endswith("\n") else text + "\n", fast)
     except UnexpectedInput as exc:
         raise SpecError([_syntax_diagnostic(exc, text)], text, filename) from None
     too_deep = _nesting_diagnostic(text)
@@ -241,6 +268,13 @@ def _tok_span(tok: Token) -> Span:
 
 
 def _edge_token(tree: Tree, last: bool) -> Token | None:
+    """The first (or last) token under tree, depth first; None if there is none."""
+    node, edge = tree, -1 if last else 0
+    while node.children:  # the usual case: straight down the edge to a token
+        node = node.children[edge]
+        if isinstance(node, Token):
+            return node
+    # an empty subtree on the edge (an empty line): look at every child in turn
     children = reversed(tree.children) if last else tree.children
     for child in children:
         found = child if isinstance(child, Token) else _edge_token(child, last)
@@ -286,10 +320,19 @@ class _Problem(Exception):
         self.message, self.hint = message, hint
 
 
+_NUMBER_LIKE = re.compile(r"[0-9.eE+-]+")
+
+
 def coerce(param: Param, tok: Token | str, what: str) -> Any:
-    """Check one written value against its Param; return the typed value or raise _Problem."""
+    """Check one written value against its Param; return the typed value or raise _Problem.
+
+    A plain str (the number of a word such as conv64) counts as a NUMBER if it looks like one.
+    """
     raw = str(tok)
-    kind = getattr(tok, "type", "NUMBER" if re.fullmatch(r"[0-9.eE+-]+", raw) else "WORD")
+    if isinstance(tok, Token):
+        kind = tok.type
+    else:
+        kind = "NUMBER" if _NUMBER_LIKE.fullmatch(raw) else "WORD"
     if param.kind == "flag":
         if kind != "WORD" or raw not in param.flags:
             options = ", ".join(param.flags)
@@ -414,8 +457,9 @@ class _Builder:
             return self.let_decl(tree, span)
         return ir.LayerLine(self.sequence(tree), span=span)
 
-    def once(self, what: str, span: Span | None) -> None:
+    def once(self, what: str, where: Span | Token | None) -> None:
         if what in self.seen:
+            span = _tok_span(where) if isinstance(where, Token) else where
             self.problem(f"`{what}` is given twice", span, "keep one")
         self.seen.add(what)
 
@@ -452,7 +496,7 @@ class _Builder:
                     p.names[0] for p in SETTING_PARAMS),
             )
             return ir.Setting(str(key_tok), 0, span=span)
-        self.once(f"train {param.field}", _tok_span(key_tok))
+        self.once(f"train {param.field}", key_tok)
         values = self.values(value)
         typed = []
         for tok in values:
@@ -495,9 +539,9 @@ class _Builder:
         return tuple(out)
 
     def item(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
+        first, *suffix = tree.children  # suffix: REPEAT? OPTIONAL?
         # only repeats and optionals keep the item's own span
-        span = self.full_span(tree) if len(tree.children) > 1 else None
-        first = tree.children[0]
+        span = self.full_span(tree) if suffix else None
         if isinstance(first, Token) and first.type == "BAR":
             return ir.Flatten(bar=True, span=_tok_span(first))
         if first.data == "group":
@@ -507,7 +551,6 @@ class _Builder:
             before = len(self.problems)
             body = self.layer(first, previous)
             if body is None:
-                suffix = tree.children[1:]
                 if suffix and len(self.problems) == before:  # a penalty such as l2(.01)
                     self.problem(
                         f"`{suffix[0]}` cannot follow the weight penalty `{first.children[0]}`",
@@ -516,7 +559,7 @@ class _Builder:
                         f"{suffix[0]}",
                     )
                 return None
-        for tok in tree.children[1:]:
+        for tok in suffix:
             if tok.type == "REPEAT":
                 times = int(str(tok)[1:])
                 if times < 1:
@@ -527,11 +570,21 @@ class _Builder:
         return body
 
     def layer(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
-        word_tok = tree.children[0]
-        choices = next((c for c in tree.children[1:] if c.data == "choices"), None)
-        args = next((c for c in tree.children[1:] if c.data == "args"), None)
-        span = self.full_span(tree) if len(tree.children) > 1 else _tok_span(word_tok)
+        word_tok, *rest = tree.children
         text = str(word_tok)
+        if not rest:  # a bare word, by far the commonest layer
+            if text in self.blocks:
+                return ir.BlockRef(text, span=_tok_span(word_tok))
+            split = split_word(text)
+            if split is not None and not KINDS[split[0]].modifier:
+                return self.build(KINDS[split[0]], word_tok, split[1], (), _tok_span(word_tok))
+        choices = args = None
+        for child in rest:  # `WORD choices? args?`
+            if child.data == "choices":
+                choices = child
+            elif child.data == "args":
+                args = child
+        span = self.full_span(tree) if rest else _tok_span(word_tok)
         if text in self.blocks and choices is None and args is None:
             return ir.BlockRef(text, span=span)
         split = split_word(text)
@@ -543,7 +596,7 @@ class _Builder:
         if kind.modifier:
             self.modifier(kind, word_tok, number, args, choices, previous)
             return None
-        written_number: list[Token | None] = [Token("NUMBER", number) if number else None]
+        written_number: list[Token | str | None] = [number or None]
         if choices is not None:
             if number is not None:
                 self.problem(
@@ -552,8 +605,12 @@ class _Builder:
                 )
                 return None
             written_number = list(choices.children)
-        # every combination of the number's and the arguments' alternatives is one option
         arg_list = self.arguments(args)
+        if choices is None and all(len(vals) == 1 for _, vals in arg_list):  # no sweep here
+            return self.build(
+                kind, word_tok, written_number[0], [(key, vals[0]) for key, vals in arg_list], span
+            )
+        # every combination of the number's and the arguments' alternatives is one option
         arg_axes = [[(key, v) for v in vals] for key, vals in arg_list]
         options: list[ir.Layer] = []
         labels: list[str] = []
@@ -593,20 +650,21 @@ class _Builder:
         self,
         kind: LayerKind,
         word_tok: Token,
-        number: Token | None,
-        args: list[tuple[str | None, Token]],
+        number: Token | str | None,
+        args: Iterable[tuple[str | None, Token]],
         span: Span | None,
     ) -> ir.Layer | None:
+        """One layer node; number is a choice's token, or the str split off the word."""
         values: dict[str, Any] = dict(kind.fixed)
-        at = _tok_span(word_tok)
         ok = True
         if kind.number is None and number is not None:
-            self.problem(f"`{kind.word}` takes no number", at, f"write `{kind.word}`")
+            self.problem(
+                f"`{kind.word}` takes no number", _tok_span(word_tok), f"write `{kind.word}`")
             return None
         if kind.number is not None:
             if number is None:
                 self.problem(
-                    f"`{kind.word}` needs its {kind.number.field}", at,
+                    f"`{kind.word}` needs its {kind.number.field}", _tok_span(word_tok),
                     f"write it after the word, e.g. {_example(kind)}",
                 )
                 return None
@@ -614,12 +672,12 @@ class _Builder:
                 values[kind.number.field] = coerce(
                     kind.number, number, f"{kind.word} {kind.number.field}")
             except _Problem as p:
-                self.problem(p.message, at if number.line is None else _tok_span(number),
-                             p.hint or f"for example {_example(kind)}")
+                where = _tok_span(number if isinstance(number, Token) else word_tok)
+                self.problem(p.message, where, p.hint or f"for example {_example(kind)}")
                 ok = False
         given: set[str] = set()
         for key, tok in args:
-            where = at if getattr(tok, "line", None) is None else _tok_span(tok)
+            where = _tok_span(tok if getattr(tok, "line", None) is not None else word_tok)
             param = self.option_for(kind, key, tok, where)
             if param is None:
                 ok = False
