@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,19 +60,10 @@ def print_spec_error(err: SpecError, console: Console | None = None) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace a file's contents all at once, so an interrupted write never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace a file's contents all at once (see cnnspec.records.atomic_write_text)."""
+    from cnnspec.records import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -1,0 +1,311 @@
+"""The files of a run folder, and the one way they are written: atomically.
+
+A training run can die at any instant (Ctrl-C, SIGKILL, a full disk, a power cut). Every record
+is therefore written to a temporary file in the same folder, flushed and fsynced, then moved over
+the old one with `os.replace`, so a reader sees either the previous complete file or the new
+complete file, never half of one. This module is pure I/O (json, csv, os): no TensorFlow, so
+`cnnspec` commands that only read runs (compare, show) stay fast.
+
+Run folder layout (names are the constants below):
+
+    spec.cnn            the spec text that was trained
+    settings.json       resolved settings, precision, data, versions, params and MACs
+    history.csv/.json   one row per completed epoch (HISTORY_FIELDS)
+    metrics.json        final test loss/accuracy and per-class accuracy
+    model.keras         the trained model
+    learning_curve.png  loss and accuracy per epoch, train and validation
+    status.json         running | completed | failed | interrupted, with a reason
+    checkpoint/         state.json + epoch-NNNN.keras: where `resume` starts from
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SPEC_FILE = "spec.cnn"
+SETTINGS_FILE = "settings.json"
+HISTORY_CSV = "history.csv"
+HISTORY_JSON = "history.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+CURVE_FILE = "learning_curve.png"
+STATUS_FILE = "status.json"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE = "state.json"
+
+HISTORY_FIELDS = (
+    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second",
+)
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+# -- atomic writing ----------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the directory entry (a no-op where the OS does not allow it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _mode_for(target: Path) -> int:
+    """The file's current permissions, or what a plain open() would give it under the umask."""
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success, fsync it and move it over `path`.
+
+    For writers that insist on a file name (Keras's `model.save`, matplotlib's `savefig`): the
+    temporary name keeps `path`'s suffix. If the body raises, the temporary file is removed and
+    `path` is left exactly as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(target))  # mkstemp's 0600 would make records private
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy a file atomically (the destination is complete or untouched)."""
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (strict JSON has no spelling for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write `obj` as indented, strict JSON, atomically."""
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON record."""
+    return json.loads(Path(path).read_text("utf-8"))
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def history_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """History as CSV: a header of HISTORY_FIELDS, floats in full (round-trip) precision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HISTORY_FIELDS)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else row[k] for k in HISTORY_FIELDS])
+    return buf.getvalue()
+
+
+def write_history(run_dir: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write history.csv and history.json (a list of per-epoch objects)."""
+    folder = Path(run_dir)
+    clean = [{k: row.get(k) for k in HISTORY_FIELDS} for row in rows]
+    atomic_write_text(folder / HISTORY_CSV, history_csv_text(clean))
+    write_json(folder / HISTORY_JSON, clean)
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch history of a run ([] before the first epoch ends)."""
+    path = Path(run_dir) / HISTORY_JSON
+    return list(read_json(path)) if path.is_file() else []
+
+
+def read_history_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """history.csv back as dicts: epoch as int, other fields as float, empty cells as None."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        out.append({
+            k: (None if row[k] == "" else int(row[k]) if k == "epoch" else float(row[k]))
+            for k in HISTORY_FIELDS
+        })
+    return out
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def write_status(
+    run_dir: str | os.PathLike[str],
+    status: str,
+    reason: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Record the run's state: one of STATUSES, why (for failed/interrupted), and any extras."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    record = {
+        "status": status,
+        "reason": reason,
+        **extra,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pid": os.getpid(),
+    }
+    write_json(Path(run_dir) / STATUS_FILE, record)
+    return record
+
+
+def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The status record, or None for a folder that never started a run."""
+    path = Path(run_dir) / STATUS_FILE
+    return read_json(path) if path.is_file() else None
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def checkpoint_model_name(epochs_done: int) -> str:
+    """Model file of the checkpoint after `epochs_done` epochs (e.g. `epoch-0003.keras`).
+
+    Each checkpoint gets its own model file and state.json is written after it, naming it: the
+    switch from one checkpoint to the next is the single atomic replace of state.json, so a kill
+    at any point leaves a state.json whose model file exists and matches it.
+    """
+    return f"epoch-{epochs_done:04d}.keras"
+
+
+def write_checkpoint_state(run_dir: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """Point the checkpoint at a new state (its model file must already be written)."""
+    write_json(checkpoint_dir(run_dir) / CHECKPOINT_STATE, dict(state))
+
+
+def read_checkpoint_state(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The last checkpoint's state, or None if no epoch has completed yet."""
+    path = checkpoint_dir(run_dir) / CHECKPOINT_STATE
+    return read_json(path) if path.is_file() else None
+
+
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and ".tmp" in path.name and path.is_file()
+
+
+def remove_temporaries(run_dir: str | os.PathLike[str]) -> None:
+    """Delete temporaries a killed writer left behind (the records they shadow are intact)."""
+    for folder in (Path(run_dir), checkpoint_dir(run_dir)):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if _is_temporary(path):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+
+def prune_checkpoints(run_dir: str | os.PathLike[str], keep: str) -> None:
+    """Delete checkpoint model files other than `keep`, and leftover temporaries."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        is_model = path.name.startswith("epoch-") and path.suffix == ".keras"
+        if (is_model and path.name != keep) or _is_temporary(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+# -- learning curve ----------------------------------------------------------------------------
+
+
+def write_learning_curve(
+    path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], title: str = ""
+) -> None:
+    """Plot loss and accuracy per epoch (train and validation) to a PNG, atomically.
+
+    Uses matplotlib's Agg canvas directly, never pyplot, so no global backend is switched and no
+    window can open; matplotlib is imported only here.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in rows]
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for ax, key, label in (
+        (fig.add_subplot(1, 2, 1), "loss", "loss"),
+        (fig.add_subplot(1, 2, 2), "accuracy", "accuracy"),
+    ):
+        for prefix, name, style in (("", "train", "o-"), ("val_", "validation", "s--")):
+            values = [r.get(prefix + key) for r in rows]
+            points = [(e, v) for e, v in zip(epochs, values, strict=True) if v is not None]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, style, label=name, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if epochs:
+            ax.set_xlim(0.5, max(epochs) + 0.5)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
