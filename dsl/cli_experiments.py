@@ -123,7 +123,7 @@ def _compare_table(rows: list[Any], title: str) -> Table:
 
     for r in rows:
         table.add_row(
-            r.spec, "" if r.params is None else f"{r.params:,}",
+            Text(r.spec), "" if r.params is None else f"{r.params:,}",
             "" if r.macs is None else _si(r.macs), str(r.epochs),
             pct(r.best_val_accuracy) + ("" if r.best_epoch is None else f" @{r.best_epoch}"),
             pct(r.final_val_accuracy), pct(r.final_train_accuracy),
@@ -188,17 +188,16 @@ def _plot_dir(args: argparse.Namespace, run_dirs: list[Path]) -> Path | None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from cnnspec.compare import find_runs
 
-    if getattr(args, "storage", None):
-        from cnnspec.study import study_run_dirs
+    if getattr(args, "storage", None) or getattr(args, "study", None):
+        from cnnspec.study import compare_study
 
-        run_dirs = study_run_dirs(args.storage, args.study)
-    else:
-        if not args.runs:
-            raise UsageError("compare needs RUN_DIR… (or --storage URL --study NAME)")
-        try:
-            run_dirs = find_runs(args.runs)
-        except FileNotFoundError as exc:
-            raise Failure(str(exc)) from None
+        return compare_study(args)
+    if not args.runs:
+        raise UsageError("compare needs RUN_DIR… (or --study NAME [--storage URL])")
+    try:
+        run_dirs = find_runs(args.runs)
+    except FileNotFoundError as exc:
+        raise Failure(str(exc)) from None
     return compare_runs(run_dirs, args.sort, args.format, _plot_dir(args, run_dirs))
 
 
@@ -291,7 +290,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load(args.file)
-    if getattr(args, "storage", None) or getattr(args, "study", None):
+    if any(getattr(args, k, None) is not None
+           for k in ("storage", "study", "search", "trials", "heartbeat", "grace")):
         from cnnspec.study import run_study_worker
 
         return run_study_worker(spec, args)
@@ -315,6 +315,16 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
+    from cnnspec.cli import _positive_int
+
+    def _add_study_flags(g: Any, study_default: str) -> None:
+        g.add_argument("--storage", metavar="URL",
+                       help="an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST"
+                            "/DB) or journal:///PATH; default: sqlite in --runs-dir "
+                            "(sweeps.sqlite3)")
+        g.add_argument("--study", metavar="NAME",
+                       help=f"the study's name (default: {study_default})")
+
     p = _register(sub, "run", cmd_run, "train several specs one after another, then compare")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>")
@@ -327,6 +337,18 @@ def register(sub: Any) -> None:
     _add_sweep_size(p)
     add_train_flags(p)
     _add_compare_flags(p)
+    g = p.add_argument_group(
+        "many workers (an Optuna study; run the same command on every worker)")
+    _add_study_flags(g, "the spec's name")
+    g.add_argument("--search", choices=("grid", "tpe"),
+                   help="grid: every variant (default); tpe: --trials N variants chosen by TPE")
+    g.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="with --search tpe: how many variants to train")
+    g.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS",
+                   help="a running trial beats this often (default 30); set by the worker "
+                        "that creates the study")
+    g.add_argument("--grace", type=_positive_int, metavar="SECONDS",
+                   help="a trial without a beat this long is re-queued (default 4 beats)")
 
     p = _register(sub, "compare", cmd_compare, "compare finished runs side by side")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders or their parent")
@@ -335,6 +357,10 @@ def register(sub: Any) -> None:
         fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name,
                          help=f"print {name} instead of the table")
     _add_compare_flags(p)
+    g = p.add_argument_group("a sweep stored in a study (instead of RUN_DIR…)")
+    _add_study_flags(g, "the storage's only study")
+    g.add_argument("--runs-dir", default="runs", metavar="DIR",
+                   help="with --study and no --storage: the study is in DIR/sweeps.sqlite3")
 
     p = _register(sub, "diff", cmd_diff, "layers, shapes and params that differ between two specs")
     p.add_argument("a", metavar="A.cnn")
