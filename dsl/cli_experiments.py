@@ -136,20 +136,22 @@ def _compare_table(rows: list[Any], title: str) -> Table:
     return table
 
 
-def compare_runs(
-    run_dirs: list[Path], sort: str | None, fmt: str | None, plot_dir: Path | None,
-) -> int:
-    """Print the comparison (table or an export) and write the two plots."""
+def print_comparison(
+    rows: list[Any], dirs: list[Path], sort: str | None, fmt: str | None, title: str,
+) -> tuple[list[Any], list[Path]]:
+    """Sort the rows, then print the table (with the overfitting notes) or an export.
+
+    Returns the rows and their run folders in the printed order. Shared by `compare RUN_DIR…`
+    and `compare --study` (cnnspec.study)."""
     from cnnspec import compare
 
-    rows = [compare.load_row(d) for d in run_dirs]
-    order = {id(r): d for r, d in zip(rows, run_dirs, strict=True)}
+    where = {id(r): d for r, d in zip(rows, dirs, strict=True)}
     try:
         rows = compare.sort_rows(rows, sort)
     except KeyError:
         raise UsageError(
             f"cannot sort by {sort!r}; use one of: " + ", ".join(compare.SORT_KEYS)) from None
-    dirs = [order[id(r)] for r in rows]
+    dirs = [where[id(r)] for r in rows]
     if fmt == "csv":
         print(compare.to_csv(rows), end="")
     elif fmt == "json":
@@ -158,18 +160,36 @@ def compare_runs(
         print(compare.to_markdown(rows), end="")
     else:
         console = _console()
-        console.print(_compare_table(rows, f"{len(rows)} runs"))
-        flagged = [r for r in rows if r.overfitting]
-        for r in flagged:
-            console.print(f"overfitting: {r.spec}: {r.overfitting_reason}")
+        console.print(_compare_table(rows, title))
+        for r in rows:
+            if r.overfitting:  # Text: variant names hold `[...]`, which rich reads as markup
+                console.print(Text(f"overfitting: {r.spec}: {r.overfitting_reason}"))
         console.print(
             f"overfitting rule: final train−val accuracy gap > {compare.GAP_THRESHOLD * 100:.0f} "
             f"points, or val loss rising {compare.RISING_EPOCHS} epochs in a row while train "
             "loss falls", style="dim")
+    return rows, dirs
+
+
+def write_plots(rows: list[Any], dirs: list[Path], plot_dir: Path) -> None:
+    """The two comparison PNGs, named on stderr."""
+    from cnnspec import compare
+
+    curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
+    bars = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
+    _console(stderr=True).print(f"plots: {curves}  {bars}")
+
+
+def compare_runs(
+    run_dirs: list[Path], sort: str | None, fmt: str | None, plot_dir: Path | None,
+) -> int:
+    """Print the comparison of run folders (table or an export) and write the two plots."""
+    from cnnspec import compare
+
+    rows = [compare.load_row(d) for d in run_dirs]
+    rows, dirs = print_comparison(rows, list(run_dirs), sort, fmt, f"{len(rows)} runs")
     if plot_dir is not None:
-        curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
-        bars = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
-        _console(stderr=True).print(f"plots: {curves}  {bars}")
+        write_plots(rows, dirs, plot_dir)
     return EXIT_OK
 
 

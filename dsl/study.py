@@ -64,7 +64,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -971,36 +971,15 @@ def _print_comparison(storage: Any, url: str, name: str | None, sort: str | None
                       fmt: str | None, plot_dir: Path | None, auto_plots: bool = False) -> int:
     """Print the study's comparison (or an export) and write the plots (to plot_dir, or with
     auto_plots to the folder holding the run folders this machine can reach); 1 on failures."""
-    from rich.markup import escape
-
-    from cnnspec import compare
-    from cnnspec.cli_experiments import _compare_table
+    from cnnspec.cli_experiments import print_comparison, write_plots
 
     study = load_study(storage, name)
     view = study_view(study)
-    rows, dirs = view.rows, view.run_dirs
-    if sort:
-        if sort not in compare.SORT_KEYS:
-            raise UsageError(f"cannot sort by {sort!r}; use one of: "
-                             + ", ".join(compare.SORT_KEYS))
-        where = {id(r): d for r, d in zip(rows, dirs, strict=True)}
-        rows = compare.sort_rows(rows, sort)
-        dirs = [where[id(r)] for r in rows]
-    if fmt == "csv":
-        print(compare.to_csv(rows), end="")
-    elif fmt == "json":
-        print(compare.to_json(rows))
-    elif fmt == "markdown":
-        print(compare.to_markdown(rows), end="")
-    else:
+    rows, dirs = print_comparison(list(view.rows), list(view.run_dirs), sort, fmt,
+                                  f"study {study.study_name}: {len(view.rows)} runs")
+    if fmt is None:
         console = _console()
         total = view.variants if view.search == "grid" else study.user_attrs.get(A_QUEUED, 0)
-        # variant names hold `[...]`, which rich would read as markup
-        shown = [replace(r, spec=escape(r.spec)) for r in rows]
-        console.print(_compare_table(shown, f"study {study.study_name}: {len(rows)} runs"))
-        for r in rows:
-            if r.overfitting:
-                console.print(f"overfitting: {r.spec}: {r.overfitting_reason}")
         extra = []
         if view.requeued:
             extra.append(f"{view.requeued} lost trial(s) re-queued")
@@ -1015,10 +994,7 @@ def _print_comparison(storage: Any, url: str, name: str | None, sort: str | None
         plot_dir = parents.pop() if len(parents) == 1 else None
     if plot_dir is not None:
         plot_dir.mkdir(parents=True, exist_ok=True)
-        bars = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
-        curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
-        _console(stderr=True).print(f"plots: {curves}  {bars} (learning curves only for run "
-                                    "folders this machine can reach)")
+        write_plots(rows, dirs, plot_dir)  # learning curves only of folders this machine reaches
     if view.failed:
         err = _console(stderr=True)
         err.print(f"{len(view.failed)} failed:", style="bold red")
