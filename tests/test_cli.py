@@ -110,3 +110,16 @@ def test_fmt_leaves_a_bad_file_alone(cli, tmp_path):
     assert result.returncode == 1
     assert bad.read_text() == text
     assert "`(` is not closed on this line" in result.stderr
+
+
+def test_readme_documents_every_layer_word_and_setting():
+    from conftest import ROOT
+
+    from cnnspec.layers import KINDS
+    from cnnspec.settings import SETTING_PARAMS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [w for w in KINDS if f"`{w}" not in readme]
+    assert not missing, f"README's language reference lacks {missing}"
+    keys = [p.names[0] for p in SETTING_PARAMS if f"`{p.names[0]}`" not in readme]
+    assert not keys, f"README's training settings table lacks {keys}"
