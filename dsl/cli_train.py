@@ -51,6 +51,16 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _add_max_params(p)
 
 
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -104,12 +114,16 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     check(spec, max_params=args.max_params)  # refuse before TensorFlow starts
     settings = resolved_settings(spec, args)
     run_dir = out or new_run_dir(args.runs_dir, spec.name)
+    from cnnspec.distributed import DistributedError
+
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
                      progress=_progress(args), max_params=args.max_params,
                      **_strategy_kwargs(args))
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
+    except DistributedError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,6 +134,31 @@ def _strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "task_index": getattr(args, "task_index", None)}
 
 
+def _check_strategy_flags(args: argparse.Namespace) -> None:
+    """--strategy/--cluster/--task-index make sense together, before any data or TensorFlow."""
+    import os
+
+    from cnnspec.distributed import DistributedError, tf_config
+
+    strategy = getattr(args, "strategy", "none")
+    cluster, index = getattr(args, "cluster", None), getattr(args, "task_index", None)
+    if strategy != "multiworker":
+        if cluster is not None or index is not None:
+            raise UsageError("--cluster and --task-index go with --strategy multiworker")
+        return
+    if cluster is None and index is None:
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("--strategy multiworker needs TF_CONFIG in the environment, or "
+                             "--cluster host:port,host:port --task-index I")
+        return
+    if cluster is None or index is None:
+        raise UsageError("--cluster and --task-index go together")
+    try:
+        tf_config(cluster, index)
+    except DistributedError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def report_result(result: Any) -> int:
     console = _console()
     if result.status == "interrupted":
@@ -127,6 +166,12 @@ def report_result(result: Any) -> int:
                       f"epochs; continue with: cnnspec train --resume {result.run_dir}")
         return EXIT_INTERRUPTED
     last = result.history[-1] if result.history else {}
+    if not getattr(result, "chief", True):
+        console.print(
+            f"worker done: {result.epochs_completed} epochs"
+            + (f", val loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else "")
+            + "; the chief (task 0) wrote the run folder")
+        return EXIT_OK
     acc = result.test_accuracy
     console.print(
         f"done: {result.epochs_completed} epochs, "
@@ -141,16 +186,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
             raise UsageError("give either a SPEC or --resume RUN_DIR, not both")
+        from cnnspec.distributed import DistributedError
         from cnnspec.train import TrainingFailed, resume_run
 
+        _check_strategy_flags(args)
         data = load_data(args) if args.data else None
         try:
-            result = resume_run(args.resume, data, progress=_progress(args))
+            result = resume_run(args.resume, data, progress=_progress(args),
+                                **_strategy_kwargs(args))
         except TrainingFailed as exc:
             raise Failure(str(exc)) from None
+        except DistributedError as exc:
+            raise UsageError(str(exc)) from None
         return report_result(result)
     if not args.spec:
         raise UsageError("train needs a SPEC (or --resume RUN_DIR)")
+    _check_strategy_flags(args)
     spec = load(args.spec)
     if spec.has_sweep():
         raise UsageError(f"{args.spec} is a sweep; train its variants with `cnnspec sweep`")
@@ -184,6 +235,16 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
     add_train_flags(p)
+    g = p.add_argument_group("data-parallel training (the batch size is the global batch)")
+    g.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
+                   help="none: this process (default); mirrored: all local GPUs (or "
+                        "$CNNSPEC_CPU_DEVICES logical CPUs); multiworker: several processes/hosts")
+    g.add_argument("--cluster", metavar="HOST:PORT,…",
+                   help="multiworker: every worker's address, the same list on all workers "
+                        "(instead of TF_CONFIG)")
+    g.add_argument("--task-index", type=_index, metavar="I",
+                   help="multiworker: this worker's position in --cluster; 0 is the chief, "
+                        "the only one that writes the run folder")
 
     p = _register(sub, "evaluate", cmd_evaluate, "re-score a run's saved model on the test split")
     p.add_argument("run_dir", metavar="RUN_DIR")

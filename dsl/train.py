@@ -33,6 +33,7 @@ Only this module and cnnspec.keras_backend import TensorFlow, and only when trai
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import platform
 import secrets
@@ -47,6 +48,7 @@ import numpy as np
 
 from cnnspec import __version__, ir, records
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.distributed import STRATEGIES
 from cnnspec.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class RunResult:
     history: tuple[dict[str, Any], ...]
     metrics: dict[str, Any] | None = None
     reason: str | None = None
+    chief: bool = True  # False on a non-chief worker of a multiworker run: it wrote nothing
 
     @property
     def epochs_completed(self) -> int:
@@ -413,6 +416,19 @@ def _restore_seed_states(model: Any, states: list[list[int]]) -> None:
         var.assign(np.asarray(state, dtype=var.dtype))
 
 
+def _copy_state(source: Any, target: Any) -> None:
+    """Weights, RNG states and optimizer state of `source` into the same model `target`."""
+    pairs = [(list(source.variables), list(target.variables)),
+             (list(source.optimizer.variables), list(target.optimizer.variables))]
+    for src, dst in pairs:
+        if len(src) != len(dst):
+            raise ValueError(f"checkpoint has {len(src)} variables where the model has {len(dst)}")
+        for a, b in zip(src, dst, strict=True):
+            if tuple(a.shape) != tuple(b.shape):
+                raise ValueError(f"checkpoint variable {a.path} {a.shape} does not fit {b.path}")
+            b.assign(a.value)
+
+
 def _score(
     model: Any, pipeline: _Pipeline, y_test: np.ndarray, label_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -420,9 +436,22 @@ def _score(
     result = model.evaluate(pipeline.test(), verbose=0, return_dict=True)
     probs = model.predict(pipeline.test(labels=False), verbose=0)
     predicted = np.asarray(probs).argmax(axis=1)
+    return _metrics(
+        float(result["loss"]), float(result["accuracy"]), predicted, y_test, pipeline.classes,
+        label_names)
+
+
+def _metrics(
+    loss: float,
+    accuracy: float,
+    predicted: np.ndarray,
+    y_test: np.ndarray,
+    classes: int,
+    label_names: Sequence[str],
+) -> dict[str, Any]:
     truth = np.asarray(y_test)
     per_class = []
-    for k in range(pipeline.classes):
+    for k in range(classes):
         mask = truth == k
         count = int(mask.sum())
         correct = int((predicted[mask] == k).sum())
@@ -434,8 +463,8 @@ def _score(
             "accuracy": correct / count if count else None,
         })
     return {
-        "test_loss": float(result["loss"]),
-        "test_accuracy": float(result["accuracy"]),
+        "test_loss": loss,
+        "test_accuracy": accuracy,
         "test_images": int(len(truth)),
         "per_class": per_class,
     }
@@ -456,6 +485,9 @@ def train(
     resume: bool = False,
     max_params: int = DEFAULT_MAX_PARAMS,
     callbacks: Sequence[Any] = (),
+    strategy: str = "none",
+    cluster: str | Sequence[str] | None = None,
+    task_index: int | None = None,
 ) -> RunResult:
     """Train `spec` on `data` with `settings`, writing the run folder `out_dir`.
 
@@ -466,6 +498,11 @@ def train(
     resume: continue from out_dir's checkpoint if it has one (the spec, settings and data must
     be the ones it was started with); without it, a folder that already holds a run is an error.
     callbacks: extra Keras callbacks, called during every epoch.
+    strategy: "none" (model.fit in this process), "mirrored" (tf.distribute.MirroredStrategy
+    over the local devices) or "multiworker" (MultiWorkerMirroredStrategy; the cluster comes from
+    `cluster` ("host:port,host:port") + `task_index`, else from $TF_CONFIG). Under a strategy the
+    batch is the global batch, split evenly over the replicas (see cnnspec.distributed), and
+    only the chief writes `out_dir`; the other workers write nothing.
 
     Returns a RunResult with status "completed", or "interrupted" after Ctrl-C (the last
     completed epoch is checkpointed; `resume_run` continues). Raises TrainingFailed when the loss
@@ -478,11 +515,19 @@ def train(
     if spe < 1:
         raise ValueError(f"steps_per_execution must be at least 1, not {spe}")
     mode = _resolve_progress(progress)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     report = check(spec, max_params=max_params)  # SpecError before any TensorFlow import
     _check_data(spec, data)
     run_dir = Path(out_dir)
     text = _spec_text(spec)
     fingerprint = data_fingerprint(data)
+    if strategy != "none":
+        return _train_replicated(
+            spec, settings, data, run_dir, report, text, fingerprint, precision=precision,
+            steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks,
+            strategy=strategy, cluster=cluster, task_index=task_index,
+        )
 
     state = records.read_checkpoint_state(run_dir) if resume else None
     recorded = (
@@ -733,6 +778,9 @@ def resume_run(
     *,
     progress: str | None = None,
     callbacks: Sequence[Any] = (),
+    strategy: str = "none",
+    cluster: str | Sequence[str] | None = None,
+    task_index: int | None = None,
 ) -> RunResult:
     """Continue an interrupted or killed run to its planned epoch count.
 
@@ -762,6 +810,9 @@ def resume_run(
         progress=progress,
         resume=True,
         callbacks=callbacks,
+        strategy=strategy,
+        cluster=cluster,
+        task_index=task_index,
     )
 
 
@@ -780,3 +831,200 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     classes = int(model.output_shape[-1])
     pipeline = _Pipeline(tf, data, recorded["settings"]["batch"], classes, with_train=False)
     return _score(model, pipeline, data.y_test, data.label_names)
+
+
+# -- under a tf.distribute strategy ------------------------------------------------------------
+
+
+def _train_replicated(
+    spec: ir.Spec,
+    settings: TrainSettings,
+    data: Cifar10,
+    run_dir: Path,
+    report: Report,
+    text: str,
+    fingerprint: str,
+    *,
+    precision: str,
+    steps_per_execution: int,
+    mode: str,
+    resume: bool,
+    callbacks: Sequence[Any],
+    strategy: str,
+    cluster: str | Sequence[str] | None,
+    task_index: int | None,
+) -> RunResult:
+    """`train` under "mirrored" or "multiworker": the same records, written by the chief only.
+
+    The step is cnnspec.distributed.Replicated's (not model.fit; see there why). Non-chief
+    workers never touch run_dir, yet run every collective in lockstep with the chief: the start
+    broadcast and every training step. Validation is local on every worker.
+    """
+    from cnnspec.distributed import Replicated, make_strategy, run_key
+
+    tf, keras = _import_tf()
+    # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op
+    dist, chief, worker = make_strategy(tf, strategy, cluster, task_index)
+    runner = Replicated(tf, keras, dist, chief, worker, settings.batch)
+    if not chief:
+        mode = "none"
+    epochs = settings.epochs
+
+    # the chief decides: new run or resume, the seed, the first epoch; workers are told
+    state: dict[str, Any] | None = None
+    recorded: dict[str, Any] | None = None
+    done = False
+    refusal: BaseException | None = None
+    if chief:
+        try:
+            state = records.read_checkpoint_state(run_dir) if resume else None
+            settings_path = run_dir / records.SETTINGS_FILE
+            recorded = records.read_json(settings_path) if settings_path.is_file() else None
+            if recorded is None:
+                state = None
+            if resume and recorded is not None:
+                _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
+                status = records.read_status(run_dir)
+                done = status is not None and status["status"] == "completed"
+            elif not resume and (recorded is not None or records.read_status(run_dir) is not None):
+                raise FileExistsError(
+                    f"{run_dir} already holds a run; pick a new folder, or resume it")
+        except (ValueError, FileExistsError) as exc:
+            refusal = exc
+    seed = recorded["effective_seed"] if recorded else (
+        settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
+    history: list[dict[str, Any]] = list(state["history"]) if state else []
+
+    model: Any = None
+    keras.utils.set_random_seed(seed)
+    # Every worker creates the same variables in the same order inside the scope (under
+    # MultiWorkerMirroredStrategy each creation is a collective); the chief then copies a
+    # checkpoint in, loaded outside the scope so that loading creates no collective variables.
+    with runner.scope():
+        model = build_training_model(report, keras, precision)
+        _compile(model, keras, settings, steps_per_execution)
+        model.optimizer.build(model.trainable_variables)
+    if chief and state and refusal is None and not done:
+        saved = keras.models.load_model(records.checkpoint_dir(run_dir) / state["model"])
+        _copy_state(saved, model)
+        _restore_seed_states(model, state["seed_states"])
+    key = run_key(_sha256(text), json.dumps(settings.to_dict(), sort_keys=True), precision,
+                  fingerprint)
+    flags = runner.agree(
+        model, [float(refusal is not None), float(done), float(seed), float(len(history))], key)
+    if refusal is not None:
+        raise refusal
+    if flags[0]:
+        raise TrainingFailed(f"the chief refused to start {run_dir}; see its output")
+    if flags[1]:
+        return load_result(run_dir) if chief else RunResult(
+            run_dir, "completed", epochs, (), chief=False)
+    seed, first = int(flags[2]), int(flags[3])
+    if not chief:
+        keras.utils.set_random_seed(seed)  # the dropout states came with the broadcast
+
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        records.remove_temporaries(run_dir)
+        if recorded is None:
+            records.atomic_write_text(run_dir / records.SPEC_FILE, text)
+            recorded = _settings_record(
+                spec, report, settings, data, precision, steps_per_execution, seed, fingerprint,
+                tf, keras)
+            recorded["distribution"] = {
+                "strategy": strategy, "replicas": runner.replicas, "workers": runner.workers}
+            records.write_json(run_dir / records.SETTINGS_FILE, recorded)
+        records.write_status(
+            run_dir, "running", epochs_completed=len(history), epochs_planned=epochs)
+        if state and mode != "none":
+            _print(f"resuming {spec.name} at epoch {len(history) + 1}/{epochs}")
+    steps = math.ceil(len(data.x_train) / settings.batch)
+    clock, guard, bar = _make_callbacks(keras, mode, epochs, steps, _print)
+    pipeline = _Pipeline(tf, data, settings.batch, spec.classes)
+
+    def checkpoint() -> None:
+        name = records.checkpoint_model_name(len(history))
+        with records.atomic_path(records.checkpoint_dir(run_dir) / name) as tmp:
+            model.save(tmp)
+        records.write_checkpoint_state(run_dir, {
+            "epochs_completed": len(history),
+            "model": name,
+            "history": history,
+            "seed_states": _seed_states(model),
+            "effective_seed": seed,
+        })
+        records.prune_checkpoints(run_dir, keep=name)
+
+    def save_progress() -> None:
+        records.write_history(run_dir, history)
+        records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=spec.name)
+
+    def write_status(status: str, reason: str | None = None) -> None:
+        if chief:
+            records.write_status(
+                run_dir, status, reason, epochs_completed=len(history), epochs_planned=epochs)
+
+    metrics: dict[str, Any] | None = None
+    try:
+        bar.start()
+        for epoch in range(first, epochs):
+            order = epoch_order(seed, epoch, pipeline.n_train, settings.shuffle)
+            logs = runner.fit_epoch(
+                model, pipeline, order, epoch, settings.validation == "test",
+                [clock, guard, bar, *callbacks])
+            row = _history_row(
+                epoch + 1, logs, clock.end - clock.start, clock.train_end - clock.start,
+                pipeline.n_train,
+            )
+            history.append(row)
+            if chief:
+                checkpoint()
+                save_progress()
+            write_status("running")
+            bar.epoch_done(row)
+        bar.stop()
+        if chief:
+            with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
+                model.save(tmp)
+            scored = runner.evaluate(model, pipeline)
+            metrics = _metrics(scored["loss"], scored["accuracy"], scored["predicted"],
+                               data.y_test, spec.classes, data.label_names)
+            metrics["epochs"] = len(history)
+            records.write_json(run_dir / records.METRICS_FILE, metrics)
+    except _Diverged as d:
+        bar.stop()
+        reason = (
+            f"{spec.name}: training diverged: the loss became {d.loss} in epoch {d.epoch}/"
+            f"{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, lr={settings.lr:g}). "
+            f"The run stopped; {d.epoch - 1} epoch(s) completed before it. Lower the learning "
+            f"rate, e.g. `train lr={settings.lr / 10:g}`."
+        )
+        if chief and history:
+            save_progress()
+        write_status("failed", reason)
+        raise TrainingFailed(reason, run_dir if chief else None) from None
+    except KeyboardInterrupt:
+        bar.stop()
+        reason = (
+            f"interrupted (Ctrl-C) during epoch {len(history) + 1}/{epochs}; {len(history)} "
+            "epoch(s) completed and checkpointed; resume to continue"
+        )
+        if chief and history:
+            save_progress()
+            state_now = records.read_checkpoint_state(run_dir)
+            if state_now is not None:
+                records.atomic_copy(
+                    records.checkpoint_dir(run_dir) / state_now["model"],
+                    run_dir / records.MODEL_FILE,
+                )
+        write_status("interrupted", reason)
+        if mode != "none":
+            _print(reason)
+        return RunResult(
+            run_dir, "interrupted", epochs, tuple(history), None, reason, chief=chief)
+    except BaseException as exc:
+        bar.stop()
+        write_status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    write_status("completed")
+    return RunResult(run_dir, "completed", epochs, tuple(history), metrics, None, chief=chief)

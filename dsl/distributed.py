@@ -1,0 +1,344 @@
+"""Data-parallel training for cnnspec.train: `--strategy mirrored` and `--strategy multiworker`.
+
+Why a training step of our own instead of `model.fit`: Keras 3's `fit` under
+MultiWorkerMirroredStrategy fails (TF 2.21 / Keras 3.15, keras-team/keras#20585: "Attempt to
+convert a value (PerReplica…)"). Both strategies share the step below, so they share one code
+path; `--strategy none` keeps the plain `model.fit` path untouched.
+
+How a step is split. The spec's batch B is the GLOBAL batch. Step k of epoch e trains on
+`epoch_order(seed, e, n)[k*B:(k+1)*B]`, exactly the batch the unsharded run sees; replica g of
+the R replicas (g = worker * local_replicas + local index) takes the g-th of R equal slices of
+it (B must be divisible by R). The last, short batch of an epoch (m < B images) is split as
+evenly as possible. Every worker computes the same order from (seed, epoch), so no data moves
+between workers; each reads only its own slices. The loss of a replica is
+`sum(per-example loss) / m` (tf.nn.compute_average_loss with the true global batch size m) plus
+the regularization losses / R; the optimizer sums the replicas' gradients, so a step's update is
+the unsharded mean-loss gradient up to summation order. The learning rate is not scaled.
+
+Only the chief (worker 0, or the single process of `mirrored`) writes the run folder. Workers
+take the chief's weights, optimizer state, seed and starting epoch by a collective broadcast at
+the start (which is also how a resumed run reaches them), and compute validation metrics
+locally on the full test split with the same weights, so all agree without further collectives.
+
+This module never imports TensorFlow itself: cnnspec.train passes `tf` and `keras` in, once
+training starts, so the CLI's flag checks (parse_cluster, tf_config) stay instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
+
+
+class DistributedError(ValueError):
+    """A strategy that cannot be set up as asked; str(exc) is the message for the user."""
+
+
+def parse_cluster(cluster: str | Sequence[str]) -> list[str]:
+    """`host:port,host:port` (or a list of them) as a list of worker addresses."""
+    items = cluster.split(",") if isinstance(cluster, str) else list(cluster)
+    workers = [item.strip() for item in items if item.strip()]
+    if not workers:
+        raise DistributedError("--cluster needs at least one host:port")
+    for worker in workers:
+        host, sep, port = worker.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise DistributedError(f"--cluster: {worker!r} is not host:port")
+    if len(set(workers)) != len(workers):
+        raise DistributedError("--cluster lists the same host:port twice")
+    return workers
+
+
+def tf_config(cluster: str | Sequence[str], task_index: int) -> dict[str, Any]:
+    """The TF_CONFIG that `--cluster C --task-index I` stands for."""
+    workers = parse_cluster(cluster)
+    if not 0 <= task_index < len(workers):
+        raise DistributedError(
+            f"--task-index {task_index} is not one of the {len(workers)} workers of --cluster "
+            f"(0 to {len(workers) - 1})"
+        )
+    return {"cluster": {"worker": workers}, "task": {"type": "worker", "index": task_index}}
+
+
+def split_cpu(tf: Any) -> None:
+    """Honour $CNNSPEC_CPU_DEVICES=N: split the CPU into N logical devices (for tests/demos).
+
+    Must run before TensorFlow creates any tensor; the trainer calls it right after importing
+    TensorFlow, before the strategy is created.
+    """
+    text = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if not text:
+        return
+    if not text.isdigit() or int(text) < 1:
+        raise DistributedError(f"${CPU_DEVICES_ENV} must be a positive integer, not {text!r}")
+    count = int(text)
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise DistributedError(
+                f"${CPU_DEVICES_ENV}={count} came too late: TensorFlow had already started"
+            ) from None
+
+
+def make_strategy(
+    tf: Any, name: str, cluster: str | Sequence[str] | None, task_index: int | None
+) -> tuple[Any, bool, int]:
+    """(strategy, is_chief, worker_index) for "mirrored" or "multiworker"."""
+    split_cpu(tf)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), True, 0
+    if name != "multiworker":
+        raise DistributedError(f"strategy must be one of {', '.join(STRATEGIES)}, not {name!r}")
+    if cluster is not None:
+        if task_index is None:
+            raise DistributedError("--cluster needs --task-index")
+        config = tf_config(cluster, task_index)
+    elif os.environ.get("TF_CONFIG"):
+        try:
+            config = json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as exc:
+            raise DistributedError(f"TF_CONFIG is not JSON: {exc}") from None
+    else:
+        raise DistributedError(
+            "multiworker needs the cluster: set TF_CONFIG or give --cluster host:port,host:port "
+            "--task-index I"
+        )
+    try:
+        spec = config["cluster"]
+        task_type = config["task"]["type"]
+        task_id = int(config["task"]["index"])
+    except (KeyError, TypeError, ValueError):
+        raise DistributedError(
+            'TF_CONFIG must look like {"cluster": {"worker": ["host:port", …]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        ) from None
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(spec), task_type=task_type, task_id=task_id, rpc_layer="grpc")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    has_chief = "chief" in spec
+    chief = task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
+    workers = list(spec.get("chief", [])) + list(spec.get("worker", []))
+    index = 0 if task_type == "chief" else task_id + (1 if has_chief else 0)
+    if not 0 <= index < len(workers):
+        raise DistributedError(f"TF_CONFIG: task {task_type}:{task_id} is not in the cluster")
+    return strategy, chief, index
+
+
+def run_key(*parts: str) -> float:
+    """A 48-bit fingerprint (exact in float64) of what a run trains, to compare across workers."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return float(int.from_bytes(digest[:6], "big"))
+
+
+class Replicated:
+    """The training step, the epoch loop and local evaluation under a tf.distribute strategy."""
+
+    def __init__(
+        self, tf: Any, keras: Any, strategy: Any, chief: bool, worker: int, batch: int
+    ) -> None:
+        self.tf, self.keras, self.strategy = tf, keras, strategy
+        self.chief, self.worker = chief, worker
+        self.replicas = int(strategy.num_replicas_in_sync)
+        self.workers = int(getattr(strategy.extended, "_num_workers", 1) or 1)
+        self.local = max(1, self.replicas // self.workers)
+        if batch % self.replicas:
+            raise DistributedError(
+                f"the batch size {batch} is the global batch and must be divisible by the "
+                f"{self.replicas} replicas; use e.g. --batch-size "
+                f"{max(self.replicas, batch // self.replicas * self.replicas)}"
+            )
+        self.batch = batch
+        self._step: Any = None
+        self._eval: Any = None
+
+    def scope(self) -> Any:
+        return self.strategy.scope()
+
+    # -- start: one collective that agrees on everything ----------------------------------------
+
+    def agree(self, model: Any, values: Sequence[float], key: float) -> list[float]:
+        """Broadcast `values` and the model's (and optimizer's) state from the chief.
+
+        Also compares every worker's `key` (spec, settings, data): all workers raise the same
+        DistributedError if they differ. With one worker nothing needs to move.
+        """
+        if self.workers == 1:
+            return list(values)
+        tf = self.tf
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = list(model.variables) + list(model.optimizer.variables)
+        keys = np.zeros(self.workers, np.float64)
+        keys[self.worker] = key
+        head = np.asarray(list(values), np.float64)
+
+        def contribution(v: Any) -> Any:
+            value = tf.convert_to_tensor(v)
+            value = value if value.dtype.is_floating else tf.cast(value, tf.float64)
+            return value if self.chief else tf.zeros_like(value)
+
+        tensors = [tf.constant(keys), tf.constant(head if self.chief else head * 0)]
+        tensors += [contribution(v) for v in variables]
+
+        @tf.function
+        def broadcast() -> Any:
+            local = self.strategy.run(lambda: [tf.identity(t) for t in tensors])
+            return [self.strategy.reduce("sum", t, axis=None) for t in local]
+
+        out = broadcast()
+        all_keys = out[0].numpy()
+        if len(set(all_keys.tolist())) != 1:
+            raise DistributedError(
+                "the workers were started with different specs, settings or data; "
+                "start every worker with the same spec, flags and CIFAR-10"
+            )
+        for var, value in zip(variables, out[2:], strict=True):
+            var.assign(tf.cast(value, var.dtype))
+        return out[1].numpy().tolist()
+
+    # -- training --------------------------------------------------------------------------------
+
+    def _dataset(self, pipeline: Any, order: np.ndarray) -> Any:
+        """This worker's per-replica slices of each global batch, local replica by replica."""
+        tf = self.tf
+        n, big, r = len(order), self.batch, self.replicas
+        rows = []
+        for start in range(0, n, big):
+            m = min(big, n - start)
+            bounds = [start + (g * m) // r for g in range(r + 1)]
+            for j in range(self.local):
+                g = self.worker * self.local + j
+                rows.append((bounds[g], bounds[g + 1] - bounds[g], m))
+        table = tf.constant(np.asarray(rows, np.int64).reshape(-1, 3))
+        order_t = tf.constant(order)
+        x, y, classes = pipeline.x_train, pipeline.y_train, pipeline.classes
+
+        def grab(row: Any) -> Any:
+            index = order_t[row[0]:row[0] + row[1]]
+            images = tf.cast(tf.gather(x, index), tf.float32) / tf.constant(255.0, tf.float32)
+            labels = tf.one_hot(tf.gather(y, index), classes, dtype=tf.float32)
+            return images, labels, row[2]
+
+        def make(_: Any) -> Any:
+            ds = tf.data.Dataset.from_tensor_slices(table)
+            ds = ds.map(grab, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
+        return self.strategy.distribute_datasets_from_function(make, options)
+
+    def _train_step(self, model: Any) -> Any:
+        tf, keras, strategy = self.tf, self.keras, self.strategy
+
+        def replica(images: Any, labels: Any, global_batch: Any) -> Any:
+            with tf.GradientTape() as tape:
+                probs = model(images, training=True)
+                per_example = keras.losses.categorical_crossentropy(labels, probs)
+                per_example = tf.cast(per_example, tf.float32)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(
+                        tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            hits = tf.equal(tf.argmax(labels, axis=1), tf.argmax(probs, axis=1))
+            return loss, tf.reduce_sum(tf.cast(hits, tf.float32))
+
+        @tf.function
+        def step(iterator: Any) -> Any:
+            loss, correct = strategy.run(replica, args=next(iterator))
+            return (strategy.reduce("sum", loss, axis=None),
+                    strategy.reduce("sum", correct, axis=None))
+
+        return step
+
+    def fit_epoch(
+        self,
+        model: Any,
+        pipeline: Any,
+        order: np.ndarray,
+        epoch: int,
+        validation: bool,
+        callbacks: Sequence[Any],
+    ) -> dict[str, float]:
+        """One epoch; calls the Keras callbacks' hooks as model.fit would. Returns fit's logs."""
+        if self._step is None:
+            self._step = self._train_step(model)
+        for cb in callbacks:
+            cb.set_model(model)
+            cb.on_epoch_begin(epoch, {})
+        iterator = iter(self._dataset(pipeline, order))
+        n = len(order)
+        seen = 0
+        loss_sum = correct_sum = 0.0
+        for batch, start in enumerate(range(0, n, self.batch)):
+            m = min(self.batch, n - start)
+            for cb in callbacks:
+                cb.on_train_batch_begin(batch, {})
+            loss, correct = self._step(iterator)
+            seen += m
+            loss_sum += float(loss) * m
+            correct_sum += float(correct)
+            logs = {"loss": loss_sum / seen, "accuracy": correct_sum / seen}
+            for cb in callbacks:
+                cb.on_train_batch_end(batch, logs)
+        logs = {"loss": loss_sum / n, "accuracy": correct_sum / n}
+        if validation:
+            for cb in callbacks:
+                cb.on_test_begin({})
+            val = self.evaluate(model, pipeline)
+            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+            for cb in callbacks:
+                cb.on_test_end({"loss": val["loss"], "accuracy": val["accuracy"]})
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        return logs
+
+    # -- evaluation: local, identical on every worker, no collectives ----------------------------
+
+    def evaluate(self, model: Any, pipeline: Any) -> dict[str, Any]:
+        """Loss (mean cross-entropy + regularization, as Keras's val_loss), accuracy, argmax."""
+        tf, keras = self.tf, self.keras
+        if self._eval is None:
+
+            @tf.function
+            def batch_eval(images: Any, labels: Any) -> Any:
+                probs = model(images, training=False)
+                per_example = tf.cast(
+                    keras.losses.categorical_crossentropy(labels, probs), tf.float32)
+                reg = (tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
+                       if model.losses else tf.constant(0.0))
+                return tf.reduce_sum(per_example), tf.argmax(probs, axis=1), reg
+
+            self._eval = batch_eval
+        total, reg, predicted = 0.0, 0.0, []
+        for images, labels in pipeline.test():
+            loss, pred, reg_t = self._eval(images, labels)
+            total += float(loss)
+            reg = float(reg_t)
+            predicted.append(pred.numpy())
+        predictions = np.concatenate(predicted) if predicted else np.zeros(0, np.int64)
+        truth = np.asarray(pipeline.y_test)
+        count = max(1, len(truth))
+        return {
+            "loss": total / count + reg,
+            "accuracy": float((predictions == truth).sum()) / count,
+            "predicted": predictions,
+        }
+
+
+__all__ = [
+    "CPU_DEVICES_ENV", "STRATEGIES", "DistributedError", "Replicated", "make_strategy",
+    "parse_cluster", "run_key", "split_cpu", "tf_config",
+]

@@ -1,0 +1,267 @@
+"""Data-parallel training (`cnnspec train --strategy mirrored|multiworker`), end to end.
+
+Every strategy run is a fresh process (a strategy, and the logical CPU split that `mirrored`
+needs on this CPU-only machine, must be set up before TensorFlow starts): `mirrored` over
+CNNSPEC_CPU_DEVICES=2 logical CPUs, and `multiworker` as two processes talking over 127.0.0.1.
+Runs are exp1 on 256 bundled sample images for 2 epochs, so each takes ~20 s.
+
+Tolerance of mirrored vs unsharded: the two runs train on the same global batches with the same
+mean-loss gradient, so without dropout they agree to float32 rounding (summation order of the
+all-reduce; measured: relative 4e-8 on an exp1 variant without dropout). exp1 has dropout, and
+under the strategy each replica draws its masks for its half of the batch, which is not the
+unsharded run's mask for the whole batch: the epoch losses then differ by the noise of other
+masks (measured: relative 1.2e-3 on epoch 1). The test allows 2e-2. exp1 has no
+BatchNormalization, which is why it is a good choice: BN under MirroredStrategy normalizes with
+per-replica batch statistics (16 images instead of 32), a real difference in the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnspec import records
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP1 = ROOT / "specs" / "exp1.cnn"
+LIMIT = 256
+EPOCHS = 2
+TIMEOUT = 240
+LOSS_RTOL = 2e-2
+RECORD_FILES = ("spec.cnn", "settings.json", "status.json", "history.csv", "history.json",
+                "learning_curve.png", "metrics.json", "model.keras")
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty HOME: no Keras cache, so the data is the bundled sample."""
+    return tmp_path_factory.mktemp("home")
+
+
+def env(home: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CNNSPEC_DATA", "KERAS_HOME", "TF_CONFIG", "CNNSPEC_CPU_DEVICES")}
+    return {**base, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "160", **extra}
+
+
+def cnnspec(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cnnspec", *args]
+
+
+def train_args(out: Path, *extra: str) -> list[str]:
+    return cnnspec("train", str(EXP1), "--limit", str(LIMIT), "--epochs", str(EPOCHS),
+                   "--out", str(out), "--progress", "plain", *extra)
+
+
+def cluster_of(count: int) -> str:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return ",".join(f"127.0.0.1:{s.getsockname()[1]}" for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(commands: list[list[str]], environ: dict[str, str]) -> list[tuple[int, str]]:
+    """Start every command at once, wait for all; (exit code, output) each. Kills on timeout."""
+    procs = [subprocess.Popen(c, env=environ, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    results = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=TIMEOUT)
+            results.append((p.returncode, out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return results
+
+
+def assert_complete(run_dir: Path) -> None:
+    for name in RECORD_FILES:
+        assert (run_dir / name).is_file(), f"{name} missing from {run_dir}"
+    assert records.read_status(run_dir)["status"] == "completed"
+    assert records.read_checkpoint_state(run_dir)["epochs_completed"] == EPOCHS
+    assert [row["epoch"] for row in records.read_history(run_dir)] == list(range(1, EPOCHS + 1))
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS
+
+
+@pytest.fixture(scope="module")
+def mirrored(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mirrored") / "run"
+    done = subprocess.run(train_args(out, "--strategy", "mirrored"), cwd=ROOT,
+                          env=env(home, CNNSPEC_CPU_DEVICES="2"), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def multiworker(home: Path, tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("multiworker")
+    cluster = cluster_of(2)
+    results = run_workers(
+        [train_args(base / f"w{i}", "--strategy", "multiworker", "--cluster", cluster,
+                    "--task-index", str(i)) for i in range(2)],
+        env(home))
+    return base, results
+
+
+def test_mirrored_on_two_devices_matches_the_unsharded_run(mirrored: Path, home: Path,
+                                                           tmp_path: Path) -> None:
+    settings = records.read_json(mirrored / records.SETTINGS_FILE)
+    assert settings["distribution"] == {"strategy": "mirrored", "replicas": 2, "workers": 1}
+    assert_complete(mirrored)
+    single = tmp_path / "none"
+    done = subprocess.run(train_args(single, "--strategy", "none"), cwd=ROOT, env=env(home),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ours, theirs = records.read_history(mirrored), records.read_history(single)
+    assert set(ours[0]) == set(theirs[0])  # the same history keys
+    assert ours[0]["loss"] == pytest.approx(theirs[0]["loss"], rel=LOSS_RTOL)
+    assert ours[0]["val_loss"] == pytest.approx(theirs[0]["val_loss"], rel=LOSS_RTOL)
+
+
+def test_two_multiworker_processes_train_together_and_only_the_chief_writes(
+        multiworker, mirrored: Path) -> None:
+    base, results = multiworker
+    for code, out in results:
+        assert code == 0, out[-3000:]
+    assert_complete(base / "w0")
+    assert not (base / "w1").exists()
+    assert "worker done: 2 epochs" in results[1][1]
+    settings = records.read_json(base / "w0" / records.SETTINGS_FILE)
+    assert settings["distribution"] == {"strategy": "multiworker", "replicas": 2, "workers": 2}
+    # both workers end with the same weights: they report the same validation loss
+    chief_val = records.read_history(base / "w0")[-1]["val_loss"]
+    assert f"val loss {chief_val:.4f}" in results[1][1]
+    # 2 workers x 1 device split each global batch exactly like 1 process x 2 devices
+    for a, b in zip(records.read_history(base / "w0"), records.read_history(mirrored),
+                    strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import keras
+    from cnnspec import load
+    from cnnspec.data import load_cifar10
+    from cnnspec.settings import resolve_settings
+    from cnnspec.train import train
+
+    spec_path, out, marker, limit, cluster, index = sys.argv[1:7]
+    spec = load(spec_path)
+    settings = resolve_settings({s.key: s.value for s in spec.settings}).override(epochs=2)
+
+    class Hang(keras.callbacks.Callback):
+        # Park the process inside epoch 2, after epoch 1's checkpoint, until it is killed.
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                Path(marker).write_text("epoch 2, batch 3")
+                time.sleep(600)
+
+    train(spec, settings, load_cifar10(env={}, limit=int(limit)), out, progress="none",
+          callbacks=[Hang()], strategy="multiworker", cluster=cluster, task_index=int(index))
+""")
+
+
+def test_multiworker_resumes_exactly_after_the_chief_is_killed(
+        multiworker, home: Path, tmp_path: Path) -> None:
+    out, marker = tmp_path / "chief", tmp_path / "inside-epoch-2"
+    cluster = cluster_of(2)
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(EXP1), str(tmp_path / name), str(marker),
+         str(LIMIT), cluster, str(i)],
+        env=env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for i, name in enumerate(("chief", "worker"))]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not marker.exists():
+            if any(p.poll() is not None for p in procs):
+                pytest.fail("a worker ended early: "
+                            + " | ".join(p.stderr.read().decode()[-1500:] for p in procs))
+            if time.monotonic() > deadline:
+                pytest.fail("training never reached epoch 2")
+            time.sleep(0.1)
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(timeout=30)
+    finally:
+        for p in procs:  # the worker waits for its chief forever: end it too
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stderr.close()
+    assert records.read_status(out)["status"] == "running"
+    assert records.read_checkpoint_state(out)["epochs_completed"] == 1
+    assert not (tmp_path / "worker").exists()
+
+    cluster = cluster_of(2)
+    common = ("--strategy", "multiworker", "--cluster", cluster, "--progress", "plain")
+    results = run_workers([
+        cnnspec("train", "--resume", str(out), *common, "--task-index", "0"),
+        train_args(tmp_path / "worker", *common, "--task-index", "1"),
+    ], env(home))
+    for code, text in results:
+        assert code == 0, text[-3000:]
+    assert "resuming exp1 at epoch 2/2" in results[0][1]
+    assert_complete(out)
+    assert not (tmp_path / "worker").exists()
+    reference = records.read_history(multiworker[0] / "w0")
+    keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+    assert [[r[k] for k in keys] for r in records.read_history(out)] == \
+        [[r[k] for k in keys] for r in reference]
+
+
+def test_divergence_under_a_strategy_fails_cleanly(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "diverged"
+    done = subprocess.run(train_args(out, "--strategy", "mirrored", "--lr", "1e6"), cwd=ROOT,
+                          env=env(home, CNNSPEC_CPU_DEVICES="2"), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "diverged" in done.stderr + done.stdout
+    assert records.read_status(out)["status"] == "failed"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--strategy", "multiworker"), "TF_CONFIG"),
+    (("--strategy", "multiworker", "--cluster", "127.0.0.1:1"), "go together"),
+    (("--strategy", "multiworker", "--cluster", "127.0.0.1:1,127.0.0.1:2", "--task-index", "2"),
+     "--task-index 2"),
+    (("--strategy", "multiworker", "--cluster", "nohost", "--task-index", "0"), "host:port"),
+    (("--cluster", "127.0.0.1:1", "--task-index", "0"), "--strategy multiworker"),
+    (("--strategy", "bogus"), "invalid choice"),
+])
+def test_strategy_usage_errors_exit_2(flags, message, home: Path, tmp_path: Path) -> None:
+    done = subprocess.run(train_args(tmp_path / "run", *flags), cwd=ROOT, env=env(home),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr + done.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_not_divisible_by_the_replicas_is_refused(home: Path, tmp_path: Path) -> None:
+    done = subprocess.run(train_args(tmp_path / "run", "--strategy", "mirrored",
+                                     "--batch-size", "33"),
+                          cwd=ROOT, env=env(home, CNNSPEC_CPU_DEVICES="2"), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "divisible by the 2 replicas" in done.stderr + done.stdout
+    assert not (tmp_path / "run").exists()
