@@ -470,6 +470,27 @@ def _metrics(
     }
 
 
+def _write_checkpoint(run_dir: Path, model: Any, history: list[dict[str, Any]], seed: int,
+                      ) -> None:
+    """The end-of-epoch checkpoint: model file first, then the state naming it (atomically)."""
+    name = records.checkpoint_model_name(len(history))
+    with records.atomic_path(records.checkpoint_dir(run_dir) / name) as tmp:
+        model.save(tmp)
+    records.write_checkpoint_state(run_dir, {
+        "epochs_completed": len(history),
+        "model": name,
+        "history": history,
+        "seed_states": _seed_states(model),
+        "effective_seed": seed,
+    })
+    records.prune_checkpoints(run_dir, keep=name)
+
+
+def _save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
+    records.write_history(run_dir, history)
+    records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -567,21 +588,10 @@ def train(
     pipeline: Any = None
 
     def checkpoint() -> None:
-        name = records.checkpoint_model_name(len(history))
-        with records.atomic_path(records.checkpoint_dir(run_dir) / name) as tmp:
-            model.save(tmp)
-        records.write_checkpoint_state(run_dir, {
-            "epochs_completed": len(history),
-            "model": name,
-            "history": history,
-            "seed_states": _seed_states(model),
-            "effective_seed": seed,
-        })
-        records.prune_checkpoints(run_dir, keep=name)
+        _write_checkpoint(run_dir, model, history, seed)
 
     def save_progress() -> None:
-        records.write_history(run_dir, history)
-        records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=spec.name)
+        _save_progress(run_dir, history, spec.name)
 
     def finish() -> dict[str, Any]:
         with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
@@ -943,21 +953,10 @@ def _train_replicated(
     pipeline = _Pipeline(tf, data, settings.batch, spec.classes)
 
     def checkpoint() -> None:
-        name = records.checkpoint_model_name(len(history))
-        with records.atomic_path(records.checkpoint_dir(run_dir) / name) as tmp:
-            model.save(tmp)
-        records.write_checkpoint_state(run_dir, {
-            "epochs_completed": len(history),
-            "model": name,
-            "history": history,
-            "seed_states": _seed_states(model),
-            "effective_seed": seed,
-        })
-        records.prune_checkpoints(run_dir, keep=name)
+        _write_checkpoint(run_dir, model, history, seed)
 
     def save_progress() -> None:
-        records.write_history(run_dir, history)
-        records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=spec.name)
+        _save_progress(run_dir, history, spec.name)
 
     def write_status(status: str, reason: str | None = None) -> None:
         if chief:
