@@ -491,6 +491,15 @@ def _save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> 
     records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
 
 
+def _keep_interrupted(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
+    """After Ctrl-C: the records so far, and the last checkpoint as model.keras for `evaluate`."""
+    _save_progress(run_dir, history, title)
+    state = records.read_checkpoint_state(run_dir)
+    if state is not None:
+        records.atomic_copy(records.checkpoint_dir(run_dir) / state["model"],
+                            run_dir / records.MODEL_FILE)
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -660,13 +669,7 @@ def train(
             "checkpointed; resume to continue"
         )
         if history:
-            save_progress()
-            state_now = records.read_checkpoint_state(run_dir)
-            if state_now is not None:
-                records.atomic_copy(
-                    records.checkpoint_dir(run_dir) / state_now["model"],
-                    run_dir / records.MODEL_FILE,
-                )
+            _keep_interrupted(run_dir, history, spec.name)
         records.write_status(
             run_dir, "interrupted", reason, epochs_completed=len(history),
             epochs_planned=epochs)
@@ -1009,13 +1012,7 @@ def _train_replicated(
             "epoch(s) completed and checkpointed; resume to continue"
         )
         if chief and history:
-            save_progress()
-            state_now = records.read_checkpoint_state(run_dir)
-            if state_now is not None:
-                records.atomic_copy(
-                    records.checkpoint_dir(run_dir) / state_now["model"],
-                    run_dir / records.MODEL_FILE,
-                )
+            _keep_interrupted(run_dir, history, spec.name)
         write_status("interrupted", reason)
         if mode != "none":
             _print(reason)
