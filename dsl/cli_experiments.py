@@ -150,7 +150,8 @@ def print_comparison(
         rows = compare.sort_rows(rows, sort)
     except KeyError:
         raise UsageError(
-            f"cannot sort by {sort!r}; use one of: " + ", ".join(compare.SORT_KEYS)) from None
+            f"cannot sort by {sort!r}; use one of: "
+            + ", ".join([*compare.SORT_ALIASES, *compare.SORT_KEYS])) from None
     dirs = [where[id(r)] for r in rows]
     if fmt == "csv":
         print(compare.to_csv(rows), end="")
@@ -328,8 +329,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_compare_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sort", metavar="FIELD", help="e.g. val_accuracy fields: "
-                   "best_val_accuracy, final_val_accuracy, params, gap, images_per_second")
+    p.add_argument("--sort", metavar="FIELD",
+                   help="a column to sort by, e.g. val_accuracy (final), best_val_accuracy, "
+                        "params, gap, images_per_second; accuracies sort best first")
     p.add_argument("--plots", metavar="DIR", help="where the PNGs go (default: the runs' folder)")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
 

@@ -55,6 +55,14 @@ class RunRow:
 
 
 SORT_KEYS = tuple(RunRow.__dataclass_fields__)
+# Short names people type (`--sort val_accuracy`) for the row fields they mean.
+SORT_ALIASES = {
+    "val_accuracy": "final_val_accuracy",
+    "accuracy": "final_train_accuracy",
+    "train_accuracy": "final_train_accuracy",
+    "val_loss": "final_val_loss",
+    "best": "best_val_accuracy",
+}
 
 
 def overfitting(history: Sequence[dict[str, Any]]) -> tuple[bool, str]:
@@ -147,6 +155,7 @@ def sort_rows(rows: list[RunRow], key: str | None, descending: bool | None = Non
     """Rows sorted by a field; accuracies sort best first, everything else ascending."""
     if not key:
         return rows
+    key = SORT_ALIASES.get(key, key)
     if key not in SORT_KEYS:
         raise KeyError(key)
     if descending is None:

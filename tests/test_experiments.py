@@ -80,7 +80,7 @@ def test_compare_exports_equal_the_run_records(two_runs, cli):
 def test_compare_sorts_and_renders_markdown(two_runs, cli):
     out, _ = two_runs
     rows = json.loads(cli("compare", str(out / "exp2"), str(out / "exp3"), "--json",
-                          "--sort", "final_val_accuracy", "--no-plots").stdout)
+                          "--sort", "val_accuracy", "--no-plots").stdout)
     accs = [r["final_val_accuracy"] for r in rows]
     assert accs == sorted(accs, reverse=True)
     md = cli("compare", str(out), "--markdown", "--no-plots").stdout
