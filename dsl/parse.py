@@ -96,22 +96,55 @@ def parse(
 
     fast=False parses with Lark alone (the reference the fast path is tested against).
     """
-    try:
-        tree = _syntax_tree(text if text.endswith("\n") else text + "\n", fast)
-    except UnexpectedInput as exc:
-        raise SpecError([_syntax_diagnostic(exc, text)], text, filename) from None
+    tree, syntax, skipped_blocks = _recovering_parse(
+        text if text.endswith("\n") else text + "\n", fast)
+    if tree is None:
+        raise SpecError(syntax, text, filename)
     too_deep = _nesting_diagnostic(text)
     if too_deep is not None:  # later stages recurse once per level
         raise SpecError([too_deep], text, filename)
-    builder = _Builder(text, _let_names(tree))
+    builder = _Builder(text, _let_names(tree) | skipped_blocks)
     lines = tuple(builder.line(t) for t in tree.children)
-    if builder.problems:
-        raise SpecError(builder.problems, text, filename)
+    # a block whose `let` line had a syntax error is not reported again at each use
+    word_problems = [d for d in builder.problems
+                     if not any(f"`{name}`" in d.message for name in skipped_blocks)]
+    if syntax or word_problems:
+        problems = sorted([*syntax, *word_problems], key=lambda d: (
+            (d.span.line, d.span.column) if d.span else (0, 0)))
+        raise SpecError(problems, text, filename)
     stem = name or (Path(filename).stem if filename else "spec")
     return ir.Spec(lines, name=stem, source=text, filename=filename)
 
 
 MAX_NESTING = 32
+MAX_SYNTAX_ERRORS = 20
+_LET_NAME = re.compile(r"\s*let\s+([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnostic], set[str]]:
+    """Parse, and on a syntax error blank out that line and parse again, so one run of `check`
+    reports the syntax errors of every line (each statement is one line, so a blanked line
+    cannot hide an error on another). Returns the tree of the remaining lines (None when
+    recovery gave up), the syntax diagnostics, and the names of blocks whose `let` line was
+    blanked."""
+    lines = text.split("\n")
+    problems: list[Diagnostic] = []
+    skipped: set[str] = set()
+    while True:
+        current = "\n".join(lines)
+        try:
+            return _syntax_tree(current, fast), problems, skipped
+        except UnexpectedInput as exc:
+            diagnostic = _syntax_diagnostic(exc, current)
+            problems.append(diagnostic)
+            number = diagnostic.span.line if diagnostic.span else 0
+            if (len(problems) >= MAX_SYNTAX_ERRORS or not 0 < number <= len(lines)
+                    or not lines[number - 1].strip()):
+                return None, problems, skipped
+            let = _LET_NAME.match(lines[number - 1])
+            if let:
+                skipped.add(let.group(1))
+            lines[number - 1] = ""
 
 
 def _nesting_diagnostic(text: str) -> Diagnostic | None:

@@ -123,3 +123,14 @@ def test_readme_documents_every_layer_word_and_setting():
     assert not missing, f"README's language reference lacks {missing}"
     keys = [p.names[0] for p in SETTING_PARAMS if f"`{p.names[0]}`" not in readme]
     assert not keys, f"README's training settings table lacks {keys}"
+
+
+def test_check_reports_syntax_errors_on_every_line_in_one_run(cli, tmp_path):
+    bad = tmp_path / "multi.cnn"
+    bad.write_text("conv32 relu ]\ncnov64 relu\n(conv32 relu\nlet u = conv8 (\n"
+                   "u pool2 drop1.5 | dense10\n")
+    result = cli("check", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    heads = [ln.split(": error:")[0] for ln in result.stderr.splitlines() if ": error:" in ln]
+    assert heads == [f"{bad}:1:13", f"{bad}:2:1", f"{bad}:3:1", f"{bad}:4:16", f"{bad}:5:9"]
+    assert "block `u`" not in result.stderr  # its `let` line is broken; not reported at each use
