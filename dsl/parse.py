@@ -103,7 +103,7 @@ def parse(
     too_deep = _nesting_diagnostic(text)
     if too_deep is not None:  # later stages recurse once per level
         raise SpecError([too_deep], text, filename)
-    builder = _Builder(text, _let_names(tree) | skipped_blocks)
+    builder = _Builder(text, _let_names(tree))
     lines = tuple(builder.line(t) for t in tree.children)
     # a block whose `let` line had a syntax error is not reported again at each use
     word_problems = [d for d in builder.problems

@@ -134,3 +134,14 @@ def test_check_reports_syntax_errors_on_every_line_in_one_run(cli, tmp_path):
     heads = [ln.split(": error:")[0] for ln in result.stderr.splitlines() if ": error:" in ln]
     assert heads == [f"{bad}:1:13", f"{bad}:2:1", f"{bad}:3:1", f"{bad}:4:16", f"{bad}:5:9"]
     assert "block `u`" not in result.stderr  # its `let` line is broken; not reported at each use
+
+
+def test_a_broken_let_line_is_reported_once_even_when_the_block_is_used_oddly():
+    import pytest
+
+    import cnnspec
+
+    text = "let unit = (bn x1)? (conv1(k=1,same x1)?\nunit?\nconv8 | dense8\n"
+    with pytest.raises(cnnspec.SpecError) as err:
+        cnnspec.parse(text, filename="t.cnn")
+    assert [d.span.line for d in err.value.diagnostics] == [1]
