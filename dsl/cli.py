@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _register(sub, "parse", cmd_parse, "print a spec's IR as JSON")
     p.add_argument("file", metavar="FILE")
 
-    for register in _EXTRA_COMMANDS:
+    for register in _extra_commands():  # imported here: those modules import this one
         register(sub)
     return parser
 
@@ -241,9 +241,6 @@ def _extra_commands() -> list[Callable[[Any], None]]:
             continue
         out.append(mod.register)
     return out
-
-
-_EXTRA_COMMANDS = _extra_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

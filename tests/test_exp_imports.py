@@ -1,0 +1,66 @@
+"""Every module of the package imports on its own, and the front-end commands stay light.
+
+`cnnspec.cli` once registered the `train`/`run`/... commands at import time by importing
+`cnnspec.cli_train`, which imports `cnnspec.cli`: importing `cnnspec.cli_train` first then died
+with a partially initialised module. Each module is imported alone in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT, SPECS
+
+MODULES = sorted(p.stem for p in (ROOT / "dsl").glob("*.py")
+                 if p.stem not in ("__init__", "__main__"))
+
+
+def test_the_module_list_is_the_package():
+    assert {"cli", "cli_train", "cli_experiments", "study", "compare"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_alone(module):
+    result = subprocess.run([sys.executable, "-c", f"import cnnspec.{module}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("first", ["cnnspec.cli_train", "cnnspec.cli_experiments",
+                                   "cnnspec.study"])
+def test_parser_is_complete_whatever_was_imported_first(first):
+    code = textwrap.dedent(f"""
+        import {first}
+        from cnnspec.cli import build_parser
+        sub = next(a for a in build_parser()._actions if a.dest == "command")
+        print(" ".join(sorted(sub.choices)))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(result.stdout.split()) == {
+        "check", "summary", "fmt", "parse", "train", "evaluate", "run", "sweep", "compare",
+        "diff", "expand"}
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", str(SPECS / "exp7.cnn")], ["summary", str(SPECS / "exp7.cnn")],
+    ["parse", str(SPECS / "exp1.cnn")], ["fmt", "--check", str(SPECS / "exp1.cnn")],
+])
+def test_front_end_commands_do_not_import_tensorflow(argv):
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from cnnspec.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main({argv!r})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        print(code, ",".join(heavy))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["0"]
