@@ -109,6 +109,33 @@ class _Diverged(Exception):
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
+def nonfinite_name(value: float) -> str:
+    """"nan", "inf" or "-inf": which way a loss left the finite numbers.
+
+    Which one a diverging run hits depends on the CPU (the same run overflows to inf on AMX
+    machines and to nan on AVX2-only ones), so every value is divergence and the message says
+    which it was. Finite values are returned as Python prints them.
+    """
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(float(value))
+
+
+def _divergence_reason(
+    name: str, d: _Diverged, epochs: int, steps: int, settings: TrainSettings
+) -> str:
+    kind = {"nan": "not a number", "inf": "infinite", "-inf": "infinite"}.get(
+        nonfinite_name(d.loss), "not finite")
+    return (
+        f"{name}: training diverged: the loss became {nonfinite_name(d.loss)} ({kind}) in epoch "
+        f"{d.epoch}/{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, "
+        f"lr={settings.lr:g}). The run stopped; {d.epoch - 1} epoch(s) completed before it. "
+        f"Lower the learning rate, e.g. `train lr={settings.lr / 10:g}`."
+    )
+
+
 # -- helpers without TensorFlow ----------------------------------------------------------------
 
 
@@ -649,12 +676,7 @@ def train(
         metrics = finish()
     except _Diverged as d:
         bar.stop()
-        reason = (
-            f"{spec.name}: training diverged: the loss became {d.loss} in epoch {d.epoch}/"
-            f"{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, lr={settings.lr:g}). "
-            f"The run stopped; {len(history)} epoch(s) completed before it. Lower the learning "
-            f"rate, e.g. `train lr={settings.lr / 10:g}`."
-        )
+        reason = _divergence_reason(spec.name, d, epochs, steps, settings)
         if history:
             save_progress()
         records.write_status(
@@ -995,12 +1017,7 @@ def _train_replicated(
             records.write_json(run_dir / records.METRICS_FILE, metrics)
     except _Diverged as d:
         bar.stop()
-        reason = (
-            f"{spec.name}: training diverged: the loss became {d.loss} in epoch {d.epoch}/"
-            f"{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, lr={settings.lr:g}). "
-            f"The run stopped; {d.epoch - 1} epoch(s) completed before it. Lower the learning "
-            f"rate, e.g. `train lr={settings.lr / 10:g}`."
-        )
+        reason = _divergence_reason(spec.name, d, epochs, steps, settings)
         if chief and history:
             save_progress()
         write_status("failed", reason)
