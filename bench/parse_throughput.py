@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from machine import cpu_line  # bench/machine.py: beside this script
+
 import cnnspec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
+    print(cpu_line(), flush=True)
     texts = [p.read_text() for p in sorted((ROOT / "specs").glob("exp*.cnn"))]
     for text in texts:  # warm up: grammar built once per process
         cnnspec.check(cnnspec.parse(text))

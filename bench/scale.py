@@ -29,9 +29,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_line  # bench/machine.py: beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "cifar-10-batches-py"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 SPEC = ROOT / "specs" / "exp7.cnn"
+
+
+def _default_data() -> Path:
+    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
+    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA.resolve()
+    from cnnspec.data import bundled_sample_dir
+
+    return bundled_sample_dir()
 
 
 def free_ports(count: int) -> list[int]:
@@ -86,10 +98,12 @@ def _env() -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.resolve(),
-                        help="CIFAR-10 python batches (default: the shared data)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="CIFAR-10 batches (default: ../shared, else the bundled sample)")
     parser.add_argument("--limit", type=int, help="train on the first N training images")
     opts = parser.parse_args()
+    print(cpu_line(), flush=True)
+    opts.data = opts.data or _default_data()
     if not opts.data.is_dir():
         parser.error(f"no CIFAR-10 at {opts.data}; pass --data")
     print(f"exp7, 1 epoch, batch 32, data {opts.data}"

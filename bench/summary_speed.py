@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_line  # bench/machine.py: beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "exp7.cnn"
 
@@ -50,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
+    print(cpu_line(), flush=True)
     ours, keras_hand, keras_compiled = [], [], []
     for _ in range(args.runs):  # interleaved so machine noise hits both sides alike
         ours.append(timed([sys.executable, "-m", "cnnspec", "summary", str(SPEC)]))

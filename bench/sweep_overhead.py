@@ -28,8 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
+from machine import cpu_line  # bench/machine.py: beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar-10-batches-py"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 HEARTBEAT = 30  # the default of `cnnspec sweep`
 
 # exp7 with 4 x 4 x 4 = 64 variants
@@ -37,6 +39,16 @@ SWEEP_TEXT = (ROOT / "specs" / "exp7.cnn").read_text() \
     .replace("conv64 relu", "conv{32,64,96,128} relu", 1) \
     .replace("pool2 drop.25", "pool2 drop{.1,.25,.4,.5}", 1) \
     .replace("dense512", "dense{128,256,512,1024}", 1)
+
+
+def _default_data() -> Path:
+    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
+    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA.resolve()
+    from cnnspec.data import bundled_sample_dir
+
+    return bundled_sample_dir()
 
 
 def trial_seconds(data: Path | None, limit: int | None) -> float:
@@ -60,11 +72,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trial-seconds", type=float, help="skip measuring the exp7 trial")
     parser.add_argument("--data", type=Path,
-                        default=DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
+                        default=None)
     parser.add_argument("--limit", type=int, help="train the exp7 trial on N images")
     parser.add_argument("--storage", help="measure against this storage instead of SQLite")
     parser.add_argument("--workers", type=int, default=2, help="the shared run (default 2)")
     opts = parser.parse_args()
+    print(cpu_line(), flush=True)
+    opts.data = opts.data or _default_data()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     from cnnspec.study import measure_overhead

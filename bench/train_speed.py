@@ -11,7 +11,8 @@ inputs take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs 
     python bench/train_speed.py --epochs 3 --accuracy --repeat 3
     python bench/train_speed.py --variants           # also steps_per_execution, threads, ...
 
-Data: the shared 5,000-image CIFAR-10 subset (../shared/data/cifar-10-batches-py), or --data.
+Data: the shared 5,000-image CIFAR-10 subset (../shared/data/cifar-10-batches-py) when it is
+beside the clone, else the bundled 1,000-image sample, or --data.
 """
 
 from __future__ import annotations
@@ -28,11 +29,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_line  # bench/machine.py: beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "data" / "cifar-10-batches-py"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 BATCH = 32
 SEED = 1
 WARMUP_BATCHES = 16  # skipped for the steady-state rate (tracing, allocator warm-up)
+
+
+def _default_data() -> Path:
+    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
+    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA.resolve()
+    from cnnspec.data import bundled_sample_dir
+
+    return bundled_sample_dir()
 
 
 # -- worker side (one measured path per process) -----------------------------------------------
@@ -200,7 +213,7 @@ def summarize(runs: list[dict[str, Any]], flops_per_image: float, gflops: float)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats (medians)")
     parser.add_argument("--specs", default="exp1,exp7")
@@ -222,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.path:
         worker(args)
         return
+    print(cpu_line(), flush=True)
+    args.data = args.data or _default_data()
     if not (args.data / "data_batch_1").is_file() and not (
             args.data / "cifar-10-batches-py" / "data_batch_1").is_file():
         sys.exit(f"no CIFAR-10 batches at {args.data}; pass --data DIR")
