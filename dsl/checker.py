@@ -15,6 +15,7 @@ from typing import Any
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, SpecError
 from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
+from cnnspec.settings import setting_problems, settings_of
 
 DEFAULT_MAX_PARAMS = 10**9
 MAX_LAYERS = 10_000  # far above any real CNN; keeps a checker run well under a second
@@ -163,7 +164,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             getattr(worst, "span", None),
             "lower the repeat counts (xN)",
         )])
-    problems: list[Diagnostic] = []
+    problems: list[Diagnostic] = _settings_diagnostics(spec)
     rows: list[Row] = []
     shape = input_shape = spec.input_shape
     classes = spec.classes
@@ -245,6 +246,20 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     if problems:
         raise _error(spec, problems)
     return report
+
+
+def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:
+    """Training settings that would fail in `train` (momentum with adam, ...), each placed at
+    the setting it is about: whatever `check` accepts must train."""
+    if not spec.settings:
+        return []
+    spans: dict[str, Any] = {}
+    for setting in spec.settings:
+        spans[setting.key] = setting.span  # the last one written is the one that counts
+    return [
+        Diagnostic(p.message, spans.get(p.key), p.hint)
+        for p in setting_problems(settings_of(spec))
+    ]
 
 
 def _error(spec: ir.Spec, problems: list[Diagnostic]) -> SpecError:

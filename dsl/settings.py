@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -35,15 +36,24 @@ class TrainSettings:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad")
+# The optimizers that take a momentum (cnnspec.train builds the others without one), so a
+# `momentum=` with any other optimizer is refused by `check` instead of failing in `train`.
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+# keras.utils.set_random_seed (numpy underneath) takes seeds below 2**32.
+MAX_SEED = 2**32 - 1
+# batch and epochs end up in int32 tensors and loop counters; nothing real comes near this.
+MAX_COUNT = 2**31 - 1
 
 # key -> how its value is written; the first name is canonical
 SETTING_PARAMS: tuple[Param, ...] = (
     Param("optimizer", "flag", ("optimizer", "opt"), flags=OPTIMIZERS, doc="optimizer"),
     Param("lr", "float", ("lr", "learning_rate"), low=0, low_open=True, doc="learning rate (> 0)"),
     Param("momentum", "float", ("momentum",), low=0, high=1, high_open=True, doc="SGD momentum"),
-    Param("batch", "int", ("batch", "batch_size"), low=1, doc="global batch size"),
-    Param("epochs", "int", ("epochs",), low=1, doc="epochs"),
-    Param("seed", "int", ("seed",), low=0, doc="random seed: same seed, same history"),
+    Param("batch", "int", ("batch", "batch_size"), low=1, high=MAX_COUNT,
+          doc="global batch size"),
+    Param("epochs", "int", ("epochs",), low=1, high=MAX_COUNT, doc="epochs"),
+    Param("seed", "int", ("seed",), low=0, high=MAX_SEED,
+          doc="random seed: same seed, same history"),
     Param("shuffle", "flag", ("shuffle",), flags=("true", "false"), doc="shuffle every epoch"),
     Param(
         "loss", "flag", ("loss",), flags=("categorical_crossentropy",),
@@ -70,3 +80,81 @@ def resolve_settings(pairs: dict[str, Any], base: TrainSettings | None = None) -
 def settings_of(spec: Any) -> TrainSettings:
     """The training settings a (sweep-free) spec writes, on top of the defaults."""
     return resolve_settings({s.key: s.value for s in spec.settings})
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """Settings training would refuse: which setting to point at, what is wrong, what to do."""
+
+    key: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def _out_of_range(param: Param, value: float) -> str | None:
+    low_ok = param.low is None or (value > param.low if param.low_open else value >= param.low)
+    high_ok = param.high is None or (
+        value < param.high if param.high_open else value <= param.high)
+    if low_ok and high_ok:
+        return None
+    lo = "(" if param.low_open else "["
+    hi = ")" if param.high_open else "]"
+    low = "-inf" if param.low is None else f"{param.low:g}"
+    high = "inf" if param.high is None else f"{param.high:g}"
+    return f"{param.field} must be in {lo}{low}, {high}{hi}, got {value:g}"
+
+
+def setting_problems(settings: TrainSettings) -> list[SettingProblem]:
+    """Everything about these settings that would make training fail, in SETTING_PARAMS order.
+
+    The rule is "whatever `check` accepts must train": the checker reports these with the
+    setting's position, and command-line overrides (`--optimizer adam --momentum .9`) are
+    validated with the same function, so both paths refuse the same things.
+    """
+    out: list[SettingProblem] = []
+    for param in SETTING_PARAMS:
+        value = getattr(settings, param.field)
+        if value is None:  # seed: none given, one is drawn
+            continue
+        if param.kind == "flag":
+            written = ("true" if value else "false") if isinstance(value, bool) else value
+            if written not in param.flags:
+                out.append(SettingProblem(
+                    param.field, f"{param.field} must be one of {', '.join(param.flags)}, "
+                    f"not {written}"))
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out.append(SettingProblem(
+                param.field, f"{param.field} must be a number, not {value!r}"))
+            continue
+        if param.kind == "int" and not isinstance(value, int):
+            out.append(SettingProblem(
+                param.field, f"{param.field} must be a whole number, not {value:g}"))
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            out.append(SettingProblem(param.field, f"{param.field} must be finite, not {value}"))
+            continue
+        message = _out_of_range(param, value)
+        if message is not None:
+            out.append(SettingProblem(param.field, message, param.doc))
+    if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
+        out.append(SettingProblem(
+            "momentum",
+            f"momentum applies to {' and '.join(MOMENTUM_OPTIMIZERS)}, not {settings.optimizer}",
+            f"remove momentum, or use optimizer=sgd (or rmsprop); {settings.optimizer} has "
+            "its own moment estimates",
+        ))
+    return out
+
+
+def validate(settings: TrainSettings) -> str | None:
+    """None when these settings train; else one line saying what is wrong and how to fix it.
+
+    For callers without a spec position to point at, such as the CLI after applying
+    `--optimizer`/`--momentum`/... overrides: print it as `cnnspec: error: ...` and exit 1.
+    """
+    problems = setting_problems(settings)
+    return "; ".join(str(p) for p in problems) if problems else None
