@@ -38,7 +38,14 @@ class Failure(Exception):
 
 
 def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False)
+    """The console every command prints through.
+
+    Markup and emoji codes are off: what is printed holds user text (file names, `--out`,
+    study and variant names such as `exp7[lr=.05]`, label names from the data), and rich would
+    read `[red]` in it as a style, `[/]` as an error and `:smile:` as an emoji. Styled output
+    is built as `Text` (or with `style=`), never with markup in strings.
+    """
+    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 120)  # pipes and CI logs: don't wrap tables at 80
     return console

@@ -44,7 +44,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d.to_dict(), indent=2))
         return EXIT_OK
-    table = Table(title=f"{args.a}  →  {args.b}", title_justify="left")
+    table = Table()
     for col, justify in (("", "left"), ("line", "right"), (spec_a.name, "left"),
                          ("output", "right"), ("params", "right"), ("line", "right"),
                          (spec_b.name, "left"), ("output", "right"), ("params", "right")):
@@ -61,6 +61,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         table.add_row(*cells, style=_OP_STYLE[c.op])
     console = _console()
     if d.edits or args.all:
+        # the title on its own line: a table's title wraps at the table's width, mid-path
+        console.print(Text(f"{args.a}  →  {args.b}"))
         console.print(table)
     counts = {op: sum(1 for c in d.changes if c.op == op) for op in ("added", "removed", "changed")}
     delta = report_b.params - report_a.params
@@ -99,41 +101,90 @@ def cmd_expand(args: argparse.Namespace) -> int:
             write_atomic(out / f"{v.name}.cnn", format_spec(v.spec))
         console.print(f"wrote {len(variants)} variant specs to {out}/")
         return EXIT_OK
-    table = Table(title=f"{args.file}: {len(variants)} variants", title_justify="left")
+    table = Table()
     table.add_column("variant")
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
     for v in variants:
         r = by_name[v.name]
         table.add_row(Text(v.name), f"{r.params:,}", f"{r.macs:,}")
+    console.print(Text(f"{args.file}: {len(variants)} variants"))
     console.print(table)
     return EXIT_OK
 
 
-def _compare_table(rows: list[Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col, justify in (("spec", "left"), ("params", "right"), ("MACs", "right"),
-                         ("epochs", "right"), ("best val", "right"), ("final val", "right"),
-                         ("train", "right"), ("gap", "right"), ("overfit", "left"),
-                         ("s/epoch", "right"), ("img/s", "right"), ("status", "left")):
-        table.add_column(col, justify=justify)
+# Columns of the comparison table after the name(s), and the order they are hidden in when the
+# table is wider than the terminal (first hidden first). Names are never cut: the name and run
+# columns fold onto more lines only when the terminal is narrower than the name itself.
+_COMPARE_COLUMNS = ("params", "MACs", "epochs", "best val", "final val", "train", "gap",
+                    "overfit", "s/epoch", "img/s", "status")
+_HIDE_ORDER = ("MACs", "img/s", "s/epoch", "epochs", "params", "train", "gap", "best val",
+               "status", "overfit")
 
+
+def _compare_cells(r: Any) -> dict[str, Text | str]:
     def pct(x: float | None) -> str:
         return "" if x is None else f"{x * 100:.1f}%"
 
-    for r in rows:
-        table.add_row(
-            Text(r.spec), "" if r.params is None else f"{r.params:,}",
-            "" if r.macs is None else _si(r.macs), str(r.epochs),
-            pct(r.best_val_accuracy) + ("" if r.best_epoch is None else f" @{r.best_epoch}"),
-            pct(r.final_val_accuracy), pct(r.final_train_accuracy),
-            "" if r.gap is None else f"{r.gap * 100:+.1f}",
-            Text("yes", style="bold red") if r.overfitting else Text("no", style="green"),
-            "" if r.seconds_per_epoch is None else f"{r.seconds_per_epoch:.1f}",
-            "" if r.images_per_second is None else f"{r.images_per_second:,.0f}",
-            r.status,
-        )
-    return table
+    return {
+        "params": "" if r.params is None else f"{r.params:,}",
+        "MACs": "" if r.macs is None else _si(r.macs),
+        "epochs": str(r.epochs),
+        "best val": pct(r.best_val_accuracy)
+        + ("" if r.best_epoch is None else f" @{r.best_epoch}"),
+        "final val": pct(r.final_val_accuracy),
+        "train": pct(r.final_train_accuracy),
+        "gap": "" if r.gap is None else f"{r.gap * 100:+.1f}",
+        "overfit": Text("yes", style="bold red") if r.overfitting else Text("no", style="green"),
+        "s/epoch": "" if r.seconds_per_epoch is None else f"{r.seconds_per_epoch:.1f}",
+        "img/s": "" if r.images_per_second is None else f"{r.images_per_second:,.0f}",
+        "status": Text(r.status, style="" if r.status == "completed" else "red"),
+    }
+
+
+def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, list[str]]:
+    """The comparison table, and the columns left out so that it fits in `width` characters.
+
+    Spec names are shown whole. When two rows have the same spec name, a `run` column names
+    their run folders (with parents as far as needed to tell them apart).
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    from cnnspec import compare
+
+    runs: list[str] | None = None
+    if compare.names_repeat(rows):  # the run, for the rows whose spec name is not enough
+        count = {name: [r.spec for r in rows].count(name) for name in {r.spec for r in rows}}
+        runs = [label if count[r.spec] > 1 else ""
+                for r, label in zip(rows, compare.run_labels(rows), strict=True)]
+    cells = [_compare_cells(r) for r in rows]
+    hidden: list[str] = []
+
+    def build() -> Table:
+        table = Table()
+        table.add_column("spec", overflow="fold")
+        if runs is not None:
+            table.add_column("run", overflow="fold")
+        shown = [c for c in _COMPARE_COLUMNS if c not in hidden]
+        for col in shown:
+            table.add_column(col, justify="left" if col in ("overfit", "status") else "right",
+                             no_wrap=True)
+        for i, r in enumerate(rows):
+            names = [Text(r.spec)] + ([Text(runs[i])] if runs is not None else [])
+            table.add_row(*names, *(cells[i][c] for c in shown))
+        return table
+
+    table = build()
+    if width is None:
+        return table, hidden
+    measure = Console(width=10_000, markup=False, emoji=False)
+    for col in _HIDE_ORDER:
+        if Measurement.get(measure, measure.options, table).maximum <= width:
+            break
+        hidden.append(col)
+        table = build()
+    return table, hidden
 
 
 def print_comparison(
@@ -161,10 +212,15 @@ def print_comparison(
         print(compare.to_markdown(rows), end="")
     else:
         console = _console()
-        console.print(_compare_table(rows, title))
-        for r in rows:
-            if r.overfitting:  # Text: variant names hold `[...]`, which rich reads as markup
-                console.print(Text(f"overfitting: {r.spec}: {r.overfitting_reason}"))
+        table, hidden = _compare_table(rows, console.width)
+        console.print(Text(title))  # not the table's title, which wraps at the table's width
+        console.print(table)
+        if hidden:
+            console.print(f"not shown at {console.width} columns: {', '.join(hidden)} "
+                          "(a wider terminal, or --csv/--json, shows every column)", style="dim")
+        for r, name in zip(rows, compare.display_names(rows), strict=True):
+            if r.overfitting:
+                console.print(Text(f"overfitting: {name}: {r.overfitting_reason}"))
         console.print(
             f"overfitting rule: final train−val accuracy gap > {compare.GAP_THRESHOLD * 100:.0f} "
             f"points, or val loss rising {compare.RISING_EPOCHS} epochs in a row while train "
@@ -224,7 +280,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | None,
                 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Train specs one after another; failures are collected, not fatal."""
+    """Train specs one after another; a spec that fails is recorded and the next one trains.
+
+    Any exception from training one spec (a Failure with its message, or an unexpected error,
+    reported as `Type: message`) fails that spec only. Ctrl-C (an interrupted run) stops the
+    batch. Returns the run folders to compare (failed runs whose folder holds settings too)
+    and (name, first line of the reason) per failure.
+    """
     from cnnspec.cli_train import load_data, new_run_dir, train_one
 
     data = load_data(args)
@@ -241,15 +303,18 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
         eta = ""
         if rate is not None:
             eta = f", ETA {_duration(rate * sum(work[i:]))}"
-        err.rule(f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
-                 f"{_duration(time.perf_counter() - started)}{eta})")
+        # the spec's name is the variant's name for a sweep: `[3/8] exp7[drop=.5,lr=.05]`
+        err.rule(Text(f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
+                      f"{_duration(time.perf_counter() - started)}{eta})"))
         run_dir = (out_dir / _safe(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
         try:
             result = train_one(spec, args, data, run_dir)
-        except (Failure, SpecError) as exc:
-            failed.append((spec.name, str(exc).splitlines()[0]))
-            err.print(Text(f"{spec.name} failed: {exc}", style="red"))
+        except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
+            why = str(exc) if isinstance(exc, Failure | SpecError | UsageError) \
+                else f"{type(exc).__name__}: {exc}"
+            failed.append((spec.name, (why.splitlines() or [type(exc).__name__])[0]))
+            err.print(Text(f"{spec.name} failed: {why}", style="red"))
             if (run_dir / "settings.json").exists():
                 done.append(run_dir)
             continue
@@ -287,8 +352,17 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
     return EXIT_OK
 
 
+def _did_not_check(exc: SpecError) -> str:
+    """`did not check: line 2: <first problem> (+N more)` for the end-of-run summary."""
+    first = exc.diagnostics[0]
+    where = f"line {first.span.line}: " if first.span else ""
+    more = len(exc.diagnostics) - 1
+    return f"did not check: {where}{first.message}" + (f" (+{more} more)" if more else "")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    specs, bad = [], 0
+    specs: list[ir.Spec] = []
+    bad: list[tuple[str, str]] = []
     for file in args.specs:
         try:
             spec = load(file)
@@ -298,14 +372,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             specs.append(spec)
         except SpecError as exc:
             print_spec_error(exc)
-            bad += 1
+            bad.append((file, _did_not_check(exc)))
     names = [s.name for s in specs]
     if len(set(names)) != len(names) and args.out:
         raise UsageError("two specs share a name; their run folders under --out would clash")
     out_dir = Path(args.out) if args.out else None
     done, failed = _train_many(specs, args, out_dir) if specs else ([], [])
-    if bad:
-        failed.append((f"{bad} spec(s)", "did not check (errors above)"))
+    failed = bad + failed  # the files that did not check, named, then the failed runs
     return _finish(done, failed, args, out_dir)
 
 

@@ -165,6 +165,40 @@ def sort_rows(rows: list[RunRow], key: str | None, descending: bool | None = Non
     return sorted(present, key=lambda r: getattr(r, key), reverse=descending) + missing
 
 
+def run_labels(rows: Sequence[RunRow]) -> list[str]:
+    """A short name per row that tells its run apart from every other row's.
+
+    The run folder's name, with as many of its parent folders as it takes to be unique
+    (`a/exp7`, `b/exp7`); the full path when even that does not separate two rows.
+    """
+    parts = [Path(r.path).parts if r.path else (r.run,) for r in rows]
+    labels = [r.run for r in rows]
+    depth = 1
+    while len(set(labels)) < len(labels) and depth < max((len(p) for p in parts), default=1):
+        depth += 1
+        counts: dict[str, int] = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        labels = [
+            "/".join(p[-depth:]) if counts[label] > 1 else label
+            for p, label in zip(parts, labels, strict=True)
+        ]
+    return labels
+
+
+def names_repeat(rows: Sequence[RunRow]) -> bool:
+    """True when two rows show the same spec name, so the name alone does not say which run."""
+    names = [r.spec for r in rows]
+    return len(set(names)) < len(names)
+
+
+def display_names(rows: Sequence[RunRow]) -> list[str]:
+    """Each row's spec name, followed by its run (see run_labels) when spec names repeat."""
+    if not names_repeat(rows):
+        return [r.spec for r in rows]
+    return [f"{r.spec} ({label})" for r, label in zip(rows, run_labels(rows), strict=True)]
+
+
 EXPORT_FIELDS = (
     "spec", "run", "status", "params", "macs", "epochs", "best_val_accuracy", "best_epoch",
     "final_val_accuracy", "final_train_accuracy", "gap", "overfitting", "overfitting_reason",
@@ -191,12 +225,15 @@ def _pct(x: float | None) -> str:
 
 
 def to_markdown(rows: Sequence[RunRow]) -> str:
-    head = ("| spec | params | epochs | best val acc % | final val acc % | train acc % | "
+    runs = run_labels(rows) if names_repeat(rows) else None
+    head = ("| spec | " + ("run | " if runs is not None else "")
+            + "params | epochs | best val acc % | final val acc % | train acc % | "
             "gap | overfitting | s/epoch | img/s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows:
+    for i, r in enumerate(rows):
+        run = f" {runs[i]} |" if runs is not None else ""
         lines.append(
-            f"| {r.spec} | {r.params or 0:,} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
+            f"| {r.spec} |{run} {r.params or 0:,} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
             f"{_pct(r.final_val_accuracy)} | {_pct(r.final_train_accuracy)} | "
             f"{'' if r.gap is None else f'{r.gap * 100:+.1f}'} | "
             f"{'yes' if r.overfitting else 'no'} | "

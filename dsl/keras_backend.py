@@ -38,5 +38,6 @@ def to_keras(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Any:
 
 
 def _model_name(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
-    return cleaned or "cnnspec"
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-.") else "_" for c in name)
+    # TensorFlow refuses a root scope name that does not start with [A-Za-z0-9.] (`]a`, `_x`)
+    return cleaned if cleaned[:1].isalnum() or cleaned[:1] == "." else "cnnspec" + cleaned
