@@ -233,8 +233,8 @@ def write_plots(rows: list[Any], dirs: list[Path], plot_dir: Path) -> None:
     from cnnspec import compare
 
     curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
-    bars = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
-    _console(stderr=True).print(f"plots: {curves}  {bars}")
+    points = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
+    _console(stderr=True).print(f"plots: {curves}  {points}")
 
 
 def compare_runs(

@@ -243,69 +243,138 @@ def to_markdown(rows: Sequence[RunRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(run_dirs: Sequence[Path], rows: Sequence[RunRow], path: Path) -> Path:
-    """Validation accuracy and loss per epoch for every run; training curves dashed."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def run_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """n different colours, one per run: tab10, tab20, then a colormap sampled evenly."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    cmap = colormaps["turbo"]
+    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
+
+
+def _plotted(row: RunRow) -> bool:
+    """Whether a row is a result to plot: a completed run with a final validation accuracy."""
+    return row.status == "completed" and row.final_val_accuracy is not None
+
+
+def curves_figure(run_dirs: Sequence[Path], rows: Sequence[RunRow]) -> Any:
+    """The learning-curves Figure: validation (solid, circles) and training (dashed,
+    triangles) accuracy and loss per epoch, one colour per run. A run that stopped early
+    (failed, interrupted, still running) shows the epochs it has, its label says which."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (run_dir, row) in enumerate(zip(run_dirs, rows, strict=True)):
-        history = records.read_history(run_dir) if (run_dir / records.HISTORY_JSON).exists() \
-            else []
+    names = display_names(rows)
+    colors = run_colors(len(rows))
+    handles: list[Any] = []
+    last_epoch = 1
+    for run_dir, row, name, color in zip(run_dirs, rows, names, colors, strict=True):
+        history = records.read_history(run_dir) \
+            if (Path(run_dir) / records.HISTORY_JSON).exists() else []
         if not history:
             continue
-        color = colors[i % len(colors)]
         epochs = [h["epoch"] for h in history]
-        label = row.spec
+        last_epoch = max(last_epoch, *epochs)
         for ax, train_key, val_key in ((ax_acc, "accuracy", "val_accuracy"),
                                        (ax_loss, "loss", "val_loss")):
             vals = [h.get(val_key) for h in history]
             if any(v is not None for v in vals):
-                ax.plot(epochs, vals, color=color, marker="o", ms=3, label=f"{label} val")
+                ax.plot(epochs, vals, color=color, marker="o", ms=5, lw=1.8)
             ax.plot(epochs, [h.get(train_key) for h in history], color=color, ls="--",
-                    alpha=0.7, label=f"{label} train")
-    ax_acc.set(title="accuracy per epoch (val solid, train dashed)", xlabel="epoch",
-               ylabel="accuracy")
-    ax_loss.set(title="loss per epoch (val solid, train dashed)", xlabel="epoch", ylabel="loss")
+                    marker="^", ms=4, lw=1.2, alpha=0.75)
+        label = name if row.status == "completed" else f"{name} ({row.status})"
+        handles.append(Line2D([], [], color=color, lw=2.5, label=label))
+    style = "validation: solid, circles · training: dashed, triangles"
+    ax_acc.set(title=f"accuracy per epoch\n{style}", xlabel="epoch", ylabel="accuracy")
+    ax_loss.set(title=f"loss per epoch\n{style}", xlabel="epoch", ylabel="loss")
     from matplotlib.ticker import MaxNLocator
 
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, labels = ax_acc.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, max(1, len(labels))),
-               fontsize="small", frameon=False)
-    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) // 6), 1, 1))
-    return _save(fig, plt, path)
+        if last_epoch <= 20:  # every epoch a tick, and room around a single one
+            ax.set_xticks(range(1, last_epoch + 1))
+            ax.set_xlim(0.5, last_epoch + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # as many legend columns as the longest name leaves room for (13 in at 110 dpi)
+    longest = max((len(h.get_label()) for h in handles), default=1)
+    ncol = max(1, min(6, len(handles), int(1350 / (longest * 6.5 + 60))))
+    legend_rows = -(-len(handles) // ncol) if handles else 0
+    fig.set_size_inches(13, 5 + 0.22 * legend_rows)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", fontsize="small", frameon=False,
+                   ncol=ncol)
+    fig.tight_layout(rect=(0, min(0.5, (0.25 * legend_rows + 0.1) / (5 + 0.22 * legend_rows)),
+                           1, 1))
+    return fig
+
+
+def plot_curves(run_dirs: Sequence[Path], rows: Sequence[RunRow], path: Path) -> Path:
+    """Write curves_figure as a PNG."""
+    return _save(curves_figure(run_dirs, rows), _pyplot(), path)
+
+
+def accuracy_params_figure(rows: Sequence[RunRow]) -> Any:
+    """Final validation accuracy against parameter count: one labelled point per completed run
+    (x log scale), in the run's colour from the curves plot; overfitting runs ringed in black.
+    Runs without a result (failed, running, interrupted) are not points: a note names them."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    names = display_names(rows)
+    colors = run_colors(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    shown = [(r, n, c) for r, n, c in zip(rows, names, colors, strict=True)
+             if _plotted(r) and r.params]
+    left_out = [f"{n} ({r.status})" if not _plotted(r) else f"{n} (no parameter count)"
+                for r, n in zip(rows, names, strict=True)
+                if not (_plotted(r) and r.params)]
+    seen: dict[int, int] = {}
+    for row, name, color in shown:
+        acc = (row.final_val_accuracy or 0.0) * 100
+        ax.scatter([row.params], [acc], s=70, color=[color], zorder=3,
+                   edgecolors="black" if row.overfitting else "none", linewidths=2.2)
+        k = seen.get(row.params or 0, 0)  # runs of the same size: labels to alternate sides
+        seen[row.params or 0] = k + 1
+        ax.annotate(f"{name}  {acc:.1f}%", (row.params, acc),
+                    xytext=(8 if k % 2 == 0 else -8, 0), textcoords="offset points",
+                    ha="left" if k % 2 == 0 else "right", va="center", fontsize="small")
+    ax.set_xscale("log")
+    if shown:
+        lo = min(r.params or 1 for r, _, _ in shown)
+        hi = max(r.params or 1 for r, _, _ in shown)
+        ax.set_xlim(lo / 3, hi * 3)  # room for the labels either side
+    ax.set(xlabel="parameters (log scale)", ylabel="final validation accuracy (%)",
+           title="final validation accuracy vs parameters")
+    ax.grid(alpha=0.3, which="both")
+    if any(r.overfitting for r, _, _ in shown):
+        ax.legend(handles=[Line2D([], [], ls="", marker="o", ms=8, color="0.75",
+                                  markeredgecolor="black", markeredgewidth=2.2,
+                                  label="ringed: overfitting flag")],
+                  loc="best", fontsize="small")
+    if left_out:
+        fig.text(0.01, 0.01, "not shown (no final result): " + ", ".join(left_out),
+                 fontsize="small", color="0.35", wrap=True)
+    fig.tight_layout(rect=(0, 0.05 if left_out else 0, 1, 1))
+    return fig
 
 
 def plot_accuracy_vs_params(rows: Sequence[RunRow], path: Path) -> Path:
-    """Final validation accuracy per run as bars, ordered by parameter count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(rows, key=lambda r: (r.params or 0, r.spec))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(ordered) + 2), 4.8))
-    heights = [r.final_val_accuracy or 0.0 for r in ordered]
-    bars = ax.bar(range(len(ordered)), heights,
-                  color=["tab:red" if r.overfitting else "tab:blue" for r in ordered])
-    for bar, r in zip(bars, ordered, strict=True):
-        ax.annotate(f"{(r.final_val_accuracy or 0) * 100:.1f}%",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize="small")
-    ax.set_xticks(range(len(ordered)),
-                  [f"{r.spec}\n{(r.params or 0) / 1e6:.2f}M params" for r in ordered],
-                  fontsize="small", rotation=30 if len(ordered) > 6 else 0)
-    ax.set(ylabel="final val accuracy",
-           title="final validation accuracy vs parameters (red: overfitting flag)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, plt, path)
+    """Write accuracy_params_figure as a PNG."""
+    return _save(accuracy_params_figure(rows), _pyplot(), path)
 
 
 def _save(fig: Any, plt: Any, path: Path) -> Path:

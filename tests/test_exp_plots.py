@@ -1,0 +1,139 @@
+"""The two comparison plots, checked through their matplotlib objects.
+
+compare_curves.png: one colour per run (also with more than 10 runs), markers on every point,
+integer epoch ticks (a 1-epoch run used to get ticks at 0.945 … 1.050 and invisible training
+curves). compare_accuracy_vs_params.png: really accuracy against parameters (x = params, log
+scale; y = final validation accuracy in %), one labelled point per completed run; a failed run
+is not drawn (it used to be a 0 % bar). Run folders are written by hand here: no training.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+
+from cnnspec import compare, records  # noqa: E402
+
+
+def _history(epochs: int, acc0: float) -> list[dict]:
+    return [{"epoch": e, "loss": 2.0 - 0.1 * e, "accuracy": acc0 + 0.02 * e,
+             "val_loss": 2.1 - 0.05 * e, "val_accuracy": acc0 + 0.01 * e,
+             "seconds": 1.0, "images_per_second": 64.0} for e in range(1, epochs + 1)]
+
+
+def _run(root, folder, spec, params, epochs, status="completed", acc0=0.1):
+    run = root / folder
+    run.mkdir(parents=True)
+    records.write_json(run / records.SETTINGS_FILE, {
+        "spec": {"name": spec}, "model": {"params": params, "macs_per_image": 1000},
+        "settings": {"epochs": epochs, "lr": 0.01, "batch": 32}})
+    if epochs:
+        records.write_json(run / records.HISTORY_JSON, _history(epochs, acc0))
+    records.write_json(run / records.STATUS_FILE, {"status": status})
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _rgba(line):
+    return to_rgba(line.get_color())
+
+
+def test_twelve_runs_get_twelve_colours_and_markers(tmp_path):
+    dirs = [_run(tmp_path, f"r{i}", f"s{i}", 1000 * (i + 1), 3, acc0=0.01 * i)
+            for i in range(12)]
+    rows = [compare.load_row(d) for d in dirs]
+    fig = compare.curves_figure(dirs, rows)
+    ax_acc, ax_loss = fig.axes
+    for ax in (ax_acc, ax_loss):
+        assert len(ax.lines) == 24  # validation and training per run
+        val = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+        train = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert len(val) == len(train) == 12
+        assert len({_rgba(ln) for ln in val}) == 12  # no two runs share a colour
+        assert [_rgba(ln) for ln in val] == [_rgba(ln) for ln in train]
+        assert all(ln.get_marker() not in (None, "None", "", " ") for ln in ax.lines)
+        assert [list(ln.get_xdata()) for ln in val] == [[1, 2, 3]] * 12
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [f"s{i}" for i in range(12)]
+
+
+def test_run_colours_are_distinct_for_any_count():
+    for n in (1, 2, 10, 11, 20, 21, 40):
+        colours = compare.run_colors(n)
+        assert len(colours) == n == len(set(colours))
+
+
+def test_a_one_epoch_run_has_integer_ticks_and_visible_points(tmp_path):
+    dirs = [_run(tmp_path, "one", "one", 5000, 1)]
+    rows = [compare.load_row(d) for d in dirs]
+    fig = compare.curves_figure(dirs, rows)
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1]
+        lo, hi = ax.get_xlim()
+        assert lo < 1 < hi and hi - lo >= 1
+        for line in ax.lines:
+            assert line.get_marker() in ("o", "^") and line.get_markersize() >= 4
+            assert list(line.get_xdata()) == [1]
+
+
+def test_ticks_are_whole_epochs_for_longer_runs(tmp_path):
+    dirs = [_run(tmp_path, "long", "long", 5000, 37)]
+    fig = compare.curves_figure(dirs, [compare.load_row(d) for d in dirs])
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_accuracy_vs_params_is_a_scatter_without_failed_runs(tmp_path):
+    dirs = [
+        _run(tmp_path, "small", "small", 1_000, 2, acc0=0.20),      # final val 0.22
+        _run(tmp_path, "big", "big", 1_000_000, 2, acc0=0.30),      # final val 0.32
+        _run(tmp_path, "broken", "broken", 50_000, 1, status="failed"),
+        _run(tmp_path, "never", "never", 70_000, 0, status="failed"),
+        _run(tmp_path, "going", "going", 80_000, 1, status="running"),
+    ]
+    rows = [compare.load_row(d) for d in dirs]
+    fig = compare.accuracy_params_figure(rows)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert not ax.patches  # no bars
+    points = [tuple(p) for coll in ax.collections for p in coll.get_offsets()]
+    assert sorted(points) == [(1_000, pytest.approx(22.0)), (1_000_000, pytest.approx(32.0))]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["big  32.0%", "small  22.0%"]
+    note = " ".join(t.get_text() for t in fig.texts)
+    assert "broken (failed)" in note and "never (failed)" in note and "going (running)" in note
+    # the points have the colours of the same runs in the curves plot
+    curves = compare.curves_figure(dirs, rows)
+    val_colours = [_rgba(ln) for ln in curves.axes[0].lines if ln.get_linestyle() == "-"]
+    scatter_colours = [to_rgba(c.get_facecolor()[0]) for c in ax.collections]
+    assert scatter_colours == val_colours[:2]
+
+
+def test_repeated_spec_names_are_told_apart_in_plots(tmp_path):
+    dirs = [_run(tmp_path / "a", "exp7", "exp7", 4_000_000, 2),
+            _run(tmp_path / "b", "exp7", "exp7", 4_000_000, 2, acc0=0.2)]
+    rows = [compare.load_row(d) for d in dirs]
+    legend = compare.curves_figure(dirs, rows).legends[0]
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["exp7 (a/exp7)", "exp7 (b/exp7)"]
+    texts = sorted(t.get_text() for t in compare.accuracy_params_figure(rows).axes[0].texts)
+    assert texts == ["exp7 (a/exp7)  12.0%", "exp7 (b/exp7)  22.0%"]
+
+
+def test_plot_files_are_written(tmp_path):
+    dirs = [_run(tmp_path, "r1", "r1", 1000, 2), _run(tmp_path, "r2", "r2", 2000, 2)]
+    rows = [compare.load_row(d) for d in dirs]
+    for path in (compare.plot_curves(dirs, rows, tmp_path / "c.png"),
+                 compare.plot_accuracy_vs_params(rows, tmp_path / "a.png")):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
