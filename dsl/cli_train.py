@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
+
+from rich.text import Text
 
 from cnnspec import ir
 from cnnspec.checker import check
@@ -23,7 +26,7 @@ from cnnspec.cli import (
     _register,
 )
 from cnnspec.parse import load
-from cnnspec.settings import OPTIMIZERS, TrainSettings, settings_of
+from cnnspec.settings import OPTIMIZERS, TrainSettings, settings_of, validate
 
 EXIT_INTERRUPTED = 130
 
@@ -48,7 +51,25 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     d.add_argument("--precision", choices=("float32", "bf16"), default="float32",
                    help="bf16: mixed bfloat16, faster on CPUs with bf16 support (changes numerics)")
     d.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+    add_verbose_flag(d)
     _add_max_params(p)
+
+
+class _ShowTfLogs(argparse.Action):
+    """`--verbose`: keep TensorFlow's log lines; acts while parsing, before TensorFlow loads."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from cnnspec.keras_backend import show_tf_logs
+
+        show_tf_logs()
+        setattr(namespace, self.dest, True)
+
+
+def add_verbose_flag(p: Any) -> None:
+    """--verbose for every command that starts TensorFlow (hidden lines are noise otherwise)."""
+    p.add_argument("--verbose", action=_ShowTfLogs, nargs=0, default=False,
+                   help="show TensorFlow's own log lines (oneDNN, CUDA probing, ...)")
 
 
 def _index(text: str) -> int:
@@ -79,6 +100,30 @@ def resolved_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
     )
 
 
+def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
+    """`resolved_settings`, refused (UsageError) if the overrides make them untrainable.
+
+    `check` already refuses a spec whose own settings cannot train (e.g. `optimizer=adam
+    momentum=.9`); flags can make the same combination (`--optimizer adam` on a spec with
+    momentum), and it must stop here, before data, TensorFlow or a run folder.
+    """
+    settings = resolved_settings(spec, args)
+    problem = validate(settings)
+    if problem is not None:
+        raise UsageError(f"{spec.name}: {problem} (after the command-line overrides)")
+    return settings
+
+
+def data_failure(spec: ir.Spec, data: Any) -> None:
+    """check_data's DataMismatch as a Failure: checked before TensorFlow and the run folder."""
+    from cnnspec.train import DataMismatch, check_data
+
+    try:
+        check_data(spec, data)
+    except DataMismatch as exc:
+        raise Failure(str(exc)) from None
+
+
 def load_data(args: argparse.Namespace) -> Any:
     """CIFAR-10 from --data / $CNNSPEC_DATA / Keras cache / bundled sample; DataError -> Failure."""
     from cnnspec.data import DataError, load_cifar10
@@ -90,16 +135,41 @@ def load_data(args: argparse.Namespace) -> Any:
 
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """`runs/<name>-<YYYYmmdd-HHMMSS>`, with a counter if that exists already."""
+    """Create and return a new, empty `runs/<name>-<YYYYmmdd-HHMMSS>[-N]` folder.
+
+    The folder is claimed by `mkdir` without exist_ok, which succeeds for exactly one process:
+    two trainings started in the same second (or a sweep's workers) never get the same folder,
+    where a check-then-create would let both pick it and one run overwrite the other.
+    """
     base = Path(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
-    candidate = base / f"{safe}-{stamp}"
-    n = 2
-    while candidate.exists():
-        candidate = base / f"{safe}-{stamp}-{n}"
-        n += 1
-    return candidate
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failure(f"cannot create the runs folder {base}: {exc.strerror or exc}") from None
+    for n in range(1, 10_000):
+        candidate = base / (f"{safe}-{stamp}" if n == 1 else f"{safe}-{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise Failure(f"cannot create a run folder in {base}: {exc.strerror or exc}") from None
+        return candidate
+    raise Failure(f"{base}: 10,000 run folders named {safe}-{stamp}-N exist already")
+
+
+def refuse_existing(out: Path) -> None:
+    """Failure if --out already holds a run: checked before data, TensorFlow or any write."""
+    from cnnspec.train import refuse_existing_run
+
+    try:
+        refuse_existing_run(out)
+    except FileExistsError as exc:
+        raise Failure(str(exc)) from None
+    if out.exists() and not out.is_dir():
+        raise Failure(f"--out {out}: exists and is not a folder; pick another folder")
 
 
 def _progress(args: argparse.Namespace) -> str | None:
@@ -109,13 +179,18 @@ def _progress(args: argparse.Namespace) -> str | None:
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
               ) -> Any:
     """Check, then train one spec; returns the RunResult. TrainingFailed -> Failure."""
+    from cnnspec.distributed import DistributedError
+    from cnnspec.records import RunFolderError
     from cnnspec.train import TrainingFailed, train
 
-    check(spec, max_params=args.max_params)  # refuse before TensorFlow starts
-    settings = resolved_settings(spec, args)
+    # everything that can be refused is refused before TensorFlow starts and before a run
+    # folder exists: the spec, the settings after overrides, the data's shape, --out
+    check(spec, max_params=args.max_params)
+    settings = checked_settings(spec, args)
+    data_failure(spec, data)
+    if out is not None:
+        refuse_existing(out)
     run_dir = out or new_run_dir(args.runs_dir, spec.name)
-    from cnnspec.distributed import DistributedError
-
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
                      progress=_progress(args), max_params=args.max_params,
@@ -124,6 +199,11 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:
         raise UsageError(str(exc)) from None
+    except (RunFolderError, FileExistsError) as exc:  # e.g. another process holds the folder
+        if out is None:  # our own new folder: leave nothing behind
+            with suppress(OSError):
+                run_dir.rmdir()
+        raise Failure(str(exc)) from None
 
 
 def _strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,10 +266,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
             raise UsageError("give either a SPEC or --resume RUN_DIR, not both")
+        from cnnspec.data import DataError
         from cnnspec.distributed import DistributedError
-        from cnnspec.train import TrainingFailed, resume_run
+        from cnnspec.records import RunFolderError
+        from cnnspec.train import DataMismatch, TrainingFailed, read_run_settings, resume_run
 
         _check_strategy_flags(args)
+        try:
+            read_run_settings(args.resume)  # a clear refusal before data or TensorFlow
+        except RunFolderError as exc:
+            raise Failure(f"cannot resume: {exc}") from None
         data = load_data(args) if args.data else None
         try:
             result = resume_run(args.resume, data, progress=_progress(args),
@@ -198,6 +284,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise Failure(str(exc)) from None
         except DistributedError as exc:
             raise UsageError(str(exc)) from None
+        except DataError as exc:  # the recorded data source is gone or damaged
+            raise Failure(f"cannot resume {args.resume}: {exc}; pass --data DIR") from None
+        except (RunFolderError, DataMismatch) as exc:  # damaged records, held lock, mismatch
+            text = str(exc)
+            raise Failure(text if text.startswith("cannot resume") else
+                          f"cannot resume: {text}") from None
         return report_result(result)
     if not args.spec:
         raise UsageError("train needs a SPEC (or --resume RUN_DIR)")
@@ -206,26 +298,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     if spec.has_sweep():
         raise UsageError(f"{args.spec} is a sweep; train its variants with `cnnspec sweep`")
     check(spec, max_params=args.max_params)
-    data = load_data(args)
-    _console(stderr=True).print(f"data: {data.describe()}")
+    checked_settings(spec, args)
     out = Path(args.out) if args.out else None
+    if out is not None:
+        refuse_existing(out)  # before the data is even read
+    data = load_data(args)
+    data_failure(spec, data)
+    _console(stderr=True).print(Text(f"data: {data.describe()}"))
     return report_result(train_one(spec, args, data, out))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnspec.train import evaluate_run
+    """Re-score a run's model.keras on the test split of the data the run was trained on.
+
+    Without --data the run's recorded source (settings.json) is used, not today's default
+    search: the numbers then describe that run, and the report names the training images it
+    actually saw (a `--limit 256` run says 256, not the source's size).
+    """
+    from cnnspec.data import DataError
+    from cnnspec.records import RunFolderError
+    from cnnspec.train import evaluate_run, read_run_settings, recorded_data
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "model.keras").exists():
-        raise Failure(f"{run_dir}: no model.keras here (is it a finished run folder?)")
-    data = load_data(args)
-    metrics = evaluate_run(run_dir, data)
+    try:
+        recorded = read_run_settings(run_dir)
+    except RunFolderError as exc:
+        raise Failure(f"cannot evaluate: {exc}") from None
+    if not (run_dir / "model.keras").is_file():
+        raise Failure(f"cannot evaluate: {run_dir} has no model.keras (the run did not finish "
+                      "an epoch)")
+    err = _console(stderr=True)
+    if args.data is None and args.limit is None:
+        try:
+            data = recorded_data(recorded)
+        except DataError as exc:
+            raise Failure(f"cannot evaluate: the run's data is not readable any more: {exc}; "
+                          "pass --data DIR") from None
+    else:
+        data = load_data(args)
+    try:
+        metrics = evaluate_run(run_dir, data)
+    except RunFolderError as exc:
+        raise Failure(f"cannot evaluate: {exc}") from None
+    err.print(Text(f"data: {data.describe()}"))
+    info = recorded["data"]
     console = _console()
-    console.print(f"test loss {metrics['test_loss']:.4f}, "
-                  f"test accuracy {metrics['test_accuracy']:.4f} on {data.describe()}")
+    console.print(Text(
+        f"test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f} "
+        f"on {metrics['test_images']:,} test images of {data.source}; the run trained on "
+        f"{info['train_images']:,} train images of {info['source']}"))
     for row in metrics.get("per_class", []):
         acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        console.print(f"  {row['label']:<12} {acc}  ({row['correct']}/{row['images']})")
+        console.print(Text(f"  {row['label']:<12} {acc}  ({row['correct']}/{row['images']})"))
     return EXIT_OK
 
 
@@ -250,3 +374,4 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="DIR")
     p.add_argument("--limit", type=_positive_int, metavar="N", help=argparse.SUPPRESS)
+    add_verbose_flag(p)

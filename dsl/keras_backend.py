@@ -6,19 +6,94 @@ that `cnnspec summary` printed; nothing is decided here that the checker did not
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from cnnspec import ir
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.layers import kind_of
 
+# `cnnspec train --verbose` (or this variable set to 1) keeps TensorFlow's own log lines.
+VERBOSE_ENV = "CNNSPEC_TF_LOGS"
+
+
+def tf_logs_wanted() -> bool:
+    """Whether the user asked to see TensorFlow's log lines (--verbose, or $CNNSPEC_TF_LOGS=1)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def show_tf_logs() -> None:
+    """Let TensorFlow's log lines through (for --verbose); call before the first import."""
+    os.environ[VERBOSE_ENV] = "1"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file for the body; replay it if the body raises.
+
+    Why at the descriptor, not sys.stderr: TensorFlow 2.21 writes its start-up lines (oneDNN,
+    "Could not find cuda drivers", "All log messages before absl::InitializeLog()") from C++
+    before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot stop them; they go
+    straight to fd 2. Nothing numerical is switched off (oneDNN stays on): only the lines are
+    hidden. If the import fails, everything it wrote is put back on stderr before the error
+    propagates, so a real problem (a missing library, a bad install) is still explained.
+    """
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (a daemon): nothing to hide
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(AttributeError, ValueError, OSError):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                sink.seek(0)
+                with contextlib.suppress(OSError):
+                    os.write(2, sink.read())
+                raise
+            finally:
+                with contextlib.suppress(AttributeError, ValueError, OSError):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
 
 def import_keras() -> Any:
-    """Keras with TensorFlow's start-up chatter turned down."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    """Keras (on TensorFlow) without TensorFlow's start-up log lines, unless they are wanted.
 
+    The lines are noise for every user of `train`, `evaluate` and `to_keras` on a CPU machine;
+    `--verbose` ($CNNSPEC_TF_LOGS=1) keeps them. Later C++ log lines are filtered by
+    TF_CPP_MIN_LOG_LEVEL=3 (a user's own setting is respected) and absl's Python logger is
+    limited to errors.
+    """
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        import keras
+
+        return keras
+    if tf_logs_wanted():
+        import keras
+
+        return keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_fd_silenced():
+        import keras  # imports TensorFlow, which prints
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
     return keras
 
 

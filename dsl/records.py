@@ -16,16 +16,19 @@ Run folder layout (names are the constants below):
     learning_curve.png  loss and accuracy per epoch, train and validation
     status.json         running | completed | failed | interrupted, with a reason
     checkpoint/         state.json + epoch-NNNN.keras: where `resume` starts from
+    .lock               held (fcntl.flock) by the one process writing the folder; names it
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,11 +45,28 @@ CURVE_FILE = "learning_curve.png"
 STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.json"
+LOCK_FILE = ".lock"
 
 HISTORY_FIELDS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second",
 )
 STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing, is not a run, or whose records cannot be read.
+
+    str(exc) is a complete message for the user, naming the folder or file. A ValueError, so
+    callers that already treat unreadable JSON (a ValueError) as a bad record keep working.
+    """
+
+
+class RunLocked(RunFolderError):
+    """Another process is writing this run folder right now (it holds the folder's lock)."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 # -- atomic writing ----------------------------------------------------------------------------
@@ -143,8 +163,16 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON record."""
-    return json.loads(Path(path).read_text("utf-8"))
+    """Read a JSON record; RunFolderError (a ValueError) naming the file if it is not JSON.
+
+    Records are written atomically, so a file that does not parse was damaged after the fact
+    (edited, truncated by a full disk, copied badly): say so, instead of a JSON traceback.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path}: corrupted record, not valid JSON ({exc})") from None
 
 
 # -- history -----------------------------------------------------------------------------------
@@ -268,6 +296,58 @@ def prune_checkpoints(run_dir: str | os.PathLike[str], keep: str) -> None:
         if (is_model and path.name != keep) or _is_temporary(path):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+# -- one writer at a time ---------------------------------------------------------------------
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = os.pread(fd, 200, 0).decode("utf-8").strip()
+        if text:
+            return text
+    return "another process"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold the run folder's exclusive lock while the body writes it; creates the folder.
+
+    Two writers of one folder would interleave checkpoints, delete each other's in-flight files
+    and overwrite each other's status, so a second writer (a `--resume` of a run that is still
+    training, two trainings given the same `--out`) is refused at once with RunLocked, which
+    names the process holding the lock. The lock is `fcntl.flock` on `RUN_DIR/.lock`: the kernel
+    drops it when the holder exits, even by SIGKILL, so a crashed run never leaves a stale lock.
+    The file stays (deleting it would let a third process lock a fresh inode while a second
+    still waits on the old one) and holds the current holder's PID and host, for the message.
+    """
+    folder = Path(run_dir)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            raise RunLocked(
+                f"{folder} is being written by {holder}; only one process may write a run "
+                "folder. Wait for it to finish (or stop it), then resume; or pick another folder",
+                holder,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield folder
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+                    # refused before writing anything: leave no empty folder behind
+                    (folder / LOCK_FILE).unlink()
+                    folder.rmdir()
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 # -- learning curve ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ Only this module and cnnspec.keras_backend import TensorFlow, and only when trai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -180,25 +181,43 @@ def _resolve_progress(progress: str | None) -> str:
     return progress
 
 
-def _check_data(spec: ir.Spec, data: Cifar10) -> None:
+class ResumeRefused(records.RunFolderError):
+    """`--resume` with a different spec, settings, precision or data than the run started with."""
+
+
+class DataMismatch(ValueError):
+    """The spec cannot train on this data (input shape or classes); str(exc) says how to fix."""
+
+
+def check_data(spec: ir.Spec, data: Cifar10) -> None:
+    """DataMismatch unless `spec` can train on `data`: same image shape, enough classes.
+
+    Pure numpy and cheap, so callers (the CLI) run it before TensorFlow starts and before a
+    run folder exists: a mismatch is then one clear sentence, not a Keras shape error mid-run.
+    """
     for name in ("x_train", "x_test"):
         x = getattr(data, name)
         if x.dtype != np.uint8 or x.ndim != 4:
-            raise ValueError(f"data.{name} must be uint8 images N×H×W×C, got {x.dtype} {x.shape}")
+            raise DataMismatch(
+                f"data.{name} must be uint8 images N×H×W×C, got {x.dtype} {x.shape}")
         if tuple(x.shape[1:]) != tuple(spec.input_shape):
             got = "x".join(map(str, x.shape[1:]))
             want = "x".join(map(str, spec.input_shape))
-            raise ValueError(
-                f"{spec.name} declares `input {want}` but the images are {got}; "
-                f"write `input {got}` in the spec"
+            raise DataMismatch(
+                f"{spec.name} declares `input {want}` but the images of {data.source} are "
+                f"{got}; write `input {got}` in the spec"
             )
     top = int(max(data.y_train.max(initial=0), data.y_test.max(initial=0)))
     if top >= spec.classes:
-        raise ValueError(
-            f"{spec.name} declares `classes {spec.classes}` but the labels go up to {top}"
+        raise DataMismatch(
+            f"{spec.name} declares `classes {spec.classes}` but the labels of {data.source} "
+            f"go up to {top}; write `classes {top + 1}` in the spec"
         )
     if len(data.x_train) == 0:
-        raise ValueError("no training images")
+        raise DataMismatch("no training images")
+
+
+_check_data = check_data
 
 
 def _history_row(
@@ -518,13 +537,27 @@ def _save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> 
     records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
 
 
-def _keep_interrupted(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
-    """After Ctrl-C: the records so far, and the last checkpoint as model.keras for `evaluate`."""
-    _save_progress(run_dir, history, title)
+def _keep_interrupted(run_dir: Path, title: str) -> list[dict[str, Any]]:
+    """After Ctrl-C: make every record describe the last checkpoint; return its history.
+
+    Ctrl-C can land anywhere, including between writing an epoch's model file and the
+    state.json that names it, or between the checkpoint and history.json. The checkpoint's
+    state.json is the one record that switches atomically, so history, the learning curve,
+    model.keras (for `evaluate`) and the status are all rewritten from it, never from the
+    epoch count in memory: `evaluate`, `compare` and `--resume` then agree on the epoch.
+    """
     state = records.read_checkpoint_state(run_dir)
-    if state is not None:
-        records.atomic_copy(records.checkpoint_dir(run_dir) / state["model"],
-                            run_dir / records.MODEL_FILE)
+    if state is None:
+        for name in (records.HISTORY_JSON, records.HISTORY_CSV, records.MODEL_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / name).unlink()
+        return []
+    history = list(state["history"])
+    records.prune_checkpoints(run_dir, keep=state["model"])
+    _save_progress(run_dir, history, title)
+    records.atomic_copy(records.checkpoint_dir(run_dir) / state["model"],
+                        run_dir / records.MODEL_FILE)
+    return history
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -580,32 +613,129 @@ def train(
     text = _spec_text(spec)
     fingerprint = data_fingerprint(data)
     if strategy != "none":
-        return _train_replicated(
+        with contextlib.ExitStack() as chief_lock:  # the chief enters the folder's lock in it
+            return _train_replicated(
+                spec, settings, data, run_dir, report, text, fingerprint, precision=precision,
+                steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks,
+                strategy=strategy, cluster=cluster, task_index=task_index, lock=chief_lock,
+            )
+    if not resume:
+        refuse_existing_run(run_dir)  # before the lock: a refused folder is left untouched
+    with records.run_lock(run_dir):
+        return _train_single(
             spec, settings, data, run_dir, report, text, fingerprint, precision=precision,
-            steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks,
-            strategy=strategy, cluster=cluster, task_index=task_index,
-        )
+            steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks)
 
-    state = records.read_checkpoint_state(run_dir) if resume else None
-    recorded = (
-        records.read_json(run_dir / records.SETTINGS_FILE)
-        if (run_dir / records.SETTINGS_FILE).is_file() else None
-    )
-    if recorded is None:
-        state = None  # a checkpoint without its settings is not a run we can continue
+
+def refuse_existing_run(run_dir: str | Path) -> None:
+    """FileExistsError if `run_dir` already holds a run (a new run must not overwrite it)."""
+    folder = Path(run_dir)
+    if (folder / records.SETTINGS_FILE).exists() or (folder / records.STATUS_FILE).exists():
+        raise FileExistsError(
+            f"{folder} already holds a run; resume it with `cnnspec train --resume {folder}`, "
+            "or pick another folder")
+
+
+def _read_run_state(
+    run_dir: Path, resume: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(settings.json, checkpoint state) of a folder, each checked enough to be used.
+
+    Run under the folder's lock. A record that is missing a key or has the wrong type would
+    otherwise surface as a KeyError deep in the trainer; it is a RunFolderError naming the file.
+    """
+    settings_path = run_dir / records.SETTINGS_FILE
+    recorded = records.read_json(settings_path) if settings_path.is_file() else None
+    if recorded is not None:
+        check_settings_record(recorded, settings_path)
+    state = records.read_checkpoint_state(run_dir) if resume and recorded is not None else None
+    if state is not None:
+        check_state_record(state, run_dir)
+    return recorded, state
+
+
+def check_settings_record(recorded: Any, path: Path) -> None:
+    """RunFolderError unless settings.json has what resume/evaluate read from it."""
+    from dataclasses import fields
+
+    def bad(what: str) -> records.RunFolderError:
+        return records.RunFolderError(f"{path}: corrupted record: {what}")
+
+    if not isinstance(recorded, dict):
+        raise bad("not a JSON object")
+    need = {"spec": dict, "settings": dict, "effective_seed": int, "precision": str,
+            "steps_per_execution": int, "data": dict}
+    for key, kind in need.items():
+        if not isinstance(recorded.get(key), kind) or isinstance(recorded.get(key), bool):
+            raise bad(f"'{key}' is missing or not a {kind.__name__}")
+    for key in ("name", "sha256"):
+        if not isinstance(recorded["spec"].get(key), str):
+            raise bad(f"'spec.{key}' is missing")
+    for key, kind in (("source", str), ("train_images", int), ("fingerprint", str)):
+        if not isinstance(recorded["data"].get(key), kind):
+            raise bad(f"'data.{key}' is missing")
+    names = {f.name for f in fields(TrainSettings)}
+    if set(recorded["settings"]) != names:
+        raise bad(f"'settings' must have exactly {', '.join(sorted(names))}")
+    if recorded["precision"] not in PRECISIONS:
+        raise bad(f"unknown precision {recorded['precision']!r}")
+
+
+def check_state_record(state: Any, run_dir: Path) -> None:
+    """RunFolderError unless checkpoint/state.json names a model file that exists, etc."""
+    path = records.checkpoint_dir(run_dir) / records.CHECKPOINT_STATE
+
+    def bad(what: str) -> records.RunFolderError:
+        return records.RunFolderError(f"{path}: corrupted record: {what}")
+
+    if not isinstance(state, dict):
+        raise bad("not a JSON object")
+    if not isinstance(state.get("epochs_completed"), int):
+        raise bad("'epochs_completed' is missing")
+    model = state.get("model")
+    if not isinstance(model, str) or "/" in model or not model.endswith(".keras"):
+        raise bad("'model' must name the checkpoint's .keras file")
+    if not (records.checkpoint_dir(run_dir) / model).is_file():
+        raise bad(f"its model file {model} is missing")
+    history = state.get("history")
+    if (not isinstance(history, list) or len(history) != state["epochs_completed"]
+            or not all(isinstance(r, dict) and r.get("epoch") == i + 1
+                       for i, r in enumerate(history))):
+        raise bad("'history' must hold one row per completed epoch")
+    seeds = state.get("seed_states")
+    if not isinstance(seeds, list) or not all(
+            isinstance(x, list) and all(isinstance(v, int) for v in x) for x in seeds):
+        raise bad("'seed_states' must be a list of integer lists")
+
+
+def _train_single(
+    spec: ir.Spec,
+    settings: TrainSettings,
+    data: Cifar10,
+    run_dir: Path,
+    report: Report,
+    text: str,
+    fingerprint: str,
+    *,
+    precision: str,
+    steps_per_execution: int,
+    mode: str,
+    resume: bool,
+    callbacks: Sequence[Any],
+) -> RunResult:
+    """`train` without a strategy (model.fit in this process), holding the folder's lock."""
+    spe = steps_per_execution
+    recorded, state = _read_run_state(run_dir, resume)
     if resume and recorded is not None:
         _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
         status = records.read_status(run_dir)
-        if status is not None and status["status"] == "completed":
+        if status is not None and status.get("status") == "completed":
             return load_result(run_dir)
-    elif not resume and (recorded is not None or records.read_status(run_dir) is not None):
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pick a new folder, or resume it"
-        )
+    elif not resume:
+        refuse_existing_run(run_dir)  # again, under the lock: another writer may have been first
     seed = recorded["effective_seed"] if recorded else (
         settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     records.remove_temporaries(run_dir)
     tf, keras = _import_tf()
     if recorded is None:
@@ -684,14 +814,13 @@ def train(
         raise TrainingFailed(reason, run_dir) from None
     except KeyboardInterrupt:
         bar.stop()
+        history = _keep_interrupted(run_dir, spec.name)
         where = (f"during epoch {len(history) + 1}/{epochs}" if len(history) < epochs
                  else "while saving the final model")
         reason = (
             f"interrupted (Ctrl-C) {where}; {len(history)} epoch(s) completed and "
             "checkpointed; resume to continue"
         )
-        if history:
-            _keep_interrupted(run_dir, history, spec.name)
         records.write_status(
             run_dir, "interrupted", reason, epochs_completed=len(history),
             epochs_planned=epochs)
@@ -781,7 +910,7 @@ def _same_run_or_raise(
             f"of {recorded['data']['source']}"
         )
     if problems:
-        raise ValueError(f"cannot resume {run_dir}: " + "; ".join(problems))
+        raise ResumeRefused(f"cannot resume {run_dir}: " + "; ".join(problems))
 
 
 def load_result(run_dir: str | Path) -> RunResult:
@@ -800,11 +929,42 @@ def load_result(run_dir: str | Path) -> RunResult:
     )
 
 
-def _load_recorded_data(recorded: dict[str, Any]) -> Cifar10:
+def read_run_settings(run_dir: str | Path) -> dict[str, Any]:
+    """settings.json of a run folder, checked; RunFolderError saying what is wrong if not.
+
+    For `--resume` and `evaluate`: a path that does not exist, is not a folder, or is a folder
+    without a run gets one clear sentence instead of a FileNotFoundError/KeyError traceback.
+    """
+    folder = Path(run_dir)
+    if not folder.exists():
+        raise records.RunFolderError(f"{folder}: no such run folder")
+    if not folder.is_dir():
+        raise records.RunFolderError(f"{folder}: not a run folder (not a directory)")
+    path = folder / records.SETTINGS_FILE
+    if not path.is_file():
+        raise records.RunFolderError(
+            f"{folder} is not a run folder: it has no {records.SETTINGS_FILE}")
+    try:
+        recorded = records.read_json(path)
+    except OSError as exc:
+        raise records.RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    check_settings_record(recorded, path)
+    return recorded
+
+
+def recorded_data(recorded: dict[str, Any]) -> Cifar10:
+    """The data a run was trained on: its recorded source folder and image count.
+
+    `limit` is the recorded number of training images, so a run trained with `--limit 256`
+    gets the same 256 images back (and the same fingerprint), not the whole source.
+    """
     from cnnspec.data import load_cifar10
 
     info = recorded["data"]
     return load_cifar10(info["source"], limit=info["train_images"])
+
+
+_load_recorded_data = recorded_data
 
 
 def resume_run(
@@ -829,12 +989,14 @@ def resume_run(
     from cnnspec.settings import TrainSettings as _Settings
 
     folder = Path(run_dir)
-    settings_path = folder / records.SETTINGS_FILE
-    if not settings_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a run folder: it has no {records.SETTINGS_FILE}")
-    recorded = records.read_json(settings_path)
-    text = (folder / records.SPEC_FILE).read_text("utf-8")
-    spec = parse(text, filename=recorded["spec"]["file"], name=recorded["spec"]["name"])
+    recorded = read_run_settings(folder)
+    spec_path = folder / records.SPEC_FILE
+    try:
+        text = spec_path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise records.RunFolderError(
+            f"{spec_path}: cannot read the run's spec ({exc}); the folder is damaged") from None
+    spec = parse(text, filename=str(spec_path), name=recorded["spec"]["name"])
     settings = _Settings(**recorded["settings"])
     if data is None:
         data = _load_recorded_data(recorded)
@@ -857,13 +1019,24 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     Returns the same keys as metrics.json (test_loss, test_accuracy, test_images, per_class).
     """
     folder = Path(run_dir)
+    recorded = read_run_settings(folder)
     model_path = folder / records.MODEL_FILE
     if not model_path.is_file():
-        raise FileNotFoundError(f"{folder} has no {records.MODEL_FILE}: the run did not finish")
-    recorded = records.read_json(folder / records.SETTINGS_FILE)
+        raise records.RunFolderError(
+            f"{folder} has no {records.MODEL_FILE}: the run did not finish an epoch")
     tf, keras = _import_tf()
-    model = keras.models.load_model(model_path)
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the file means a damaged file
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise records.RunFolderError(
+            f"{model_path}: cannot load the model ({type(exc).__name__}: {first}); the file is "
+            "damaged") from None
     classes = int(model.output_shape[-1])
+    if tuple(model.input_shape[1:]) != data.x_test.shape[1:]:
+        raise records.RunFolderError(
+            f"{model_path} takes {'x'.join(map(str, model.input_shape[1:]))} images, but the "
+            f"data's are {'x'.join(map(str, data.x_test.shape[1:]))}")
     pipeline = _Pipeline(tf, data, recorded["settings"]["batch"], classes, with_train=False)
     return _score(model, pipeline, data.y_test, data.label_names)
 
@@ -888,8 +1061,12 @@ def _train_replicated(
     strategy: str,
     cluster: str | Sequence[str] | None,
     task_index: int | None,
+    lock: contextlib.ExitStack,
 ) -> RunResult:
     """`train` under "mirrored" or "multiworker": the same records, written by the chief only.
+
+    The chief holds the run folder's lock (entered into `lock`, released when the caller's
+    stack closes) from before it reads the folder until the run ends.
 
     The step is cnnspec.distributed.Replicated's (not model.fit; see there why). Non-chief
     workers never touch run_dir, yet run every collective in lockstep with the chief: the start
@@ -912,19 +1089,17 @@ def _train_replicated(
     refusal: BaseException | None = None
     if chief:
         try:
-            state = records.read_checkpoint_state(run_dir) if resume else None
-            settings_path = run_dir / records.SETTINGS_FILE
-            recorded = records.read_json(settings_path) if settings_path.is_file() else None
-            if recorded is None:
-                state = None
+            if not resume:
+                refuse_existing_run(run_dir)
+            lock.enter_context(records.run_lock(run_dir))  # held until the run ends
+            recorded, state = _read_run_state(run_dir, resume)
             if resume and recorded is not None:
                 _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
                 status = records.read_status(run_dir)
-                done = status is not None and status["status"] == "completed"
-            elif not resume and (recorded is not None or records.read_status(run_dir) is not None):
-                raise FileExistsError(
-                    f"{run_dir} already holds a run; pick a new folder, or resume it")
-        except (ValueError, FileExistsError) as exc:
+                done = status is not None and status.get("status") == "completed"
+            elif not resume:
+                refuse_existing_run(run_dir)
+        except (ValueError, FileExistsError) as exc:  # RunFolderError/RunLocked are ValueErrors
             refusal = exc
     seed = recorded["effective_seed"] if recorded else (
         settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
@@ -1028,8 +1203,12 @@ def _train_replicated(
             f"interrupted (Ctrl-C) during epoch {len(history) + 1}/{epochs}; {len(history)} "
             "epoch(s) completed and checkpointed; resume to continue"
         )
-        if chief and history:
-            _keep_interrupted(run_dir, history, spec.name)
+        if chief:
+            history = _keep_interrupted(run_dir, spec.name)
+            reason = (
+                f"interrupted (Ctrl-C) during epoch {len(history) + 1}/{epochs}; "
+                f"{len(history)} epoch(s) completed and checkpointed; resume to continue"
+            )
         write_status("interrupted", reason)
         if mode != "none":
             _print(reason)

@@ -1,0 +1,303 @@
+"""`cnnspec train` / `evaluate` on the paths a user gets wrong: each is one clear line, no
+traceback, and nothing written or changed that should not be.
+
+One real run (exp1, 1 epoch, 64 bundled images) is trained once as a subprocess; the other
+cases copy and damage it. Most refusals happen before TensorFlow is imported, which the
+`probe` helper checks directly (`tensorflow` not in sys.modules when the command returns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, ROOT, SPECS
+
+from cnnspec import records
+
+TF_LOG_MARKERS = ("I0000", "W0000", "E0000", "oneDNN", "cuda", "absl", "InitializeLog",
+                  "tensorflow/", "Traceback")
+
+PROBE = textwrap.dedent("""
+    import json, sys
+    from cnnspec.cli import main
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    print("\\nPROBE" + json.dumps({"code": code, "tf": "tensorflow" in sys.modules}))
+    sys.exit(code)
+""")
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CNNSPEC_DATA", "KERAS_HOME", "TF_CONFIG", "CNNSPEC_CPU_DEVICES",
+                         "TF_CPP_MIN_LOG_LEVEL", "CNNSPEC_TF_LOGS")}
+    # wide enough that rich never wraps a message: "one line" is then checkable
+    return {**base, "HOME": str(home), "COLUMNS": "1000", **extra}
+
+
+def probe(home: Path, *args: str, cwd: Path = ROOT) -> tuple[int, bool, str, str]:
+    """Run the CLI in a fresh interpreter: (exit code, TensorFlow imported?, stdout, stderr).
+
+    Deliberately no TF_CPP_MIN_LOG_LEVEL in the environment: what a user gets by default.
+    """
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, env=_env(home),
+                          capture_output=True, text=True, timeout=600)
+    out, _, tail = done.stdout.rpartition("\nPROBE")
+    assert tail, done.stdout + done.stderr
+    result = json.loads(tail)
+    assert result["code"] == done.returncode
+    return result["code"], result["tf"], out, done.stderr
+
+
+def snapshot(folder: Path, lock: bool = True) -> dict[str, tuple[bytes, int]]:
+    """Every file below `folder` with its bytes and mtime: to prove nothing changed.
+
+    lock=False leaves out the folder's (empty, released) lock file, which a resume that takes
+    the lock and then finds damaged records leaves behind: it is not a record.
+    """
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and (lock or p.name != records.LOCK_FILE)}
+
+
+def assert_one_clean_error(stderr: str, *needles: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cnnspec: "), stderr
+    for needle in needles:
+        assert needle in stderr, (needle, stderr)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def run(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A finished 1-epoch run of exp1 on 64 images, trained as a user would (default env)."""
+    out = tmp_path_factory.mktemp("runs") / "exp1"
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "train", str(SPECS / "exp1.cnn"), "--epochs", "1",
+         "--limit", "64", "--out", str(out), "--progress", "plain"],
+        cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stderr
+
+
+def copy_run(run: tuple[Path, str], tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(run[0], target)
+    (target / records.LOCK_FILE).unlink(missing_ok=True)
+    return target
+
+
+# -- log noise ---------------------------------------------------------------------------------
+
+
+def test_train_prints_no_tensorflow_log_lines(run: tuple[Path, str]) -> None:
+    _, stderr = run
+    for marker in TF_LOG_MARKERS:
+        assert marker not in stderr, (marker, stderr)
+    assert stderr.startswith("data: ")  # our own line is still there
+
+
+def test_python_api_to_keras_prints_no_tensorflow_log_lines(home: Path, tmp_path: Path) -> None:
+    code = ("import cnnspec\n"
+            "m = cnnspec.to_keras(cnnspec.parse('input 32x32x3\\nclasses 10\\nconv8 relu | "
+            "dense10\\n'))\n"
+            "print(m.count_params())\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(home),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    # conv8: 3*3*3*8+8 = 224; flatten 32*32*8 -> dense10: 81,930; the implicit classifier
+    # dense10 softmax: 10*10+10 = 110
+    assert done.stdout.split() == [str(224 + 32 * 32 * 8 * 10 + 10 + 110)]
+    assert done.stderr == "", done.stderr
+
+
+def test_an_import_failure_is_still_shown(capfd: pytest.CaptureFixture[str]) -> None:
+    from cnnspec.keras_backend import _stderr_fd_silenced
+
+    with _stderr_fd_silenced():
+        os.write(2, b"chatter\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError, match="no such library"), _stderr_fd_silenced():
+        os.write(2, b"the real reason\n")
+        raise ImportError("no such library")
+    assert "the real reason" in capfd.readouterr().err
+
+
+def test_verbose_keeps_tensorflow_logs(home: Path) -> None:
+    snippet = ("import os, sys\nfrom cnnspec.cli import build_parser\n"
+               "build_parser().parse_args(sys.argv[1:])\n"
+               "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['CNNSPEC_TF_LOGS'])\n")
+    for argv in (["train", "x.cnn", "--verbose"], ["evaluate", "runs/x", "--verbose"]):
+        done = subprocess.run([sys.executable, "-c", snippet, *argv], cwd=ROOT,
+                              env=_env(home), capture_output=True, text=True, timeout=60)
+        assert done.stdout.split() == ["0", "1"], done.stderr
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+
+
+def test_evaluate_reports_the_images_the_run_used(run: tuple[Path, str], home: Path) -> None:
+    out, _ = run
+    code, _, stdout, stderr = probe(home, "evaluate", str(out))
+    assert code == 0, stderr
+    assert_no_tf_lines(stderr)
+    recorded = json.loads((out / "metrics.json").read_text())
+    # the bundled sample's test split holds 500 images; the run trained on --limit 64
+    assert "on 500 test images" in stdout and "trained on 64 train images" in stdout, stdout
+    assert f"test accuracy {recorded['test_accuracy']:.4f}" in stdout
+    assert "1,000" not in stdout
+
+
+def assert_no_tf_lines(stderr: str) -> None:
+    for marker in TF_LOG_MARKERS:
+        assert marker not in stderr, (marker, stderr)
+
+
+# -- a folder that already holds a run ---------------------------------------------------------
+
+
+def test_train_into_a_run_folder_is_refused_and_changes_nothing(
+        run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    folder = copy_run(run, tmp_path)
+    before = snapshot(folder)
+    code, tf, _, stderr = probe(home, "train", str(SPECS / "exp1.cnn"), "--out", str(folder))
+    assert code == 1 and not tf
+    assert_one_clean_error(stderr, "already holds a run", f"--resume {folder}",
+                           "another folder")
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "file", "empty", "settings-garbage",
+                                    "settings-shape", "state-garbage", "state-model-gone",
+                                    "spec-gone"])
+def test_resume_of_a_missing_or_damaged_folder_is_one_clear_error(
+        damage: str, run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    folder = copy_run(run, tmp_path)
+    # make it look unfinished, so resume gets as far as reading the checkpoint
+    status = records.read_status(folder)
+    status["status"] = "interrupted"
+    (folder / records.STATUS_FILE).write_text(json.dumps(status))
+    expect = {"missing": "no such run folder", "file": "not a directory",
+              "empty": "has no settings.json", "settings-garbage": "not valid JSON",
+              "settings-shape": "corrupted record", "state-garbage": "not valid JSON",
+              "state-model-gone": "model file epoch-0001.keras is missing",
+              "spec-gone": "spec.cnn"}[damage]
+    state = records.checkpoint_dir(folder) / records.CHECKPOINT_STATE
+    if damage == "missing":
+        shutil.rmtree(folder)
+    elif damage == "file":
+        shutil.rmtree(folder)
+        folder.write_text("not a folder\n")
+    elif damage == "empty":
+        shutil.rmtree(folder)
+        folder.mkdir()
+    elif damage == "settings-garbage":
+        (folder / records.SETTINGS_FILE).write_bytes(b'{"spec": \xff\x00 half')
+    elif damage == "settings-shape":
+        (folder / records.SETTINGS_FILE).write_text('{"spec": 3}')
+    elif damage == "state-garbage":
+        state.write_text('{"epochs_completed": 1, "model": "ep')
+    elif damage == "state-model-gone":
+        (records.checkpoint_dir(folder) / "epoch-0001.keras").unlink()
+    elif damage == "spec-gone":
+        (folder / records.SPEC_FILE).unlink()
+    before = snapshot(folder, lock=False) if folder.is_dir() else None
+    code, tf, _, stderr = probe(home, "train", "--resume", str(folder))
+    assert code == 1, stderr
+    assert not tf  # refused before TensorFlow starts
+    assert_one_clean_error(stderr, expect, "cannot resume")
+    if before is not None:
+        assert snapshot(folder, lock=False) == before
+    else:
+        assert not folder.is_dir() or damage == "empty"
+
+
+@pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model"])
+def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(
+        damage: str, run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    folder = copy_run(run, tmp_path)
+    expect = {"missing": "no such run folder", "settings-garbage": "not valid JSON",
+              "no-model": "no model.keras"}[damage]
+    if damage == "missing":
+        shutil.rmtree(folder)
+    elif damage == "settings-garbage":
+        (folder / records.SETTINGS_FILE).write_text("{{{")
+    else:
+        (folder / records.MODEL_FILE).unlink()
+    code, tf, _, stderr = probe(home, "evaluate", str(folder))
+    assert code == 1 and not tf, stderr
+    assert_one_clean_error(stderr, "cannot evaluate", expect)
+
+
+def test_evaluate_of_a_damaged_model_file_is_one_clear_error(
+        run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    folder = copy_run(run, tmp_path)
+    (folder / records.MODEL_FILE).write_bytes(b"PK\x03\x04 this is not a keras file")
+    code, _, _, stderr = probe(home, "evaluate", str(folder))
+    assert code == 1, stderr
+    assert_one_clean_error(stderr, "cannot evaluate", "model.keras", "damaged")
+    assert_no_tf_lines(stderr)
+
+
+# -- refused before TensorFlow and before a run folder exists ----------------------------------
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    ("input 32x32x1\nclasses 10", "declares `input 32x32x1` but the images of"),
+    ("input 28x28x3\nclasses 10", "declares `input 28x28x3`"),
+    ("input 32x32x3\nclasses 5", "declares `classes 5` but the labels"),
+])
+def test_spec_that_does_not_fit_the_data_is_refused_before_anything(
+        header: str, message: str, home: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "mismatch.cnn"
+    spec.write_text(f"{header}\nconv8 relu pool2 | dense16 relu\n")
+    runs = tmp_path / "runs"
+    code, tf, _, stderr = probe(home, "train", str(spec), "--runs-dir", str(runs),
+                                "--limit", "64")
+    assert code == 1 and not tf, stderr
+    assert_one_clean_error(stderr, message)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_optimizer_override_that_cannot_take_momentum_is_refused(
+        home: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    code, tf, _, stderr = probe(home, "train", str(SPECS / "exp1.cnn"), "--optimizer", "adam",
+                                "--momentum", ".9", "--runs-dir", str(runs), "--limit", "64")
+    assert code == 2 and not tf, stderr
+    assert stderr.startswith("cnnspec: error: ") and "Traceback" not in stderr
+    assert "momentum" in stderr and "adam" in stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_every_shipped_spec_fits_the_shipped_data() -> None:
+    """A shipped example must train with the shipped data: CIFAR-10 is 32x32x3, labels 0..9."""
+    import numpy as np
+
+    from cnnspec import load
+    from cnnspec.data import load_cifar10
+    from cnnspec.train import check_data
+
+    data = load_cifar10(env={"HOME": "/nonexistent"}, limit=16)
+    assert data.origin == "bundled sample"
+    assert data.x_train.shape[1:] == (32, 32, 3) and int(np.max(data.y_train)) <= 9
+    files = sorted(EXAMPLES.glob("*.cnn")) + sorted(SPECS.glob("*.cnn"))
+    assert any(f.name == "lenet5.cnn" for f in files)
+    for file in files:
+        spec = load(file)
+        if spec.has_sweep():
+            continue
+        assert tuple(spec.input_shape) == (32, 32, 3), file
+        check_data(spec, data)
