@@ -90,7 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for file in args.files:
         try:
             spec = load(file)
-            reports = check_all_variants(spec, max_params=args.max_params)
+            reports = check_all_variants(spec, max_params=args.max_params,
+                                         max_variants=args.max_variants)
         except SpecError as exc:
             print_spec_error(exc, err)
             bad += 1
@@ -218,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_max_params(p)
+    p.add_argument("--max-variants", type=_positive_int, default=256, metavar="N",
+                   help="refuse sweeps with more variants (default 256)")
 
     p = _register(sub, "summary", cmd_summary, "per-layer shapes, parameters and MACs")
     p.add_argument("file", metavar="FILE")

@@ -80,7 +80,8 @@ def cmd_expand(args: argparse.Namespace) -> int:
     spec = load(args.file)
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
-    reports = check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants)
+    reports = check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants,
+                                 sample=args.sample, seed=args.sample_seed)
     by_name = {r.name: r for r in reports}
     if args.json:
         print(json.dumps([
@@ -392,7 +393,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
     # every variant is checked before the first one trains
-    check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants)
+    check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants,
+                       sample=args.sample, seed=args.sample_seed)
     chosen = {v.name for v in variants}
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (

@@ -315,7 +315,8 @@ def sweep_def(spec: ir.Spec, args: argparse.Namespace) -> SweepDef:
                       seed=getattr(args, "sample_seed", 0) or 0)
     max_params = getattr(args, "max_params", None)
     kw = {} if max_params is None else {"max_params": max_params}
-    reports = check_all_variants(spec, max_variants=max_variants, **kw)
+    reports = check_all_variants(spec, max_variants=max_variants, sample=sample,
+                                 seed=getattr(args, "sample_seed", 0) or 0, **kw)
     models = {r.name: (r.params, r.macs) for r in reports}
     config = {k: getattr(args, k, None) for k in _CONFIG_FLAGS}
     config.update(search=search, trials=trials)

@@ -8,12 +8,16 @@ their cartesian product, in source order, each a plain spec whose name says what
 from __future__ import annotations
 
 import itertools
+import math
 import random
+import sys
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from cnnspec import ir
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.errors import Diagnostic, SpecError
+from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.format import format_item, format_value
 
 DEFAULT_MAX_VARIANTS = 256
@@ -26,6 +30,7 @@ class Point:
     key: str
     labels: tuple[str, ...]
     line: int | None
+    column: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,15 +42,19 @@ class Variant:
     spec: ir.Spec
 
 
+def _where(span: Span | None) -> tuple[int | None, int | None]:
+    return (span.line, span.column) if span is not None else (None, None)
+
+
 def _walk_points(spec: ir.Spec) -> list[Point]:
     points: list[Point] = []
 
     def item(it: ir.Item) -> None:
         if isinstance(it, ir.Alternatives):
-            points.append(Point(it.key, it.labels, it.span.line if it.span else None))
+            points.append(Point(it.key, it.labels, *_where(it.span)))
         elif isinstance(it, ir.Optional):
             text = format_item(it.body)
-            points.append(Point(text, ("+", "-"), it.span.line if it.span else None))
+            points.append(Point(text, ("+", "-"), *_where(it.span)))
             item(it.body)
         elif isinstance(it, ir.Group):
             for i in it.items:
@@ -61,24 +70,101 @@ def _walk_points(spec: ir.Spec) -> list[Point]:
             for s in st.settings:
                 if s.choices:
                     points.append(Point(s.key, tuple(format_value(v) for v in s.choices),
-                                        s.span.line if s.span else None))
+                                        *_where(s.span)))
     return points
 
 
 def sweep_points(spec: ir.Spec) -> list[Point]:
-    """The spec's sweep points in source order; keys made unique with `@line` where needed."""
+    """The spec's sweep points in source order, with unique, readable keys.
+
+    A key written once is the key itself (`drop`, `lr`, `bn?`'s `bn`). A key written more than
+    once gets `@line` when that tells its points apart, else `@line:col` (`conv@1:5`,
+    `conv@1:12` for two `conv{8,16}` on line 1), and an ordinal `#n` as the last resort
+    (points built without a position).
+    """
     points = _walk_points(spec)
-    counts: dict[str, int] = {}
+    counts = Counter(p.key for p in points)
+    if all(n == 1 for n in counts.values()):
+        return points
+    by_line = Counter((p.key, p.line) for p in points if p.line is not None)
+    named: list[Point] = []
     for p in points:
-        counts[p.key] = counts.get(p.key, 0) + 1
-    return [replace(p, key=f"{p.key}@{p.line}") if counts[p.key] > 1 else p for p in points]
+        if counts[p.key] == 1:
+            named.append(p)
+        elif p.line is not None and by_line[(p.key, p.line)] == 1:
+            named.append(replace(p, key=f"{p.key}@{p.line}"))
+        elif p.line is not None and p.column is not None:
+            named.append(replace(p, key=f"{p.key}@{p.line}:{p.column}"))
+        else:
+            named.append(p)
+    # whatever still collides (no position, or two points at one position) gets an ordinal
+    final = Counter(p.key for p in named)
+    seen: Counter[str] = Counter()
+    out = []
+    for p in named:
+        if final[p.key] > 1:
+            seen[p.key] += 1
+            p = replace(p, key=f"{p.key}#{seen[p.key]}")
+        out.append(p)
+    return out
+
+
+def _product(radices: Iterable[int]) -> int:
+    """The product of the choice counts, fast even for a huge number of points: a spec of 200k
+    `relu?` is 2**200000, one pow instead of 200k ever-longer multiplications."""
+    total = 1
+    for radix, times in Counter(radices).items():
+        total *= radix**times
+    return total
 
 
 def variant_count(spec: ir.Spec) -> int:
-    n = 1
-    for p in _walk_points(spec):
-        n *= len(p.labels)
-    return n
+    """How many variants `expand` yields, without building any: the product of every sweep
+    point's choice count. Counted on the same walk `_choose` consumes choices in, so a point
+    inside a `let` block (one choice for every use) or a repeat (one choice for every copy)
+    counts once, as expansion treats it."""
+    return _product(len(p.labels) for p in _walk_points(spec))
+
+
+def count_text(total: int) -> str:
+    """A variant count for a message: exact with separators, or `about 1.2e+18060` when the
+    digits would be unreadable (or over Python's int-to-str limit)."""
+    if total < 10**24:
+        return f"{total:,}"
+    exponent = math.log10(total)
+    whole = math.floor(exponent)
+    return f"about {10 ** (exponent - whole):.1f}e+{whole}"
+
+
+def _decode(index: int, radices: list[int]) -> tuple[int, ...]:
+    """Grid index -> one choice per point, mixed radix with the last point varying fastest
+    (itertools.product's order, so sorted indices are grid order)."""
+    picks = []
+    for radix in reversed(radices):
+        index, digit = divmod(index, radix)
+        picks.append(digit)
+    return tuple(reversed(picks))
+
+
+def sample_picks(radices: list[int], k: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """k distinct grid positions drawn at random with seed, in grid order, never enumerating
+    the product.
+
+    Indices come from `random.Random(seed).sample(range(total), k)` (range is lazy), which is
+    the same draw as sampling the enumerated grid, so a seed picks the same variants as before.
+    A grid too large for range's len (over 2**63) draws each point's choice instead and skips
+    repeats: also uniform over the grid, without replacement.
+    """
+    total = _product(radices)
+    if k >= total:
+        return list(itertools.product(*(range(r) for r in radices)))
+    rng = random.Random(seed)
+    if total <= sys.maxsize:
+        return [_decode(i, radices) for i in sorted(rng.sample(range(total), k))]
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < k:
+        chosen.add(tuple(rng.randrange(r) for r in radices))
+    return sorted(chosen)
 
 
 def _choose(spec: ir.Spec, picks: tuple[int, ...]) -> ir.Spec:
@@ -129,21 +215,39 @@ def expand(
     sample: int | None = None,
     seed: int = 0,
 ) -> list[Variant]:
-    """All variants of a sweep spec (or `sample` of them, chosen with `seed`); a plain spec is
-    its own single variant. Raises SpecError when the sweep is larger than max_variants."""
+    """All variants of a sweep spec (or `sample` of them, chosen with `seed`, in grid order); a
+    plain spec is its own single variant.
+
+    Raises SpecError when more than max_variants would be built: the count is a product of
+    choice counts, so an over-large sweep is refused before anything is built, and a sample
+    of any sweep, however large, is drawn without enumerating it.
+    """
     points = sweep_points(spec)
     if not points:
         return [Variant(spec.name, (), spec)]
-    total = variant_count(spec)
-    combos = list(itertools.product(*(range(len(p.labels)) for p in points)))
+    radices = [len(p.labels) for p in points]
+    total = _product(radices)
+    if sample is not None and sample < 1:
+        raise SpecError([Diagnostic(f"--sample must be at least 1, not {sample}")],
+                        spec.source, spec.filename)
     if sample is not None and sample < total:
-        combos = sorted(random.Random(seed).sample(combos, sample))
-    if len(combos) > max_variants:
-        raise SpecError([Diagnostic(
-            f"this sweep has {total:,} variants, over the limit of {max_variants:,}",
-            None,
-            "sample some with --sample K, or raise the limit with --max-variants",
-        )], spec.source, spec.filename)
+        if sample > max_variants:
+            raise SpecError([Diagnostic(
+                f"a sample of {sample:,} variants is over the limit of {max_variants:,} "
+                f"(the sweep has {count_text(total)})",
+                None,
+                "sample fewer, or raise the limit with --max-variants",
+            )], spec.source, spec.filename)
+        combos: Iterable[tuple[int, ...]] = sample_picks(radices, sample, seed)
+    else:
+        if total > max_variants:
+            raise SpecError([Diagnostic(
+                f"this sweep has {count_text(total)} variants, over the limit of "
+                f"{max_variants:,}",
+                None,
+                "sample some with --sample K, or raise the limit with --max-variants",
+            )], spec.source, spec.filename)
+        combos = itertools.product(*(range(r) for r in radices))
     out = []
     for picks in combos:
         choices = tuple(
@@ -159,9 +263,12 @@ def check_all_variants(
     spec: ir.Spec,
     max_params: int = DEFAULT_MAX_PARAMS,
     max_variants: int = DEFAULT_MAX_VARIANTS,
+    sample: int | None = None,
+    seed: int = 0,
 ) -> list[Report]:
-    """Check every variant; raise one SpecError naming each failing variant's problems."""
-    variants = expand(spec, max_variants=max_variants)
+    """Check every variant (or the `sample` that `expand` picks with `seed`: what will train);
+    raise one SpecError naming each failing variant's problems."""
+    variants = expand(spec, max_variants=max_variants, sample=sample, seed=seed)
     reports, problems = [], []
     for v in variants:
         try:

@@ -7,13 +7,20 @@ implementation's output.
 
 from __future__ import annotations
 
+import itertools
+import json
+import random
+import tracemalloc
 import types
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
 import cnnspec
 from cnnspec import settings as settings_mod
+from cnnspec import sweep
 from cnnspec.settings import MAX_SEED, OPTIMIZERS, TrainSettings, setting_problems, validate
 
 
@@ -105,3 +112,155 @@ def test_a_spec_settings_problem_and_a_shape_problem_are_both_listed():
     text = "train optimizer=nadam momentum=.5\ndense10 conv8\n"
     lines = sorted(d.span.line for d in error(text).diagnostics)
     assert lines == [1, 2]
+
+
+# -- 1. sweeps are counted, not built; samples are drawn, not enumerated -----------------------
+
+
+def _refused_without_building(monkeypatch, call) -> cnnspec.SpecError:
+    """call() must raise SpecError without building a variant or allocating much."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("a variant was built")
+
+    monkeypatch.setattr(sweep, "_choose", no_build)
+    tracemalloc.start()
+    try:
+        with pytest.raises(cnnspec.SpecError) as info:
+            call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak  # the old code listed 2**60 tuples
+    return info.value
+
+
+def test_sixty_optional_layers_are_refused_without_building(monkeypatch):
+    text = "bn? " * 60 + "|\n"
+    assert len(text) <= 242
+    spec = cnnspec.parse(text)
+    assert sweep.variant_count(spec) == 2**60
+    err = _refused_without_building(monkeypatch, lambda: sweep.check_all_variants(spec))
+    assert f"{2**60:,}" in str(err) and "--sample" in str(err)
+    _refused_without_building(monkeypatch, lambda: sweep.expand(spec))
+    # nine five-way points, and a sample over the limit, are refused the same way
+    five = cnnspec.parse("conv{1,2,3,4,5} " * 9 + "|")
+    err = _refused_without_building(monkeypatch, lambda: sweep.expand(five))
+    assert f"{5**9:,}" in str(err)
+    _refused_without_building(monkeypatch, lambda: sweep.expand(five, sample=300))
+
+
+def test_count_matches_expansion_with_blocks_repeats_and_nesting():
+    text = ("let b = conv{8,16} relu?\n"
+            "b b b (drop{.1,.2})x3 (conv8 relu?)? |\n"
+            "train lr={.1,.2,.3}\n")
+    spec = cnnspec.parse(text)
+    # one choice per written point, whatever the uses: b's two points, drop, the outer `?`,
+    # the inner `?` and lr
+    expected = 2 * 2 * 2 * 2 * 2 * 3
+    assert sweep.variant_count(spec) == expected
+    variants = sweep.expand(spec, max_variants=expected)
+    assert len(variants) == expected
+    assert len({v.name for v in variants}) == expected
+    with pytest.raises(cnnspec.SpecError):
+        sweep.expand(spec, max_variants=expected - 1)
+
+
+GRID_TEXT = "conv{8,16} relu pool2 drop{.25,.5} |\ntrain lr={.01,.1,.5}\n"
+GRID_AXES = ([("conv", "8"), ("conv", "16")], [("drop", ".25"), ("drop", ".5")],
+             [("lr", ".01"), ("lr", ".1"), ("lr", ".5")])
+
+
+def test_the_full_grid_is_the_product_in_source_order():
+    spec = cnnspec.parse(GRID_TEXT)
+    expected = [tuple(c) for c in itertools.product(*GRID_AXES)]
+    assert [v.choices for v in sweep.expand(spec)] == expected
+
+
+@pytest.mark.parametrize("k, seed", [(1, 0), (3, 0), (5, 7), (11, 2), (12, 1), (40, 3)])
+def test_a_sample_is_a_sorted_subset_of_the_grid(k, seed):
+    spec = cnnspec.parse(GRID_TEXT)
+    grid = [tuple(c) for c in itertools.product(*GRID_AXES)]
+    got = sweep.expand(spec, sample=k, seed=seed)
+    positions = [grid.index(v.choices) for v in got]
+    assert len(got) == min(k, len(grid))
+    assert positions == sorted(set(positions))  # distinct, in grid order
+    # the seed's draw, as random.sample over the grid's positions
+    if k < len(grid):
+        assert positions == sorted(random.Random(seed).sample(range(len(grid)), k))
+    for v in got:  # and each variant really is what its name says
+        chosen = dict(v.choices)
+        conv = v.spec.layers()[0]
+        assert conv.filters == int(chosen["conv"])
+        assert settings_mod.settings_of(v.spec).lr == float(chosen["lr"])
+    assert sweep.expand(spec, sample=3, seed=5) == sweep.expand(spec, sample=3, seed=5)
+
+
+def test_a_sample_of_a_sweep_over_the_limit_is_drawn_without_enumerating():
+    spec = cnnspec.parse("input 8x8x1\n" + "relu? " * 60 + "|\n")
+    got = sweep.expand(spec, sample=4, seed=9)
+    indices = sorted(random.Random(9).sample(range(2**60), 4))
+    for v, index in zip(got, indices, strict=True):
+        # `+` is choice 0 and the last point varies fastest: point i is bit 59-i
+        signs = [label for _, label in v.choices]
+        assert signs == ["-" if index >> (59 - i) & 1 else "+" for i in range(60)]
+        assert len(v.spec.layers()) == signs.count("+") + 1  # the kept relus and the `|`
+    # larger than range() can take: still k distinct, sorted, valid variants
+    huge = cnnspec.parse("relu? " * 70 + "|\n")
+    got = sweep.expand(huge, sample=5, seed=1)
+    picks = [tuple(label for _, label in v.choices) for v in got]
+    assert len(set(picks)) == 5 and picks == sorted(picks)
+    assert sweep.check_all_variants(huge, sample=5, seed=1)
+
+
+def test_sample_limits():
+    spec = cnnspec.parse(GRID_TEXT)
+    with pytest.raises(cnnspec.SpecError, match="at least 1"):
+        sweep.expand(spec, sample=0)
+    five = cnnspec.parse("conv{1,2,3,4,5} " * 9 + "|")
+    with pytest.raises(cnnspec.SpecError, match="over the limit of 256"):
+        sweep.expand(five, sample=257)
+    assert len(sweep.expand(five, sample=256)) == 256
+
+
+def test_check_command_takes_max_variants(cli, tmp_path):
+    path = tmp_path / "grid.cnn"
+    path.write_text(GRID_TEXT)
+    refused = cli("check", "--max-variants", "11", str(path))
+    assert refused.returncode == 1 and "over the limit of 11" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    ok = cli("check", "--max-variants", "12", str(path))
+    assert ok.returncode == 0 and "12 variants" in ok.stdout
+
+
+def test_expand_samples_a_sweep_over_the_limit(cli, tmp_path):
+    path = tmp_path / "big.cnn"
+    path.write_text("bn? " * 60 + "|\n")
+    out = cli("expand", str(path), "--sample", "3", "--sample-seed", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == 3
+
+
+# -- 2. keys written twice get unique, readable names ------------------------------------------
+
+
+def test_repeated_keys_on_one_line_get_distinct_names():
+    text = "conv{8,16} conv{8,16} relu |\nconv{4,5}\n"
+    keys = [p.key for p in sweep.sweep_points(cnnspec.parse(text))]
+    first = text.index("conv")
+    second = text.index("conv", first + 1)
+    assert keys == [f"conv@1:{first + 1}", f"conv@1:{second + 1}", "conv@2"]
+    names = [v.name for v in sweep.expand(cnnspec.parse(text))]
+    assert len(set(names)) == len(names) == 8
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(st.lists(st.lists(st.sampled_from(["conv{8,16}", "drop{.1,.2}", "bn?",
+                                                       "relu?", "relu"]),
+                                    min_size=1, max_size=4), min_size=1, max_size=3))
+def test_sweep_keys_are_always_unique(rows):
+    text = "\n".join(" ".join(r) for r in rows) + " |\n"
+    points = sweep.sweep_points(cnnspec.parse(text))
+    keys = [p.key for p in points]
+    assert len(set(keys)) == len(keys)
+    for p in points:  # readable: the word, and a position only when needed
+        assert p.key.split("@")[0] in ("conv", "drop", "bn", "relu")
