@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.resources
+import io
 import os
 import pickle
+import pickletools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,11 +159,65 @@ def find_data_dir(
 # --- reading one file, safely ---
 
 
-def _new_ndarray(subtype: object, shape: object, typecode: object) -> np.ndarray:
-    """Stands in for numpy's `_reconstruct`: an empty array that BUILD then fills."""
-    if subtype is not np.ndarray or tuple(shape) != (0,):
+class _NdarrayName:
+    """What the pickle's `numpy.ndarray` global resolves to: a name, never the real class.
+
+    The format only passes `ndarray` to `_reconstruct`. Calling the real class is a way to
+    allocate any size without sending the bytes (`ndarray((2_000_000, 3072), 'u1')` in a
+    3 KB file asks for 5.7 GiB), so calling this stand-in is refused.
+    """
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError("numpy.ndarray(...) called directly; a batch never does")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY = _NdarrayName()
+
+
+class _PendingArray:
+    """Stands in for the empty array `_reconstruct` makes; BUILD's state then becomes the array.
+
+    numpy's own `__setstate__` would take the shape from the file; here the shape's size is
+    checked against the raw bytes actually in the file before anything is allocated, so a
+    declared size can never make the loader allocate more than the file holds.
+    """
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("unexpected ndarray state")
+        _version, shape, dtype, fortran, raw = state
+        if not (isinstance(shape, tuple) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise pickle.UnpicklingError(f"unexpected array shape {shape!r}")
+        if not isinstance(dtype, np.dtype) or dtype.str[1:] not in _INTEGER_DTYPES:
+            raise pickle.UnpicklingError(f"unexpected array dtype {dtype!r}")
+        if not isinstance(raw, bytes):
+            raise pickle.UnpicklingError(f"array data must be bytes, not {type(raw).__name__}")
+        count = 1
+        for d in shape:  # Python ints: no overflow, however large the claim
+            count *= d
+        if count * dtype.itemsize != len(raw):
+            raise _SizeMismatch(
+                f"the array claims shape {shape} ({count * dtype.itemsize:,} bytes) but the "
+                f"file holds {len(raw):,} bytes of it")
+        array = np.frombuffer(raw, dtype=dtype).copy()
+        self.array = array.reshape(shape, order="F" if fortran else "C")
+
+
+class _SizeMismatch(pickle.UnpicklingError):
+    """A declared size that the bytes present cannot back (reported as such, not 'corrupt')."""
+
+
+def _new_ndarray(subtype: object, shape: object, typecode: object) -> _PendingArray:
+    """Stands in for numpy's `_reconstruct`: a placeholder that BUILD turns into the array."""
+    if subtype is not _NDARRAY or not isinstance(shape, tuple) or shape != (0,):
         raise pickle.UnpicklingError(f"unexpected array reconstruction {subtype!r}, {shape!r}")
-    return np.empty(0, dtype=np.int8)
+    return _PendingArray()
 
 
 _INTEGER_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8"})
@@ -189,7 +245,7 @@ def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
 _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("numpy.core.multiarray", "_reconstruct"): _new_ndarray,
     ("numpy._core.multiarray", "_reconstruct"): _new_ndarray,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _integer_dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
@@ -217,17 +273,43 @@ class _BatchUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not part of the format")
 
 
-def _read_pickle(path: Path) -> dict[str, object]:
-    """The dict in one batch file, keys as str; a DataError naming `path` for anything else."""
+def _check_declared_sizes(blob: bytes) -> None:
+    """Every length the pickle declares must fit in the bytes that follow it.
+
+    Read before unpickling, by pickletools (pure Python, reading from a BytesIO, which never
+    returns more than is there): a 5-byte BINSTRING header claiming 2 GiB is refused here
+    instead of becoming a 2 GiB read buffer. Arrays are checked the same way in _PendingArray.
+    """
     try:
-        with path.open("rb") as f:
-            obj = _BatchUnpickler(f, path).load()
+        for _ in pickletools.genops(io.BytesIO(blob)):
+            pass
+    except ValueError as e:
+        raise _SizeMismatch(str(e)) from None
+
+
+def _read_pickle(path: Path) -> dict[str, object]:
+    """The dict in one batch file, keys as str; a DataError naming `path` for anything else.
+
+    Memory is bounded by the file's size: the bytes are read once, every declared length is
+    checked against them, and arrays are built only from bytes present in the file.
+    """
+    try:
+        blob = path.read_bytes()
+        _check_declared_sizes(blob)
+        obj = _BatchUnpickler(io.BytesIO(blob), path).load()
     except DataError:
         raise
     except FileNotFoundError:
         raise DataError(f"{path}: file not found", path) from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}", path) from None
+    except _SizeMismatch as e:
+        raise DataError(
+            f"{path}: not a readable CIFAR-10 pickle (truncated or corrupt: a size it declares "
+            f"does not match the bytes in the file: {e}). Nothing that size was allocated; "
+            "replace the file with an official copy.",
+            path,
+        ) from None
     except Exception as e:  # anything that goes wrong decoding untrusted bytes is bad data
         raise DataError(
             f"{path}: not a readable CIFAR-10 pickle (truncated or corrupt: "
@@ -240,6 +322,10 @@ def _read_pickle(path: Path) -> dict[str, object]:
     for key, value in obj.items():
         if isinstance(key, bytes):
             key = key.decode("latin1")
+        if isinstance(value, _PendingArray):
+            if value.array is None:
+                raise DataError(f"{path}: an array without its data", path)
+            value = value.array
         if isinstance(key, str):
             out[key] = value
     return out

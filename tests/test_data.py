@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import struct
 import sys
 from pathlib import Path
 
@@ -363,6 +364,91 @@ def test_object_arrays_are_refused(sample: Path) -> None:
     with pytest.raises(DataError, match="dtype .*O.* is not an integer type") as e:
         load_cifar10(sample, {})
     assert str(path) in str(e.value)
+
+
+# --- hostile sizes: nothing is allocated beyond what the file holds ---
+
+
+def _pint(n: int) -> bytes:
+    """A pickle int of any size: LONG1 (little-endian two's complement), as protocol 2 writes."""
+    body = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(body)]) + body
+
+
+def _pstr(b: bytes) -> bytes:
+    return b"T" + struct.pack("<i", len(b)) + b  # BINSTRING
+
+
+def _batch_with(data_pickle: bytes) -> bytes:
+    """{batch_label, labels: [1], data: <data_pickle>} in the official protocol-2 layout."""
+    return (b"\x80\x02}(" + _pstr(b"batch_label") + _pstr(b"x") + _pstr(b"labels")
+            + b"]" + b"K\x01a" + _pstr(b"data") + data_pickle + b"u.")
+
+
+def _reconstructed(rows: int, raw: bytes) -> bytes:
+    """numpy's own pickling of a uint8 (rows, 3072) array, with `raw` as its bytes."""
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+            + b"K\x00\x85" + _pstr(b"b") + b"\x87R"
+            + b"(K\x01" + _pint(rows) + _pint(3072) + b"\x86"
+            + b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R"
+            + b"(K\x03" + _pstr(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+            + b"\x89" + _pstr(raw) + b"tb")
+
+
+def _direct(rows: int) -> bytes:
+    """`numpy.ndarray((rows, 3072), dtype('u1'))`: a call that allocates without any bytes."""
+    return (b"cnumpy\nndarray\n" + _pint(rows) + _pint(3072) + b"\x86"
+            + b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R" + b"\x86R")
+
+
+_ONE_IMAGE = bytes(range(256)) * 12  # 3072 bytes: one image's worth
+
+
+@pytest.mark.parametrize(("blob", "message"), [
+    # 3.3 KB files whose array claims 2,000,000 images (5.7 GiB) or 10**12 (2.8 PiB)
+    (_batch_with(_reconstructed(2_000_000, _ONE_IMAGE)),
+     r"claims shape \(2000000, 3072\) \(6,144,000,000 bytes\) but the file holds 3,072"),
+    (_batch_with(_reconstructed(10**12, _ONE_IMAGE)), "claims shape \\(1000000000000, 3072\\)"),
+    # the same claims made by calling numpy.ndarray directly (no bytes at all)
+    (_batch_with(_direct(2_000_000)), "numpy.ndarray"),
+    (_batch_with(_direct(10**12)), "numpy.ndarray"),
+    # a string header claiming 2 GiB, followed by 3 bytes
+    (b"\x80\x02}(" + _pstr(b"data") + b"T" + struct.pack("<i", 2**31 - 1) + b"abc",
+     "expected 2147483647 bytes"),
+], ids=["reconstruct-2e6", "reconstruct-1e12", "direct-2e6", "direct-1e12", "binstring-2GiB"])
+def test_declared_sizes_beyond_the_file_are_refused_without_allocating(
+        sample: Path, blob: bytes, message: str) -> None:
+    import time
+    import tracemalloc
+
+    path = sample / "data_batch_1"
+    path.write_bytes(blob)
+    assert path.stat().st_size < 4000
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DataError, match=message) as e:
+            load_cifar10(sample, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(e.value) and e.value.path == path
+    # the real sample is ~3 MB in all; anything near the claimed sizes would be GiB
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    assert time.monotonic() - started < 30  # generous: "promptly" on any machine
+
+
+def test_a_reconstructed_array_matches_numpys_own_pickle(sample: Path) -> None:
+    """The stand-in builds exactly what numpy's unpickling builds, from the same bytes."""
+    raw = bytes(range(256)) * 12 * 3
+    path = sample / "data_batch_2"
+    path.write_bytes(_batch_with(_reconstructed(3, raw)).replace(b"K\x01a", b"(K\x01K\x02K\x03e"))
+    expected = pickle.loads(_reconstructed(3, raw) + b".", encoding="bytes")  # numpy's own
+    assert expected.shape == (3, 3072) and expected.dtype == np.uint8
+    loaded = load_cifar10(sample, {})
+    images = loaded.x_train[200:203]
+    assert np.array_equal(images, expected.reshape(3, 3, 32, 32).transpose(0, 2, 3, 1))
+    assert list(loaded.y_train[200:203]) == [1, 2, 3]
 
 
 # --- limit ---
