@@ -63,7 +63,7 @@ def print_spec_error(err: SpecError, console: Console | None = None) -> None:
             text.stylize("cyan", 0, 7)
         elif line.strip() and set(line.strip()) == {"^"}:
             text.stylize("bold red")
-        console.print(text)
+        console.print(text, soft_wrap=True)  # never re-wrapped: the caret lines up below
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -264,11 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_spec_error(exc)
         return EXIT_BAD_SPEC
     except UsageError as exc:
-        _console(stderr=True).print(f"cnnspec: error: {exc}")
+        # soft_wrap: one line however long (paths, URLs); the terminal wraps it, rich does not
+        _console(stderr=True).print(f"cnnspec: error: {exc}", soft_wrap=True)
         return EXIT_USAGE
     except Failure as exc:
         if str(exc):
-            _console(stderr=True).print(Text(f"cnnspec: {exc}", style="red"))
+            _console(stderr=True).print(Text(f"cnnspec: {exc}", style="red"), soft_wrap=True)
         return EXIT_BAD_SPEC
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted")

@@ -127,10 +127,17 @@ def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT,
         path = _journal_path(url)
         if url == JOURNAL_PREFIX:
             raise UsageError(f"{url}: no file; write e.g. journal:///shared/sweeps.log")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if heartbeat is None:
+            _must_exist(path, url)
         from optuna.storages.journal import JournalFileBackend
 
-        return _journal_storage_class()(JournalFileBackend(str(path)), heartbeat, grace)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = JournalFileBackend(str(path))
+        except OSError as exc:
+            raise Failure(f"cannot open the journal file {path}: "
+                          f"{exc.strerror or exc}") from None
+        return _journal_storage_class()(backend, heartbeat, grace)
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace,
@@ -144,6 +151,8 @@ def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT,
                          "sqlite:///runs/sweeps.sqlite3 or postgresql+psycopg2://user@host/db, "
                          "or journal:///path/file.log") from None
     if parsed.get_backend_name() == "sqlite":
+        if heartbeat is None and parsed.database and parsed.database != ":memory:":
+            _must_exist(Path(parsed.database), url)
         return _open_sqlite(optuna, url, parsed.database, kwargs)
     return _retry_open(lambda: optuna.storages.RDBStorage(url, **kwargs), url)
 
@@ -165,7 +174,15 @@ def _retry_open(make: Callable[[], Any], url: str) -> Any:
         except Exception as exc:  # noqa: BLE001 - sqlalchemy/optuna raise many kinds here
             last = exc
             time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
-    raise Failure(f"cannot open the storage {_redact(url)}: {type(last).__name__}: {last}")
+    first = (str(last).splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link
+    raise Failure(f"cannot open the storage {_redact(url)}: {type(last).__name__}: {first}")
+
+
+def _must_exist(path: Path, url: str) -> None:
+    """Reading a study (compare) never creates a storage: a missing file is named instead."""
+    if not path.is_file():
+        raise Failure(f"no sweep storage at {path} ({_redact(url)}): "
+                      + ("not a file" if path.exists() else "no such file"))
 
 
 def _open_sqlite(optuna: Any, url: str, database: str | None, kwargs: dict[str, Any]) -> Any:
@@ -178,9 +195,13 @@ def _open_sqlite(optuna: Any, url: str, database: str | None, kwargs: dict[str, 
     if not database or database == ":memory:":
         raise UsageError(f"{url}: an in-memory database cannot be shared; give a file")
     path = Path(database)
-    path.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
-    with open(str(path) + ".lock", "a") as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(str(path) + ".lock", "a")  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise Failure(f"cannot open the SQLite file {path}: {exc.strerror or exc}") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             storage = _retry_open(

@@ -116,3 +116,18 @@ def test_the_console_helper_reads_no_markup():
         with console.capture() as cap:
             console.print("a[/]b [red]x[/red] :smile:")
         assert cap.get().strip() == "a[/]b [red]x[/red] :smile:"
+
+
+def test_a_long_error_line_is_not_rewrapped(tmp_path):
+    """The source line and its caret stay one line each at any terminal width."""
+    bad = tmp_path / "long.cnn"
+    body = " ".join(["conv8 relu"] * 12)
+    bad.write_text(f"{body} cnov8 | dense8\n")
+    result = run_cli("check", str(bad), env={"COLUMNS": "40"})
+    _clean(result)
+    lines = result.stderr.splitlines()
+    column = len(body) + 2
+    assert lines[0] == f"{bad}:1:{column}: error: unknown layer word `cnov8`"
+    # (the source line may be shown as a window of itself; it is not cut into more lines)
+    assert lines[1].endswith("conv8 relu cnov8 | dense8") and len(lines[1]) > 40
+    assert lines[2] == " " * lines[1].index("cnov8") + "^" * 5

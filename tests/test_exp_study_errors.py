@@ -1,0 +1,111 @@
+"""`compare --study` / `sweep --study` with a bad storage or study name: one clean error line.
+
+No training: every case stops before the first trial (the sweep cases fail while opening the
+storage). Each asserts the exit code, the message, and that no traceback reached the user.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from conftest import run_cli
+
+from cnnspec import study
+
+SWEEP = "conv4 relu drop{.1,.2} | dense8\n"
+
+
+def _error(result, code: int, *needles: str) -> str:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == code, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def two_studies(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweeps.sqlite3'}"
+    storage = study.open_storage(url)
+    for name in ("alpha", "be[/]ta"):
+        optuna.create_study(study_name=name, storage=storage)
+    return url
+
+
+def test_unknown_study_name(two_studies):
+    _error(run_cli("compare", "--study", "nope", "--storage", two_studies), 1,
+           "cnnspec: no study named nope in this storage")
+
+
+def test_no_study_name_with_several_studies_lists_them(two_studies):
+    first = _error(run_cli("compare", "--storage", two_studies), 2)
+    assert first == "cnnspec: error: give --study NAME; this storage holds alpha, be[/]ta"
+
+
+def test_an_empty_storage(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    study.open_storage(url)  # creates the schema, no study
+    first = _error(run_cli("compare", "--storage", url), 2)
+    assert first == "cnnspec: error: give --study NAME; this storage holds no studies"
+
+
+@pytest.mark.parametrize(("storage", "code", "needle"), [
+    ("notaurl", 2, "cnnspec: error: not a storage URL: notaurl"),
+    ("foo://bar", 2, "cnnspec: error: not a storage URL: foo://bar"),
+    ("sqlite://", 2, "an in-memory database cannot be shared"),
+    ("journal://", 2, "journal://: no file"),
+])
+def test_not_a_storage_url(storage, code, needle, tmp_path):
+    _error(run_cli("compare", "--study", "x", "--storage", storage, cwd=tmp_path), code, needle)
+
+
+def test_compare_never_creates_a_storage(tmp_path):
+    """Reading a study must not leave an empty database (or journal) behind a typo."""
+    for url, path in ((f"sqlite:///{tmp_path / 'typo.sqlite3'}", tmp_path / "typo.sqlite3"),
+                      (f"journal://{tmp_path / 'typo.log'}", tmp_path / "typo.log")):
+        first = _error(run_cli("compare", "--study", "x", "--storage", url,
+                               env={"COLUMNS": "60"}), 1)
+        # one line, however narrow the terminal: rich does not wrap error messages
+        assert first == f"cnnspec: no sweep storage at {path} ({url}): no such file"
+        assert not path.exists()
+    _error(run_cli("compare", "--study", "x", "--storage", f"sqlite:///{tmp_path}"), 1,
+           "not a file")
+
+
+def test_a_file_that_is_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite\n")
+    first = _error(run_cli("compare", "--study", "x", "--storage", f"sqlite:///{junk}"), 1)
+    assert first.startswith(f"cnnspec: cannot open the storage sqlite:///{junk}: DatabaseError")
+    assert "[SQL:" not in first
+
+
+def test_compare_without_a_storage_in_the_runs_folder(tmp_path):
+    _error(run_cli("compare", "--study", "x", "--runs-dir", str(tmp_path / "runs")), 1,
+           f"no sweep storage at {tmp_path / 'runs' / 'sweeps.sqlite3'}")
+
+
+@pytest.mark.parametrize("storage", [
+    "journal:///proc/no/such/dir/sweeps.log",  # /proc refuses new folders, even for root
+    "sqlite:////proc/no/such/dir/sweeps.sqlite3",
+])
+def test_sweep_with_a_storage_it_cannot_create(storage, tmp_path):
+    spec = tmp_path / "s.cnn"
+    spec.write_text(SWEEP)
+    out = tmp_path / "out"
+    first = _error(run_cli("sweep", str(spec), "--study", "x", "--storage", storage,
+                           "--epochs", "1", "--limit", "32", "--out", str(out)), 1)
+    assert first.startswith("cnnspec: cannot open the ")
+    assert "/proc/no/such/dir/sweeps." in first
+    assert not out.exists()
+
+
+def test_unreachable_database_server(tmp_path):
+    """Port 1 on localhost refuses connections: a clean error after the retries (or, without
+    psycopg2, a clean 'driver not installed')."""
+    result = run_cli("compare", "--study", "x", "--storage",
+                     "postgresql+psycopg2://user:secret@127.0.0.1:1/db", timeout=120)
+    first = _error(result, 1)
+    assert first.startswith("cnnspec: ")
+    assert "secret" not in result.stderr  # the password is not printed
