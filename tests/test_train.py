@@ -266,6 +266,60 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(reference, data, tmp_path) -> 
     assert scores(finished.history) == scores(reference.history)
 
 
+@pytest.mark.parametrize("where", ["checkpoint-state", "history"])
+def test_ctrl_c_while_epoch_2_is_saved_leaves_records_of_one_epoch(
+        where, reference, data, tmp_path, monkeypatch) -> None:
+    """Ctrl-C inside the epoch-2 save: every record must describe the same epoch.
+
+    "checkpoint-state": after epoch 2's model file is written, before state.json names it (the
+    checkpoint is still epoch 1). "history": after the checkpoint switched to epoch 2, before
+    history.json says so. Either way history, status, model.keras and the checkpoint agree,
+    `evaluate` scores model.keras to the recorded val_loss, and resume finishes exactly.
+    """
+    from cnnspec.train import evaluate_run, resume_run, train
+
+    target = "write_checkpoint_state" if where == "checkpoint-state" else "write_history"
+    real = getattr(records, target)
+
+    def interrupted(run_dir, rows_or_state):
+        epochs = (rows_or_state["epochs_completed"] if where == "checkpoint-state"
+                  else len(rows_or_state))
+        if epochs == 2:
+            monkeypatch.setattr(records, target, real)  # once: the handler writes records too
+            raise KeyboardInterrupt
+        real(run_dir, rows_or_state)
+
+    monkeypatch.setattr(records, target, interrupted)
+    out = tmp_path / "saving"
+    result = train(load(EXP1), exp1_settings(), data, out, progress="none")
+    monkeypatch.setattr(records, target, real)
+    kept = 1 if where == "checkpoint-state" else 2
+    assert result.status == "interrupted" and result.epochs_completed == kept
+
+    state = records.read_checkpoint_state(out)
+    status = records.read_status(out)
+    history = records.read_history(out)
+    assert state["epochs_completed"] == kept
+    assert [row["epoch"] for row in history] == list(range(1, kept + 1))
+    assert [row["epoch"] for row in state["history"]] == list(range(1, kept + 1))
+    assert status["status"] == "interrupted" and status["epochs_completed"] == kept
+    assert f"{kept} epoch(s) completed" in status["reason"]
+    assert records.read_history_csv(out / records.HISTORY_CSV) == history
+    # model.keras is the checkpoint's model, and no other epoch's file is left beside it
+    assert sorted(p.name for p in records.checkpoint_dir(out).iterdir()) == [
+        records.checkpoint_model_name(kept), records.CHECKPOINT_STATE]
+    assert (out / records.MODEL_FILE).read_bytes() == (
+        records.checkpoint_dir(out) / state["model"]).read_bytes()
+    # what evaluate sees is what history says: the same model, the same test split
+    assert evaluate_run(out, data)["test_loss"] == pytest.approx(history[-1]["val_loss"],
+                                                                 rel=1e-6)
+    assert scores(history) == scores(reference.history[:kept])
+
+    finished = resume_run(out, data, progress="none")
+    assert finished.status == "completed"
+    assert scores(finished.history) == scores(reference.history)
+
+
 def test_nan_loss_fails_the_run(data, tmp_path) -> None:
     from cnnspec.train import TrainingFailed, train
 
