@@ -235,10 +235,14 @@ def to_markdown(rows: Sequence[RunRow]) -> str:
             + "params | epochs | best val acc % | final val acc % | train acc % | "
             "gap | overfitting | s/epoch | img/s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    def cell(text: str) -> str:  # a `|` in a name would end the cell
+        return text.replace("|", "\\|")
+
     for i, r in enumerate(rows):
-        run = f" {runs[i]} |" if runs is not None else ""
+        run = f" {cell(runs[i])} |" if runs is not None else ""
+        params = "" if r.params is None else f"{r.params:,}"
         lines.append(
-            f"| {r.spec} |{run} {r.params or 0:,} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
+            f"| {cell(r.spec)} |{run} {params} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
             f"{_pct(r.final_val_accuracy)} | {_pct(r.final_train_accuracy)} | "
             f"{'' if r.gap is None else f'{r.gap * 100:+.1f}'} | "
             f"{'yes' if r.overfitting else 'no'} | "

@@ -137,3 +137,17 @@ def test_plot_files_are_written(tmp_path):
     for path in (compare.plot_curves(dirs, rows, tmp_path / "c.png"),
                  compare.plot_accuracy_vs_params(rows, tmp_path / "a.png")):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_keeps_names_in_their_cells_and_tells_repeats_apart(tmp_path):
+    dirs = [_run(tmp_path / "a", "exp7", "exp7", 4_000_000, 2),
+            _run(tmp_path / "b", "exp7", "exp7", 4_000_000, 2),
+            _run(tmp_path, "odd", "x|y", 10, 0, status="failed")]
+    rows = [compare.load_row(d) for d in dirs]
+    rows[2] = compare.RunRow(**{**rows[2].to_dict(), "params": None})
+    lines = compare.to_markdown(rows).splitlines()
+    assert lines[0].startswith("| spec | run | params |")
+    cells = [ln.replace("\\|", "¦").split("|")[1:3] for ln in lines[2:]]
+    assert [[c.strip() for c in pair] for pair in cells] == [
+        ["exp7", "a/exp7"], ["exp7", "b/exp7"], ["x¦y", "odd"]]
+    assert all(ln.replace("\\|", "").count("|") == lines[0].count("|") for ln in lines)
