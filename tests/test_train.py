@@ -359,6 +359,83 @@ def test_refuses_to_overwrite_or_resume_something_else(reference, data) -> None:
               resume=True)
 
 
+def _records_of(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name != records.LOCK_FILE}
+
+
+@pytest.mark.parametrize("change", ["data", "spec", "precision"])
+def test_resume_refuses_different_data_spec_or_precision(change, reference, data) -> None:
+    """Each difference on its own is refused, says which, and changes no record."""
+    from cnnspec import parse
+    from cnnspec.train import ResumeRefused, train
+
+    spec, run_data, precision = load(EXP1), data, "float32"
+    if change == "data":  # the first 224 of the 256 images: a different fingerprint
+        run_data = load_cifar10(env={}, limit=LIMIT - 32)
+        message = f"the data differ from the {LIMIT:,} training images of"
+    elif change == "spec":  # one extra comment line: the text trained is not the text recorded
+        spec = parse(EXP1.read_text() + "# edited\n", filename=str(EXP1), name="exp1")
+        message = "the spec text differs"
+    else:
+        precision = "bf16"
+        message = "precision was float32, not bf16"
+    before = _records_of(reference.run_dir)
+    with pytest.raises(ResumeRefused, match="cannot resume") as info:
+        train(spec, exp1_settings(), run_data, reference.run_dir, progress="none",
+              precision=precision, resume=True)
+    assert message in str(info.value)
+    assert "settings differ" not in str(info.value)  # only what differs is named
+    assert _records_of(reference.run_dir) == before
+
+
+def test_epoch_order_is_a_seeded_permutation_that_changes_every_epoch() -> None:
+    import numpy as np
+
+    from cnnspec.train import epoch_order
+
+    n = 1000
+    orders = [epoch_order(7, e, n) for e in range(3)]
+    for order in orders:
+        assert order.shape == (n,) and order.dtype == np.int64
+        assert np.array_equal(np.sort(order), np.arange(n))  # every image exactly once
+        assert not np.array_equal(order, np.arange(n))  # and actually shuffled
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[1], orders[2])
+    assert np.array_equal(epoch_order(7, 1, n), orders[1])  # a pure function of (seed, epoch)
+    assert not np.array_equal(epoch_order(8, 1, n), orders[1])
+    # `train shuffle=false`: the identity, every epoch
+    spec_settings = resolve_settings({"shuffle": "false"})
+    assert spec_settings.shuffle is False
+    for e in range(3):
+        assert np.array_equal(epoch_order(7, e, n, spec_settings.shuffle), np.arange(n))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad"])
+def test_every_optimizer_trains_one_short_epoch(optimizer, data, tmp_path) -> None:
+    import math
+
+    from cnnspec import parse
+    from cnnspec.settings import OPTIMIZERS
+    from cnnspec.train import train
+
+    assert optimizer in OPTIMIZERS
+    tiny = parse("input 32x32x3\nclasses 10\nconv4 relu pool4 | dense8 relu\n", name="tiny")
+    settings = TrainSettings(optimizer=optimizer, lr=0.001, epochs=1, batch=32, seed=1)
+    result = train(tiny, settings, data, tmp_path / optimizer, progress="none")
+    assert result.status == "completed"
+    (row,) = result.history
+    assert math.isfinite(row["loss"]) and math.isfinite(row["val_loss"])
+    assert 0 <= row["accuracy"] <= 1
+    recorded = records.read_json(tmp_path / optimizer / records.SETTINGS_FILE)
+    assert recorded["settings"]["optimizer"] == optimizer
+    import keras
+
+    saved = keras.models.load_model(tmp_path / optimizer / records.MODEL_FILE)
+    assert type(saved.optimizer).__name__.lower() == optimizer  # SGD, Adam, AdamW, RMSprop, ...
+    assert int(saved.optimizer.iterations) == math.ceil(LIMIT / 32)  # one epoch of steps
+
+
 def test_resume_of_completed_run_returns_it(reference, data) -> None:
     from cnnspec.train import resume_run
 
