@@ -244,10 +244,20 @@ def compare_runs(
     """Print the comparison of run folders (table or an export) and write the two plots."""
     from cnnspec import compare
 
-    rows = [compare.load_row(d) for d in run_dirs]
-    rows, dirs = print_comparison(rows, list(run_dirs), sort, fmt, f"{len(rows)} runs")
-    if plot_dir is not None:
-        write_plots(rows, dirs, plot_dir)
+    rows, good, damaged = [], [], []
+    for d in run_dirs:
+        try:
+            rows.append(compare.load_row(d))
+            good.append(d)
+        except (ValueError, OSError) as exc:  # a damaged record: the others are still shown
+            damaged.append(str(exc).splitlines()[0] if str(exc) else f"{d}: cannot read")
+    if rows:
+        rows, dirs = print_comparison(rows, good, sort, fmt, f"{len(rows)} runs")
+        if plot_dir is not None:
+            write_plots(rows, dirs, plot_dir)
+    if damaged:
+        raise Failure(f"error: {len(damaged)} of {len(run_dirs)} run folder(s) not compared:\n"
+                      + "\n".join(f"  {why}" for why in damaged))
     return EXIT_OK
 
 
@@ -343,7 +353,10 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
         plot_dir = None if args.no_plots else (out_dir or Path(args.runs_dir))
         if plot_dir is not None:
             plot_dir.mkdir(parents=True, exist_ok=True)
-        compare_runs(done, args.sort, None, plot_dir)
+        try:
+            compare_runs(done, args.sort, None, plot_dir)
+        except Failure as exc:  # a run folder that cannot be read: listed with the failures
+            failed.append(("compare", str(exc).splitlines()[0]))
     if failed:
         err = _console(stderr=True)
         err.print(Text(f"{len(failed)} failed:", style="bold red"))

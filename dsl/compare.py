@@ -113,16 +113,53 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _damaged(path: Path, what: str) -> records.RunFolderError:
+    return records.RunFolderError(f"{path}: damaged record: {what}")
+
+
+def _read_record(path: Path, kind: type, required: bool = False) -> Any:
+    """A JSON record of the expected kind (dict or list); missing -> empty unless required."""
+    if not path.exists() and not required:
+        return kind()
+    try:
+        value = records.read_json(path)
+    except OSError as exc:
+        raise records.RunFolderError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(value, kind):
+        raise _damaged(path, f"expected a JSON {'object' if kind is dict else 'list'}, "
+                             f"found {type(value).__name__}")
+    return value
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's history.json, checked: per-epoch objects with a whole epoch number and numbers
+    (or null) for the metrics. [] before the first epoch ends; RunFolderError if damaged."""
+    path = Path(run_dir) / records.HISTORY_JSON
+    history = _read_record(path, list)
+    for i, h in enumerate(history):
+        epoch = h.get("epoch") if isinstance(h, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise _damaged(path, f"entry {i + 1} is not an epoch with a whole epoch number")
+        for key, value in h.items():
+            if key != "epoch" and value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int | float)):
+                raise _damaged(path, f"epoch {epoch}: {key} is not a number")
+    return history
+
+
 def load_row(run_dir: Path) -> RunRow:
-    """Read one run folder into a row; tolerates runs that are still going or failed."""
-    settings = records.read_json(run_dir / records.SETTINGS_FILE)
-    history = records.read_history(run_dir) if (run_dir / records.HISTORY_JSON).exists() else []
-    status = {}
-    if (run_dir / records.STATUS_FILE).exists():
-        status = records.read_json(run_dir / records.STATUS_FILE)
-    metrics = {}
-    if (run_dir / records.METRICS_FILE).exists():
-        metrics = records.read_json(run_dir / records.METRICS_FILE)
+    """Read one run folder into a row; tolerates runs that are still going or failed.
+
+    A record that is damaged (not JSON, or not the shape cnnspec writes) raises
+    records.RunFolderError (a ValueError) naming the file."""
+    run_dir = Path(run_dir)
+    settings = _read_record(run_dir / records.SETTINGS_FILE, dict, required=True)
+    history = read_history(run_dir)
+    status = _read_record(run_dir / records.STATUS_FILE, dict)
+    metrics = _read_record(run_dir / records.METRICS_FILE, dict)
+    for key, kind in (("model", dict), ("settings", dict), ("spec", dict)):
+        if not isinstance(settings.get(key, {}), kind):
+            raise _damaged(run_dir / records.SETTINGS_FILE, f"{key} is not an object")
     model = settings.get("model", {})
     train_settings = settings.get("settings", {})
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
@@ -133,27 +170,37 @@ def load_row(run_dir: Path) -> RunRow:
     return RunRow(
         run=run_dir.name,
         path=str(run_dir),
-        spec=settings.get("spec", {}).get("name", run_dir.name),
-        status=status.get("status", "unknown"),
-        params=model.get("params"),
-        macs=model.get("macs_per_image"),
+        spec=_str(settings.get("spec", {}).get("name")) or run_dir.name,
+        status=_str(status.get("status")) or "unknown",
+        params=_number(model.get("params"), int),
+        macs=_number(model.get("macs_per_image"), int),
         epochs=len(history),
-        epochs_planned=train_settings.get("epochs"),
+        epochs_planned=_number(train_settings.get("epochs"), int),
         best_val_accuracy=best[0],
         best_epoch=best[1],
         final_val_accuracy=val_acc,
         final_train_accuracy=acc,
         final_val_loss=last.get("val_loss"),
-        test_accuracy=metrics.get("test_accuracy"),
+        test_accuracy=_number(metrics.get("test_accuracy")),
         gap=None if acc is None or val_acc is None else acc - val_acc,
         overfitting=flag,
         overfitting_reason=reason,
         seconds_per_epoch=_mean([h["seconds"] for h in history if h.get("seconds")]),
         images_per_second=_mean(
             [h["images_per_second"] for h in history if h.get("images_per_second")]),
-        lr=train_settings.get("lr"),
-        batch=train_settings.get("batch"),
+        lr=_number(train_settings.get("lr")),
+        batch=_number(train_settings.get("batch"), int),
     )
+
+
+def _number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> Any:
+    """value if it is a number of that kind (not a bool), else None: a record's field that
+    holds something else is shown as unknown rather than breaking the table."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def sort_rows(rows: list[RunRow], key: str | None, descending: bool | None = None) -> list[RunRow]:
@@ -291,8 +338,10 @@ def curves_figure(run_dirs: Sequence[Path], rows: Sequence[RunRow]) -> Any:
     handles: list[Any] = []
     last_epoch = 1
     for run_dir, row, name, color in zip(run_dirs, rows, names, colors, strict=True):
-        history = records.read_history(run_dir) \
-            if (Path(run_dir) / records.HISTORY_JSON).exists() else []
+        try:
+            history = read_history(Path(run_dir))
+        except (ValueError, OSError):  # damaged: `compare` names it; the plot leaves it out
+            history = []
         if not history:
             continue
         epochs = [h["epoch"] for h in history]

@@ -1,0 +1,83 @@
+"""`compare` with a damaged run folder among good ones: the good ones are compared, the damaged
+one is named (file and what is wrong), exit 1, no traceback, nothing written into the folders.
+
+Run folders are written by hand (test_exp_plots._run): no training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from test_exp_plots import _run
+
+from cnnspec import compare, records
+
+DAMAGE = {
+    # file, bytes written, what the message says
+    "history_not_json": ("history.json", b'[{"epoch": 1, "loss": ', "not valid JSON"),
+    "history_an_object": ("history.json", b'{"epoch": 1}', "expected a JSON list"),
+    "history_epoch_text": ("history.json", b'[{"epoch": "one"}]', "whole epoch number"),
+    "history_not_objects": ("history.json", b"[1, 2]", "whole epoch number"),
+    "history_loss_text": ("history.json", b'[{"epoch": 1, "loss": "low"}]',
+                          "epoch 1: loss is not a number"),
+    "settings_a_list": ("settings.json", b"[]", "expected a JSON object"),
+    "settings_not_utf8": ("settings.json", b"\xff\xfe{}", "not valid JSON"),
+    "settings_model_text": ("settings.json", b'{"model": "big"}', "model is not an object"),
+    "status_not_json": ("status.json", b"not json", "not valid JSON"),
+    "metrics_a_list": ("metrics.json", b"[0.5]", "expected a JSON object"),
+}
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_compare_shows_the_good_runs_and_names_the_damaged_one(tmp_path, damage):
+    name, data, what = DAMAGE[damage]
+    runs = tmp_path / "runs"
+    _run(runs, "good", "good", 1000, 2)
+    bad = _run(runs, "bad", "bad", 2000, 2)
+    (bad / name).write_bytes(data)
+    before = _snapshot(runs)
+    result = run_cli("compare", str(runs), "--no-plots")
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 1
+    rows = [ln.split("│")[1].strip() for ln in result.stdout.splitlines() if ln.startswith("│")]
+    assert rows == ["good"]
+    assert result.stderr.startswith("cnnspec: error: 1 of 2 run folder(s) not compared:")
+    assert f"  {bad / name}: " in result.stderr and what in result.stderr
+    assert _snapshot(runs) == before
+
+
+def test_the_exports_and_plots_leave_a_damaged_run_out(tmp_path):
+    runs = tmp_path / "runs"
+    _run(runs, "good", "good", 1000, 2)
+    bad = _run(runs, "bad", "bad", 2000, 2)
+    (bad / "history.json").write_text("{")
+    result = run_cli("compare", str(runs), "--json")
+    assert "Traceback" not in result.stderr and result.returncode == 1
+    assert [r["spec"] for r in json.loads(result.stdout)] == ["good"]
+    assert (runs / "compare_curves.png").is_file()
+    assert (runs / "compare_accuracy_vs_params.png").is_file()
+
+
+def test_load_row_names_the_damaged_file(tmp_path):
+    run = _run(tmp_path, "r", "r", 1000, 1)
+    (run / "history.json").write_text('[{"epoch": 1, "val_accuracy": [0.5]}]')
+    with pytest.raises(records.RunFolderError, match=r"history\.json: damaged record: "
+                                                      r"epoch 1: val_accuracy is not a number"):
+        compare.load_row(run)
+
+
+def test_odd_field_types_in_settings_are_shown_as_unknown(tmp_path):
+    run = _run(tmp_path, "r", "r", 1000, 1)
+    records.write_json(run / records.SETTINGS_FILE, {
+        "spec": {"name": 7}, "model": {"params": "many", "macs_per_image": True},
+        "settings": {"epochs": "ten", "lr": "fast", "batch": 32}})
+    row = compare.load_row(run)
+    assert (row.spec, row.params, row.macs, row.epochs_planned, row.lr, row.batch) == (
+        "r", None, None, None, None, 32)
