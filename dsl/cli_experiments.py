@@ -315,8 +315,8 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
         if rate is not None:
             eta = f", ETA {_duration(rate * sum(work[i:]))}"
         # the spec's name is the variant's name for a sweep: `[3/8] exp7[drop=.5,lr=.05]`
-        err.rule(Text(f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
-                      f"{_duration(time.perf_counter() - started)}{eta})"))
+        progress_header(err, f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
+                             f"{_duration(time.perf_counter() - started)}{eta})")
         run_dir = (out_dir / _safe(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
         try:
@@ -335,6 +335,14 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
             break
         rate = (time.perf_counter() - started) / max(sum(work[: i + 1]), 1)
     return done, failed
+
+
+def progress_header(console: Any, text: str) -> None:
+    """A rule with the text in it; a plain line when the rule would cut the text short."""
+    if len(text) + 6 <= console.width:
+        console.rule(Text(text))
+    else:
+        console.print(Text(text), soft_wrap=True)
 
 
 def _safe(name: str) -> str:

@@ -217,3 +217,16 @@ def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
     done, failed = cli_experiments._train_many(specs, args, Path(tmp_path))
     assert done == [tmp_path / "one"] and failed == [("one", "interrupted")]
+
+
+@pytest.mark.parametrize("width", [30, 60, 200])
+def test_progress_headers_are_never_cut(width):
+    from rich.console import Console
+
+    from cnnspec.cli_experiments import progress_header
+
+    console = Console(width=width, record=True, markup=False)
+    text = "[3/8] mini[lr=.01,conv=16,+bn,drop=.25]  (elapsed 1m02s, ETA 3m10s)"
+    progress_header(console, text)
+    out = console.export_text()
+    assert text in out  # whole, on one line (soft-wrapped by the terminal, not by rich)
