@@ -19,6 +19,31 @@ class Span:
         return Span(line, column, line, column + max(width, 1))
 
 
+# At most this many characters of a source line are shown under a message: a 10 MB line must
+# not be echoed to the terminal (or kept in a log) in full.
+WINDOW = 100
+ELLIPSIS = "..."
+
+
+def _window(text: str, start: int, width: int) -> tuple[str, str]:
+    """The part of a source line to show around a caret, and the caret line under it.
+
+    start is the caret's 0-based column, width its length. A line of at most WINDOW characters
+    is shown whole; a longer one is cut to WINDOW characters around the caret, each cut marked
+    with ELLIPSIS, and the caret moved and clipped so it still sits under the same characters.
+    """
+    if len(text) <= WINDOW:
+        return text, " " * start + "^" * width
+    width = min(width, WINDOW // 2)
+    left = max(0, min(start - WINDOW // 3, len(text) - WINDOW))
+    right = min(len(text), left + WINDOW)
+    prefix = ELLIPSIS if left > 0 else ""
+    suffix = ELLIPSIS if right < len(text) else ""
+    width = max(1, min(width, right - start)) if start < right else 1
+    caret = " " * (len(prefix) + start - left) + "^" * width
+    return prefix + text[left:right] + suffix, caret
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem: what happened (message), where (span), and how to fix it (hint)."""
@@ -44,8 +69,9 @@ class Diagnostic:
                     if self.span.end_line == self.span.line
                     else len(text) - self.span.column + 1
                 )
-                out.append(f"    {text}")
-                out.append("    " + " " * (self.span.column - 1) + "^" * max(width, 1))
+                shown, caret = _window(text, self.span.column - 1, max(width, 1))
+                out.append(f"    {shown}")
+                out.append("    " + caret)
         if self.hint:
             out.append(f"  hint: {self.hint}")
         return "\n".join(out)

@@ -299,29 +299,34 @@ class Spec:
         Repeats multiply, so a few characters (`(relu x1000)x1000`) can stand for a million
         layers; the checker uses this to refuse such a spec before walking it.
         """
+        return sum(self.layer_counts((item,) if item is not None else None))
+
+    def layer_counts(self, items: Iterable[Item] | None = None) -> list[int]:
+        """The layer count of each item (default: each item of the body), in one pass.
+
+        One pass matters: the blocks table is built once and each block counted once, so this
+        is linear in the spec's size (asking `layer_count(item)` per item rebuilt the table
+        every time: quadratic in the number of lines).
+        """
         blocks = self.blocks
         memo: dict[str, int] = {}
 
-        def count(items: Iterable[Item]) -> int:
-            total = 0
-            for it in items:
-                if isinstance(it, Layer):
-                    total += 1
-                elif isinstance(it, Group):
-                    total += count(it.items)
-                elif isinstance(it, Repeat):
-                    total += it.times * count((it.body,))
-                elif isinstance(it, BlockRef):
-                    if it.name not in memo:
-                        memo[it.name] = count(blocks[it.name])
-                    total += memo[it.name]
-                elif isinstance(it, Optional):
-                    total += count((it.body,))
-                else:
-                    total += 1  # one alternative of a sweep point
-            return total
+        def count(it: Item) -> int:
+            if isinstance(it, Layer):
+                return 1
+            if isinstance(it, Group):
+                return sum(count(i) for i in it.items)
+            if isinstance(it, Repeat):
+                return it.times * count(it.body)
+            if isinstance(it, BlockRef):
+                if it.name not in memo:
+                    memo[it.name] = sum(count(i) for i in blocks[it.name])
+                return memo[it.name]
+            if isinstance(it, Optional):
+                return count(it.body)
+            return 1  # one alternative of a sweep point
 
-        return count((item,) if item is not None else self.body)
+        return [count(it) for it in (self.body if items is None else items)]
 
     def has_sweep(self) -> bool:
         def sweeps(items: Iterable[Item]) -> bool:

@@ -8,9 +8,12 @@ bad numbers, misplaced l2) are collected for the whole file and raised together.
 from __future__ import annotations
 
 import difflib
+import gc
 import itertools
 import math
+import os
 import re
+import stat
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
@@ -95,7 +98,26 @@ def parse(
     """Parse .cnn text into a Spec. Raises SpecError (never a Lark or Python error) on bad input.
 
     fast=False parses with Lark alone (the reference the fast path is tested against).
+    Text longer than MAX_SPEC_CHARS is refused before parsing, so no input makes it slow.
     """
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError([Diagnostic(
+            f"the spec is {len(text):,} characters, over the limit of {MAX_SPEC_CHARS:,}",
+            None, "a network spec is a few lines; is this the right file?",
+        )], None, filename)
+    # The parse allocates a few objects per character and frees none of them until the end:
+    # the cyclic GC would rescan the growing heap again and again (a 1 MB spec took 4x longer
+    # with it), and nothing built here forms a cycle.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(text, filename, name, fast)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.Spec:
     tree, syntax, skipped_blocks = _recovering_parse(
         text if text.endswith("\n") else text + "\n", fast)
     if tree is None:
@@ -118,6 +140,12 @@ def parse(
 
 MAX_NESTING = 32
 MAX_SYNTAX_ERRORS = 20
+# Every syntax error costs a parse of the whole text again (see _recovering_parse); past this
+# many characters parsed in all, the errors found so far are reported.
+MAX_RECOVERY_CHARS = 4 * 2**20
+# A spec is a few hundred bytes; 1 MiB is far above any real one and keeps every command fast.
+MAX_SPEC_BYTES = 2**20
+MAX_SPEC_CHARS = MAX_SPEC_BYTES  # for text already decoded (a character is at least a byte)
 _LET_NAME = re.compile(r"\s*let\s+([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -130,8 +158,10 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
     lines = text.split("\n")
     problems: list[Diagnostic] = []
     skipped: set[str] = set()
+    parsed = 0
     while True:
         current = "\n".join(lines)
+        parsed += len(current)
         try:
             return _syntax_tree(current, fast), problems, skipped
         except UnexpectedInput as exc:
@@ -139,7 +169,7 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
             problems.append(diagnostic)
             number = diagnostic.span.line if diagnostic.span else 0
             if (len(problems) >= MAX_SYNTAX_ERRORS or not 0 < number <= len(lines)
-                    or not lines[number - 1].strip()):
+                    or not lines[number - 1].strip() or parsed > MAX_RECOVERY_CHARS):
                 return None, problems, skipped
             let = _LET_NAME.match(lines[number - 1])
             if let:
@@ -177,15 +207,46 @@ def _let_names(tree: Tree) -> set[str]:
     }
 
 
-def load(path: str | Path) -> ir.Spec:
-    """Read and parse a .cnn file; errors name the file."""
+def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
+    """The text of a spec file, or a SpecError naming the file: a directory, a missing or
+    unreadable file, more than `limit` bytes, or bytes that are not UTF-8.
+
+    At most limit + 1 bytes are ever read, so `/dev/zero`, a pipe that never ends or a huge
+    file cost no more than a real spec; nothing is echoed back from a file that is refused.
+    """
     p = Path(path)
+
+    def refuse(reason: str, hint: str | None = None) -> SpecError:
+        return SpecError([Diagnostic(f"cannot read spec: {reason}", None, hint)], None, str(path))
+
     try:
-        text = p.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise SpecError([Diagnostic(f"cannot read spec: {reason}")], None, str(path)) from None
-    return parse(text, filename=str(path), name=p.stem)
+        with open(p, "rb") as handle:
+            if stat.S_ISDIR(os.fstat(handle.fileno()).st_mode):
+                raise refuse("it is a directory", "give the path of a .cnn file")
+            data = handle.read(limit + 1)
+    except IsADirectoryError:
+        raise refuse("it is a directory", "give the path of a .cnn file") from None
+    except OSError as exc:
+        raise refuse(exc.strerror or str(exc)) from None
+    if len(data) > limit:
+        raise refuse(
+            f"it is larger than {limit:,} bytes",
+            "a network spec is a few lines; is this the right file?",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise refuse(
+            f"it is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
+            "save the file as UTF-8",
+        ) from None
+
+
+def load(path: str | Path) -> ir.Spec:
+    """Read (see read_spec_text: bounded, UTF-8) and parse a .cnn file; errors name the file."""
+    text = read_spec_text(path)
+    return parse(text, filename=str(path), name=Path(path).stem)
 
 
 # -- syntax errors -----------------------------------------------------------------------------

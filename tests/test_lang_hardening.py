@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import sys
 import tracemalloc
 import types
 
@@ -21,6 +22,9 @@ import pytest
 import cnnspec
 from cnnspec import settings as settings_mod
 from cnnspec import sweep
+from cnnspec.checker import MAX_LAYERS
+from cnnspec.errors import WINDOW
+from cnnspec.parse import MAX_SPEC_BYTES
 from cnnspec.settings import MAX_SEED, OPTIMIZERS, TrainSettings, setting_problems, validate
 
 
@@ -264,3 +268,119 @@ def test_sweep_keys_are_always_unique(rows):
     assert len(set(keys)) == len(keys)
     for p in points:  # readable: the word, and a position only when needed
         assert p.key.split("@")[0] in ("conv", "drop", "bn", "relu")
+
+
+# -- 3. bounded input --------------------------------------------------------------------------
+
+
+def test_dev_zero_is_refused_after_reading_at_most_the_cap():
+    tracemalloc.start()
+    try:
+        with pytest.raises(cnnspec.SpecError) as info:
+            cnnspec.load("/dev/zero")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_SPEC_BYTES
+    assert info.value.filename == "/dev/zero"
+    assert f"larger than {MAX_SPEC_BYTES:,} bytes" in str(info.value)
+
+
+def test_spec_size_cap_is_exact(tmp_path):
+    line = "#" + "a" * 62 + "\n"  # 64 bytes
+    at_cap = tmp_path / "at_cap.cnn"
+    at_cap.write_text(line * (MAX_SPEC_BYTES // 64) + "")
+    assert at_cap.stat().st_size == MAX_SPEC_BYTES
+    assert len(cnnspec.load(at_cap).lines) == MAX_SPEC_BYTES // 64
+    over = tmp_path / "over.cnn"
+    over.write_text(line * (MAX_SPEC_BYTES // 64) + "|")
+    with pytest.raises(cnnspec.SpecError, match="larger than") as info:
+        cnnspec.load(over)
+    assert info.value.filename == str(over)
+    # the API refuses the same text without reading a file, and echoes none of it
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("relu " * (MAX_SPEC_BYTES // 5 + 1))
+    assert len(str(info.value)) < 300
+
+
+def test_directories_and_non_utf8_are_refused_with_the_file_name(tmp_path):
+    with pytest.raises(cnnspec.SpecError, match="directory") as info:
+        cnnspec.load(tmp_path)
+    assert info.value.filename == str(tmp_path)
+    bad = tmp_path / "bad.cnn"
+    bad.write_bytes(b"input 32x32x3\nconv8 \xff\xfe relu\n|\n")
+    with pytest.raises(cnnspec.SpecError, match="not UTF-8") as info:
+        cnnspec.load(bad)
+    assert "line 2" in str(info.value) and info.value.filename == str(bad)
+
+
+def test_cli_check_of_dev_zero_and_a_huge_line(cli, tmp_path):
+    out = cli("check", "/dev/zero", timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "/dev/zero" in out.stderr and len(out.stderr) < 500
+    huge = tmp_path / "huge.cnn"
+    huge.write_text("conv8 relu " * 80_000 + "]\n")  # 880 kB on one line, an error at its end
+    out = cli("check", str(huge), timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert max(len(line) for line in out.stderr.splitlines()) < 200
+    assert f"{huge}:1:{880_001}:" in out.stderr
+
+
+@pytest.mark.parametrize("before, after", [(0, 200), (20, 200), (500, 500), (5000, 3), (5000, 0)])
+def test_long_source_lines_are_cut_to_a_window_with_the_caret_in_place(before, after):
+    text = "relu " * before + "foo" + " relu" * after + " |"
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    rendered = str(info.value).split("\n")
+    assert rendered[0].startswith(f"<spec>:1:{5 * before + 1}: error: unknown layer word `foo`")
+    shown, carets = rendered[1], rendered[2]
+    assert len(shown) <= 4 + WINDOW + 2 * len("...")
+    start = carets.index("^")
+    width = len(carets) - start
+    assert shown[start:start + width] == "foo"
+    assert shown.startswith("    ...") == (5 * before > WINDOW // 2)
+    if len(text) <= WINDOW:
+        assert shown == "    " + text
+
+
+# -- 4. checking is linear in the spec's size --------------------------------------------------
+
+
+def _calls(function, *args) -> int:
+    """Python-level calls (and generator resumptions) made by function(*args): a count that
+    does not depend on the machine's speed or load."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event == "call":
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        function(*args)
+    except cnnspec.SpecError:
+        pass
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _lines_spec(n: int) -> str:
+    return "input 32x32x3\nlet u = conv8 relu\n" + "u\nconv8 relu\n" * n + "gap\n"
+
+
+def test_checking_work_grows_linearly_with_the_number_of_lines():
+    small, large = (cnnspec.parse(_lines_spec(n)) for n in (500, 2000))
+    ratio = _calls(cnnspec.check, large) / _calls(cnnspec.check, small)
+    assert ratio < 5, ratio  # linear: about 4; the old per-layer rescan: about 16
+    ratio = _calls(cnnspec.parse, _lines_spec(2000)) / _calls(cnnspec.parse, _lines_spec(500))
+    assert ratio < 5, ratio
+    # over the layer limit the same holds, and the refusal is placed where the limit is passed
+    over_small, over_large = (cnnspec.parse("conv8 relu\n" * n) for n in (6000, 24000))
+    ratio = _calls(cnnspec.check, over_large) / _calls(cnnspec.check, over_small)
+    assert ratio < 5, ratio
+    err = error("conv8 relu\n" * 6000)
+    # two layers a line: line k ends at 2k layers, which first exceeds MAX_LAYERS at k = M/2 + 1
+    assert err.line == MAX_LAYERS // 2 + 1
+    assert f"unrolls to {2 * 6000:,} layers" in str(err)
