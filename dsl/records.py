@@ -323,8 +323,12 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """
     folder = Path(run_dir)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a file in the way, no permission, a read-only disk
+        raise RunFolderError(
+            f"{folder}: cannot use it as a run folder ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

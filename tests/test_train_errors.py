@@ -301,3 +301,19 @@ def test_every_shipped_spec_fits_the_shipped_data() -> None:
             continue
         assert tuple(spec.input_shape) == (32, 32, 3), file
         check_data(spec, data)
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--out", "cannot use it as a run folder"),
+    ("--runs-dir", "cannot create the runs folder"),
+])
+def test_run_folder_that_cannot_be_created_is_one_clear_error(
+        flag: str, message: str, home: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way\n")
+    target = blocker / "run" if flag == "--out" else blocker
+    code, tf, _, stderr = probe(home, "train", str(SPECS / "exp1.cnn"), "--limit", "64",
+                                flag, str(target))
+    assert code == 1 and not tf, stderr
+    assert_one_clean_error("\n".join(line for line in stderr.splitlines()
+                                     if not line.startswith("data: ")), message)
