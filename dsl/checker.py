@@ -15,7 +15,7 @@ from typing import Any
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, SpecError
 from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
-from cnnspec.settings import setting_problems, settings_of
+from cnnspec.settings import SETTING_FIELDS, resolve_settings, setting_problems
 
 DEFAULT_MAX_PARAMS = 10**9
 MAX_LAYERS = 10_000  # far above any real CNN; keeps a checker run well under a second
@@ -167,6 +167,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     layers = [(layer, False) for layer in written] + [(c, True) for c in classifier(classes)]
     used_names: dict[str, int] = {}
     bars = 0
+    shape_known = True
     for index, (layer, implicit) in enumerate(layers):
         kind: LayerKind = kind_of(layer)
         text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
@@ -186,6 +187,10 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
                 f"the classifier `dense{spec.classes} softmax` is added from `classes "
                 f"{spec.classes}`; end the spec with the layer before it",
             ))
+        if not shape_known:
+            # after a shape error the shapes are unknown, but the rules above do not need them:
+            # a second `|` or a trailing softmax is reported too (every error is listed)
+            continue
         try:
             out = kind.shape(layer, shape)
         except ShapeProblem as p:
@@ -199,7 +204,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
                 ))
             else:
                 problems.append(Diagnostic(f"{text}: {p.message}", layer.span, p.hint))
-            break
+            shape_known = False
+            continue
         trainable, frozen = kind.params(layer, shape)
         window = kind.window(layer)
         if window is None:
@@ -275,11 +281,16 @@ def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:
     if not spec.settings:
         return []
     spans: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for setting in spec.settings:
-        spans[setting.key] = setting.span  # the last one written is the one that counts
+        # the last one written is the one that counts; a setting the parser already refused
+        # (unknown key, unreadable value: parse reports it) is left out
+        if setting.key in SETTING_FIELDS and setting.value is not None:
+            spans[setting.key] = setting.span
+            values[setting.key] = setting.value
     return [
         Diagnostic(p.message, spans.get(p.key), p.hint)
-        for p in setting_problems(settings_of(spec))
+        for p in setting_problems(resolve_settings(values))
     ]
 
 

@@ -8,13 +8,15 @@ bad numbers, misplaced l2) are collected for the whole file and raised together.
 from __future__ import annotations
 
 import difflib
+import functools
 import gc
 import itertools
 import math
 import os
 import re
 import stat
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +26,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cnnspec import ir
+from cnnspec.checker import check
 from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.lalr_fast import FastLALR, Unsupported
 from cnnspec.layers import KINDS, LayerKind, Param, default_for, format_number
@@ -130,12 +133,36 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.
     # a block whose `let` line had a syntax error is not reported again at each use
     word_problems = [d for d in builder.problems
                      if not any(f"`{name}`" in d.message for name in skipped_blocks)]
+    if word_problems and not syntax and builder.shape_safe:
+        word_problems += _checker_problems(
+            ir.Spec(lines, source=text, filename=filename), word_problems)
     if syntax or word_problems:
         problems = sorted([*syntax, *word_problems], key=lambda d: (
             (d.span.line, d.span.column) if d.span else (0, 0)))
         raise SpecError(problems, text, filename)
     stem = name or (Path(filename).stem if filename else "spec")
     return ir.Spec(lines, name=stem, source=text, filename=filename)
+
+
+def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Diagnostic]:
+    """What the checker finds in a spec that has word problems, all of them shape-neutral (a
+    misplaced l2, a bad dropout rate), so one run lists those and the shape errors together.
+
+    The parameter budget is left to `check` itself, which knows the caller's budget. A layer
+    dropped for its problem can make a softmax look last; that rule is kept only when no
+    problem comes after the softmax.
+    """
+    if spec.has_sweep():
+        return []
+    try:
+        check(spec, max_params=sys.maxsize)
+    except SpecError as err:
+        last_problem = max(((d.span.line, d.span.column) for d in word_problems if d.span),
+                           default=(0, 0))
+        return [d for d in err.diagnostics
+                if not (d.message.startswith("softmax right before") and d.span is not None
+                        and (d.span.line, d.span.column) < last_problem)]
+    return []
 
 
 MAX_NESTING = 32
@@ -479,6 +506,23 @@ def _check_range(param: Param, value: float, what: str) -> None:
     raise _Problem(f"{what} must be at least {format_number(param.low)}, got {value}")
 
 
+# Layers whose output shape is their input shape: leaving one out changes no other shape.
+_SHAPE_NEUTRAL_NODES = (ir.Dropout, ir.BatchNorm, ir.Activation)
+
+
+def _shape_neutral(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Problems found by this builder method only drop what no shape depends on."""
+    @functools.wraps(method)
+    def wrapper(self: _Builder, *args: Any, **kwargs: Any) -> Any:
+        safe = self.shape_safe
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.shape_safe = safe
+
+    return wrapper
+
+
 class _Builder:
     """Walks the Lark tree once, building IR and collecting every problem on the way."""
 
@@ -487,6 +531,10 @@ class _Builder:
         self.blocks: dict[str, int] = {}
         self.let_names = let_names or set()
         self.seen: set[str] = set()
+        # True while every problem found so far only dropped something no shape depends on
+        # (a misplaced l2, a bad dropout rate, a bad setting): then the checker's findings on
+        # what was built are real, and parse reports them too (see _checker_problems).
+        self.shape_safe = True
         self.lines = text.split("\n")
 
     def full_span(self, tree: Tree) -> Span | None:
@@ -528,6 +576,7 @@ class _Builder:
 
     def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(message, span, hint))
+        self.shape_safe = False  # unless the caller is _shape_neutral (which restores it)
 
     # lines and statements
 
@@ -578,6 +627,7 @@ class _Builder:
             count = 10
         return ir.ClassesDecl(count, span=span)
 
+    @_shape_neutral
     def setting(self, tree: Tree) -> ir.Setting:
         key_tok, value = tree.children
         span = _tree_span(tree)
@@ -751,6 +801,20 @@ class _Builder:
         span: Span | None,
     ) -> ir.Layer | None:
         """One layer node; number is a choice's token, or the str split off the word."""
+        safe = self.shape_safe
+        node = self._build(kind, word_tok, number, args, span)
+        if kind.node in _SHAPE_NEUTRAL_NODES:  # dropping a dropout or activation keeps shapes
+            self.shape_safe = safe
+        return node
+
+    def _build(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        number: Token | str | None,
+        args: Iterable[tuple[str | None, Token]],
+        span: Span | None,
+    ) -> ir.Layer | None:
         values: dict[str, Any] = dict(kind.fixed)
         ok = True
         if kind.number is None and number is not None:
@@ -824,6 +888,7 @@ class _Builder:
         )
         return None
 
+    @_shape_neutral
     def modifier(
         self,
         kind: LayerKind,

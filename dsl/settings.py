@@ -63,6 +63,7 @@ SETTING_PARAMS: tuple[Param, ...] = (
 )
 
 SETTING_BY_NAME: dict[str, Param] = {name: p for p in SETTING_PARAMS for name in p.names}
+SETTING_FIELDS: frozenset[str] = frozenset(p.field for p in SETTING_PARAMS)
 
 
 def resolve_settings(pairs: dict[str, Any], base: TrainSettings | None = None) -> TrainSettings:

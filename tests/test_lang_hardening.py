@@ -384,3 +384,48 @@ def test_checking_work_grows_linearly_with_the_number_of_lines():
     # two layers a line: line k ends at 2k layers, which first exceeds MAX_LAYERS at k = M/2 + 1
     assert err.line == MAX_LAYERS // 2 + 1
     assert f"unrolls to {2 * 6000:,} layers" in str(err)
+
+
+# -- 5. every error is listed, also after a shape error ----------------------------------------
+
+
+def _at(text: str, needle: str, nth: int = 0) -> tuple[int, int]:
+    """(line, column) of the nth occurrence of needle in text, 1-based."""
+    index = -1
+    for _ in range(nth + 1):
+        index = text.index(needle, index + 1)
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def test_rules_without_shapes_are_checked_after_a_shape_error():
+    text = "input 8x8x3\nconv8 dense10\nrelu | conv8 | relu\ndense16 softmax\n"
+    err = error(text)
+    got = [(d.span.line, d.span.column, d.message.split(":")[0]) for d in err.diagnostics]
+    dense = _at(text, "dense10")
+    second_bar = _at(text, "|", 1)
+    softmax = _at(text, "softmax")
+    assert got == [(*dense, "dense10"),
+                   (*second_bar, "a second `|`"),
+                   (*softmax, "softmax right before the implicit classifier")]
+
+
+def test_word_problems_and_shape_errors_are_listed_together():
+    text = ("input 8x8x3\n"
+            "conv8 pool2 pool2 pool2 pool2\n"   # 8 -> 4 -> 2 -> 1 -> pool2 on 1x1: error
+            "relu l2(.01) drop1.5\n"            # a penalty without weights, a bad rate
+            "| dense10 | softmax\n"             # a second bar, a trailing softmax
+            "train optimizer=adam momentum=.9\n")
+    err = error(text)
+    expected = [_at(text, "pool2", 3), _at(text, "l2("), _at(text, "drop1.5"),
+                _at(text, "|", 1), _at(text, "softmax"), _at(text, "momentum")]
+    assert [(d.span.line, d.span.column) for d in err.diagnostics] == expected
+
+
+def test_a_word_problem_that_changes_shapes_reports_no_guessed_shape_errors():
+    # an unknown word could be anything: no shape errors are guessed around it
+    err = error("input 8x8x3\ncnov8 pool2 pool2 pool2 pool2 |\n")
+    assert [d.message for d in err.diagnostics] == ["unknown layer word `cnov8`"]
+    # a dropped bad layer after a softmax does not make the softmax look last
+    err = error("conv8 | dense10 softmax drop1.5\n")
+    assert len(err.diagnostics) == 1 and "drop rate" in err.diagnostics[0].message
