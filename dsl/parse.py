@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -28,9 +28,11 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from cnnspec import ir
 from cnnspec.checker import check
 from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.lalr_fast import FastLALR, Unsupported
 from cnnspec.layers import KINDS, LayerKind, Param, default_for, format_number
 from cnnspec.settings import SETTING_BY_NAME, SETTING_PARAMS
+
+if TYPE_CHECKING:
+    from cnnspec.lalr_fast import FastLALR
 
 KEYWORDS = ("input", "classes", "train", "let")
 
@@ -75,23 +77,64 @@ def _lark() -> Lark:
     return Lark(_grammar_text(), parser="lalr", lexer="contextual", cache=True)
 
 
+# Why the fast path was given up, if it was (see _fast): the reason is kept for tests and
+# debugging; parsing goes on with Lark alone.
+_FAST_FAILED: list[BaseException] = []
+
+# Text that exercises every construct of the grammar: the fast path must build the very tree
+# Lark builds for it (positions included) before it is used at all.
+_SELF_TEST = (
+    "# c\ninput 8x8x3\nclasses 3\ntrain lr={.1,.01} opt=sgd\nlet u = conv8(k=3,valid) relu\n"
+    "u (bn relu)x2? drop{.25,.5} pool2(s=1) | dense4 l2(.01)  # end\n\n"
+)
+
+
 @lru_cache(maxsize=1)
 def _fast() -> FastLALR | None:
-    """The same grammar's tables in a tighter loop (see lalr_fast); None: use Lark alone."""
+    """The same grammar's tables in a tighter loop (see lalr_fast); None: use Lark alone.
+
+    lalr_fast reads Lark internals, which change between Lark versions (lark 1.1.2 keeps its
+    scanner regexes as tuples). Any failure to import or build it, or a tree that differs from
+    Lark's on _SELF_TEST, means Lark alone parses: slower, never wrong.
+    """
     try:
-        return FastLALR(_lark())
-    except Unsupported:
+        from cnnspec.lalr_fast import FastLALR
+
+        parser = FastLALR(_lark())
+        if not _same_tree(parser.parse(_SELF_TEST), _lark().parse(_SELF_TEST)):
+            raise RuntimeError("the fast parser's tree differs from Lark's")
+        return parser
+    except Exception as exc:  # Unsupported, AttributeError, KeyError, TypeError, ImportError...
+        _FAST_FAILED.append(exc)
         return None
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Equal trees, and equal token types and positions (Tree equality ignores those)."""
+    if isinstance(a, Token) or isinstance(b, Token):
+        return (isinstance(a, Token) and isinstance(b, Token) and a == b and a.type == b.type
+                and (a.line, a.column, a.end_line, a.end_column)
+                == (b.line, b.column, b.end_line, b.end_column))
+    if not (isinstance(a, Tree) and isinstance(b, Tree)):
+        return False
+    return (a.data == b.data and len(a.children) == len(b.children)
+            and all(_same_tree(x, y) for x, y in zip(a.children, b.children, strict=True)))
 
 
 def _syntax_tree(text: str, fast: bool = True) -> Tree:
     """The Lark tree of text that already ends in a newline; raises Lark's UnexpectedInput.
 
     With fast=True the tree comes from FastLALR when it takes the text; anything it does not
-    take (every syntax error) goes to Lark itself, so the errors are Lark's.
+    take (every syntax error) goes to Lark itself, so the errors are Lark's. If the fast path
+    ever fails (a Lark internal it misreads), it is given up for the rest of the process.
     """
-    parser = _fast() if fast else None
-    tree = parser.parse(text) if parser is not None else None
+    parser = _fast() if fast and not _FAST_FAILED else None
+    tree = None
+    if parser is not None:
+        try:
+            tree = parser.parse(text)
+        except Exception as exc:  # not a syntax error: those return None
+            _FAST_FAILED.append(exc)
     return tree if tree is not None else _lark().parse(text)
 
 

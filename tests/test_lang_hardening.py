@@ -7,6 +7,7 @@ implementation's output.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import random
@@ -429,3 +430,75 @@ def test_a_word_problem_that_changes_shapes_reports_no_guessed_shape_errors():
     # a dropped bad layer after a softmax does not make the softmax look last
     err = error("conv8 | dense10 softmax drop1.5\n")
     assert len(err.diagnostics) == 1 and "drop rate" in err.diagnostics[0].message
+
+
+# -- 9. Lark internals that differ: the fast path gives way to Lark itself ---------------------
+
+parse_module = importlib.import_module("cnnspec.parse")
+lalr_fast = importlib.import_module("cnnspec.lalr_fast")
+
+MISMATCH_TEXTS = [
+    "input 32x32x3\nlet u = conv8 relu\nu u pool2 drop{.25,.5}? | dense16 l2(.01)\n",
+    "conv32 relu | dense10 )\n",       # a syntax error: Lark's message either way
+    "conv8 cnov8 relu\nrelu l2(.01)\n",  # word problems
+    "input 8x8x3\nconv8 pool2 pool2 pool2 pool2 |\n",  # a shape error
+]
+
+
+def _outcome(text: str, fast: bool) -> tuple[str, str]:
+    try:
+        spec = cnnspec.parse(text, filename="t.cnn", fast=fast)
+        if not spec.has_sweep():
+            cnnspec.check(spec)
+        return "ok", cnnspec.ir.to_json(spec)
+    except cnnspec.SpecError as exc:
+        return "error", str(exc)
+
+
+@pytest.fixture
+def fresh_fast_path():
+    """Rebuild the fast parser under the test's patches, and again after them."""
+    parse_module._fast.cache_clear()
+    parse_module._FAST_FAILED.clear()
+    reference = [_outcome(t, fast=False) for t in MISMATCH_TEXTS]
+    yield reference
+    parse_module._fast.cache_clear()
+    parse_module._FAST_FAILED.clear()
+
+
+class _NotShift:
+    """Stands in for lark's Shift action after a rename: every action reads as a reduction."""
+
+
+def _fail(*args, **kwargs):
+    raise AttributeError("'tuple' object has no attribute 'match'")
+
+
+@pytest.mark.parametrize("patch", [
+    "setup: Shift renamed", "setup: lalr_fast cannot be imported", "first use: AttributeError",
+    "first use: a different tree",
+])
+def test_a_lark_internals_mismatch_falls_back_to_lark(monkeypatch, fresh_fast_path, patch):
+    if patch == "setup: Shift renamed":
+        monkeypatch.setattr(lalr_fast, "Shift", _NotShift)  # reductions[...] -> KeyError
+    elif patch == "setup: lalr_fast cannot be imported":
+        monkeypatch.setitem(sys.modules, "cnnspec.lalr_fast", None)  # -> ImportError
+    elif patch == "first use: AttributeError":  # passes the self-test, fails on real text
+        real = lalr_fast.FastLALR.parse
+        monkeypatch.setattr(lalr_fast.FastLALR, "parse", lambda self, text: (
+            real(self, text) if text == parse_module._SELF_TEST else _fail()))
+    else:  # a tree that silently differs: caught by the self-test before any use
+        real = lalr_fast.FastLALR.parse
+        monkeypatch.setattr(lalr_fast.FastLALR, "parse",
+                            lambda self, text: None if (t := real(self, text)) is None
+                            else type(t)("start", t.children[1:]))
+    got = [_outcome(t, fast=True) for t in MISMATCH_TEXTS]
+    assert got == fresh_fast_path  # the same IR and the same messages as Lark alone
+    assert parse_module._FAST_FAILED, "the mismatch went unnoticed"
+    assert [kind for kind, _ in got] == ["ok", "error", "error", "error"]
+
+
+def test_the_fast_path_is_used_when_nothing_differs():
+    parse_module._fast.cache_clear()
+    parse_module._FAST_FAILED.clear()
+    assert parse_module._fast() is not None and not parse_module._FAST_FAILED
