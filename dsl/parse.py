@@ -481,6 +481,50 @@ def suggest(text: str, candidates: list[str]) -> str | None:
     return None
 
 
+# Layer names from Keras, PyTorch and papers -> our word. Longest first, so `maxpool2d` is not
+# read as `maxpool` + "2d". `linear` alone is our identity activation, so only `linear<N>`
+# (with a number, as in PyTorch's nn.Linear) maps to dense.
+FRAMEWORK_WORDS: tuple[tuple[str, str], ...] = tuple(sorted({
+    "conv2d": "conv", "convolution2d": "conv", "convolution": "conv",
+    "maxpool": "pool", "maxpool2d": "pool", "maxpooling2d": "pool", "max_pool": "pool",
+    "max_pool2d": "pool", "maxpooling": "pool",
+    "avgpool2d": "avgpool", "averagepooling2d": "avgpool", "avg_pool": "avgpool",
+    "avg_pool2d": "avgpool", "averagepool": "avgpool",
+    "globalaveragepooling2d": "gap", "globalavgpool": "gap", "adaptiveavgpool2d": "gap",
+    "dropout": "drop",
+    "batchnorm": "bn", "batchnorm2d": "bn", "batchnormalization": "bn", "batch_norm": "bn",
+    "batch_normalization": "bn",
+    "fc": "dense", "linear": "dense", "fullyconnected": "dense",
+}.items(), key=lambda kv: -len(kv[0])))
+
+
+def framework_word(text: str) -> str | None:
+    """A hint for a layer word written the way another framework names it, or None.
+
+    `maxpool2` -> pool2, `dropout.5` -> drop.5, `batchnorm` -> bn, `conv2d` -> conv32 (conv
+    needs its filters: the hint shows an example), `linear512`/`fc512` -> dense512. The number
+    written after the word is kept.
+    """
+    lower = text.lower()
+    for foreign, ours in FRAMEWORK_WORDS:
+        if not lower.startswith(foreign):
+            continue
+        tail = text[len(foreign):]
+        if tail and not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", tail):
+            continue  # `fcx` or `dropouts`: not this word
+        if foreign == "linear" and not tail:
+            return None  # the activation
+        kind = KINDS[ours]
+        if kind.number is None:
+            written = ours
+        elif tail:
+            written = ours + tail
+        else:
+            written = _example(kind)
+        return f"did you mean `{written}`? `{text[:len(foreign)]}` is written `{ours}` here"
+    return None
+
+
 class _Problem(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         self.message, self.hint = message, hint
@@ -862,7 +906,8 @@ class _Builder:
         ok = True
         if kind.number is None and number is not None:
             self.problem(
-                f"`{kind.word}` takes no number", _tok_span(word_tok), f"write `{kind.word}`")
+                f"`{kind.word}` takes no number", _tok_span(word_tok),
+                framework_word(str(word_tok)) or f"write `{kind.word}`")
             return None
         if kind.number is not None:
             if number is None:
@@ -1004,6 +1049,10 @@ class _Builder:
                 f"`{text}` repeats nothing here", at,
                 "write the count right after a layer or a group: conv64 x2, (conv64 relu)x2",
             )
+            return
+        foreign = framework_word(text)
+        if foreign is not None:
+            self.problem(f"unknown layer word `{text}`", at, foreign)
             return
         stem = re.match(r"[A-Za-z_]*", text).group(0)
         if stem in KINDS and KINDS[stem].number is not None:

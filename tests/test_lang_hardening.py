@@ -502,3 +502,33 @@ def test_the_fast_path_is_used_when_nothing_differs():
     parse_module._fast.cache_clear()
     parse_module._FAST_FAILED.clear()
     assert parse_module._fast() is not None and not parse_module._FAST_FAILED
+
+
+# -- 6. words from other frameworks get our word as a suggestion -------------------------------
+
+
+@pytest.mark.parametrize("written, suggested", [
+    ("batchnorm", "bn"), ("BatchNormalization", "bn"), ("batchnormalization", "bn"),
+    ("maxpool", "pool2"), ("maxpool3", "pool3"), ("maxpool2d", "pool2"), ("MaxPool2D", "pool2"),
+    ("dropout", "drop.25"), ("dropout.5", "drop.5"),
+    ("fc", "dense512"), ("fc128", "dense128"), ("linear512", "dense512"),
+    ("conv2d", "conv32"), ("Conv2D", "conv32"),
+    ("avgpool2d", "avgpool2"),
+    ("cnov64", "conv64"), ("rleu", "relu"), ("dens512", "dense512"),  # typos still work
+])
+def test_suggestions(written, suggested):
+    before, after = ("conv8 relu | ", "") if suggested.startswith("dense") else (
+        "conv8 relu ", " |")
+    err = error(before + written + after)
+    (d,) = err.diagnostics
+    assert (d.span.line, d.span.column) == (1, len(before) + 1)
+    assert d.hint.startswith(f"did you mean `{suggested}`?"), d.hint
+    # and the suggestion is a word that checks in its place
+    cnnspec.check(cnnspec.parse(before + suggested + after))
+
+
+def test_our_own_words_are_not_rewritten():
+    # `linear` is an activation and `flatten` a layer: both check as they are
+    report = cnnspec.check(cnnspec.parse("conv8 linear flatten dense4"))
+    assert [r.keras_class for r in report.rows[:4]] == ["Conv2D", "Activation", "Flatten",
+                                                        "Dense"]
