@@ -199,7 +199,12 @@ def write_history(run_dir: str | os.PathLike[str], rows: Sequence[Mapping[str, A
 def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The per-epoch history of a run ([] before the first epoch ends)."""
     path = Path(run_dir) / HISTORY_JSON
-    return list(read_json(path)) if path.is_file() else []
+    if not path.is_file():
+        return []
+    rows = read_json(path)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise RunFolderError(f"{path}: corrupted record: not a list of per-epoch objects")
+    return rows
 
 
 def read_history_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -241,7 +246,13 @@ def write_status(
 def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The status record, or None for a folder that never started a run."""
     path = Path(run_dir) / STATUS_FILE
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+        raise RunFolderError(
+            f"{path}: corrupted record: 'status' must be one of {', '.join(STATUSES)}")
+    return record
 
 
 # -- checkpoints -------------------------------------------------------------------------------

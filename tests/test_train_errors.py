@@ -317,3 +317,20 @@ def test_run_folder_that_cannot_be_created_is_one_clear_error(
     assert code == 1 and not tf, stderr
     assert_one_clean_error("\n".join(line for line in stderr.splitlines()
                                      if not line.startswith("data: ")), message)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("history.json", '[{"epoch": 1, "loss"', "history.json: corrupted record, not valid JSON"),
+    ("history.json", '{"epoch": 1}', "history.json: corrupted record: not a list"),
+    ("status.json", '["completed"]', "status.json: corrupted record"),
+])
+def test_resume_of_a_completed_run_with_a_damaged_record_is_one_clear_error(
+        name: str, content: str, message: str, run: tuple[Path, str], home: Path,
+        tmp_path: Path) -> None:
+    folder = copy_run(run, tmp_path)
+    (folder / name).write_text(content)
+    before = snapshot(folder, lock=False)
+    code, tf, _, stderr = probe(home, "train", "--resume", str(folder))
+    assert code == 1 and not tf, stderr
+    assert_one_clean_error(stderr, "cannot resume", message)
+    assert snapshot(folder, lock=False) == before
