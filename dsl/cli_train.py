@@ -198,12 +198,23 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:
+        if out is None:
+            _discard_if_empty(run_dir)
         raise UsageError(str(exc)) from None
     except (RunFolderError, FileExistsError) as exc:  # e.g. another process holds the folder
-        if out is None:  # our own new folder: leave nothing behind
-            with suppress(OSError):
-                run_dir.rmdir()
+        if out is None:
+            _discard_if_empty(run_dir)
         raise Failure(str(exc)) from None
+
+
+def _discard_if_empty(run_dir: Path) -> None:
+    """Remove a default run folder we created if the run was refused before writing to it."""
+    from cnnspec.records import LOCK_FILE
+
+    with suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def _strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:

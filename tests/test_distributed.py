@@ -422,11 +422,16 @@ def test_strategy_usage_errors_exit_2(flags, message, home: Path, tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
-def test_batch_not_divisible_by_the_replicas_is_refused(home: Path, tmp_path: Path) -> None:
-    done = subprocess.run(train_args(tmp_path / "run", "--strategy", "mirrored",
-                                     "--batch-size", "33"),
-                          cwd=ROOT, env=env(home, CNNSPEC_CPU_DEVICES="2"), capture_output=True,
-                          text=True, timeout=TIMEOUT)
+@pytest.mark.parametrize("where", ["--out", "--runs-dir"])
+def test_batch_not_divisible_by_the_replicas_is_refused(where: str, home: Path,
+                                                        tmp_path: Path) -> None:
+    args = train_args(tmp_path / "run", "--strategy", "mirrored", "--batch-size", "33")
+    if where == "--runs-dir":  # a default folder: claimed, then given back when refused
+        args = [a for a in args if a not in ("--out", str(tmp_path / "run"))]
+        args += ["--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(args, cwd=ROOT, env=env(home, CNNSPEC_CPU_DEVICES="2"),
+                          capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "divisible by the 2 replicas" in done.stderr + done.stdout
     assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
