@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnspec import ir
-from cnnspec.errors import Diagnostic, SpecError
+from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
 from cnnspec.settings import SETTING_FIELDS, resolve_settings, setting_problems
 
@@ -38,6 +38,8 @@ class Row:
     activation_bytes: int
     receptive_field: tuple[int, int]
     implicit: bool = False
+    # where the `let` block this layer comes from is used (None: written in the network)
+    used_at: Span | None = None
 
     @property
     def params(self) -> int:
@@ -45,7 +47,32 @@ class Row:
 
     @property
     def line(self) -> int | None:
+        """The network line this layer is part of: for a layer from a block, the line where
+        the block is used (each use of a block is a different place in the network)."""
+        if self.used_at is not None:
+            return self.used_at.line
         return self.layer.span.line if self.layer.span else None
+
+    @property
+    def column(self) -> int | None:
+        span = self.used_at or self.layer.span
+        return span.column if span else None
+
+    @property
+    def defined_at(self) -> int | None:
+        """The line of the `let` that wrote this layer, for a layer from a block; else None."""
+        if self.used_at is None or self.layer.span is None:
+            return None
+        return self.layer.span.line
+
+    @property
+    def where(self) -> str:
+        """The line as tables show it: `9`, or `9 (block at 7)` for a layer from a block."""
+        if self.line is None:
+            return ""
+        if self.defined_at is not None:
+            return f"{self.line} (block at {self.defined_at})"
+        return str(self.line)
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,8 @@ class Report:
             "layers": [
                 {
                     "line": r.line,
-                    "column": r.layer.span.column if r.layer.span else None,
+                    "column": r.column,
+                    "defined_at": r.defined_at,
                     "text": r.text,
                     "keras_class": r.keras_class,
                     "keras_name": r.keras_name,
@@ -163,12 +191,14 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     shape = input_shape = spec.input_shape
     classes = spec.classes
     rf, jump = (1, 1), (1, 1)
-    written = spec.layers()
-    layers = [(layer, False) for layer in written] + [(c, True) for c in classifier(classes)]
+    placed = spec.layers_with_uses()
+    written = [layer for layer, _ in placed]
+    layers = [(layer, False, use) for layer, use in placed] + [
+        (c, True, None) for c in classifier(classes)]
     used_names: dict[str, int] = {}
     bars = 0
     shape_known = True
-    for index, (layer, implicit) in enumerate(layers):
+    for index, (layer, implicit, used_at) in enumerate(layers):
         kind: LayerKind = kind_of(layer)
         text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
             format_layer(layer))
@@ -232,6 +262,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             activation_bytes=math.prod(out) * BYTES_PER_VALUE,
             receptive_field=rf,
             implicit=implicit,
+            used_at=used_at,
         ))
         shape = out
     report = Report(spec.name, input_shape, classes, tuple(rows))

@@ -129,7 +129,7 @@ def summary_table(report: Report, title: str) -> Table:
     table.add_column("RF", justify="right", style="dim")
     for row in report.rows:
         table.add_row(
-            "" if row.line is None else str(row.line),
+            row.where,  # `9 (block at 7)` for a layer from a `let` block
             Text(row.text, style="italic" if row.implicit else ""),
             f"{row.keras_name} ({row.keras_class})",
             fmt_shape(row.output_shape),

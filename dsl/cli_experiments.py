@@ -55,7 +55,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         cells = [_OP_MARK[c.op]]
         for row in (c.a, c.b):
             cells += ["", "", "", ""] if row is None else [
-                "" if row.line is None else str(row.line), row.text,
+                row.where, row.text,
                 fmt_shape(row.output_shape), f"{row.params:,}",
             ]
         table.add_row(*cells, style=_OP_STYLE[c.op])

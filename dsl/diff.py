@@ -25,8 +25,8 @@ class Change:
         def side(r: Row | None) -> dict | None:
             if r is None:
                 return None
-            return {"line": r.line, "text": r.text, "output_shape": list(r.output_shape),
-                    "params": r.params}
+            return {"line": r.line, "defined_at": r.defined_at, "text": r.text,
+                    "output_shape": list(r.output_shape), "params": r.params}
 
         return {"op": self.op, "a": side(self.a), "b": side(self.b)}
 

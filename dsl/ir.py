@@ -293,6 +293,30 @@ class Spec:
         walk(self.body)
         return tuple(out)
 
+    def layers_with_uses(self) -> tuple[tuple[Layer, Span | None], ...]:
+        """`layers()`, each with the span of the block use it came through (None when written
+        in the network directly): `unit64` on line 9 for the conv64 of `let unit64 = ...` on
+        line 7. With nested blocks it is the outermost use, the one in the network's lines."""
+        blocks = self.blocks
+        out: list[tuple[Layer, Span | None]] = []
+
+        def walk(items: Iterable[Item], use: Span | None) -> None:
+            for item in items:
+                if isinstance(item, Layer):
+                    out.append((item, use))
+                elif isinstance(item, Group):
+                    walk(item.items, use)
+                elif isinstance(item, Repeat):
+                    for _ in range(item.times):
+                        walk((item.body,), use)
+                elif isinstance(item, BlockRef):
+                    walk(blocks[item.name], use if use is not None else item.span)
+                else:
+                    raise ValueError("spec has sweep alternatives; expand it into variants first")
+
+        walk(self.body, None)
+        return tuple(out)
+
     def layer_count(self, item: Item | None = None) -> int:
         """How many layers `layers()` yields (for one item, or all), without unrolling anything.
 

@@ -19,11 +19,13 @@ import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+from conftest import SPECS
 
 import cnnspec
 from cnnspec import settings as settings_mod
 from cnnspec import sweep
 from cnnspec.checker import MAX_LAYERS
+from cnnspec.diff import diff_reports
 from cnnspec.errors import WINDOW
 from cnnspec.parse import MAX_SPEC_BYTES
 from cnnspec.settings import MAX_SEED, OPTIMIZERS, TrainSettings, setting_problems, validate
@@ -532,3 +534,109 @@ def test_our_own_words_are_not_rewritten():
     report = cnnspec.check(cnnspec.parse("conv8 linear flatten dense4"))
     assert [r.keras_class for r in report.rows[:4]] == ["Conv2D", "Activation", "Flatten",
                                                         "Dense"]
+
+
+# -- 7. rows from a block show where the block is used -----------------------------------------
+
+
+def test_exp6_block_rows_show_the_use_line_and_the_definition_line():
+    lines = (SPECS / "exp6.cnn").read_text("utf-8").split("\n")
+    define = next(i for i, t in enumerate(lines, 1) if t.startswith("let unit64"))
+    use = next(i for i, t in enumerate(lines, 1) if t.startswith("unit64 unit64"))
+    report = cnnspec.check(cnnspec.load(SPECS / "exp6.cnn"))
+    block_rows = [r for r in report.rows if r.defined_at is not None]
+    assert [r.text for r in block_rows] == ["conv64", "relu", "bn"] * 2
+    assert {(r.line, r.defined_at) for r in block_rows} == {(use, define)}
+    assert all(r.where == f"{use} (block at {define})" for r in block_rows)
+    # every other written row is on the line whose text holds it
+    for r in report.rows:
+        if r.defined_at is None and not r.implicit:
+            assert r.text.split(" ")[0] in lines[r.line - 1], (r.text, r.line)
+    seen = [r.line for r in report.rows if not r.implicit]
+    assert seen == sorted(seen)  # the network reads top to bottom, blocks included
+    layers = report.to_dict()["layers"]
+    assert {(x["line"], x["defined_at"]) for x in layers if x["defined_at"]} == {(use, define)}
+
+
+def test_nested_blocks_show_the_outermost_use(cli, tmp_path):
+    text = "let a = relu\nlet b = a bn\nconv8\nb b |\n"
+    report = cnnspec.check(cnnspec.parse(text))
+    from_blocks = [(r.text, r.line, r.defined_at) for r in report.rows if r.defined_at]
+    assert from_blocks == [("relu", 4, 1), ("bn", 4, 2)] * 2
+    path = tmp_path / "nested.cnn"
+    path.write_text(text)
+    out = cli("summary", str(path))
+    assert out.returncode == 0 and "4 (block at 1)" in out.stdout and "4 (block at 2)" in out.stdout
+
+
+def test_diff_rows_carry_the_use_line():
+    a = cnnspec.check(cnnspec.load(SPECS / "exp6.cnn"))
+    b = cnnspec.check(cnnspec.parse("let unit64 = conv64 relu bn\n" + "\n" * 5
+                                    + "conv32 relu bn pool2 drop.25\nunit64 pool2 |"))
+    d = diff_reports(a, b).to_dict()
+    sides = [c["b"] for c in d["changes"] if c["b"] and c["b"]["defined_at"]]
+    assert sides and all((s["line"], s["defined_at"]) == (8, 1) for s in sides)
+
+
+# -- 10. numbers derived by hand ---------------------------------------------------------------
+
+
+def test_macs_of_exp6_valid_conv():
+    report = cnnspec.check(cnnspec.load(SPECS / "exp6.cnn"))
+    (row,) = [r for r in report.rows if r.text == "conv128(valid)"]
+    side = 32 // 2 // 2  # two pool2 before it
+    assert row.input_shape == (side, side, 128)
+    out = (side - 3) // 1 + 1  # valid: (n - k) // s + 1
+    assert row.output_shape == (out, out, 128)
+    assert row.macs == out * out * 3 * 3 * 128 * 128
+    assert row.trainable == 3 * 3 * 128 * 128 + 128
+
+
+@pytest.mark.parametrize("layer, k, s, padding", [
+    ("conv16(k=5,s=2,valid)", 5, 2, "valid"),
+    ("conv16(k=3,s=2)", 3, 2, "same"),
+    ("conv16(k=3,s=3,valid)", 3, 3, "valid"),
+    ("conv16(k=7,s=4)", 7, 4, "same"),
+])
+def test_macs_of_strided_convs(layer, k, s, padding):
+    n, c_in, c_out = 32, 3, 16
+    out = (n - k) // s + 1 if padding == "valid" else -(-n // s)
+    (row,) = [r for r in cnnspec.check(cnnspec.parse(f"input 32x32x3\n{layer} |")).rows
+              if r.keras_class == "Conv2D"]
+    assert row.output_shape == (out, out, c_out)
+    assert row.macs == out * out * k * k * c_in * c_out
+
+
+def test_receptive_field_of_strided_stacks_grows_and_is_capped():
+    # (text, kernel rows, kernel cols, stride rows, stride cols)
+    stack = [("conv8(k=3,s=2)", 3, 3, 2, 2), ("relu", 1, 1, 1, 1),
+             ("conv8(k=1x5,s=2)", 1, 5, 2, 2), ("pool2", 2, 2, 2, 2),
+             ("conv8(k=3)", 3, 3, 1, 1), ("conv8(k=5,s=1x2)", 5, 5, 1, 2),
+             ("avgpool3(s=1,same)", 3, 3, 1, 1), ("conv8(k=3)", 3, 3, 1, 1)]
+    h, w = 20, 40
+    report = cnnspec.check(cnnspec.parse(f"input {h}x{w}x3\n" + " ".join(t for t, *_ in stack)
+                                         + " |"))
+    rf, jump = [1, 1], [1, 1]
+    expected = []
+    for _, kh, kw, sh, sw in stack:
+        rf = [rf[0] + (kh - 1) * jump[0], rf[1] + (kw - 1) * jump[1]]
+        jump = [jump[0] * sh, jump[1] * sw]
+        expected.append((min(rf[0], h), min(rf[1], w)))
+    got = [r.receptive_field for r in report.rows[:len(stack)]]
+    assert got == expected
+    assert expected[-1][0] == h  # the stack really reaches the cap on the rows...
+    assert expected[2][1] < w and max(e[1] for e in expected) <= w  # ...and grows on the cols
+    assert [e[1] for e in expected] == sorted(e[1] for e in expected)
+
+
+def test_diff_marks_a_layer_whose_parameters_change_as_changed():
+    a = cnnspec.check(cnnspec.parse("input 32x32x3\nconv8 | dense16"))
+    b = cnnspec.check(cnnspec.parse("input 32x32x3\nconv8 pool2 | dense16"))
+    d = diff_reports(a, b)
+    ops = [(c.op, (c.a or c.b).text) for c in d.changes]
+    assert ops == [("same", "conv8"), ("added", "pool2"), ("changed", "|"),
+                   ("changed", "dense16"), ("same", "dense10"), ("same", "softmax")]
+    (dense,) = [c for c in d.changes if c.a and c.a.text == "dense16"]
+    assert dense.a.params == 32 * 32 * 8 * 16 + 16
+    assert dense.b.params == 16 * 16 * 8 * 16 + 16
+    assert dense.a.output_shape == dense.b.output_shape == (16,)  # changed by params alone
