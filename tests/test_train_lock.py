@@ -145,3 +145,27 @@ def test_train_into_a_folder_being_set_up_is_refused(run: tuple[Path, Path],
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"pid {os.getpid()}" in done.stderr and "only one process" in done.stderr
+
+
+def test_the_chief_of_a_distributed_run_takes_the_lock_too(run: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    source, home = run
+    folder = tmp_path / "busy"
+    shutil.copytree(source, folder)
+    status = records.read_status(folder)
+    status.update(status="interrupted", epochs_completed=1)
+    (folder / records.STATUS_FILE).write_text(json.dumps(status))
+    with records.run_lock(folder):
+        before = {p: p.read_bytes() for p in folder.rglob("*")
+                  if p.is_file() and p.name != records.LOCK_FILE}
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnspec", "train", "--resume", str(folder),
+             "--strategy", "mirrored"],
+            cwd=ROOT, env={**_env(home), "CNNSPEC_CPU_DEVICES": "2"}, capture_output=True,
+            text=True, timeout=600)
+        after = {p: p.read_bytes() for p in folder.rglob("*")
+                 if p.is_file() and p.name != records.LOCK_FILE}
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"is being written by pid {os.getpid()}" in done.stderr
+    assert after == before
