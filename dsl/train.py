@@ -675,8 +675,13 @@ def check_settings_record(recorded: Any, path: Path) -> None:
         if not isinstance(recorded["data"].get(key), kind):
             raise bad(f"'data.{key}' is missing")
     names = {f.name for f in fields(TrainSettings)}
-    if set(recorded["settings"]) != names:
-        raise bad(f"'settings' must have exactly {', '.join(sorted(names))}")
+    unknown = set(recorded["settings"]) - names
+    if unknown:  # missing ones take their defaults (a run recorded before they existed)
+        raise bad(f"unknown setting(s) {', '.join(sorted(unknown))}")
+    for key in ("epochs", "batch"):
+        value = recorded["settings"].get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"'settings.{key}' must be a positive whole number")
     if recorded["precision"] not in PRECISIONS:
         raise bad(f"unknown precision {recorded['precision']!r}")
 
