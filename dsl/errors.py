@@ -52,8 +52,15 @@ class Diagnostic:
     span: Span | None = None
     hint: str | None = None
 
-    def render(self, source: str | None = None, filename: str | None = None) -> str:
-        """Compiler-style: `file:line:col: error: ...`, the source line, a caret line, a hint."""
+    def render(
+        self,
+        source: str | None = None,
+        filename: str | None = None,
+        lines: list[str] | None = None,
+    ) -> str:
+        """Compiler-style: `file:line:col: error: ...`, the source line, a caret line, a hint.
+
+        lines is source already split at "\n" (SpecError splits once for all its problems)."""
         name = filename or "<spec>"
         if self.span is None:
             out = [f"{name}: error: {self.message}"]
@@ -61,7 +68,8 @@ class Diagnostic:
             out = [f"{name}:{self.span.line}:{self.span.column}: error: {self.message}"]
             # Lines are counted by "\n" only, as the parser does (splitlines would also split
             # at \f, \x1c or \u2028 and show the wrong line).
-            lines = source.split("\n") if source is not None else []
+            if lines is None:
+                lines = source.split("\n") if source is not None else []
             if 0 < self.span.line <= len(lines):
                 text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
                 width = (
@@ -112,7 +120,8 @@ class SpecError(Exception):
         return SpecError(self.diagnostics, source, filename or self.filename)
 
     def render(self) -> str:
-        return "\n".join(d.render(self.source, self.filename) for d in self.diagnostics)
+        lines = self.source.split("\n") if self.source is not None else []
+        return "\n".join(d.render(self.source, self.filename, lines) for d in self.diagnostics)
 
     def __str__(self) -> str:
         return self.render()

@@ -172,7 +172,10 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.
     if too_deep is not None:  # later stages recurse once per level
         raise SpecError([too_deep], text, filename)
     builder = _Builder(text, _let_names(tree))
-    lines = tuple(builder.line(t) for t in tree.children)
+    try:
+        lines = tuple(builder.line(t) for t in tree.children)
+    except _TooManyProblems:
+        raise SpecError(_in_order([*syntax, *builder.problems]), text, filename) from None
     # a block whose `let` line had a syntax error is not reported again at each use
     word_problems = [d for d in builder.problems
                      if not any(f"`{name}`" in d.message for name in skipped_blocks)]
@@ -180,11 +183,14 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.
         word_problems += _checker_problems(
             ir.Spec(lines, source=text, filename=filename), word_problems)
     if syntax or word_problems:
-        problems = sorted([*syntax, *word_problems], key=lambda d: (
-            (d.span.line, d.span.column) if d.span else (0, 0)))
-        raise SpecError(problems, text, filename)
+        raise SpecError(_in_order([*syntax, *word_problems]), text, filename)
     stem = name or (Path(filename).stem if filename else "spec")
     return ir.Spec(lines, name=stem, source=text, filename=filename)
+
+
+def _in_order(problems: list[Diagnostic]) -> list[Diagnostic]:
+    """Problems in the order of the text (a stable sort: equal places keep their order)."""
+    return sorted(problems, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
 
 
 def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Diagnostic]:
@@ -209,6 +215,7 @@ def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Di
 
 
 MAX_NESTING = 32
+MAX_PROBLEMS = 50  # word problems reported before giving up, like a compiler's error limit
 MAX_SYNTAX_ERRORS = 20
 # Every syntax error costs a parse of the whole text again (see _recovering_parse); past this
 # many characters parsed in all, the errors found so far are reported.
@@ -525,6 +532,11 @@ def framework_word(text: str) -> str | None:
     return None
 
 
+class _TooManyProblems(Exception):
+    """The builder has reported MAX_PROBLEMS problems: reading on would only add noise (and a
+    megabyte of junk would take minutes to diagnose word by word)."""
+
+
 class _Problem(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         self.message, self.hint = message, hint
@@ -662,6 +674,11 @@ class _Builder:
         return Span(span.line, start + 2, span.end_line, end + 1)
 
     def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.problems.append(Diagnostic(
+                f"more than {MAX_PROBLEMS} problems; stopped reading here", span,
+                "fix these first, or check that this is a cnnspec file"))
+            raise _TooManyProblems
         self.problems.append(Diagnostic(message, span, hint))
         self.shape_safe = False  # unless the caller is _shape_neutral (which restores it)
 

@@ -27,7 +27,7 @@ from cnnspec import sweep
 from cnnspec.checker import MAX_LAYERS
 from cnnspec.diff import diff_reports
 from cnnspec.errors import WINDOW
-from cnnspec.parse import MAX_SPEC_BYTES
+from cnnspec.parse import MAX_PROBLEMS, MAX_SPEC_BYTES
 from cnnspec.settings import MAX_SEED, OPTIMIZERS, TrainSettings, setting_problems, validate
 
 
@@ -640,3 +640,16 @@ def test_diff_marks_a_layer_whose_parameters_change_as_changed():
     assert dense.a.params == 32 * 32 * 8 * 16 + 16
     assert dense.b.params == 16 * 16 * 8 * 16 + 16
     assert dense.a.output_shape == dense.b.output_shape == (16,)  # changed by params alone
+
+
+def test_a_megabyte_of_junk_words_stops_at_the_problem_limit():
+    text = "fooo " * 200_000  # a million characters, every word unknown
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    diagnostics = info.value.diagnostics
+    assert len(diagnostics) == MAX_PROBLEMS + 1
+    assert all(d.message == "unknown layer word `fooo`" for d in diagnostics[:-1])
+    assert diagnostics[-1].message.startswith(f"more than {MAX_PROBLEMS} problems")
+    assert diagnostics[-1].span.column == 5 * MAX_PROBLEMS + 1  # where reading stopped
+    rendered = str(info.value)
+    assert max(len(line) for line in rendered.split("\n")) < 200
