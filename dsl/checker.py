@@ -14,7 +14,14 @@ from typing import Any
 
 from cnnspec import ir
 from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.layers import LayerKind, ShapeProblem, fmt_shape, format_layer, kind_of
+from cnnspec.layers import (
+    LayerKind,
+    ShapeProblem,
+    count_text,
+    fmt_shape,
+    format_layer,
+    kind_of,
+)
 from cnnspec.settings import SETTING_FIELDS, resolve_settings, setting_problems
 
 DEFAULT_MAX_PARAMS = 10**9
@@ -294,10 +301,10 @@ def _layer_limit(spec: ir.Spec) -> Diagnostic | None:
     for item, count in zip(body, counts, strict=True):
         running += count
         if running > MAX_LAYERS:
-            alone = f"; this part alone is {count:,}" if count > 1 else (
+            alone = f"; this part alone is {count_text(count)}" if count > 1 else (
                 "; the limit is passed here")
             return Diagnostic(
-                f"the network unrolls to {total:,} layers, over the limit of "
+                f"the network unrolls to {count_text(total)} layers, over the limit of "
                 f"{MAX_LAYERS:,}{alone}",
                 getattr(item, "span", None),
                 "lower the repeat counts (xN)" if count > 1 else (

@@ -44,6 +44,15 @@ def _window(text: str, start: int, width: int) -> tuple[str, str]:
     return prefix + text[left:right] + suffix, caret
 
 
+MAX_MESSAGE = 400
+
+
+def _clip(text: str) -> str:
+    """A message or hint cut to MAX_MESSAGE characters: whatever text a message quotes, the
+    terminal never gets a megabyte of it."""
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + ELLIPSIS
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem: what happened (message), where (span), and how to fix it (hint)."""
@@ -62,10 +71,11 @@ class Diagnostic:
 
         lines is source already split at "\n" (SpecError splits once for all its problems)."""
         name = filename or "<spec>"
+        message = _clip(self.message)
         if self.span is None:
-            out = [f"{name}: error: {self.message}"]
+            out = [f"{name}: error: {message}"]
         else:
-            out = [f"{name}:{self.span.line}:{self.span.column}: error: {self.message}"]
+            out = [f"{name}:{self.span.line}:{self.span.column}: error: {message}"]
             # Lines are counted by "\n" only, as the parser does (splitlines would also split
             # at \f, \x1c or \u2028 and show the wrong line).
             if lines is None:
@@ -81,7 +91,7 @@ class Diagnostic:
                 out.append(f"    {shown}")
                 out.append("    " + caret)
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {_clip(self.hint)}")
         return "\n".join(out)
 
 

@@ -343,13 +343,18 @@ class Spec:
             if isinstance(it, Repeat):
                 return it.times * count(it.body)
             if isinstance(it, BlockRef):
-                if it.name not in memo:
+                if it.name not in memo:  # IR built by hand may use a block above its `let`
+                    memo[it.name] = 0  # (and a cycle counts 0 instead of recursing forever)
                     memo[it.name] = sum(count(i) for i in blocks[it.name])
                 return memo[it.name]
             if isinstance(it, Optional):
                 return count(it.body)
             return 1  # one alternative of a sweep point
 
+        # blocks in the order they are defined: a block only uses blocks defined above it, so
+        # each is counted once from counts already known (no recursion through block chains)
+        for name, block_items in blocks.items():
+            memo[name] = sum(count(i) for i in block_items)
         return [count(it) for it in (self.body if items is None else items)]
 
     def has_sweep(self) -> bool:

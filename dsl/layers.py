@@ -320,6 +320,16 @@ def format_number(value: float | int) -> str:
     return text[1:] if text.startswith("0.") and text != "0.0" else text
 
 
+def count_text(total: int) -> str:
+    """A count for a message: exact with separators, or `about 1.2e+18060` when the digits
+    would be unreadable (or over Python's int-to-str limit)."""
+    if total < 10**24:
+        return f"{total:,}"
+    exponent = math.log10(total)
+    whole = math.floor(exponent)
+    return f"about {10 ** (exponent - whole):.1f}e+{whole}"
+
+
 def format_layer(layer: ir.Layer) -> str:
     """The canonical text of one layer, modifiers included: `dense512 l2(.01)`."""
     kind = kind_of(layer)

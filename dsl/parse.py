@@ -176,6 +176,9 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.
         lines = tuple(builder.line(t) for t in tree.children)
     except _TooManyProblems:
         raise SpecError(_in_order([*syntax, *builder.problems]), text, filename) from None
+    too_deep = _depth_diagnostic(lines)
+    if too_deep is not None:  # later stages recurse once per level, blocks included
+        raise SpecError(_in_order([*syntax, *builder.problems, too_deep]), text, filename)
     # a block whose `let` line had a syntax error is not reported again at each use
     word_problems = [d for d in builder.problems
                      if not any(f"`{name}`" in d.message for name in skipped_blocks)]
@@ -215,6 +218,7 @@ def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Di
 
 
 MAX_NESTING = 32
+MAX_LAYER_OPTIONS = 10_000  # combinations of one layer's alternatives (all built at parse)
 MAX_PROBLEMS = 50  # word problems reported before giving up, like a compiler's error limit
 MAX_SYNTAX_ERRORS = 20
 # Every syntax error costs a parse of the whole text again (see _recovering_parse); past this
@@ -252,6 +256,41 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
             if let:
                 skipped.add(let.group(1))
             lines[number - 1] = ""
+
+
+MAX_DEPTH = 128  # IR levels (groups, repeats, optionals, block uses) from a line to a layer
+
+
+def _depth_diagnostic(lines: tuple[ir.Line, ...]) -> Diagnostic | None:
+    """A problem if a block use chain (`let b = a a`, `let c = b b`, ...) with the brackets on
+    the way nests more than MAX_DEPTH levels: every later stage walks it recursively.
+
+    Computed once per statement in file order from the depths of the blocks above, so a
+    chain of thousands of blocks costs no recursion here.
+    """
+    depth: dict[str, int] = {}
+
+    def item_depth(it: ir.Item) -> int:
+        if isinstance(it, ir.Group):
+            return 1 + max((item_depth(i) for i in it.items), default=0)
+        if isinstance(it, ir.Repeat | ir.Optional):
+            return 1 + item_depth(it.body)
+        if isinstance(it, ir.BlockRef):
+            return 1 + depth.get(it.name, 0)
+        return 1
+
+    for line in lines:
+        st = line.statement
+        if not isinstance(st, ir.LetDecl | ir.LayerLine):
+            continue
+        deepest = max((item_depth(i) for i in st.items), default=0)
+        if isinstance(st, ir.LetDecl):
+            depth[st.name] = deepest
+        if deepest > MAX_DEPTH:
+            return Diagnostic(
+                f"blocks and brackets nest {deepest} levels deep here, over the limit of "
+                f"{MAX_DEPTH}", st.span, "use fewer levels of blocks inside blocks")
+    return None
 
 
 def _nesting_diagnostic(text: str) -> Diagnostic | None:
@@ -566,11 +605,11 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
         return raw
     if param.kind == "pair":
         if kind == "SHAPE":
-            dims = tuple(int(x) for x in raw.split("x"))
+            dims = tuple(_whole(x, what) for x in raw.split("x"))
             if len(dims) != 2:
-                raise _Problem(f"{what} takes one size or two (AxB), not {raw}")
+                raise _Problem(f"{what} takes one size or two (AxB), not {_shown(raw)}")
         elif kind == "NUMBER" and raw.isdigit():
-            dims = (int(raw), int(raw))
+            dims = (_whole(raw, what),) * 2
         else:
             raise _Problem(f"{what} must be a whole number or AxB, not {raw}")
         for d in dims:
@@ -580,14 +619,29 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
         raise _Problem(f"{what} must be a number, not {raw}")
     if param.kind == "int":
         if not raw.isdigit():
-            raise _Problem(f"{what} must be a whole number, not {raw}")
-        value: Any = int(raw)
+            raise _Problem(f"{what} must be a whole number, not {_shown(raw)}")
+        value: Any = _whole(raw, what)
     else:
         value = float(raw)
         if not math.isfinite(value):  # 1e999 reads as inf, which fmt could not write back
-            raise _Problem(f"{what} is too large: {raw}")
+            raise _Problem(f"{what} is too large: {_shown(raw)}")
     _check_range(param, value, what)
     return value
+
+
+MAX_INT_DIGITS = 18  # any whole number longer is absurd here, and int() refuses 4,300 digits
+
+
+def _whole(raw: str, what: str) -> int:
+    """A whole number from its digits, refusing absurd lengths before int() sees them."""
+    if len(raw) > MAX_INT_DIGITS:
+        raise _Problem(f"{what} is too large: {_shown(raw)}", "no real network needs this")
+    return int(raw)
+
+
+def _shown(raw: str, limit: int = 40) -> str:
+    """Written text quoted in a message, cut short: a token can be a megabyte long."""
+    return raw if len(raw) <= limit else raw[:limit] + "..."
 
 
 def _check_range(param: Param, value: float, what: str) -> None:
@@ -714,10 +768,12 @@ class _Builder:
 
     def input_decl(self, tok: Token, span: Span | None) -> ir.InputDecl:
         self.once("input", span)
-        dims = tuple(int(x) for x in str(tok).split("x"))
+        parts = str(tok).split("x")
+        dims = tuple(int(x) for x in parts) if max(map(len, parts)) <= MAX_INT_DIGITS else ()
         if len(dims) != 3 or min(dims) < 1:
             self.problem(
-                f"input must be HxWxC with sizes >= 1, not {tok}", _tok_span(tok), "e.g. 32x32x3"
+                f"input must be HxWxC with sizes >= 1, not {_shown(str(tok))}", _tok_span(tok),
+                "e.g. 32x32x3",
             )
             dims = (32, 32, 3)
         return ir.InputDecl(dims, span=span)
@@ -811,8 +867,12 @@ class _Builder:
                 return None
         for tok in suffix:
             if tok.type == "REPEAT":
-                times = int(str(tok)[1:])
-                if times < 1:
+                digits = str(tok)[1:]
+                times = int(digits) if len(digits) <= MAX_INT_DIGITS else 1
+                if len(digits) > MAX_INT_DIGITS:
+                    self.problem(f"repeat count {_shown(str(tok))} is too large", _tok_span(tok),
+                                 "repeat counts are small: x2, x3")
+                elif times < 1:
                     self.problem("repeat count must be at least 1", _tok_span(tok))
                 body = ir.Repeat(body, times, span=span)
             elif tok.type == "OPTIONAL":
@@ -862,6 +922,12 @@ class _Builder:
             )
         # every combination of the number's and the arguments' alternatives is one option
         arg_axes = [[(key, v) for v in vals] for key, vals in arg_list]
+        combinations = math.prod(len(axis) for axis in arg_axes) * len(written_number)
+        if combinations > MAX_LAYER_OPTIONS:  # each is built here, before any sweep limit
+            self.problem(
+                f"`{word}` has {combinations:,} alternatives in one layer, over the limit of "
+                f"{MAX_LAYER_OPTIONS:,}", span, "sweep fewer values at a time")
+            return None
         options: list[ir.Layer] = []
         labels: list[str] = []
         for num in written_number:
@@ -1081,12 +1147,12 @@ class _Builder:
         close = suggest(text, sorted(set(KINDS) | set(self.blocks)))
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
-        self.problem(f"unknown layer word `{text}`", at, hint)
+        self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
 
 
 def _num_value(tok: Token) -> Any:
     raw = str(tok)
-    return int(raw) if raw.isdigit() else float(raw)
+    return int(raw) if raw.isdigit() and len(raw) <= MAX_INT_DIGITS else float(raw)
 
 
 def _with(layer: ir.Layer, field: str, value: Any) -> ir.Layer:

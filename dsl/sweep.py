@@ -8,7 +8,6 @@ their cartesian product, in source order, each a plain spec whose name says what
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import sys
 from collections import Counter
@@ -19,6 +18,7 @@ from cnnspec import ir
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.format import format_item, format_value
+from cnnspec.layers import count_text
 
 DEFAULT_MAX_VARIANTS = 256
 
@@ -124,16 +124,6 @@ def variant_count(spec: ir.Spec) -> int:
     inside a `let` block (one choice for every use) or a repeat (one choice for every copy)
     counts once, as expansion treats it."""
     return _product(len(p.labels) for p in _walk_points(spec))
-
-
-def count_text(total: int) -> str:
-    """A variant count for a message: exact with separators, or `about 1.2e+18060` when the
-    digits would be unreadable (or over Python's int-to-str limit)."""
-    if total < 10**24:
-        return f"{total:,}"
-    exponent = math.log10(total)
-    whole = math.floor(exponent)
-    return f"about {10 ** (exponent - whole):.1f}e+{whole}"
 
 
 def _decode(index: int, radices: list[int]) -> tuple[int, ...]:

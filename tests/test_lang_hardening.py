@@ -653,3 +653,30 @@ def test_a_megabyte_of_junk_words_stops_at_the_problem_limit():
     assert diagnostics[-1].span.column == 5 * MAX_PROBLEMS + 1  # where reading stopped
     rendered = str(info.value)
     assert max(len(line) for line in rendered.split("\n")) < 200
+
+
+_NUMS = ",".join(str(i) for i in range(1, 101))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("relu x" + "9" * 5000 + " |", "repeat count x999"),            # int() refuses 4,300 digits
+    ("conv" + "9" * 5000 + " |", "conv filters is too large"),
+    ("input " + "9" * 5000 + "x3x3\n|", "input must be HxWxC"),
+    ("conv8(k=" + "7" * 5000 + ") |", "conv k is too large"),
+    (f"conv{{{_NUMS}}}(k={{{_NUMS}}},s={{{_NUMS}}}) |", "1,000,000 alternatives in one layer"),
+    ("let a0 = relu\n" + "".join(f"let a{i} = a{i - 1} relu\n" for i in range(1, 3000))
+     + "a2999 |", "nest 129 levels deep"),                           # was a RecursionError
+    ("let a0 = relu relu\n" + "".join(f"let a{i} = a{i - 1} a{i - 1}\n" for i in range(1, 100))
+     + "a99 |", f"about {2**100 / 10**30:.1f}e+30 layers"),  # 2 layers doubled 99 times
+    ("(relu x" + "9" * 18 + ")x" + "9" * 18 + " |", "layers, over the limit"),
+    ("aaaa" * 250_000, "unknown layer word `aaaa"),
+])
+def test_hostile_specs_fail_with_a_short_clear_error(text, message):
+    try:
+        cnnspec.check(cnnspec.parse(text, filename="t.cnn"))
+    except cnnspec.SpecError as exc:
+        rendered = str(exc)
+    else:
+        pytest.fail("accepted")
+    assert message in rendered
+    assert max(len(line) for line in rendered.split("\n")) < 500
