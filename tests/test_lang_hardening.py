@@ -680,3 +680,17 @@ def test_hostile_specs_fail_with_a_short_clear_error(text, message):
         pytest.fail("accepted")
     assert message in rendered
     assert max(len(line) for line in rendered.split("\n")) < 500
+
+
+def test_diff_of_a_one_layer_edit_grows_linearly():
+    def pair(n):
+        return (cnnspec.check(cnnspec.parse(f"conv8 relu x{n} |")),
+                cnnspec.check(cnnspec.parse(f"conv8 relu x{n - 1} pool2 |")))
+
+    small, large = pair(500), pair(2000)
+    ratio = _calls(diff_reports, *large) / _calls(diff_reports, *small)
+    assert ratio < 5, ratio  # SequenceMatcher alone on the equal run: about 16
+    d = diff_reports(*large)
+    assert len(d.changes) == max(len(large[0].rows), len(large[1].rows))
+    # conv8, the 1999 relus both have, softmax; `|` and dense10 see a pooled input: changed
+    assert sum(c.op == "same" for c in d.changes) == 1 + 1999 + 1
