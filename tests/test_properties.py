@@ -29,13 +29,15 @@ SEP = st.sampled_from([",", ", ", " , "])
 
 
 def _time_limited(fn, *args):
-    """Run fn, asserting it took under a second (a bound on pathological behaviour)."""
-    start = time.perf_counter()
+    """Run fn, asserting it took under 5 s of this process's CPU time: a bound on pathological
+    behaviour (inputs here are at most a few hundred characters; a normal run takes
+    milliseconds) that a loaded shared machine does not trip, unlike wall-clock time."""
+    start = time.process_time()
     try:
         return fn(*args)
     finally:
-        elapsed = time.perf_counter() - start
-        assert elapsed < 1.0, f"{fn.__name__} took {elapsed:.2f}s on {args!r}"
+        elapsed = time.process_time() - start
+        assert elapsed < 5.0, f"{fn.__name__} took {elapsed:.2f}s of CPU on {args!r}"
 
 
 # -- strategies for spec text ------------------------------------------------------------------
