@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cnnspec.layers import Param
+from cnnspec.layers import Param, format_number
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,15 @@ def _out_of_range(param: Param, value: float) -> str | None:
         value < param.high if param.high_open else value <= param.high)
     if low_ok and high_ok:
         return None
+    got = format_number(value)
+    if param.high is None and param.low is not None:  # the parser's wording (parse._check_range)
+        relation = "greater than" if param.low_open else "at least"
+        return f"{param.field} must be {relation} {format_number(param.low)}, got {got}"
     lo = "(" if param.low_open else "["
     hi = ")" if param.high_open else "]"
-    low = "-inf" if param.low is None else f"{param.low:g}"
-    high = "inf" if param.high is None else f"{param.high:g}"
-    return f"{param.field} must be in {lo}{low}, {high}{hi}, got {value:g}"
+    low = "-inf" if param.low is None else format_number(param.low)
+    high = "inf" if param.high is None else format_number(param.high)
+    return f"{param.field} must be in {lo}{low}, {high}{hi}, got {got}"
 
 
 def setting_problems(settings: TrainSettings) -> list[SettingProblem]:
@@ -133,14 +137,14 @@ def setting_problems(settings: TrainSettings) -> list[SettingProblem]:
             continue
         if param.kind == "int" and not isinstance(value, int):
             out.append(SettingProblem(
-                param.field, f"{param.field} must be a whole number, not {value:g}"))
+                param.field, f"{param.field} must be a whole number, not {format_number(value)}"))
             continue
         if isinstance(value, float) and not math.isfinite(value):
             out.append(SettingProblem(param.field, f"{param.field} must be finite, not {value}"))
             continue
         message = _out_of_range(param, value)
         if message is not None:
-            out.append(SettingProblem(param.field, message, param.doc))
+            out.append(SettingProblem(param.field, message))
     if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
         out.append(SettingProblem(
             "momentum",
