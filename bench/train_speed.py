@@ -1,14 +1,16 @@
 """Training speed: cnnspec's trainer vs the notebook's `model.fit` on float arrays, side by side.
 
 Why: the trainer promises to be faithful *and* never slower than the notebook. This measures
-both paths on the same model, data, batch (32), optimizer (SGD) and seed, each in a fresh
-process (TensorFlow settings are process-global), interleaved in one run so machine load hits
-both alike. It also prints the machine's float32 matmul limit (numpy sgemm GFLOP/s) and each
-path as a fraction of it (training FLOPs = 6 x the checker's MACs per image), the memory the
-inputs take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs float32.
+both paths on the same model, data, batch (32 and 128), optimizer (SGD) and seed, each in a
+fresh process (TensorFlow settings are process-global), interleaved in one run so machine load
+hits both alike. It also prints the machine's matmul limits (numpy sgemm, and TensorFlow's
+2048² matmul in float32 and bfloat16, measured in the same run) and each path as a fraction of
+the matching one (training FLOPs = 6 x the checker's MACs per image), the memory the inputs
+take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs float32 per spec and
+batch, beside the CPU's bf16 capability (what `--precision auto` picks on it).
 
-    python bench/train_speed.py                      # exp1 and exp7, 1 epoch each
-    python bench/train_speed.py --epochs 3 --accuracy --repeat 3
+    python bench/train_speed.py                      # exp1 and exp7, batch 32 and 128, 1 epoch
+    python bench/train_speed.py --specs exp7 --batches 32 --epochs 10 --accuracy --no-notebook
     python bench/train_speed.py --variants           # also steps_per_execution, threads, ...
 
 Data: the shared 5,000-image CIFAR-10 subset (../shared/data/cifar-10-batches-py) when it is
@@ -33,7 +35,7 @@ from machine import cpu_line  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
-BATCH = 32
+BATCH = 32  # the notebook's; --batches adds others
 SEED = 1
 WARMUP_BATCHES = 16  # skipped for the steady-state rate (tracing, allocator warm-up)
 
@@ -56,7 +58,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _timer(keras: Any) -> Any:
+def _timer(keras: Any, batch_size: int = BATCH) -> Any:
     class Timer(keras.callbacks.Callback):
         """Per epoch: training-phase seconds and batch-end timestamps (validation excluded)."""
 
@@ -86,13 +88,36 @@ def _timer(keras: Any) -> Any:
             steady = None
             if len(warm) >= 2:
                 (b0, t0), (b1, t1) = warm[0], warm[-1]
-                steady = (b1 - b0) * BATCH / (t1 - t0)
+                steady = (b1 - b0) * batch_size / (t1 - t0)
             self.epochs.append({"train_seconds": end - self.start,
                                 "train_cpu_seconds": cpu_end - self.cpu_start,
                                 "steady_ips": steady,
                                 "val_accuracy": (logs or {}).get("val_accuracy")})
 
     return Timer()
+
+
+def tf_gemm_worker() -> None:
+    """TensorFlow's own 2048² matmul in float32 and bfloat16 (oneDNN's kernels, best of 5).
+
+    numpy's sgemm says nothing about bf16; this is the raw rate the bf16 training path can at
+    best approach on this CPU (AMX/AVX-512-BF16 kernels, or emulation on AVX2).
+    """
+    import tensorflow as tf
+
+    out = {}
+    for name, dtype in (("float32", tf.float32), ("bf16", tf.bfloat16)):
+        a = tf.random.normal((2048, 2048), dtype=tf.float32, seed=1)
+        a = tf.cast(a, dtype)
+        mm = tf.function(lambda x: tf.linalg.matmul(x, x))
+        mm(a).numpy()
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            mm(a).numpy()
+            best = min(best, time.perf_counter() - t)
+        out[name] = 2 * 2048**3 / best / 1e9
+    print("RESULT " + json.dumps(out), flush=True)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -117,8 +142,9 @@ def worker(args: argparse.Namespace) -> None:
     report = check(spec)
     rss0 = _rss_bytes()
     data = load_cifar10(args.data)
-    timer = _timer(keras)
-    out: dict[str, Any] = {"path": args.path, "spec": args.spec, "images": len(data.x_train)}
+    timer = _timer(keras, args.batch)
+    out: dict[str, Any] = {"path": args.path, "spec": args.spec, "images": len(data.x_train),
+                           "batch": args.batch, "precision": args.precision}
     start = time.perf_counter()
     if args.path == "notebook":
         # the notebook, cell for cell: float arrays / 255, one-hot labels, compile + fit
@@ -132,7 +158,7 @@ def worker(args: argparse.Namespace) -> None:
         keras.utils.set_random_seed(SEED)
         model = build_model(report, keras)
         model.compile(loss="categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
-        model.fit(x_train, y_train, batch_size=BATCH, epochs=args.epochs, verbose=0,
+        model.fit(x_train, y_train, batch_size=args.batch, epochs=args.epochs, verbose=0,
                   validation_data=(x_test, y_test), shuffle=True, callbacks=[timer])
         out["test_accuracy"] = timer.epochs[-1]["val_accuracy"]
     else:
@@ -141,7 +167,7 @@ def worker(args: argparse.Namespace) -> None:
 
         out["input_bytes"] = sum(
             a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-        settings = TrainSettings(optimizer="sgd", lr=0.01, batch=BATCH, epochs=args.epochs,
+        settings = TrainSettings(optimizer="sgd", lr=0.01, batch=args.batch, epochs=args.epochs,
                                  seed=SEED)
         with tempfile.TemporaryDirectory() as tmp:
             result = train(spec, settings, data, Path(tmp) / "run", precision=args.precision,
@@ -175,6 +201,8 @@ def sgemm_gflops(n: int = 2048, reps: int = 5) -> float:
 def run_worker(path: str, spec: str, args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", path, "--spec", spec, "--data", str(args.data),
            "--epochs", str(args.epochs)]
+    if path == "tf-gemm":
+        cmd = [sys.executable, __file__, "--worker", path]
     for key, value in extra.items():
         if value is True:
             cmd.append(f"--{key}")
@@ -211,31 +239,48 @@ def summarize(runs: list[dict[str, Any]], flops_per_image: float, gflops: float)
     }
 
 
+def _label(precision: str, path: str = "cnnspec") -> str:
+    return "notebook" if path == "notebook" else f"cnnspec {precision}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats (medians)")
     parser.add_argument("--specs", default="exp1,exp7")
+    parser.add_argument("--batches", default="32,128",
+                        help="batch sizes to time (default 32,128; the notebook's is 32)")
     parser.add_argument("--accuracy", action="store_true",
-                        help="also compare bf16 and float32 test accuracy after --epochs")
+                        help="also print bf16 and float32 test accuracy after --epochs, side "
+                             "by side, and whether bf16 is within 1 point")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--no-notebook", action="store_true",
+                        help="skip the notebook path (only cnnspec float32 vs bf16)")
     parser.add_argument("--variants", action="store_true",
                         help="also time steps_per_execution 8/32, TF threads and op determinism")
     parser.add_argument("--json", type=Path, help="write all raw results here")
     # worker mode (internal)
     parser.add_argument("--worker", dest="path", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--spe", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--intra", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--inter", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--determinism", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.path == "tf-gemm":
+        tf_gemm_worker()
+        return
     if args.path:
         worker(args)
         return
     print(cpu_line(), flush=True)
+    from cnnspec.cpu import choose_precision, cpu_flags
+
+    auto, why = choose_precision(cpu_flags())
+    print(f"bf16 capability: `--precision auto` picks {auto} ({why})", flush=True)
     args.data = args.data or _default_data()
     if not (args.data / "data_batch_1").is_file() and not (
             args.data / "cifar-10-batches-py" / "data_batch_1").is_file():
@@ -244,86 +289,112 @@ def main(argv: list[str] | None = None) -> None:
     import cnnspec
 
     specs = [s for s in args.specs.split(",") if s]
+    batches = [int(b) for b in args.batches.split(",") if b]
     macs = {s: cnnspec.check(cnnspec.load(ROOT / "specs" / f"{s}.cnn")).macs for s in specs}
     gflops = sgemm_gflops()
     print(f"numpy float32 sgemm (2048², best of 5): {gflops:.1f} GFLOP/s; "
-          f"{os.cpu_count()} CPU(s); batch {BATCH}; {args.epochs} epoch(s); "
+          f"{os.cpu_count()} CPU(s); batches {batches}; {args.epochs} epoch(s); "
           f"{args.repeat} repeat(s)", flush=True)
     sgemm = [gflops]
+    tf_gemm = [run_worker("tf-gemm", "", args)]
+    print(f"TensorFlow matmul 2048²: float32 {tf_gemm[0]['float32']:.0f} GFLOP/s, "
+          f"bf16 {tf_gemm[0]['bf16']:.0f} GFLOP/s", flush=True)
 
-    plan: list[tuple[str, str, str, dict[str, Any]]] = []  # (label, path, spec, worker args)
+    # (spec, batch, label, path, worker args)
+    plan: list[tuple[str, int, str, str, dict[str, Any]]] = []
     for s in specs:
-        plan += [("notebook", "notebook", s, {}), ("cnnspec", "cnnspec", s, {})]
-        if args.variants:
-            plan += [
-                ("cnnspec spe=8", "cnnspec", s, {"spe": 8}),
-                ("cnnspec spe=32", "cnnspec", s, {"spe": 32}),
-                ("cnnspec intra2/inter1", "cnnspec", s, {"intra": 2, "inter": 1}),
-                ("cnnspec op-determinism", "cnnspec", s, {"determinism": True}),
-            ]
-    if "exp7" in specs and not args.no_bf16:
-        plan.append(("cnnspec bf16", "cnnspec", "exp7", {"precision": "bf16"}))
+        for b in batches:
+            if not args.no_notebook:
+                plan.append((s, b, "notebook", "notebook", {"batch": b}))
+            plan.append((s, b, "cnnspec float32", "cnnspec", {"batch": b}))
+            if not args.no_bf16:
+                plan.append((s, b, "cnnspec bf16", "cnnspec",
+                             {"batch": b, "precision": "bf16"}))
+            if args.variants:
+                plan += [
+                    (s, b, "cnnspec spe=8", "cnnspec", {"batch": b, "spe": 8}),
+                    (s, b, "cnnspec spe=32", "cnnspec", {"batch": b, "spe": 32}),
+                    (s, b, "cnnspec intra2/inter1", "cnnspec",
+                     {"batch": b, "intra": 2, "inter": 1}),
+                    (s, b, "cnnspec op-determinism", "cnnspec",
+                     {"batch": b, "determinism": True}),
+                ]
+                if not args.no_bf16:
+                    plan.append((s, b, "cnnspec bf16 spe=8", "cnnspec",
+                                 {"batch": b, "precision": "bf16", "spe": 8}))
 
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in range(args.repeat):
         # alternate the order each repeat so drift in machine load does not favour one path
-        for label, path, s, extra in plan if r % 2 == 0 else plan[::-1]:
+        for s, b, label, path, extra in plan if r % 2 == 0 else plan[::-1]:
             t = time.perf_counter()
             out = run_worker(path, s, args, **extra)
-            results.setdefault((s, label), []).append(out)
-            print(f"  [{r + 1}/{args.repeat}] {s:5} {label:24} "
+            results.setdefault((s, b, label), []).append(out)
+            print(f"  [{r + 1}/{args.repeat}] {s:5} b{b:<4} {label:24} "
                   f"{out['images'] / out['epochs'][-1]['train_seconds']:7.1f} img/s "
                   f"({time.perf_counter() - t:.0f}s)", flush=True)
         sgemm.append(sgemm_gflops())  # again after each repeat: the limit is the best seen
+        tf_gemm.append(run_worker("tf-gemm", "", args))
     gflops = max(sgemm)
+    limit = {p: max(g[p] for g in tf_gemm) for p in ("float32", "bf16")}
     print(f"sgemm limit used: {gflops:.1f} GFLOP/s (best of {len(sgemm)} measurements: "
-          f"{', '.join(f'{g:.0f}' for g in sgemm)})")
+          f"{', '.join(f'{g:.0f}' for g in sgemm)}); TensorFlow matmul best: float32 "
+          f"{limit['float32']:.0f}, bf16 {limit['bf16']:.0f} GFLOP/s "
+          f"({limit['bf16'] / limit['float32']:.2f}x)")
 
     print()
-    header = (f"{'spec':5} {'path':24} {'img/s':>7} {'median':>7} {'steady':>7} {'vs nb':>6} "
-              f"{'img/cpu-s':>9} {'vs nb':>6} {'% sgemm':>8} "
+    header = (f"{'spec':5} {'batch':>5} {'path':24} {'img/s':>7} {'median':>7} {'steady':>7} "
+              f"{'vs f32':>6} {'img/cpu-s':>9} {'vs f32':>6} {'% sgemm':>8} {'% tf mm':>8} "
               f"{'inputs MB':>9} {'peak RSS MB':>11} {'test acc':>8}")
     print(header)
     print("-" * len(header))
     table = {}
-    for s in specs:
-        base = None
-        for label, _, spec_name, _ in plan:
-            if spec_name != s or (s, label) not in results or (s, label) in table:
-                continue
-            row = summarize(results[(s, label)], 6 * macs[s], gflops)
-            table[(s, label)] = row
-            base = base or row
-            print(f"{s:5} {label:24} {row['ips']:7.1f} {row['ips_median']:7.1f} "
-                  f"{row['steady_ips']:7.1f} {row['ips'] / base['ips']:5.2f}x "
-                  f"{row['cpu_ips']:9.1f} {row['cpu_ips'] / base['cpu_ips']:5.2f}x "
-                  f"{100 * row['limit_fraction']:7.1f}% "
-                  f"{row['input_bytes'] / 1e6:9.1f} {row['peak_rss_delta'] / 1e6:11.0f} "
-                  f"{row['accuracy']:8.4f}")
+    for s, b, label, _, extra in plan:
+        if (s, b, label) in table or (s, b, label) not in results:
+            continue
+        row = summarize(results[(s, b, label)], 6 * macs[s], gflops)
+        table[(s, b, label)] = row
+        base = table.get((s, b, "cnnspec float32"), row)
+        mm = limit["bf16" if extra.get("precision") == "bf16" else "float32"]
+        mm_fraction = row["steady_ips"] * 6 * macs[s] / (mm * 1e9)
+        print(f"{s:5} {b:5} {label:24} {row['ips']:7.1f} {row['ips_median']:7.1f} "
+              f"{row['steady_ips']:7.1f} {row['ips'] / base['ips']:5.2f}x "
+              f"{row['cpu_ips']:9.1f} {row['cpu_ips'] / base['cpu_ips']:5.2f}x "
+              f"{100 * row['limit_fraction']:7.1f}% {100 * mm_fraction:7.1f}% "
+              f"{row['input_bytes'] / 1e6:9.1f} {row['peak_rss_delta'] / 1e6:11.0f} "
+              f"{row['accuracy']:8.4f}")
     print()
     for s in specs:
-        nb, cs = table.get((s, "notebook")), table.get((s, "cnnspec"))
-        if nb and cs:
-            print(f"{s}: cnnspec/notebook = {cs['ips'] / nb['ips']:.2f}x per epoch, "
-                  f"{cs['steady_ips'] / nb['steady_ips']:.2f}x steady, "
-                  f"{cs['cpu_ips'] / nb['cpu_ips']:.2f}x per CPU-second; inputs "
-                  f"{nb['input_bytes'] / cs['input_bytes']:.1f}x smaller")
-    f32, bf16 = table.get(("exp7", "cnnspec")), table.get(("exp7", "cnnspec bf16"))
-    if f32 and bf16:
-        line = (f"exp7: bf16/float32 = {bf16['ips'] / f32['ips']:.2f}x speed "
-                f"({bf16['cpu_ips'] / f32['cpu_ips']:.2f}x per CPU-second)")
-        if args.accuracy:
-            line += (f"; test accuracy after {args.epochs} epoch(s): float32 "
-                     f"{f32['accuracy']:.4f}, bf16 {bf16['accuracy']:.4f}")
-        print(line)
+        for b in batches:
+            nb, cs = table.get((s, b, "notebook")), table.get((s, b, "cnnspec float32"))
+            if nb and cs:
+                print(f"{s} batch {b}: cnnspec/notebook = {cs['ips'] / nb['ips']:.2f}x per "
+                      f"epoch, {cs['steady_ips'] / nb['steady_ips']:.2f}x steady, "
+                      f"{cs['cpu_ips'] / nb['cpu_ips']:.2f}x per CPU-second; inputs "
+                      f"{nb['input_bytes'] / cs['input_bytes']:.1f}x smaller")
+            f32, bf16 = cs, table.get((s, b, "cnnspec bf16"))
+            if f32 and bf16:
+                line = (f"{s} batch {b}: bf16/float32 = {bf16['ips'] / f32['ips']:.2f}x per "
+                        f"epoch ({f32['ips']:.0f} -> {bf16['ips']:.0f} img/s), "
+                        f"{bf16['steady_ips'] / f32['steady_ips']:.2f}x steady, "
+                        f"{bf16['cpu_ips'] / f32['cpu_ips']:.2f}x per CPU-second")
+                if args.accuracy:
+                    gap = 100 * (bf16["accuracy"] - f32["accuracy"])
+                    line += (f"; test accuracy after {args.epochs} epoch(s): float32 "
+                             f"{f32['accuracy']:.4f}, bf16 {bf16['accuracy']:.4f} "
+                             f"({gap:+.1f} points: "
+                             f"{'within' if abs(gap) <= 1 else 'NOT within'} 1 point)")
+                print(line)
     print("img/s: best (and median) over repeats/epochs of training images / training-phase "
           "seconds (validation excluded, first-step tracing included); steady: best rate after "
-          f"the first {WARMUP_BATCHES} batches; % sgemm = steady img/s x 6 x MACs / sgemm FLOP/s; "
+          f"the first {WARMUP_BATCHES} batches; % sgemm = steady img/s x 6 x MACs / numpy sgemm "
+          "FLOP/s; % tf mm = the same over TensorFlow's matmul rate in the row's precision; "
           "img/cpu-s: median images per CPU-second of the process; "
           "peak RSS: process high-water mark above its RSS before loading data.")
     if args.json:
         args.json.write_text(json.dumps(
-            {"sgemm_gflops": sgemm, "results": {f"{k[0]}/{k[1]}": v for k, v in results.items()}},
+            {"sgemm_gflops": sgemm, "tf_matmul_gflops": tf_gemm,
+             "results": {f"{k[0]}/b{k[1]}/{k[2]}": v for k, v in results.items()}},
             indent=2))
 
 

@@ -48,8 +48,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="train on the first N training images")
     d.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="where run folders go (default runs/)")
-    d.add_argument("--precision", choices=("float32", "bf16"), default="float32",
-                   help="bf16: mixed bfloat16, faster on CPUs with bf16 support (changes numerics)")
+    d.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+                   help="auto (default): bf16 where the CPU has native bf16 units (AMX or "
+                        "AVX-512 BF16), else float32; bf16: mixed bfloat16 (changes the "
+                        "numbers); float32: the notebook's numbers on every CPU")
     d.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
     add_verbose_flag(d)
     _add_max_params(p)
@@ -172,6 +174,36 @@ def refuse_existing(out: Path) -> None:
         raise Failure(f"--out {out}: exists and is not a folder; pick another folder")
 
 
+def say_precision(args: argparse.Namespace) -> None:
+    """`precision: bf16 (auto: this CPU has AMX bf16 units)` on stderr, once per command.
+
+    Printed beside the `data:` line, before TensorFlow starts, because auto makes the same
+    command train with different numerics on different machines; the run folder records the
+    same choice (settings.json: precision, precision_requested, precision_reason).
+    """
+    if getattr(args, "_precision_said", False):
+        return
+    from cnnspec.cpu import resolve_precision
+
+    precision, reason = resolve_precision(getattr(args, "precision", "auto"))
+    _console(stderr=True).print(Text(f"precision: {precision} ({reason})"))
+    args._precision_said = True
+
+
+def say_recorded_precision(recorded: dict[str, Any]) -> None:
+    """On --resume: the run's recorded precision is kept, even if auto would pick another here.
+
+    A run started in bf16 on an AMX machine continues in bf16 on an AVX2 one (correct, but
+    slow: bf16 is emulated there); the line says so instead of silently changing numerics.
+    """
+    from cnnspec.cpu import resolve_precision
+
+    precision = recorded["precision"]
+    here, _ = resolve_precision("auto")
+    note = "" if here == precision else f"; auto would pick {here} on this CPU"
+    _console(stderr=True).print(Text(f"precision: {precision} (recorded in the run{note})"))
+
+
 def _progress(args: argparse.Namespace) -> str | None:
     return None if args.progress == "auto" else args.progress
 
@@ -190,6 +222,7 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     data_failure(spec, data)
     if out is not None:
         refuse_existing(out)
+    say_precision(args)
     run_dir = out or new_run_dir(args.runs_dir, spec.name)
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
@@ -284,9 +317,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         _check_strategy_flags(args)
         try:
-            read_run_settings(args.resume)  # a clear refusal before data or TensorFlow
+            recorded = read_run_settings(args.resume)  # a clear refusal before data or TF
         except RunFolderError as exc:
             raise Failure(f"cannot resume: {exc}") from None
+        say_recorded_precision(recorded)
         data = load_data(args) if args.data else None
         try:
             result = resume_run(args.resume, data, progress=_progress(args),

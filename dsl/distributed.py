@@ -201,7 +201,9 @@ class Replicated:
         if len(set(all_keys.tolist())) != 1:
             raise DistributedError(
                 "the workers were started with different specs, settings or data; "
-                "start every worker with the same spec, flags and CIFAR-10"
+                "start every worker with the same spec, flags and CIFAR-10 (or precision: "
+                "`--precision auto` follows each machine's CPU, so give every worker the same "
+                "explicit --precision when their CPUs differ)"
             )
         for var, value in zip(variables, out[2:], strict=True):
             var.assign(tf.cast(value, var.dtype))

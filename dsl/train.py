@@ -55,7 +55,10 @@ from cnnspec.settings import TrainSettings
 if TYPE_CHECKING:
     from cnnspec.data import Cifar10
 
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("float32", "bf16")  # what a run trains in (recorded in settings.json)
+# what a caller may ask for: "auto" resolves to one of PRECISIONS by the CPU's flags
+# (cnnspec.cpu.choose_precision); the CLI's default, while `train()` keeps "float32"
+REQUESTABLE_PRECISIONS = ("auto", *PRECISIONS)
 PROGRESS_MODES = ("rich", "plain", "none")
 # Measured on the 2-core CPU machine: Keras's per-step overhead is ~1 ms, so running 8 or 32
 # steps per call could save at most ~2% of an exp1 step (~35 ms) and <0.5% of an exp7 step;
@@ -581,7 +584,11 @@ def train(
 ) -> RunResult:
     """Train `spec` on `data` with `settings`, writing the run folder `out_dir`.
 
-    precision: "float32" (faithful, default) or "bf16" (mixed bfloat16, softmax in float32).
+    precision: "float32" (faithful, default), "bf16" (mixed bfloat16, softmax in float32) or
+    "auto" (bf16 where the CPU has native bf16 units, else float32; see cnnspec.cpu). The
+    default stays float32 here so library callers get the notebook's numbers on every machine;
+    the command line defaults to auto. settings.json records the precision actually used, what
+    was asked for and why; a resumed run keeps the recorded one.
     steps_per_execution: train steps per graph call; None means DEFAULT_STEPS_PER_EXECUTION.
     progress: "rich" (a bar per epoch), "plain" (a line per epoch) or "none"; None picks rich
     when stdout is a terminal, else plain.
@@ -599,8 +606,14 @@ def train(
     becomes NaN or infinite, SpecError for a spec that does not check, ValueError for bad
     arguments. status.json says which, with the reason.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision not in REQUESTABLE_PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(REQUESTABLE_PRECISIONS)}, not {precision!r}")
+    from cnnspec.cpu import resolve_precision
+
+    requested = precision
+    precision, reason = resolve_precision(requested)
+    choice = {"precision_requested": requested, "precision_reason": reason}
     spe = DEFAULT_STEPS_PER_EXECUTION if steps_per_execution is None else steps_per_execution
     if spe < 1:
         raise ValueError(f"steps_per_execution must be at least 1, not {spe}")
@@ -618,13 +631,15 @@ def train(
                 spec, settings, data, run_dir, report, text, fingerprint, precision=precision,
                 steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks,
                 strategy=strategy, cluster=cluster, task_index=task_index, lock=chief_lock,
+                choice=choice,
             )
     if not resume:
         refuse_existing_run(run_dir)  # before the lock: a refused folder is left untouched
     with records.run_lock(run_dir):
         return _train_single(
             spec, settings, data, run_dir, report, text, fingerprint, precision=precision,
-            steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks)
+            steps_per_execution=spe, mode=mode, resume=resume, callbacks=callbacks,
+            choice=choice)
 
 
 def refuse_existing_run(run_dir: str | Path) -> None:
@@ -727,6 +742,7 @@ def _train_single(
     mode: str,
     resume: bool,
     callbacks: Sequence[Any],
+    choice: dict[str, str] | None = None,
 ) -> RunResult:
     """`train` without a strategy (model.fit in this process), holding the folder's lock."""
     spe = steps_per_execution
@@ -746,7 +762,7 @@ def _train_single(
     if recorded is None:
         records.atomic_write_text(run_dir / records.SPEC_FILE, text)
         recorded = _settings_record(
-            spec, report, settings, data, precision, spe, seed, fingerprint, tf, keras)
+            spec, report, settings, data, precision, spe, seed, fingerprint, tf, keras, choice)
         records.write_json(run_dir / records.SETTINGS_FILE, recorded)
 
     history: list[dict[str, Any]] = list(state["history"]) if state else []
@@ -858,7 +874,9 @@ def _settings_record(
     fingerprint: str,
     tf: Any,
     keras: Any,
+    choice: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """settings.json's content; `choice` adds precision_requested/_reason beside precision."""
     return {
         "spec": {
             "name": spec.name,
@@ -868,6 +886,7 @@ def _settings_record(
         "settings": settings.to_dict(),
         "effective_seed": seed,
         "precision": precision,
+        **(choice or {}),
         "steps_per_execution": steps_per_execution,
         "data": {
             "source": str(data.source),
@@ -1067,6 +1086,7 @@ def _train_replicated(
     cluster: str | Sequence[str] | None,
     task_index: int | None,
     lock: contextlib.ExitStack,
+    choice: dict[str, str] | None = None,
 ) -> RunResult:
     """`train` under "mirrored" or "multiworker": the same records, written by the chief only.
 
@@ -1145,7 +1165,7 @@ def _train_replicated(
             records.atomic_write_text(run_dir / records.SPEC_FILE, text)
             recorded = _settings_record(
                 spec, report, settings, data, precision, steps_per_execution, seed, fingerprint,
-                tf, keras)
+                tf, keras, choice)
             recorded["distribution"] = {
                 "strategy": strategy, "replicas": runner.replicas, "workers": runner.workers}
             records.write_json(run_dir / records.SETTINGS_FILE, recorded)
