@@ -812,6 +812,8 @@ class _Builder:
                 self.problem(p.message, _tok_span(tok), p.hint)
                 typed.append(None)
         choices = tuple(typed) if isinstance(value, Tree) else ()
+        if None not in choices and len(set(choices)) < len(choices):
+            self.problem(f"`{key_tok}` lists the same value twice", span, "write each value once")
         return ir.Setting(param.field, typed[0], choices, span=span)
 
     def values(self, value: Token | Tree) -> list[Token]:
@@ -942,6 +944,11 @@ class _Builder:
                 ))
         if len(options) == 1:
             return options[0]
+        if len(set(labels)) < len(labels) or len(set(options)) < len(options):
+            # two equal variants would share a name (or train the same network twice)
+            self.problem(f"`{word}` lists the same alternative twice", span,
+                         "write each value once")
+            return None
         return ir.Alternatives(
             text=_alternatives_text(word, choices, args),
             key=word,

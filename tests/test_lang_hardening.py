@@ -20,6 +20,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 from conftest import SPECS
+from test_properties import spec_text
 
 import cnnspec
 from cnnspec import settings as settings_mod
@@ -694,3 +695,28 @@ def test_diff_of_a_one_layer_edit_grows_linearly():
     assert len(d.changes) == max(len(large[0].rows), len(large[1].rows))
     # conv8, the 1999 relus both have, softmax; `|` and dense10 see a pooled input: changed
     assert sum(c.op == "same" for c in d.changes) == 1 + 1999 + 1
+
+
+@hypothesis.settings(max_examples=80, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+@hypothesis.given(spec_text(sweep=True), st.integers(1, 6), st.integers(0, 99))
+def test_counting_and_sampling_agree_with_expansion(text, k, seed):
+    """For any sweep: the count is what expansion yields, and a sample is a sorted subset."""
+    spec = cnnspec.parse(text)
+    total = sweep.variant_count(spec)
+    hypothesis.assume(total <= 512)
+    full = sweep.expand(spec, max_variants=total)
+    assert len(full) == total
+    names = [v.name for v in full]
+    got = sweep.expand(spec, sample=k, seed=seed)
+    positions = [names.index(v.name) for v in got]
+    assert positions == sorted(set(positions)) and len(positions) == min(k, total)
+    assert [v.spec for v in got] == [full[i].spec for i in positions]
+
+
+@pytest.mark.parametrize("text", ["drop{0,0}? |", "drop{.25,0.25} |", "conv8(k={3,3x3}) |",
+                                  "train lr={.1,0.1}\n|"])
+def test_the_same_alternative_twice_is_refused(text):
+    err = error(text)
+    (d,) = err.diagnostics
+    assert "twice" in d.message and d.span.line == 1

@@ -98,7 +98,9 @@ def pool(draw, sweep: bool = False) -> str:
 @st.composite
 def dropout(draw, sweep: bool = False) -> str:
     if sweep and draw(st.booleans()):
-        return "drop{" + ",".join(draw(st.lists(rate(), min_size=2, max_size=3))) + "}"
+        # distinct values: the same alternative twice is an error (two variants, one name)
+        return "drop{" + ",".join(draw(st.lists(rate(), min_size=2, max_size=3,
+                                                unique_by=float))) + "}"
     return f"drop{draw(rate())}"
 
 
