@@ -708,6 +708,7 @@ def test_counting_and_sampling_agree_with_expansion(text, k, seed):
     full = sweep.expand(spec, max_variants=total)
     assert len(full) == total
     names = [v.name for v in full]
+    assert len(set(names)) == total  # every variant has its own name
     got = sweep.expand(spec, sample=k, seed=seed)
     positions = [names.index(v.name) for v in got]
     assert positions == sorted(set(positions)) and len(positions) == min(k, total)
