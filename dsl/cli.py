@@ -25,6 +25,7 @@ from cnnspec.errors import SpecError
 from cnnspec.format import format_spec
 from cnnspec.layers import fmt_shape
 from cnnspec.parse import load
+from cnnspec.sweep import DEFAULT_MAX_VARIANTS
 
 EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -219,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_max_params(p)
-    p.add_argument("--max-variants", type=_positive_int, default=256, metavar="N",
-                   help="refuse sweeps with more variants (default 256)")
+    p.add_argument("--max-variants", type=_positive_int, default=DEFAULT_MAX_VARIANTS,
+                   metavar="N",
+                   help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
 
     p = _register(sub, "summary", cmd_summary, "per-layer shapes, parameters and MACs")
     p.add_argument("file", metavar="FILE")
@@ -269,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except Failure as exc:
         if str(exc):
-            _console(stderr=True).print(Text(f"cnnspec: {exc}", style="red"), soft_wrap=True)
+            message = Text(f"cnnspec: error: {exc}")
+            message.stylize("bold red", 9, 15)
+            _console(stderr=True).print(message, soft_wrap=True)
         return EXIT_BAD_SPEC
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted")

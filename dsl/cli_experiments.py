@@ -19,11 +19,12 @@ from cnnspec.cli import (
     UsageError,
     _add_max_params,
     _console,
+    _positive_int,
     _register,
     _si,
     print_spec_error,
 )
-from cnnspec.cli_train import add_train_flags, resolved_settings
+from cnnspec.cli_train import _index, add_train_flags, resolved_settings
 from cnnspec.diff import diff_reports
 from cnnspec.errors import SpecError
 from cnnspec.format import format_spec
@@ -256,7 +257,7 @@ def compare_runs(
         if plot_dir is not None:
             write_plots(rows, dirs, plot_dir)
     if damaged:
-        raise Failure(f"error: {len(damaged)} of {len(run_dirs)} run folder(s) not compared:\n"
+        raise Failure(f"{len(damaged)} of {len(run_dirs)} run folder(s) not compared:\n"
                       + "\n".join(f"  {why}" for why in damaged))
     return EXIT_OK
 
@@ -298,7 +299,7 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
     batch. Returns the run folders to compare (failed runs whose folder holds settings too)
     and (name, first line of the reason) per failure.
     """
-    from cnnspec.cli_train import load_data, new_run_dir, train_one
+    from cnnspec.cli_train import discard_if_empty, load_data, new_run_dir, train_one
 
     data = load_data(args)
     err = _console(stderr=True)
@@ -328,6 +329,8 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
             err.print(Text(f"{spec.name} failed: {why}", style="red"))
             if (run_dir / "settings.json").exists():
                 done.append(run_dir)
+            elif out_dir is None:  # refused before training: give the claimed folder back
+                discard_if_empty(run_dir)
             continue
         done.append(result.run_dir)
         if result.status == "interrupted":
@@ -433,8 +436,6 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from cnnspec.cli import _positive_int
-
     def _add_study_flags(g: Any, study_default: str) -> None:
         g.add_argument("--storage", metavar="URL",
                        help="an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST"
@@ -496,8 +497,9 @@ def register(sub: Any) -> None:
 
 
 def _add_sweep_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-variants", type=int, default=DEFAULT_MAX_VARIANTS, metavar="N",
+    p.add_argument("--max-variants", type=_positive_int, default=DEFAULT_MAX_VARIANTS,
+                   metavar="N",
                    help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
-    p.add_argument("--sample", type=int, metavar="K", help="take K variants at random")
-    p.add_argument("--sample-seed", type=int, default=0, metavar="N",
+    p.add_argument("--sample", type=_positive_int, metavar="K", help="take K variants at random")
+    p.add_argument("--sample-seed", type=_index, default=0, metavar="N",
                    help="seed for --sample (default 0)")

@@ -232,15 +232,15 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:
         if out is None:
-            _discard_if_empty(run_dir)
+            discard_if_empty(run_dir)
         raise UsageError(str(exc)) from None
     except (RunFolderError, FileExistsError) as exc:  # e.g. another process holds the folder
         if out is None:
-            _discard_if_empty(run_dir)
+            discard_if_empty(run_dir)
         raise Failure(str(exc)) from None
 
 
-def _discard_if_empty(run_dir: Path) -> None:
+def discard_if_empty(run_dir: Path) -> None:
     """Remove a default run folder we created if the run was refused before writing to it."""
     from cnnspec.records import LOCK_FILE
 

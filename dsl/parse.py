@@ -336,14 +336,20 @@ def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
         return SpecError([Diagnostic(f"cannot read spec: {reason}", None, hint)], None, str(path))
 
     try:
-        with open(p, "rb") as handle:
-            if stat.S_ISDIR(os.fstat(handle.fileno()).st_mode):
+        # O_NONBLOCK: opening a named pipe that nobody writes to would otherwise wait forever
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
                 raise refuse("it is a directory", "give the path of a .cnn file")
+            os.set_blocking(fd, True)  # reads wait for a writer that is there (`<(…)`, stdin)
             data = handle.read(limit + 1)
     except IsADirectoryError:
         raise refuse("it is a directory", "give the path of a .cnn file") from None
     except OSError as exc:
         raise refuse(exc.strerror or str(exc)) from None
+    if not data and stat.S_ISFIFO(mode):
+        raise refuse("it is a pipe and nothing was written to it")
     if len(data) > limit:
         raise refuse(
             f"it is larger than {limit:,} bytes",

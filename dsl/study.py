@@ -125,7 +125,7 @@ def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT,
         grace = GRACE_BEATS * heartbeat
     if url.startswith(JOURNAL_PREFIX):
         path = _journal_path(url)
-        if url == JOURNAL_PREFIX:
+        if url == JOURNAL_PREFIX or path.is_dir() or not path.name:
             raise UsageError(f"{url}: no file; write e.g. journal:///shared/sweeps.log")
         if heartbeat is None:
             _must_exist(path, url)
@@ -134,10 +134,10 @@ def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT,
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = JournalFileBackend(str(path))
+            return _journal_storage_class()(backend, heartbeat, grace)
         except OSError as exc:
             raise Failure(f"cannot open the journal file {path}: "
                           f"{exc.strerror or exc}") from None
-        return _journal_storage_class()(backend, heartbeat, grace)
     kwargs: dict[str, Any] = {}
     if heartbeat is not None:
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace,

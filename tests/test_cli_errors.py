@@ -28,7 +28,9 @@ def assert_clean_failure(result, codes=(1, 2), max_lines: int = 10) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines, "a failure must say why on stderr"
     assert len(lines) <= max_lines, result.stderr[-3000:]
-    assert "error" in result.stderr.lower() or result.stderr.startswith("cnnspec:"), result.stderr
+    # `cnnspec: error: …` (a command-line or run-time problem) or `FILE[:LINE:COL]: error: …`
+    assert any(": error: " in line or line.startswith("cnnspec: error:") for line in lines), \
+        result.stderr
     return result.stderr
 
 
@@ -305,3 +307,18 @@ def test_bad_data_folders_are_refused_before_training(tmp_path: Path, where: str
     message = assert_clean_failure(result, codes=(1, 2))
     assert str(data) in message, message
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_run_leaves_no_empty_folder_for_a_spec_refused_before_training(tmp_path: Path) -> None:
+    good = tmp_path / "good.cnn"
+    good.write_text(GOOD_SPEC)
+    wrong = tmp_path / "wrong.cnn"
+    wrong.write_text("classes 5\n" + GOOD_SPEC)  # checks, but CIFAR-10's labels go up to 9
+    runs = tmp_path / "runs"
+    result = run_cli("run", str(good), str(wrong), "--limit", "64", "--runs-dir", str(runs),
+                     "--no-plots", "--progress", "none")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "wrong" in result.stderr and "classes 5" in result.stderr, result.stderr
+    folders = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    assert len(folders) == 1 and folders[0].startswith("good-"), folders

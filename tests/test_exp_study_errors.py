@@ -35,7 +35,7 @@ def two_studies(tmp_path):
 
 def test_unknown_study_name(two_studies):
     _error(run_cli("compare", "--study", "nope", "--storage", two_studies), 1,
-           "cnnspec: no study named nope in this storage")
+           "cnnspec: error: no study named nope in this storage")
 
 
 def test_no_study_name_with_several_studies_lists_them(two_studies):
@@ -67,7 +67,7 @@ def test_compare_never_creates_a_storage(tmp_path):
         first = _error(run_cli("compare", "--study", "x", "--storage", url,
                                env={"COLUMNS": "60"}), 1)
         # one line, however narrow the terminal: rich does not wrap error messages
-        assert first == f"cnnspec: no sweep storage at {path} ({url}): no such file"
+        assert first == f"cnnspec: error: no sweep storage at {path} ({url}): no such file"
         assert not path.exists()
     _error(run_cli("compare", "--study", "x", "--storage", f"sqlite:///{tmp_path}"), 1,
            "not a file")
@@ -77,7 +77,8 @@ def test_a_file_that_is_not_a_database(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_text("not sqlite\n")
     first = _error(run_cli("compare", "--study", "x", "--storage", f"sqlite:///{junk}"), 1)
-    assert first.startswith(f"cnnspec: cannot open the storage sqlite:///{junk}: DatabaseError")
+    assert first.startswith(
+        f"cnnspec: error: cannot open the storage sqlite:///{junk}: DatabaseError")
     assert "[SQL:" not in first
 
 
@@ -96,7 +97,7 @@ def test_sweep_with_a_storage_it_cannot_create(storage, tmp_path):
     out = tmp_path / "out"
     first = _error(run_cli("sweep", str(spec), "--study", "x", "--storage", storage,
                            "--epochs", "1", "--limit", "32", "--out", str(out)), 1)
-    assert first.startswith("cnnspec: cannot open the ")
+    assert first.startswith("cnnspec: error: cannot open the ")
     assert "/proc/no/such/dir/sweeps." in first
     assert not out.exists()
 
@@ -107,5 +108,5 @@ def test_unreachable_database_server(tmp_path):
     result = run_cli("compare", "--study", "x", "--storage",
                      "postgresql+psycopg2://user:secret@127.0.0.1:1/db", timeout=120)
     first = _error(result, 1)
-    assert first.startswith("cnnspec: ")
+    assert first.startswith("cnnspec: error: ")
     assert "secret" not in result.stderr  # the password is not printed

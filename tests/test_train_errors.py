@@ -70,7 +70,7 @@ def snapshot(folder: Path, lock: bool = True) -> dict[str, tuple[bytes, int]]:
 def assert_one_clean_error(stderr: str, *needles: str) -> None:
     assert "Traceback" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("cnnspec: "), stderr
+    assert len(lines) == 1 and lines[0].startswith("cnnspec: error: "), stderr
     for needle in needles:
         assert needle in stderr, (needle, stderr)
 
