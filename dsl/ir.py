@@ -36,12 +36,48 @@ class Layer:
 
 @dataclass(frozen=True)
 class Conv(Layer):
-    """2-D convolution with bias. kernel and stride are (rows, cols); padding is same or valid."""
+    """2-D convolution. kernel, stride and dilation are (rows, cols); padding is same or valid;
+    bias=False drops the bias (a conv followed by BN does not need one)."""
 
     filters: int
     kernel: tuple[int, int] = (3, 3)
     stride: tuple[int, int] = (1, 1)
     padding: str = "same"
+    l1: float | None = None
+    l2: float | None = None
+    dilation: tuple[int, int] = (1, 1)
+    bias: bool = True
+    weighted: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class DepthwiseConv(Layer):
+    """Depthwise convolution (Keras DepthwiseConv2D): each input channel gets `multiplier`
+    filters of its own; C channels in, C×multiplier out. Penalties go on the depthwise kernel."""
+
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: str = "same"
+    multiplier: int = 1
+    dilation: tuple[int, int] = (1, 1)
+    bias: bool = True
+    l1: float | None = None
+    l2: float | None = None
+    weighted: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class SeparableConv(Layer):
+    """Depthwise then 1×1 pointwise convolution in one layer (Keras SeparableConv2D).
+    Penalties go on both kernels."""
+
+    filters: int
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: str = "same"
+    multiplier: int = 1
+    dilation: tuple[int, int] = (1, 1)
+    bias: bool = True
     l1: float | None = None
     l2: float | None = None
     weighted: ClassVar[bool] = True
@@ -71,8 +107,24 @@ class GlobalAvgPool(Layer):
 
 
 @dataclass(frozen=True)
+class GlobalMaxPool(Layer):
+    """Maximum over the spatial axes: H×W×C becomes C."""
+
+
+@dataclass(frozen=True)
 class BatchNorm(Layer):
-    """Batch normalisation over channels: 2 trainable and 2 non-trainable numbers per channel."""
+    """Batch normalisation over channels: 2 trainable and 2 non-trainable numbers per channel.
+    momentum and epsilon are Keras's (defaults 0.99 and 0.001)."""
+
+    momentum: float = 0.99
+    epsilon: float = 0.001
+
+
+@dataclass(frozen=True)
+class Rescale(Layer):
+    """Multiply by a constant (Keras Rescaling): ResNet-9's ×0.125 before its softmax."""
+
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,11 +150,12 @@ class Flatten(Layer):
 
 @dataclass(frozen=True)
 class Dense(Layer):
-    """Fully connected layer with bias, on a flat input."""
+    """Fully connected layer, on a flat input; bias=False drops the bias."""
 
     units: int
     l1: float | None = None
     l2: float | None = None
+    bias: bool = True
     weighted: ClassVar[bool] = True
 
 
@@ -376,10 +429,11 @@ class Spec:
 
 # -- JSON --------------------------------------------------------------------------------------
 
+# Structure nodes are listed here; every layer node is added by cnnspec.layers from its table
+# of layer words, so a layer kind cannot be missing here (and break from_json).
 NODE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        Conv, MaxPool, AvgPool, GlobalAvgPool, BatchNorm, Activation, Dropout, Flatten, Dense,
         Group, Repeat, BlockRef, Alternatives, Optional, InputDecl, ClassesDecl, Setting,
         TrainDecl, LetDecl, LayerLine, Line, Spec, Span,
     )
@@ -412,6 +466,8 @@ def to_json(spec: Spec, indent: int | None = None) -> str:
 
 
 def from_json(text: str) -> Spec:
+    import cnnspec.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
+
     spec = _decode(json.loads(text))
     if not isinstance(spec, Spec):
         raise ValueError("JSON does not hold a cnnspec Spec")

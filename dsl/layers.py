@@ -7,6 +7,7 @@ same as Keras's `compute_conv_output_shape` / pooling rules, ported once here.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,11 +28,21 @@ class ShapeProblem(Exception):
         self.hint = hint
 
 
+class ValueProblem(Exception):
+    """A written value that its parameter does not accept; the parser positions it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
 @dataclass(frozen=True)
 class Param:
     """One argument of a layer word: where it lands in the IR node and what values it accepts.
 
-    kind is "int", "float", "pair" (n or AxB) or "flag" (one of `flags`, written bare).
+    kind names an entry of PARAM_KINDS: "int", "float", "pair" (n or AxB), "flag" (one of
+    `flags`, written bare) or "switch" (a bool written bare as flags[0] / flags[1], e.g.
+    `bias` / `nobias`, or as name=true|false).
     """
 
     field: str
@@ -46,6 +57,128 @@ class Param:
     doc: str = ""
 
 
+MAX_INT_DIGITS = 18  # any whole number longer is absurd here, and int() refuses 4,300 digits
+
+
+def shown(raw: str, limit: int = 40) -> str:
+    """Written text quoted in a message, cut short: a token can be a megabyte long."""
+    return raw if len(raw) <= limit else raw[:limit] + "..."
+
+
+def whole(raw: str, what: str) -> int:
+    """A whole number from its digits, refusing absurd lengths before int() sees them."""
+    if len(raw) > MAX_INT_DIGITS:
+        raise ValueProblem(f"{what} is too large: {shown(raw)}", "no real network needs this")
+    return int(raw)
+
+
+def check_range(param: Param, value: float, what: str) -> None:
+    """Raise ValueProblem when value is outside the param's range, in the parser's wording."""
+    low_ok = param.low is None or (value > param.low if param.low_open else value >= param.low)
+    high_ok = param.high is None or (value < param.high if param.high_open else value <= param.high)
+    if low_ok and high_ok:
+        return
+    if param.high is not None:
+        lo = "(" if param.low_open else "["
+        hi = ")" if param.high_open else "]"
+        rng = f"{lo}{format_number(param.low or 0)}, {format_number(param.high)}{hi}"
+        raise ValueProblem(f"{what} must be in {rng}, got {format_number(value)}")
+    if param.low_open:
+        raise ValueProblem(f"{what} must be greater than {format_number(param.low)}, got {value}")
+    raise ValueProblem(f"{what} must be at least {format_number(param.low)}, got {value}")
+
+
+def _read_flag(param: Param, raw: str, token: str, what: str) -> Any:
+    if token != "WORD" or raw not in param.flags:
+        close = difflib.get_close_matches(raw, list(param.flags), n=1, cutoff=0.6)
+        raise ValueProblem(
+            f"{what} must be one of {', '.join(param.flags)}, not {raw}",
+            f"did you mean `{close[0]}`?" if close else None,
+        )
+    return raw
+
+
+def _read_switch(param: Param, raw: str, token: str, what: str) -> Any:
+    if token == "WORD" and raw in param.flags:
+        return raw == param.flags[0]
+    if token == "WORD" and raw in ("true", "false"):
+        return raw == "true"
+    raise ValueProblem(f"{what} must be true or false, not {shown(raw)}",
+                       f"write `{param.flags[0]}` or `{param.flags[1]}`")
+
+
+def _read_pair(param: Param, raw: str, token: str, what: str) -> Any:
+    if token == "SHAPE":
+        dims = tuple(whole(x, what) for x in raw.split("x"))
+        if len(dims) != 2:
+            raise ValueProblem(f"{what} takes one size or two (AxB), not {shown(raw)}")
+    elif token == "NUMBER" and raw.isdigit():
+        dims = (whole(raw, what),) * 2
+    else:
+        raise ValueProblem(f"{what} must be a whole number or AxB, not {raw}")
+    for d in dims:
+        check_range(param, d, what)
+    return dims
+
+
+def _read_int(param: Param, raw: str, token: str, what: str) -> Any:
+    if token != "NUMBER":
+        raise ValueProblem(f"{what} must be a number, not {raw}")
+    if not raw.isdigit():
+        raise ValueProblem(f"{what} must be a whole number, not {shown(raw)}")
+    value = whole(raw, what)
+    check_range(param, value, what)
+    return value
+
+
+def _read_float(param: Param, raw: str, token: str, what: str) -> Any:
+    if token != "NUMBER":
+        raise ValueProblem(f"{what} must be a number, not {raw}")
+    value = float(raw)
+    if not math.isfinite(value):  # 1e999 reads as inf, which fmt could not write back
+        raise ValueProblem(f"{what} is too large: {shown(raw)}")
+    check_range(param, value, what)
+    return value
+
+
+@dataclass(frozen=True)
+class ParamKind:
+    """How one kind of argument is read from its token and written back: the one place each
+    kind is handled (the parser, the formatter and the settings all go through here)."""
+
+    # read(param, raw text, token type NUMBER|WORD|SHAPE, what for messages) -> typed value
+    read: Callable[[Param, str, str, str], Any]
+    # write(param, value) -> the argument's canonical text inside `( )`
+    write: Callable[[Param, Any], str]
+    bare: bool = False  # may be written without `name=`, as one of its flags
+
+
+PARAM_KINDS: dict[str, ParamKind] = {
+    "int": ParamKind(_read_int, lambda p, v: f"{p.names[0]}={format_number(v)}"),
+    "float": ParamKind(_read_float, lambda p, v: f"{p.names[0]}={format_number(v)}"),
+    "pair": ParamKind(
+        _read_pair, lambda p, v: f"{p.names[0]}={v[0]}" if v[0] == v[1] else (
+            f"{p.names[0]}={v[0]}x{v[1]}")),
+    "flag": ParamKind(_read_flag, lambda p, v: str(v), bare=True),
+    "switch": ParamKind(_read_switch, lambda p, v: p.flags[0] if v else p.flags[1], bare=True),
+}
+
+
+def read_value(param: Param, raw: str, token: str, what: str) -> Any:
+    """The typed value of one written argument, or ValueProblem saying why not."""
+    return PARAM_KINDS[param.kind].read(param, raw, token, what)
+
+
+def write_value(param: Param, value: Any) -> str:
+    """The canonical text of one argument: `k=5`, `s=1x2`, `valid`, `nobias`, `m=.9`."""
+    return PARAM_KINDS[param.kind].write(param, value)
+
+
+def takes_bare(param: Param, word: str) -> bool:
+    """Whether `word` written alone in an argument list sets this param (`valid`, `nobias`)."""
+    return PARAM_KINDS[param.kind].bare and word in param.flags
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """Everything cnnspec knows about one layer word."""
@@ -57,6 +190,8 @@ class LayerKind:
     number: Param | None = None
     options: tuple[Param, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
+    # a valid spelling, for hints ("e.g. conv32") and for tests that try every word
+    example: str = ""
     # rule(layer, input shape) -> output shape; raises ShapeProblem
     shape: Callable[[Any, Shape], Shape] = lambda layer, s: s
     # (trainable, non-trainable) parameter counts for this input shape
@@ -72,6 +207,11 @@ class LayerKind:
     # weight modifiers (l1, l2) attach to the preceding weighted layer instead of adding one
     modifier: bool = False
 
+    @property
+    def spelling(self) -> str:
+        """The example, or the bare word when it needs nothing more."""
+        return self.example or self.word
+
 
 def _spatial(layer_text: str, shape: Shape) -> tuple[int, int, int]:
     # The checker prefixes every message with the layer's text, so it is not repeated here.
@@ -84,7 +224,7 @@ def _spatial(layer_text: str, shape: Shape) -> tuple[int, int, int]:
 
 
 def _out_len(n: int, k: int, s: int, padding: str) -> int:
-    """Keras's output length for one spatial axis (dilation 1)."""
+    """Keras's output length for one spatial axis (k is the dilated kernel's extent)."""
     if padding == "same":
         return (n + s - 1) // s
     return (n - k) // s + 1 if n >= k else 0
@@ -94,16 +234,32 @@ def fmt_shape(shape: Shape) -> str:
     return "×".join(str(d) for d in shape)
 
 
-def _conv_shape(layer: ir.Conv, shape: Shape) -> Shape:
-    h, w, _ = _spatial(f"conv{layer.filters}", shape)
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
-    oh, ow = _out_len(h, kh, sh, layer.padding), _out_len(w, kw, sw, layer.padding)
-    if oh <= 0 or ow <= 0:
+def _extent(layer: Any) -> tuple[int, int]:
+    """The rows and cols a (dilated) kernel spans: (k - 1)·d + 1."""
+    (kh, kw), (dh, dw) = layer.kernel, layer.dilation
+    return (kh - 1) * dh + 1, (kw - 1) * dw + 1
+
+
+def _conv_out(layer: Any, shape: Shape, channels: int) -> Shape:
+    """Output shape of any conv of the table (conv, dwconv, sepconv) with `channels` maps."""
+    h, w, _ = _spatial("", shape)
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    if max(sh, sw) > 1 and max(dh, dw) > 1:  # Keras refuses this when the layer is built
         raise ShapeProblem(
-            f"input is {fmt_shape(shape)}, a {kh}×{kw} valid convolution needs at least {kh}×{kw}",
+            "a stride above 1 together with a dilation above 1 is not supported by Keras",
+            "use s=1 with the dilation (and pool or stride elsewhere), or drop d=",
+        )
+    eh, ew = _extent(layer)
+    oh, ow = _out_len(h, eh, sh, layer.padding), _out_len(w, ew, sw, layer.padding)
+    if oh <= 0 or ow <= 0:
+        kh, kw = layer.kernel
+        span = f" (dilated to {eh}×{ew})" if (eh, ew) != (kh, kw) else ""
+        raise ShapeProblem(
+            f"input is {fmt_shape(shape)}, a {kh}×{kw}{span} valid convolution needs at least "
+            f"{eh}×{ew}",
             "use `same` padding (the default), a smaller kernel, or pool less before it",
         )
-    return (oh, ow, layer.filters)
+    return (oh, ow, channels)
 
 
 def _pool_shape(word: str) -> Callable[[Any, Shape], Shape]:
@@ -122,10 +278,6 @@ def _pool_shape(word: str) -> Callable[[Any, Shape], Shape]:
     return rule
 
 
-def _gap_shape(layer: ir.GlobalAvgPool, shape: Shape) -> Shape:
-    return (_spatial("gap", shape)[2],)
-
-
 def _dense_shape(layer: ir.Dense, shape: Shape) -> Shape:
     if len(shape) != 1:
         raise ShapeProblem(
@@ -135,7 +287,7 @@ def _dense_shape(layer: ir.Dense, shape: Shape) -> Shape:
     return (layer.units,)
 
 
-def _regularizer(layer: ir.Conv | ir.Dense, keras: Any) -> Any:
+def _regularizer(layer: Any, keras: Any) -> Any:
     if layer.l1 is not None and layer.l2 is not None:
         return keras.regularizers.L1L2(l1=layer.l1, l2=layer.l2)
     if layer.l2 is not None:
@@ -146,29 +298,89 @@ def _regularizer(layer: ir.Conv | ir.Dense, keras: Any) -> Any:
 
 
 _PADDING = Param("padding", "flag", ("padding", "p"), flags=("same", "valid"), doc="same|valid")
+_KERNEL = Param("kernel", "pair", ("k", "kernel"), low=1, doc="kernel size: k=5 or k=1x3")
+_STRIDE = Param("stride", "pair", ("s", "stride"), low=1, doc="stride: s=2 or s=1x2")
+_DILATION = Param("dilation", "pair", ("d", "dilation"), low=1, doc="dilation: d=2 or d=1x2")
+_BIAS = Param("bias", "switch", ("bias",), flags=("bias", "nobias"), doc="nobias: no bias")
+_MULTIPLIER = Param("multiplier", "int", ("m", "multiplier"), low=1,
+                    doc="depth multiplier: m=2 filters per input channel")
+_CONV_ARGS = (_KERNEL, _STRIDE, _PADDING, _DILATION, _BIAS)
+
+
+def _conv_window(layer: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    return _extent(layer), layer.stride
+
+
+def _bias(layer: Any, count: int) -> int:
+    return count if layer.bias else 0
+
 
 _CONV = LayerKind(
     word="conv",
     node=ir.Conv,
     keras_class="Conv2D",
-    doc="2-D convolution: conv<filters>, 3×3 stride 1 `same` unless k=, s=, valid",
+    doc="2-D convolution: conv<filters>, 3×3 stride 1 `same` with bias unless k=, s=, valid, "
+        "d=, nobias",
+    example="conv32",
     number=Param("filters", "int", low=1, required=True),
-    options=(
-        Param("kernel", "pair", ("k", "kernel"), low=1, doc="kernel size: k=5 or k=1x3"),
-        Param("stride", "pair", ("s", "stride"), low=1, doc="stride: s=2 or s=1x2"),
-        _PADDING,
-    ),
-    shape=_conv_shape,
+    options=_CONV_ARGS,
+    shape=lambda layer, s: _conv_out(layer, s, layer.filters),
     params=lambda layer, s: (
-        layer.kernel[0] * layer.kernel[1] * s[-1] * layer.filters + layer.filters,
+        layer.kernel[0] * layer.kernel[1] * s[-1] * layer.filters + _bias(layer, layer.filters),
         0,
     ),
     macs=lambda layer, s, out: out[0] * out[1] * layer.kernel[0] * layer.kernel[1] * s[-1]
     * layer.filters,
-    window=lambda layer: (layer.kernel, layer.stride),
+    window=_conv_window,
     keras=lambda layer, keras, name: keras.layers.Conv2D(
         layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
+        dilation_rate=layer.dilation, use_bias=layer.bias,
         kernel_regularizer=_regularizer(layer, keras), name=name,
+    ),
+)
+
+_DWCONV = LayerKind(
+    word="dwconv",
+    node=ir.DepthwiseConv,
+    keras_class="DepthwiseConv2D",
+    doc="depthwise convolution: one 3×3 filter per input channel (m= per channel); takes the "
+        "conv's k=, s=, valid, d=, nobias",
+    example="dwconv(s=2)",
+    options=(*_CONV_ARGS, _MULTIPLIER),
+    shape=lambda layer, s: _conv_out(layer, s, _spatial("", s)[2] * layer.multiplier),
+    params=lambda layer, s: (
+        layer.kernel[0] * layer.kernel[1] * s[-1] * layer.multiplier
+        + _bias(layer, s[-1] * layer.multiplier), 0),
+    macs=lambda layer, s, out: out[0] * out[1] * layer.kernel[0] * layer.kernel[1] * out[2],
+    window=_conv_window,
+    keras=lambda layer, keras, name: keras.layers.DepthwiseConv2D(
+        layer.kernel, strides=layer.stride, padding=layer.padding,
+        depth_multiplier=layer.multiplier, dilation_rate=layer.dilation, use_bias=layer.bias,
+        depthwise_regularizer=_regularizer(layer, keras), name=name,
+    ),
+)
+
+_SEPCONV = LayerKind(
+    word="sepconv",
+    node=ir.SeparableConv,
+    keras_class="SeparableConv2D",
+    doc="separable convolution: depthwise 3×3 then pointwise 1×1 to <filters>; takes the "
+        "conv's arguments and m=",
+    example="sepconv16",
+    number=Param("filters", "int", low=1, required=True),
+    options=(*_CONV_ARGS, _MULTIPLIER),
+    shape=lambda layer, s: _conv_out(layer, s, layer.filters),
+    params=lambda layer, s: (
+        layer.kernel[0] * layer.kernel[1] * s[-1] * layer.multiplier
+        + s[-1] * layer.multiplier * layer.filters + _bias(layer, layer.filters), 0),
+    macs=lambda layer, s, out: out[0] * out[1] * s[-1] * layer.multiplier * (
+        layer.kernel[0] * layer.kernel[1] + layer.filters),
+    window=_conv_window,
+    keras=lambda layer, keras, name: keras.layers.SeparableConv2D(
+        layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding,
+        depth_multiplier=layer.multiplier, dilation_rate=layer.dilation, use_bias=layer.bias,
+        depthwise_regularizer=_regularizer(layer, keras),
+        pointwise_regularizer=_regularizer(layer, keras), name=name,
     ),
 )
 
@@ -179,6 +391,7 @@ def _pool_kind(word: str, node: type[ir.Layer], doc: str, keras_class: str) -> L
         node=node,
         doc=doc,
         keras_class=keras_class,
+        example=f"{word}2",
         number=Param("size", "int", low=1, required=True),
         options=(
             Param("stride", "int", ("s", "stride"), low=1, doc="stride, default = size"),
@@ -189,6 +402,18 @@ def _pool_kind(word: str, node: type[ir.Layer], doc: str, keras_class: str) -> L
         keras=lambda layer, keras, name: getattr(keras.layers, keras_class)(
             pool_size=layer.size, strides=layer.stride, padding=layer.padding, name=name
         ),
+    )
+
+
+def _global_pool_kind(word: str, node: type[ir.Layer], doc: str, keras_class: str) -> LayerKind:
+    return LayerKind(
+        word=word,
+        keras_class=keras_class,
+        node=node,
+        doc=doc,
+        shape=lambda layer, s: (_spatial(word, s)[2],),
+        window=lambda layer: None,
+        keras=lambda layer, keras, name: getattr(keras.layers, keras_class)(name=name),
     )
 
 
@@ -214,6 +439,7 @@ def _modifier_kind(word: str) -> LayerKind:
         word=word,
         node=ir.Layer,
         doc=f"{word.upper()} weight penalty on the preceding conv/dense: {word}(.01)",
+        example=f"{word}(.01)",
         number=Param(word, "float", low=0, low_open=True, required=True),
         modifier=True,
     )
@@ -221,32 +447,47 @@ def _modifier_kind(word: str) -> LayerKind:
 
 _KINDS: tuple[LayerKind, ...] = (
     _CONV,
+    _DWCONV,
+    _SEPCONV,
     _pool_kind("pool", ir.MaxPool, "max pooling, Keras MaxPool2D(N, N): pool<N>", "MaxPooling2D"),
     _pool_kind("avgpool", ir.AvgPool, "average pooling: avgpool<N>", "AveragePooling2D"),
-    LayerKind(
-        word="gap",
-        keras_class="GlobalAveragePooling2D",
-        node=ir.GlobalAvgPool,
-        doc="global average pooling: H×W×C becomes C",
-        shape=_gap_shape,
-        window=lambda layer: None,
-        keras=lambda layer, keras, name: keras.layers.GlobalAveragePooling2D(name=name),
-    ),
+    _global_pool_kind("gap", ir.GlobalAvgPool, "global average pooling: H×W×C becomes C",
+                      "GlobalAveragePooling2D"),
+    _global_pool_kind("gmp", ir.GlobalMaxPool, "global max pooling: H×W×C becomes C",
+                      "GlobalMaxPooling2D"),
     LayerKind(
         word="bn",
         keras_class="BatchNormalization",
         node=ir.BatchNorm,
-        doc="batch normalisation (2 trainable + 2 non-trainable per channel)",
+        doc="batch normalisation (2 trainable + 2 non-trainable per channel); m= momentum "
+            "(.99), eps= epsilon (.001)",
+        options=(
+            Param("momentum", "float", ("m", "momentum"), low=0, high=1,
+                  doc="moving-average momentum, default .99"),
+            Param("epsilon", "float", ("eps", "epsilon"), low=0, low_open=True,
+                  doc="added to the variance, default .001"),
+        ),
         params=lambda layer, s: (2 * s[-1], 2 * s[-1]),
-        keras=lambda layer, keras, name: keras.layers.BatchNormalization(name=name),
+        keras=lambda layer, keras, name: keras.layers.BatchNormalization(
+            momentum=layer.momentum, epsilon=layer.epsilon, name=name),
     ),
     LayerKind(
         word="drop",
         keras_class="Dropout",
         node=ir.Dropout,
         doc="dropout: drop.25 (rate in [0, 1))",
+        example="drop.25",
         number=Param("rate", "float", low=0, high=1, high_open=True, required=True),
         keras=lambda layer, keras, name: keras.layers.Dropout(layer.rate, name=name),
+    ),
+    LayerKind(
+        word="scale",
+        keras_class="Rescaling",
+        node=ir.Rescale,
+        doc="multiply by a constant: scale.125",
+        example="scale.125",
+        number=Param("scale", "float", low=0, low_open=True, required=True),
+        keras=lambda layer, keras, name: keras.layers.Rescaling(layer.scale, name=name),
     ),
     LayerKind(
         word="flatten",
@@ -261,14 +502,17 @@ _KINDS: tuple[LayerKind, ...] = (
         word="dense",
         keras_class="Dense",
         node=ir.Dense,
-        doc="fully connected: dense<units>, on a flat input",
+        doc="fully connected: dense<units>, on a flat input; nobias drops the bias",
+        example="dense512",
         number=Param("units", "int", low=1, required=True),
+        options=(_BIAS,),
         shape=_dense_shape,
-        params=lambda layer, s: (s[0] * layer.units + layer.units, 0),
+        params=lambda layer, s: (s[0] * layer.units + _bias(layer, layer.units), 0),
         macs=lambda layer, s, out: s[0] * layer.units,
         window=lambda layer: None,
         keras=lambda layer, keras, name: keras.layers.Dense(
-            layer.units, kernel_regularizer=_regularizer(layer, keras), name=name
+            layer.units, use_bias=layer.bias, kernel_regularizer=_regularizer(layer, keras),
+            name=name,
         ),
     ),
     *(_activation_kind(fn) for fn in _ACTIVATIONS),
@@ -287,6 +531,8 @@ def _index(kinds: tuple[LayerKind, ...]) -> dict[str, LayerKind]:
 
 
 KINDS: dict[str, LayerKind] = _index(_KINDS)
+# JSON reads layer nodes by class name: the table is where they come from (modifiers build none)
+ir.NODE_TYPES.update({k.node.__name__: k.node for k in _KINDS if k.node is not ir.Layer})
 # node class -> the first kind that builds it (what the loop in kind_of would find)
 _KIND_OF_NODE: dict[type, LayerKind] = {kind.node: kind for kind in reversed(_KINDS)}
 
@@ -342,18 +588,11 @@ def format_layer(layer: ir.Layer) -> str:
     known = {"size": getattr(layer, "size", None)} if kind.options else {}
     for opt in kind.options:
         value = getattr(layer, opt.field)
-        if value == default_for(kind, opt, known):
-            continue
-        if opt.kind == "flag":
-            args.append(str(value))
-        elif opt.kind == "pair":
-            a, b = value
-            args.append(f"{opt.names[0]}={a}" if a == b else f"{opt.names[0]}={a}x{b}")
-        else:
-            args.append(f"{opt.names[0]}={format_number(value)}")
+        if value != default_for(kind, opt, known):
+            args.append(write_value(opt, value))
     if args:
         text += "(" + ",".join(args) + ")"
-    if layer.weighted:  # only conv and dense take penalties
+    if layer.weighted:  # only layers with a kernel take penalties
         for mod in ("l1", "l2"):
             value = getattr(layer, mod, None)
             if value is not None:

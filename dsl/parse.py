@@ -28,7 +28,20 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from cnnspec import ir
 from cnnspec.checker import check
 from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.layers import KINDS, LayerKind, Param, default_for, format_number
+from cnnspec.layers import (
+    KINDS,
+    MAX_INT_DIGITS,
+    LayerKind,
+    Param,
+    ValueProblem,
+    check_range,
+    default_for,
+    format_number,
+    read_value,
+    shown,
+    takes_bare,
+    whole,
+)
 from cnnspec.settings import SETTING_BY_NAME, SETTING_PARAMS
 
 if TYPE_CHECKING:
@@ -582,10 +595,7 @@ class _TooManyProblems(Exception):
     megabyte of junk would take minutes to diagnose word by word)."""
 
 
-class _Problem(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message, self.hint = message, hint
-
+_Problem = ValueProblem  # a value its parameter refuses (raised by cnnspec.layers.read_value)
 
 _NUMBER_LIKE = re.compile(r"[0-9.eE+-]+")
 
@@ -594,79 +604,21 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
     """Check one written value against its Param; return the typed value or raise _Problem.
 
     A plain str (the number of a word such as conv64) counts as a NUMBER if it looks like one.
+    Every kind of value is read in one place, cnnspec.layers.PARAM_KINDS.
     """
     raw = str(tok)
     if isinstance(tok, Token):
-        kind = tok.type
+        token = tok.type
     else:
-        kind = "NUMBER" if _NUMBER_LIKE.fullmatch(raw) else "WORD"
-    if param.kind == "flag":
-        if kind != "WORD" or raw not in param.flags:
-            options = ", ".join(param.flags)
-            close = suggest(raw, list(param.flags))
-            raise _Problem(
-                f"{what} must be one of {options}, not {raw}",
-                f"did you mean `{close}`?" if close else None,
-            )
-        return raw
-    if param.kind == "pair":
-        if kind == "SHAPE":
-            dims = tuple(_whole(x, what) for x in raw.split("x"))
-            if len(dims) != 2:
-                raise _Problem(f"{what} takes one size or two (AxB), not {_shown(raw)}")
-        elif kind == "NUMBER" and raw.isdigit():
-            dims = (_whole(raw, what),) * 2
-        else:
-            raise _Problem(f"{what} must be a whole number or AxB, not {raw}")
-        for d in dims:
-            _check_range(param, d, what)
-        return dims
-    if kind != "NUMBER":
-        raise _Problem(f"{what} must be a number, not {raw}")
-    if param.kind == "int":
-        if not raw.isdigit():
-            raise _Problem(f"{what} must be a whole number, not {_shown(raw)}")
-        value: Any = _whole(raw, what)
-    else:
-        value = float(raw)
-        if not math.isfinite(value):  # 1e999 reads as inf, which fmt could not write back
-            raise _Problem(f"{what} is too large: {_shown(raw)}")
-    _check_range(param, value, what)
-    return value
+        token = "NUMBER" if _NUMBER_LIKE.fullmatch(raw) else "WORD"
+    return read_value(param, raw, token, what)
 
 
-MAX_INT_DIGITS = 18  # any whole number longer is absurd here, and int() refuses 4,300 digits
-
-
-def _whole(raw: str, what: str) -> int:
-    """A whole number from its digits, refusing absurd lengths before int() sees them."""
-    if len(raw) > MAX_INT_DIGITS:
-        raise _Problem(f"{what} is too large: {_shown(raw)}", "no real network needs this")
-    return int(raw)
-
-
-def _shown(raw: str, limit: int = 40) -> str:
-    """Written text quoted in a message, cut short: a token can be a megabyte long."""
-    return raw if len(raw) <= limit else raw[:limit] + "..."
-
-
-def _check_range(param: Param, value: float, what: str) -> None:
-    low_ok = param.low is None or (value > param.low if param.low_open else value >= param.low)
-    high_ok = param.high is None or (value < param.high if param.high_open else value <= param.high)
-    if low_ok and high_ok:
-        return
-    if param.high is not None:
-        lo = "(" if param.low_open else "["
-        hi = ")" if param.high_open else "]"
-        rng = f"{lo}{format_number(param.low or 0)}, {format_number(param.high)}{hi}"
-        raise _Problem(f"{what} must be in {rng}, got {format_number(value)}")
-    if param.low_open:
-        raise _Problem(f"{what} must be greater than {format_number(param.low)}, got {value}")
-    raise _Problem(f"{what} must be at least {format_number(param.low)}, got {value}")
+_whole, _shown, _check_range = whole, shown, check_range
 
 
 # Layers whose output shape is their input shape: leaving one out changes no other shape.
-_SHAPE_NEUTRAL_NODES = (ir.Dropout, ir.BatchNorm, ir.Activation)
+_SHAPE_NEUTRAL_NODES = (ir.Dropout, ir.BatchNorm, ir.Activation, ir.Rescale)
 
 
 def _shape_neutral(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -1048,9 +1000,10 @@ class _Builder:
     ) -> Param | None:
         if key is None:
             for opt in kind.options:
-                if opt.kind == "flag" and str(tok) in opt.flags:
+                if takes_bare(opt, str(tok)):
                     return opt
-            bare = [f for o in kind.options if o.kind == "flag" for f in o.flags]
+            bare = [f for o in kind.options if takes_bare(o, o.flags[0] if o.flags else "")
+                    for f in o.flags]
             self.problem(
                 f"`{kind.word}` does not take `{tok}` here",
                 where,
@@ -1181,8 +1134,7 @@ def _describe(item: ir.Item) -> str:
 
 
 def _example(kind: LayerKind) -> str:
-    return {"conv": "conv32", "pool": "pool2", "avgpool": "avgpool2", "drop": "drop.25",
-            "dense": "dense512"}.get(kind.word, kind.word)
+    return kind.spelling
 
 
 def _alternatives_text(word: str, choices: Tree | None, args: Tree | None) -> str:

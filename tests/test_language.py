@@ -458,10 +458,10 @@ def _spec_for(word: str) -> str:
         return f"input 9x7x3\nconv5 {word}(.01) |"
     example = {"conv": "conv5(k=3x2,s=2)", "pool": "pool2(s=1)", "avgpool": "avgpool3",
                "drop": "drop.3", "dense": "dense6", "flatten": "flatten", "gap": "gap"}
-    written = example.get(word, word)
+    written = example.get(word, KINDS[word].spelling)  # new words: the table's example
     if word in ("dense",):
         return f"input 9x7x3\n| {written}"
-    if word in ("gap", "flatten"):
+    if word in ("gap", "gmp", "flatten"):
         return f"input 9x7x3\nconv4 {written} dense3"
     return f"input 9x7x3\nconv4 {written} |"
 

@@ -75,10 +75,48 @@ def conv(draw, sweep: bool = False) -> str:
         args.append(f"{key}={draw(st.sampled_from(['1', '2', '3', '2x1', '1x2']))}")
     if draw(st.booleans()):
         args.append(draw(st.sampled_from(["same", "valid", "padding=valid", "p=same"])))
+    strided = any(a.startswith("s") and not a.endswith("=1") for a in args)
+    if not strided and draw(st.integers(0, 3)) == 0:  # Keras: no stride with a dilation
+        args.append(f"{draw(st.sampled_from(['d', 'dilation']))}="
+                    f"{draw(st.sampled_from(['1', '2', '1x2']))}")
+    if draw(st.integers(0, 3)) == 0:
+        args.append(draw(st.sampled_from(["nobias", "bias", "bias=false", "bias=true"])))
     args = draw(st.permutations(args))
     if args:
         word += "(" + draw(SEP).join(args) + ")"
     return word + draw(penalty())
+
+
+@st.composite
+def depthwise(draw) -> str:
+    """dwconv or sepconv<N>, with any of their arguments."""
+    word = draw(st.sampled_from(["dwconv", f"sepconv{draw(st.integers(1, 8))}"]))
+    args = []
+    if draw(st.booleans()):
+        args.append(f"k={draw(st.sampled_from(['1', '2', '3', '1x3']))}")
+    if draw(st.booleans()):
+        args.append(f"s={draw(st.sampled_from(['1', '2', '2x1']))}")
+    elif draw(st.integers(0, 2)) == 0:
+        args.append(f"d={draw(st.sampled_from(['2', '1x2']))}")
+    if draw(st.booleans()):
+        args.append(f"{draw(st.sampled_from(['m', 'multiplier']))}={draw(st.integers(1, 3))}")
+    if draw(st.booleans()):
+        args.append(draw(st.sampled_from(["valid", "same", "nobias"])))
+    args = draw(st.permutations(args))
+    return word + ("(" + draw(SEP).join(args) + ")" if args else "") + draw(penalty())
+
+
+@st.composite
+def batchnorm(draw) -> str:
+    args = []
+    if draw(st.booleans()):
+        args.append(f"{draw(st.sampled_from(['m', 'momentum']))}="
+                    f"{draw(st.sampled_from(['0', '.9', '0.99', '1']))}")
+    if draw(st.booleans()):
+        args.append(f"{draw(st.sampled_from(['eps', 'epsilon']))}="
+                    f"{draw(st.sampled_from(['1e-5', '.001', '0.1']))}")
+    args = draw(st.permutations(args))
+    return "bn" + ("(" + draw(SEP).join(args) + ")" if args else "")
 
 
 @st.composite
@@ -106,7 +144,8 @@ def dropout(draw, sweep: bool = False) -> str:
 
 def plain(sweep: bool = False) -> st.SearchStrategy[str]:
     return st.one_of(
-        st.just("bn"), st.sampled_from(ACTIVATIONS), dropout(sweep=sweep)
+        st.just("bn"), batchnorm(), st.sampled_from(ACTIVATIONS), dropout(sweep=sweep),
+        st.sampled_from(["scale.125", "scale2", "scale0.5"]),
     )
 
 
@@ -139,12 +178,13 @@ def items(draw, layer: st.SearchStrategy[str], blocks: list[str], sweep: bool, d
 
 
 def trunk_layer(sweep: bool) -> st.SearchStrategy[str]:
-    return st.one_of(conv(sweep), conv(sweep), pool(sweep), plain(sweep))
+    return st.one_of(conv(sweep), conv(sweep), depthwise(), pool(sweep), plain(sweep))
 
 
 @st.composite
 def dense(draw) -> str:
-    return f"dense{draw(st.integers(1, 12))}" + draw(penalty())
+    bias = draw(st.sampled_from(["", "", "", "(nobias)", "(bias=false)"]))
+    return f"dense{draw(st.integers(1, 12))}{bias}" + draw(penalty())
 
 
 def head_layer(sweep: bool) -> st.SearchStrategy[str]:
@@ -198,7 +238,7 @@ def spec_text(draw, sweep: bool = False) -> str:
         blocks.append(name)
 
     trunk = draw(items(trunk_layer(sweep), blocks, sweep))
-    cut = draw(st.sampled_from(["|", "|", "gap", "flatten"]))
+    cut = draw(st.sampled_from(["|", "|", "gap", "gmp", "flatten"]))
     head = draw(st.lists(head_layer(sweep), max_size=3))
     body = [*trunk, cut, *head]
 
@@ -328,6 +368,7 @@ def test_random_text_fails_cleanly(text):
     "dense16", "l2(.01)", "l1(1e-3)", "(", ")", "x2", "x999", "?", "{", "}", ",", "=",
     "let", "u", "input", "32x32x3", "classes", "10", "train", "lr=.1", "softmax", "\n", "#c",
     "drop{", "conv8(k=", "{.1,.2}", "s=", "1x3", "u =",
+    "dwconv(s=2)", "sepconv8(d=2,nobias)", "nobias", "bn(m=.9)", "scale.125", "gmp", "d=2",
 ]), max_size=20).map(" ".join))
 def test_random_token_soup_fails_cleanly(text):
     _front_end(text)
