@@ -190,20 +190,6 @@ def say_precision(args: argparse.Namespace) -> None:
     args._precision_said = True
 
 
-def say_recorded_precision(recorded: dict[str, Any]) -> None:
-    """On --resume: the run's recorded precision is kept, even if auto would pick another here.
-
-    A run started in bf16 on an AMX machine continues in bf16 on an AVX2 one (correct, but
-    slow: bf16 is emulated there); the line says so instead of silently changing numerics.
-    """
-    from cnnspec.cpu import resolve_precision
-
-    precision = recorded["precision"]
-    here, _ = resolve_precision("auto")
-    note = "" if here == precision else f"; auto would pick {here} on this CPU"
-    _console(stderr=True).print(Text(f"precision: {precision} (recorded in the run{note})"))
-
-
 def _progress(args: argparse.Namespace) -> str | None:
     return None if args.progress == "auto" else args.progress
 
@@ -222,8 +208,8 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     data_failure(spec, data)
     if out is not None:
         refuse_existing(out)
-    say_precision(args)
     run_dir = out or new_run_dir(args.runs_dir, spec.name)
+    say_precision(args)  # after the last refusal that needs no TensorFlow
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
                      progress=_progress(args), max_params=args.max_params,
@@ -317,10 +303,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         _check_strategy_flags(args)
         try:
-            recorded = read_run_settings(args.resume)  # a clear refusal before data or TF
+            read_run_settings(args.resume)  # a clear refusal before data or TensorFlow
         except RunFolderError as exc:
             raise Failure(f"cannot resume: {exc}") from None
-        say_recorded_precision(recorded)
         data = load_data(args) if args.data else None
         try:
             result = resume_run(args.resume, data, progress=_progress(args),

@@ -794,7 +794,7 @@ def _train_single(
             model = keras.models.load_model(records.checkpoint_dir(run_dir) / state["model"])
             _restore_seed_states(model, state["seed_states"])
             if mode != "none":
-                _print(f"resuming {spec.name} at epoch {len(history) + 1}/{epochs}")
+                _print(_resuming_line(spec.name, len(history) + 1, epochs, precision))
         else:
             model = build_training_model(report, keras, precision)
             _compile(model, keras, settings, spe)
@@ -861,6 +861,19 @@ def _train_single(
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+def _resuming_line(name: str, epoch: int, epochs: int, precision: str) -> str:
+    """`resuming exp7 at epoch 3/10 in bf16 (recorded; ...)`: the run keeps its precision.
+
+    A run started in bf16 on an AMX machine continues in bf16 on an AVX2 one (correct, but
+    slow there: bf16 is emulated), never silently in another precision; the line says so.
+    """
+    from cnnspec.cpu import resolve_precision
+
+    here, _ = resolve_precision("auto")
+    note = "" if here == precision else f"; auto would pick {here} on this CPU"
+    return f"resuming {name} at epoch {epoch}/{epochs} in {precision} (recorded in the run{note})"
 
 
 def _settings_record(
@@ -1172,7 +1185,7 @@ def _train_replicated(
         records.write_status(
             run_dir, "running", epochs_completed=len(history), epochs_planned=epochs)
         if state and mode != "none":
-            _print(f"resuming {spec.name} at epoch {len(history) + 1}/{epochs}")
+            _print(_resuming_line(spec.name, len(history) + 1, epochs, precision))
     steps = math.ceil(len(data.x_train) / settings.batch)
     clock, guard, bar = _make_callbacks(keras, mode, epochs, steps, _print)
     pipeline = _Pipeline(tf, data, settings.batch, spec.classes)
