@@ -116,11 +116,17 @@ class Report:
     def output_shape(self) -> ir.Shape:
         return self.rows[-1].output_shape if self.rows else self.input_shape
 
+    @property
+    def own_head(self) -> bool:
+        """True when the spec writes its own head (ends in softmax; see writes_own_head)."""
+        return bool(self.rows) and not any(r.implicit for r in self.rows)
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "input_shape": list(self.input_shape),
             "classes": self.classes,
+            "head": "own" if self.own_head else "implicit",
             "layers": [
                 {
                     "line": r.line,
@@ -160,8 +166,22 @@ def _row(**fields: Any) -> Row:
 
 
 def classifier(classes: int) -> tuple[ir.Layer, ...]:
-    """The implicit head every spec ends with: `dense<classes> softmax`."""
+    """The implicit head a spec ends with unless it writes its own: `dense<classes> softmax`."""
     return (ir.Dense(classes), ir.Activation("softmax"))
+
+
+def writes_own_head(layers: tuple[ir.Layer, ...] | list[ir.Layer]) -> bool:
+    """The rule that turns the implicit classifier off: the network's last layer is `softmax`.
+
+    Why this rule: a network that ends in softmax already produces class probabilities, so
+    adding `dense<classes> softmax` after it would apply softmax twice (which is why such a
+    spec used to be refused). The seed specs never end in softmax, so they keep the implicit
+    head; All-CNN-C's `conv10(k=1) relu gap softmax` is written exactly as published.
+    """
+    return bool(layers) and isinstance(layers[-1], ir.Activation) and layers[-1].fn == "softmax"
+
+
+OWN_HEAD = "softmax ends the network, so it writes its own head"
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
@@ -200,12 +220,13 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     rf, jump = (1, 1), (1, 1)
     placed = spec.layers_with_uses()
     written = [layer for layer, _ in placed]
+    own_head = writes_own_head(written)
     layers = [(layer, False, use) for layer, use in placed] + [
-        (c, True, None) for c in classifier(classes)]
+        (c, True, None) for c in (() if own_head else classifier(classes))]
     used_names: dict[str, int] = {}
     bars = 0
     shape_known = True
-    for index, (layer, implicit, used_at) in enumerate(layers):
+    for layer, implicit, used_at in layers:
         kind: LayerKind = kind_of(layer)
         text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
             format_layer(layer))
@@ -216,14 +237,6 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
                     "a second `|`: a spec has one trunk/head boundary", layer.span,
                     "remove this `|`; use `flatten` if you really mean to flatten again",
                 ))
-        if (isinstance(layer, ir.Activation) and layer.fn == "softmax" and not implicit
-                and index == len(written) - 1):
-            problems.append(Diagnostic(
-                "softmax right before the implicit classifier",
-                layer.span,
-                f"the classifier `dense{spec.classes} softmax` is added from `classes "
-                f"{spec.classes}`; end the spec with the layer before it",
-            ))
         if not shape_known:
             # after a shape error the shapes are unknown, but the rules above do not need them:
             # a second `|` or a trailing softmax is reported too (every error is listed)
@@ -272,6 +285,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             used_at=used_at,
         ))
         shape = out
+    if own_head and shape_known and shape != (classes,):
+        problems.append(_own_head_problem(written[-1], shape, classes))
     report = Report(spec.name, input_shape, classes, tuple(rows))
     if not problems and report.params > max_params:
         worst = max(report.rows, key=lambda r: r.params)
@@ -284,6 +299,22 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     if problems:
         raise _error(spec, problems)
     return report
+
+
+def _own_head_problem(softmax: ir.Layer, shape: ir.Shape, classes: int) -> Diagnostic:
+    """A written head whose output is not `classes` probabilities, at its softmax."""
+    implicit = f"dense{classes} softmax"
+    if len(shape) != 1:
+        return Diagnostic(
+            f"{OWN_HEAD}, but it gives {fmt_shape(shape)}, not a vector of {classes} "
+            f"(`classes {classes}`)", softmax.span,
+            "put `gap` or `|` before the softmax (with a layer of "
+            f"{classes} maps or units), or remove the softmax to get the implicit `{implicit}`")
+    return Diagnostic(
+        f"{OWN_HEAD}, but it gives {shape[0]} values and `classes {classes}` needs {classes}",
+        softmax.span,
+        f"end with `dense{classes} softmax`, or remove this softmax to get the implicit "
+        f"`{implicit}`")
 
 
 def _layer_limit(spec: ir.Spec) -> Diagnostic | None:

@@ -143,9 +143,11 @@ def summary_table(report: Report, title: str) -> Table:
         "", "total", f"{len(report.rows)} layers", "",
         f"{report.params:,}", _si(report.macs), "",
     )
+    head = ("its own head (the spec ends in softmax)" if report.own_head
+            else f"the implicit head dense{report.classes} softmax")
     table.caption = (
         f"trainable {report.trainable:,} · non-trainable {report.non_trainable:,} · "
-        f"activations {report.activation_bytes / 2**20:.2f} MiB per image (float32)"
+        f"activations {report.activation_bytes / 2**20:.2f} MiB per image (float32) · {head}"
     )
     table.caption_justify = "left"
     return table

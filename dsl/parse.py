@@ -26,7 +26,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cnnspec import ir
-from cnnspec.checker import check
+from cnnspec.checker import OWN_HEAD, check
 from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.layers import (
     KINDS,
@@ -214,8 +214,8 @@ def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Di
     misplaced l2, a bad dropout rate), so one run lists those and the shape errors together.
 
     The parameter budget is left to `check` itself, which knows the caller's budget. A layer
-    dropped for its problem can make a softmax look last; that rule is kept only when no
-    problem comes after the softmax.
+    dropped for its problem can make a softmax look last (so the spec seems to write its own
+    head); that rule is kept only when no problem comes after the softmax.
     """
     if spec.has_sweep():
         return []
@@ -225,7 +225,7 @@ def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Di
         last_problem = max(((d.span.line, d.span.column) for d in word_problems if d.span),
                            default=(0, 0))
         return [d for d in err.diagnostics
-                if not (d.message.startswith("softmax right before") and d.span is not None
+                if not (d.message.startswith(OWN_HEAD) and d.span is not None
                         and (d.span.line, d.span.column) < last_problem)]
     return []
 

@@ -339,10 +339,36 @@ def test_second_bar():
 
 
 def test_softmax_before_implicit_classifier():
+    # a trailing softmax writes the spec's own head; 8 values are not 10 classes
     err = error("conv8 | dense8 softmax")
-    assert "softmax right before the implicit classifier" in str(err)
+    assert "softmax ends the network, so it writes its own head, but it gives 8 values" in str(
+        err)
     assert (err.line, err.column) == (1, 16)
     rows("conv8 softmax | dense8")  # elsewhere it is just an activation
+
+
+def test_own_head_turns_the_implicit_classifier_off():
+    own = rows("classes 7\nconv8 | dense7 softmax")
+    assert [r.text for r in own] == ["conv8", "|", "dense7", "softmax"]
+    assert not any(r.implicit for r in own) and own[-1].keras_name == "softmax_l2c16"
+    allconv = rows("conv10(k=1) relu gap softmax")
+    assert [r.keras_class for r in allconv][-2:] == ["GlobalAveragePooling2D", "Activation"]
+    assert allconv[-1].output_shape == (10,)
+    # without the softmax the implicit head is there, as for every seed spec
+    assert [r.keras_name for r in rows("conv10(k=1) relu gap")][-2:] == [
+        "classifier_dense10", "classifier_softmax"]
+    # a softmax inside a block that ends the network counts too
+    assert rows("let head = gap softmax\nconv10 head")[-1].text == "softmax"
+
+
+def test_own_head_must_give_the_classes():
+    err = error("conv10(k=1) relu softmax")
+    assert "it gives 32×32×10, not a vector of 10 (`classes 10`)" in str(err)
+    assert "put `gap` or `|` before the softmax" in str(err)
+    assert (err.line, err.column) == (1, 18)
+    err = error("classes 3\nconv8 gap softmax")
+    assert "gives 8 values and `classes 3` needs 3" in str(err)
+    assert "end with `dense3 softmax`" in str(err)
 
 
 def test_all_problems_reported_at_once():

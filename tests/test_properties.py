@@ -18,8 +18,8 @@ import cnnspec
 from cnnspec import ir
 from cnnspec.format import format_spec
 
-# every activation word of the language except softmax (softmax right before the implicit
-# classifier is an error, tested in test_language.py)
+# every activation word of the language except softmax (a softmax at the end writes the
+# spec's own head, generated on purpose in spec_text; tested in test_language.py)
 ACTIVATIONS = [
     "relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "mish", "tanh", "sigmoid",
     "hard_sigmoid", "softplus", "softsign", "leaky_relu", "linear",
@@ -214,8 +214,10 @@ def spec_text(draw, sweep: bool = False) -> str:
     if draw(st.booleans()):
         h, w = draw(st.integers(6, 24)), draw(st.integers(6, 24))
         header.append(f"input {h}x{w}x{draw(st.integers(1, 4))}")
+    classes = 10
     if draw(st.booleans()):
-        header.append(f"classes {draw(st.integers(1, 12))}")
+        classes = draw(st.integers(1, 12))
+        header.append(f"classes {classes}")
     if draw(st.booleans()):
         chosen = draw(st.lists(st.sampled_from(SETTINGS), min_size=1, max_size=4,
                                unique_by=lambda s: s[0]))
@@ -240,7 +242,13 @@ def spec_text(draw, sweep: bool = False) -> str:
     trunk = draw(items(trunk_layer(sweep), blocks, sweep))
     cut = draw(st.sampled_from(["|", "|", "gap", "gmp", "flatten"]))
     head = draw(st.lists(head_layer(sweep), max_size=3))
-    body = [*trunk, cut, *head]
+    own_head = draw(st.sampled_from(["", "", "", "dense", "allconv"]))
+    if own_head == "dense":  # its own head: ends in softmax, no implicit classifier
+        body = [*trunk, cut, *head, f"dense{classes}", "softmax"]
+    elif own_head == "allconv":  # All-CNN style: no dense layer at all
+        body = [*trunk, f"conv{classes}(k=1)", draw(st.sampled_from(["gap", "gmp"])), "softmax"]
+    else:
+        body = [*trunk, cut, *head]
 
     # break the layers over lines at random item boundaries; comments and blank lines anywhere
     lines: list[str] = [*header, *lets]
