@@ -104,7 +104,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(variants)} variant specs to {out}/")
         return EXIT_OK
     table = Table()
-    table.add_column("variant")
+    table.add_column("variant", overflow="fold")  # names are never cut short
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
     for v in variants:

@@ -131,3 +131,23 @@ def test_a_long_error_line_is_not_rewrapped(tmp_path):
     # (the source line may be shown as a window of itself; it is not cut into more lines)
     assert lines[1].endswith("conv8 relu cnov8 | dense8") and len(lines[1]) > 40
     assert lines[2] == " " * lines[1].index("cnov8") + "^" * 5
+
+
+@pytest.mark.parametrize("columns", ["60", "120"])
+def test_expand_never_cuts_a_variant_name(tmp_path, columns):
+    spec = tmp_path / "wide.cnn"
+    spec.write_text("conv8 " + " ".join("relu?" for _ in range(12)) + " | dense4\n")
+    names = [v["name"] for v in json.loads(
+        run_cli("expand", str(spec), "--sample", "3", "--json").stdout)]
+    table = run_cli("expand", str(spec), "--sample", "3", env={"COLUMNS": columns}).stdout
+    rows: list[str] = []
+    for line in table.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[1]:  # a params cell starts a row; folded lines continue the name
+            rows.append(cells[0])
+        else:
+            rows[-1] += cells[0]
+    assert rows == names
+    assert "…" not in table
