@@ -30,7 +30,9 @@ def format_item(item: ir.Item) -> str:
         glue = "" if isinstance(item.body, ir.Group) else " "  # conv64x2 would read as one word
         return f"{body}{glue}x{item.times}"
     if isinstance(item, ir.BlockRef):
-        return item.name
+        return item.name + ("(" + ",".join(item.args) + ")" if item.args else "")
+    if isinstance(item, ir.TemplateLayer):
+        return item.text
     if isinstance(item, ir.Alternatives):
         return item.text
     if isinstance(item, ir.Optional):
@@ -56,7 +58,10 @@ def format_statement(statement: ir.Statement) -> str:
     if isinstance(statement, ir.TrainDecl):
         return "train " + " ".join(format_setting(s) for s in statement.settings)
     if isinstance(statement, ir.LetDecl):
-        return f"let {statement.name} = {format_items(statement.items)}"
+        params = ",".join(p.name if p.default is None else f"{p.name}={p.default}"
+                          for p in statement.params)
+        head = f"{statement.name}({params})" if params else statement.name
+        return f"let {head} = {format_items(statement.items)}"
     return format_items(statement.items)
 
 

@@ -181,9 +181,27 @@ class Repeat:
 
 @dataclass(frozen=True)
 class BlockRef:
-    """Use of a block defined by `let NAME = ...`."""
+    """Use of a block defined by `let NAME = ...`, or `let NAME(params) = ...`.
+
+    For a block with parameters, args holds the arguments as written (canonical text, e.g.
+    `64`, `s=2`) and items the block's body built with them, once per use: each use is a
+    different network part. For a block without parameters items is None and the body is
+    the `let` line's (looked up by name), as it always was.
+    """
 
     name: str
+    span: Span | None = _span()
+    args: tuple[str, ...] = ()
+    items: tuple[Item, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TemplateLayer:
+    """A layer or block use inside a block with parameters that refers to them: `conv{f}`,
+    `conv64(s={s})`, `unit({f})`. Kept as canonical text, for `fmt`; each use of the block
+    builds it with that use's values (into BlockRef.items), so no later stage sees one."""
+
+    text: str
     span: Span | None = _span()
 
 
@@ -210,7 +228,7 @@ class Optional:
     span: Span | None = _span()
 
 
-Item = Layer | Group | Repeat | BlockRef | Alternatives | Optional
+Item = Layer | Group | Repeat | BlockRef | Alternatives | Optional | TemplateLayer
 
 # -- statements --------------------------------------------------------------------------------
 
@@ -250,12 +268,24 @@ class TrainDecl:
 
 
 @dataclass(frozen=True)
+class BlockParam:
+    """One parameter of `let NAME(f, s=1) = ...`: its name and default (canonical text; None
+    when every use must give it)."""
+
+    name: str
+    default: str | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True)
 class LetDecl:
-    """`let NAME = items`: a reusable block."""
+    """`let NAME = items`, or `let NAME(params) = items`: a reusable block. In a block with
+    parameters, the items that refer to them are TemplateLayers."""
 
     name: str
     items: tuple[Item, ...]
     span: Span | None = _span()
+    params: tuple[BlockParam, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -339,7 +369,7 @@ class Spec:
                     for _ in range(item.times):
                         walk((item.body,))
                 elif isinstance(item, BlockRef):
-                    walk(blocks[item.name])
+                    walk(blocks[item.name] if item.items is None else item.items)
                 else:
                     raise ValueError("spec has sweep alternatives; expand it into variants first")
 
@@ -363,7 +393,8 @@ class Spec:
                     for _ in range(item.times):
                         walk((item.body,), use)
                 elif isinstance(item, BlockRef):
-                    walk(blocks[item.name], use if use is not None else item.span)
+                    walk(blocks[item.name] if item.items is None else item.items,
+                         use if use is not None else item.span)
                 else:
                     raise ValueError("spec has sweep alternatives; expand it into variants first")
 
@@ -395,6 +426,8 @@ class Spec:
                 return sum(count(i) for i in it.items)
             if isinstance(it, Repeat):
                 return it.times * count(it.body)
+            if isinstance(it, BlockRef) and it.items is not None:  # a use with arguments
+                return sum(count(i) for i in it.items)
             if isinstance(it, BlockRef):
                 if it.name not in memo:  # IR built by hand may use a block above its `let`
                     memo[it.name] = 0  # (and a cycle counts 0 instead of recursing forever)
@@ -421,6 +454,8 @@ class Spec:
                     return True
                 if isinstance(item, Repeat) and sweeps((item.body,)):
                     return True
+                if isinstance(item, BlockRef) and item.items is not None and sweeps(item.items):
+                    return True
             return False
 
         return (sweeps(self.body) or any(sweeps(items) for items in self.blocks.values())
@@ -434,8 +469,8 @@ class Spec:
 NODE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        Group, Repeat, BlockRef, Alternatives, Optional, InputDecl, ClassesDecl, Setting,
-        TrainDecl, LetDecl, LayerLine, Line, Spec, Span,
+        Group, Repeat, BlockRef, TemplateLayer, Alternatives, Optional, InputDecl, ClassesDecl,
+        Setting, TrainDecl, BlockParam, LetDecl, LayerLine, Line, Spec, Span,
     )
 }
 

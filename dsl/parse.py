@@ -98,7 +98,8 @@ _FAST_FAILED: list[BaseException] = []
 # Lark builds for it (positions included) before it is used at all.
 _SELF_TEST = (
     "# c\ninput 8x8x3\nclasses 3\ntrain lr={.1,.01} opt=sgd\nlet u = conv8(k=3,valid) relu\n"
-    "u (bn relu)x2? drop{.25,.5} pool2(s=1) | dense4 l2(.01)  # end\n\n"
+    "let v(f, s=1) = conv{f}(s={s}) u\n"
+    "u v(8, s=2) (bn relu)x2? drop{.25,.5} pool2(s=1) | dense4 l2(.01)  # end\n\n"
 )
 
 
@@ -231,6 +232,10 @@ def _checker_problems(spec: ir.Spec, word_problems: list[Diagnostic]) -> list[Di
 
 
 MAX_NESTING = 32
+# Blocks with parameters are built at each use, recursively: these bound the work (a chain of
+# blocks each using the one before twice would otherwise double the layers at every step).
+MAX_BLOCK_NESTING = 32  # uses of blocks with parameters inside each other
+MAX_EXPANDED_LAYERS = 10_000  # layers and uses built for blocks with parameters, in all
 MAX_LAYER_OPTIONS = 10_000  # combinations of one layer's alternatives (all built at parse)
 MAX_PROBLEMS = 50  # word problems reported before giving up, like a compiler's error limit
 MAX_SYNTAX_ERRORS = 20
@@ -288,6 +293,8 @@ def _depth_diagnostic(lines: tuple[ir.Line, ...]) -> Diagnostic | None:
             return 1 + max((item_depth(i) for i in it.items), default=0)
         if isinstance(it, ir.Repeat | ir.Optional):
             return 1 + item_depth(it.body)
+        if isinstance(it, ir.BlockRef) and it.items is not None:  # a use with arguments
+            return 1 + max((item_depth(i) for i in it.items), default=0)
         if isinstance(it, ir.BlockRef):
             return 1 + depth.get(it.name, 0)
         return 1
@@ -647,6 +654,15 @@ class _Builder:
         # what was built are real, and parse reports them too (see _checker_problems).
         self.shape_safe = True
         self.lines = text.split("\n")
+        self.reported: set[tuple[str, Span | None]] = set()
+        # blocks with parameters: name -> (body tree, parameters, default value tokens)
+        self.templates: dict[str, tuple[Tree, tuple[ir.BlockParam, ...], dict[str, Any]]] = {}
+        self.broken: set[str] = set()  # blocks with parameters whose `let` line has a problem
+        self.defining: str | None = None  # the block whose `let` line is being read
+        self.scope: set[str] | None = None  # its parameter names, while reading its body
+        self.env: dict[str, Token] | None = None  # the values, while building a use
+        self.nest = 0
+        self.expanded = 0
 
     def full_span(self, tree: Tree) -> Span | None:
         """A tree's span including the brackets around its edges, which the tree drops.
@@ -686,13 +702,18 @@ class _Builder:
         return Span(span.line, start + 2, span.end_line, end + 1)
 
     def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.shape_safe = False  # unless the caller is _shape_neutral (which restores it)
+        if (message, span) in self.reported:  # a block's layer, met again at each use
+            return
+        self.reported.add((message, span))
+        if self.defining is not None and self.scope is not None:
+            self.broken.add(self.defining)
         if len(self.problems) >= MAX_PROBLEMS:
             self.problems.append(Diagnostic(
                 f"more than {MAX_PROBLEMS} problems; stopped reading here", span,
                 "fix these first, or check that this is a cnnspec file"))
             raise _TooManyProblems
         self.problems.append(Diagnostic(message, span, hint))
-        self.shape_safe = False  # unless the caller is _shape_neutral (which restores it)
 
     # lines and statements
 
@@ -778,7 +799,8 @@ class _Builder:
         return list(value.children) if isinstance(value, Tree) else [value]
 
     def let_decl(self, tree: Tree, span: Span | None) -> ir.LetDecl:
-        name_tok, seq = tree.children
+        name_tok, *rest = tree.children  # `let NAME args? = sequence`
+        seq, params_tree = rest[-1], (rest[0] if len(rest) == 2 else None)
         name = str(name_tok)
         if (name in KINDS or name in KEYWORDS or split_word(name) or "." in name
                 or re.fullmatch(r"x[0-9]+", name)):
@@ -790,9 +812,219 @@ class _Builder:
             )
         elif name in self.blocks:
             self.problem(f"block `{name}` is defined twice", _tok_span(name_tok))
-        items = self.sequence(seq)
+        params: tuple[ir.BlockParam, ...] = ()
+        self.defining = name
+        try:
+            if params_tree is None:
+                items = self.sequence(seq)
+            else:
+                params, defaults = self.block_params(name, params_tree)
+                self.scope = {p.name for p in params}
+                try:
+                    items = self.sequence(seq)
+                finally:
+                    self.scope = None
+                self.templates[name] = (seq, params, defaults)
+        finally:
+            self.defining = None
         self.blocks[name] = 1
-        return ir.LetDecl(name, items, span=span)
+        return ir.LetDecl(name, items, span=span, params=params)
+
+    def block_params(
+        self, name: str, tree: Tree
+    ) -> tuple[tuple[ir.BlockParam, ...], dict[str, Token | None]]:
+        """The parameters of `let NAME(f, s=1) = ...`: names, with a default after `=`."""
+        params: list[ir.BlockParam] = []
+        defaults: dict[str, Token | None] = {}
+        self.scope = set()  # problems found here mark the block as broken
+        try:
+            for arg in tree.children:
+                if arg.data == "named_arg":
+                    key_tok, value = arg.children
+                    if isinstance(value, Tree):
+                        self.problem(
+                            f"the default of `{key_tok}` must be one value", self.full_span(arg),
+                            f"sweep it where the block is used: {name}(..., {key_tok}={{1,2}})")
+                        continue
+                    name_tok, default = key_tok, value
+                else:
+                    name_tok, default = arg.children[0], None
+                    if (not isinstance(name_tok, Token) or name_tok.type != "WORD"
+                            or "." in name_tok):
+                        self.problem(
+                            f"a block parameter is a name, not {_shown(str(name_tok))}",
+                            _tok_span(name_tok) if isinstance(name_tok, Token) else None,
+                            f"e.g. let {name}(f, s=1) = conv{{f}}(s={{s}})")
+                        continue
+                pname = str(name_tok)
+                if pname in defaults:
+                    self.problem(f"block `{name}` lists the parameter `{pname}` twice",
+                                 _tok_span(name_tok), "give each parameter one name")
+                    continue
+                defaults[pname] = default
+                params.append(ir.BlockParam(
+                    pname, None if default is None else _value_text(default),
+                    span=_tok_span(name_tok)))
+        finally:
+            self.scope = None
+        return tuple(params), defaults
+
+    def template(
+        self, tree: Tree, text: str, refs: list[Token], span: Span | None
+    ) -> ir.TemplateLayer | None:
+        """A layer of a block's body that refers to the block's parameters: checked for names
+        here, built at each use (see block_use)."""
+        assert self.scope is not None and self.defining is not None
+        unknown = [r for r in refs if str(r) not in self.scope]
+        for ref in unknown:
+            close = suggest(str(ref), sorted(self.scope)) if self.scope else None
+            known = ", ".join(sorted(self.scope)) or "none"
+            self.problem(
+                f"block `{self.defining}` has no parameter `{ref}`", _tok_span(ref),
+                f"did you mean `{{{close}}}`?" if close and close != str(ref)
+                else f"its parameters are {known}; add `{ref}` to its `let` line")
+        swept = [c for c in _value_nodes(tree) if isinstance(c, Tree) and len(c.children) > 1]
+        if swept:
+            self.problem(
+                "sweep alternatives inside a block with parameters are not supported",
+                self.full_span(swept[0]),
+                "make it a parameter and sweep it where the block is used: "
+                f"{self.defining}(..., r={{.25,.5}})")
+        if unknown or swept:
+            return None
+        if text not in self.templates and text not in self.blocks and split_word(text) is None:
+            self.unknown_word(tree.children[0])
+            return None
+        choices = args = None
+        for child in tree.children[1:]:
+            if child.data == "choices":
+                choices = child
+            else:
+                args = child
+        return ir.TemplateLayer(_alternatives_text(text, choices, args), span=span)
+
+    def block_use(
+        self, word_tok: Token, args: Tree | None, choices: Tree | None, span: Span | None
+    ) -> ir.Item | None:
+        """A use of a block with parameters, `unit(64, s=2)`: its body built with these
+        values. An argument written as alternatives, `unit({64,128})`, makes the use a sweep
+        point whose options are the block built with each value."""
+        name = str(word_tok)
+        _, params, defaults = self.templates[name]
+        if name in self.broken:  # its `let` line is reported; its uses would only add noise
+            self.shape_safe = False  # the network lacks this use's layers: shapes are unknown
+            return None
+        signature = name + "(" + ",".join(
+            p.name if p.default is None else f"{p.name}={p.default}" for p in params) + ")"
+        if choices is not None:
+            self.problem(f"block `{name}` takes arguments, not alternatives", span,
+                         f"sweep an argument instead: {signature}")
+            return None
+        written: list[tuple[Token | None, list[Token], Span | None]] = []
+        for arg in args.children if args is not None else ():
+            key = arg.children[0] if arg.data == "named_arg" else None
+            written.append((key, self.values(arg.children[-1]), self.full_span(arg)))
+        names = [p.name for p in params]
+        positional = [w for w in written if w[0] is None]
+        ok = True
+        if len(positional) > len(params):
+            required = sum(p.default is None for p in params)
+            takes = (_count(len(params), "argument") if required == len(params)
+                     else f"{required} to {_count(len(params), 'argument')}")
+            self.problem(
+                f"block `{name}` takes {takes}, got {len(positional)}",
+                positional[len(params)][2], f"its parameters: {signature}")
+            return None
+        bound: dict[str, list[Token]] = {}
+        order: list[tuple[str | None, str]] = []  # (name written before `=`, parameter)
+        for param, (_, vals, _) in zip(params, positional, strict=False):
+            bound[param.name] = vals
+            order.append((None, param.name))
+        for key, vals, where in written:
+            if key is None:
+                continue
+            if str(key) not in names:
+                close = suggest(str(key), names)
+                self.problem(
+                    f"block `{name}` has no parameter `{key}`", _tok_span(key),
+                    f"did you mean `{close}`?" if close and close != str(key)
+                    else f"its parameters: {signature}")
+                ok = False
+            elif str(key) in bound:
+                self.problem(f"{name}: `{key}` is given twice", where, "give it once")
+                ok = False
+            else:
+                bound[str(key)] = vals
+                order.append((str(key), str(key)))
+        missing = [p.name for p in params if p.name not in bound and p.default is None]
+        if missing:
+            self.problem(
+                f"block `{name}` needs a value for " + ", ".join(f"`{m}`" for m in missing),
+                span,
+                f"its parameters: {signature}; e.g. {name}("
+                + ",".join("64" if i == 0 else f"{m}=64" for i, m in enumerate(missing)) + ")")
+            ok = False
+        if not ok:
+            return None
+        for param in params:
+            bound.setdefault(param.name, [defaults[param.name]])
+        axes = [[(pname, v) for v in vals] for pname, vals in bound.items()]
+        combinations = math.prod(len(axis) for axis in axes)
+        if combinations > MAX_LAYER_OPTIONS:
+            self.problem(
+                f"`{name}` has {combinations:,} alternatives in one use, over the limit of "
+                f"{MAX_LAYER_OPTIONS:,}", span, "sweep fewer values at a time")
+            return None
+        swept = [pname for pname, vals in bound.items() if len(vals) > 1]
+        options: list[ir.BlockRef] = []
+        labels: list[str] = []
+        for combo in itertools.product(*axes):
+            env = dict(combo)
+            items = self.instantiate(name, env, span)
+            if items is None:
+                return None
+            options.append(ir.BlockRef(name, span=span, items=items, args=tuple(
+                (f"{key}=" if key else "") + _value_text(env[pname]) for key, pname in order)))
+            labels.append(",".join(  # as written: `64` for a positional value, `s=2` named
+                (f"{key}=" if key else "") + _value_text(env[pname])
+                for key, pname in order if pname in swept))
+        if len(options) == 1:
+            return options[0]
+        if len(set(labels)) < len(labels):
+            self.problem(f"`{name}` lists the same alternative twice", span,
+                         "write each value once")
+            return None
+        return ir.Alternatives(text=_alternatives_text(name, None, args), key=name,
+                               labels=tuple(labels), options=tuple(options), span=span)
+
+    def instantiate(
+        self, name: str, env: dict[str, Token], span: Span | None
+    ) -> tuple[ir.Item, ...] | None:
+        """The body of block `name` built with the values in env (None if refused)."""
+        self.expanded += 1  # a use counts as a layer: uses of uses cost work too
+        if "expansion" in self.seen:  # refused once: every other use is left out at once
+            return None
+        if self.nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS:
+            if "expansion" not in self.seen:
+                self.seen.add("expansion")
+                too_deep = self.nest >= MAX_BLOCK_NESTING
+                self.problem(
+                    f"blocks with parameters nest more than {MAX_BLOCK_NESTING} deep here"
+                    if too_deep else
+                    f"blocks with parameters build more than {MAX_EXPANDED_LAYERS:,} layers "
+                    "here, over the limit", span,
+                    "use fewer levels of blocks inside blocks" if too_deep else
+                    "a real CNN has far fewer layers; repeat a use with xN instead")
+            return None
+        seq = self.templates[name][0]
+        saved = self.env, self.scope, self.defining
+        self.env, self.scope, self.defining = env, None, None
+        self.nest += 1
+        try:
+            return self.sequence(seq)
+        finally:
+            self.env, self.scope, self.defining = saved
+            self.nest -= 1
 
     # items
 
@@ -817,7 +1049,9 @@ class _Builder:
             before = len(self.problems)
             body = self.layer(first, previous)
             if body is None:
-                if suffix and len(self.problems) == before:  # a penalty such as l2(.01)
+                word = split_word(str(first.children[0]))
+                if (suffix and len(self.problems) == before and previous
+                        and word is not None and KINDS[word[0]].modifier):  # e.g. l2(.01)
                     self.problem(
                         f"`{suffix[0]}` cannot follow the weight penalty `{first.children[0]}`",
                         _tok_span(suffix[0]),
@@ -837,24 +1071,48 @@ class _Builder:
                 body = ir.Repeat(body, times, span=span)
             elif tok.type == "OPTIONAL":
                 body = ir.Optional(body, span=span)
+        if self.scope is not None and isinstance(body, ir.Alternatives | ir.Optional):
+            self.problem(
+                "sweep alternatives inside a block with parameters are not supported",
+                body.span, "make it a parameter and sweep it where the block is used: "
+                f"{self.defining}(..., r={{.25,.5}})" if isinstance(body, ir.Alternatives)
+                else f"put the `?` on a use of the block instead: {self.defining}(...)?")
+            return None
         return body
 
     def layer(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
         word_tok, *rest = tree.children
         text = str(word_tok)
+        if text == self.defining:
+            self.problem(
+                f"block `{text}` uses itself", _tok_span(word_tok),
+                f"a block cannot contain itself; to repeat it, write `{text} x2` where it is "
+                "used")
+            return None
         if not rest:  # a bare word, by far the commonest layer
+            if text in self.templates:
+                return self.block_use(word_tok, None, None, _tok_span(word_tok))
             if text in self.blocks:
                 return ir.BlockRef(text, span=_tok_span(word_tok))
             split = split_word(text)
             if split is not None and not KINDS[split[0]].modifier:
                 return self.build(KINDS[split[0]], word_tok, split[1], (), _tok_span(word_tok))
+        span = self.full_span(tree) if rest else _tok_span(word_tok)
+        if rest and (self.scope is not None or self.env is not None):
+            refs = _param_refs(tree)
+            if refs and self.env is None:  # in a block's `let` line: kept for each use
+                return self.template(tree, text, refs, span)
+            if refs and self.env is not None:  # building a use: put its values in
+                tree = _substitute(tree, self.env)
+                rest = tree.children[1:]
         choices = args = None
         for child in rest:  # `WORD choices? args?`
             if child.data == "choices":
                 choices = child
             elif child.data == "args":
                 args = child
-        span = self.full_span(tree) if rest else _tok_span(word_tok)
+        if text in self.templates:
+            return self.block_use(word_tok, args, choices, span)
         if text in self.blocks and choices is None and args is None:
             return ir.BlockRef(text, span=span)
         split = split_word(text)
@@ -937,6 +1195,8 @@ class _Builder:
     ) -> ir.Layer | None:
         """One layer node; number is a choice's token, or the str split off the word."""
         safe = self.shape_safe
+        if self.env is not None:
+            self.expanded += 1
         node = self._build(kind, word_tok, number, args, span)
         if kind.node in _SHAPE_NEUTRAL_NODES:  # dropping a dropout or activation keeps shapes
             self.shape_safe = safe
@@ -1052,6 +1312,10 @@ class _Builder:
             self.problem(p.message, _tok_span(toks[0]), p.hint)
             return
         target = previous[-1] if previous else None
+        if isinstance(target, ir.TemplateLayer):  # `conv{f} l2(.01)`: checked at each use
+            previous[-1] = ir.TemplateLayer(
+                f"{target.text} {kind.word}({format_number(value)})", span=target.span)
+            return
         targets = target.options if isinstance(target, ir.Alternatives) else (target,)
         if target is None or not all(isinstance(t, ir.Layer) and t.weighted for t in targets):
             what = "nothing" if target is None else _describe(target)
@@ -1114,6 +1378,51 @@ class _Builder:
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _value_text(tok: Token) -> str:
+    """A written value in its canonical spelling: `0.50` -> `.5`, words and sizes as written."""
+    return format_number(_num_value(tok)) if tok.type == "NUMBER" else str(tok)
+
+
+def _value_nodes(layer: Tree) -> list[Token | Tree]:
+    """The number's alternatives and every argument value of a layer tree."""
+    out: list[Token | Tree] = []
+    for child in layer.children[1:]:
+        if child.data == "choices":
+            out.append(child)
+        else:  # args: named_arg(WORD, value) or positional_arg(value)
+            out.extend(arg.children[-1] for arg in child.children)
+    return out
+
+
+def _is_ref(node: Token | Tree) -> bool:
+    """`{f}`: braces around one name, a block parameter (a sweep lists values)."""
+    return (isinstance(node, Tree) and len(node.children) == 1
+            and isinstance(node.children[0], Token) and node.children[0].type == "WORD")
+
+
+def _param_refs(layer: Tree) -> list[Token]:
+    """The names a layer refers to as `{name}`: in its number or its argument values."""
+    return [node.children[0] for node in _value_nodes(layer) if _is_ref(node)]
+
+
+def _substitute(node: Tree, env: dict[str, Token]) -> Tree:
+    """The tree with every `{name}` of env replaced by `{value}`: the value's own token, so a
+    problem with it points at the use that wrote it."""
+    children: list[Any] = []
+    for child in node.children:
+        if isinstance(child, Token):
+            children.append(child)
+        elif _is_ref(child) and str(child.children[0]) in env:
+            children.append(Tree("choices", [env[str(child.children[0])]]))
+        else:
+            children.append(_substitute(child, env))
+    return Tree(node.data, children)
 
 
 def _num_value(tok: Token) -> Any:

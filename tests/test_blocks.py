@@ -1,0 +1,163 @@
+"""Blocks with parameters: `let unit(f, s=1) = conv{f}(s={s}) bn relu`, used as `unit(64, s=2)`.
+
+A use must mean exactly the layers written out by hand (same shapes, parameters, Keras classes);
+fmt and JSON must round-trip; arguments may be swept; every mistake is refused at its place.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import cnnspec
+from cnnspec import ir
+from cnnspec.format import format_spec
+from cnnspec.sweep import expand
+
+UNIT = "let unit(f, s=1) = conv{f}(s={s}) bn relu\n"
+
+
+def _rows(text: str):
+    return cnnspec.check(cnnspec.parse(text)).rows
+
+
+def _meaning(text: str):
+    return [(r.text, r.keras_class, r.output_shape, r.trainable, r.non_trainable)
+            for r in _rows(text)]
+
+
+@pytest.mark.parametrize("with_blocks, written_out", [
+    (UNIT + "unit(16) unit(32, s=2) gap",
+     "conv16 bn relu conv32(s=2) bn relu gap"),
+    (UNIT + "unit(s=2, f=8) unit(8,1) unit(f=4) gap",
+     "conv8(s=2) bn relu conv8 bn relu conv4 bn relu gap"),
+    (UNIT + "let stage(f) = unit({f}, s=2) unit({f})\nstage(16) stage(32) gap",
+     "conv16(s=2) bn relu conv16 bn relu conv32(s=2) bn relu conv32 bn relu gap"),
+    (UNIT + "(unit(8) pool2)x2 unit(4) x2 |",
+     "(conv8 bn relu pool2)x2 (conv4 bn relu)x2 |"),
+    ("let u(p, k=3) = conv8(k={k},{p}) l2(.01) relu\nu(valid) u(same, k=1x3) gap",
+     "conv8(valid) l2(.01) relu conv8(k=1x3) l2(.01) relu gap"),
+    ("let d(r) = drop{r}\nlet plain = d(.25) relu\nconv8 plain d(0.5) gap",
+     "conv8 drop.25 relu drop.5 gap"),
+    ("let all(s=2) = conv8(s={s})\nall all(s=1) gap", "conv8(s=2) conv8 gap"),
+])
+def test_a_use_means_the_layers_written_out(with_blocks, written_out):
+    assert _meaning(with_blocks) == _meaning(written_out)
+
+
+def test_fmt_and_json_round_trip():
+    text = (UNIT + "let stage( f , n=2 ) = unit({f},s=2) conv{f}(kernel=1) l2(0.010)\n"
+            "stage(16) stage(f=32)  unit( 64 , s = 1 ) gap  # end\n")
+    spec = cnnspec.parse(text)
+    canonical = format_spec(spec)
+    assert canonical == (
+        "let unit(f,s=1) = conv{f}(s={s}) bn relu\n"
+        "let stage(f,n=2) = unit({f},s=2) conv{f}(kernel=1) l2(.01)\n"
+        "stage(16) stage(f=32) unit(64,s=1) gap  # end\n")
+    again = cnnspec.parse(canonical)
+    assert again == spec and format_spec(again) == canonical
+    assert ir.from_json(ir.to_json(spec)) == spec
+    let = spec.statements()[0]
+    assert isinstance(let, ir.LetDecl) and [p.name for p in let.params] == ["f", "s"]
+    assert [p.default for p in let.params] == [None, "1"]
+
+
+def test_layers_point_back_at_the_block_and_the_use():
+    rows = _rows(UNIT + "conv8\nunit(16) unit(32) gap")
+    conv16, conv32 = rows[1], rows[4]
+    assert (conv16.line, conv16.column, conv16.defined_at) == (3, 1, 1)
+    assert (conv32.line, conv32.column, conv32.defined_at) == (3, 10, 1)
+    assert conv16.where == "3 (block at 1)"
+    # names come from the let line's layer and the value it got; a second use adds _2
+    assert [r.keras_name for r in rows[1:7]] == [
+        "conv16_l1c20", "bn_l1c35", "relu_l1c38", "conv32_l1c20", "bn_l1c35_2", "relu_l1c38_2"]
+
+
+def test_arguments_can_be_swept():
+    spec = cnnspec.parse(UNIT + "unit({16,32}) unit(8, s={1,2}) gap")
+    variants = expand(spec)
+    assert [v.name for v in variants] == [
+        "spec[unit@2:1=16,unit@2:15=s=1]", "spec[unit@2:1=16,unit@2:15=s=2]",
+        "spec[unit@2:1=32,unit@2:15=s=1]", "spec[unit@2:1=32,unit@2:15=s=2]"]
+    last = format_spec(variants[-1].spec).splitlines()[-1]
+    assert last == "unit(32) unit(8,s=2) gap"
+    assert [r.output_shape for r in cnnspec.check(variants[-1].spec).rows][:6] == [
+        (32, 32, 32)] * 3 + [(16, 16, 8)] * 3
+    assert format_spec(spec).splitlines()[-1] == "unit({16,32}) unit(8,s={1,2}) gap"
+
+
+def test_a_bad_value_is_reported_at_the_use_that_wrote_it():
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(UNIT + "unit(16)\nunit(0)")
+    assert (info.value.line, info.value.column) == (3, 6)
+    assert "conv filters must be at least 1, got 0" in str(info.value)
+
+
+def test_a_shape_error_in_a_block_is_reported_at_its_layer():
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse("input 4x4x3\nlet v(f) = conv{f}(valid)\nv(8) v(8) gap"))
+    assert (info.value.line, info.value.column) == (2, 12)
+    assert "input is 2×2×8, a 3×3 valid convolution needs at least 3×3" in str(info.value)
+
+
+@pytest.mark.parametrize("text, message, where", [
+    (UNIT + "unit gap", "block `unit` needs a value for `f`", (2, 1)),
+    (UNIT + "unit(1, 2, 3) gap", "block `unit` takes 1 to 2 arguments, got 3", (2, 12)),
+    ("let u(f) = conv{f}\nu(1, 2) gap", "block `u` takes 1 argument, got 2", (2, 6)),
+    (UNIT + "unit(8, t=2) gap", "block `unit` has no parameter `t`", (2, 9)),
+    (UNIT + "unit(8, f=2) gap", "unit: `f` is given twice", (2, 9)),
+    (UNIT + "unit{8,16} gap", "block `unit` takes arguments, not alternatives", (2, 1)),
+    ("let u(f) = conv{g}\nu(1) gap", "block `u` has no parameter `g`", (1, 17)),
+    ("let u(f) = conv{f} u({f})\nu(1) gap", "block `u` uses itself", (1, 20)),
+    ("let u = conv8 u\nu gap", "block `u` uses itself", (1, 15)),
+    ("let u(f, f) = conv{f}\nu(1) gap", "block `u` lists the parameter `f` twice", (1, 10)),
+    ("let u(3) = conv8\nu(1) gap", "a block parameter is a name, not 3", (1, 7)),
+    ("let u(f={1,2}) = conv{f}\nu gap", "the default of `f` must be one value", (1, 7)),
+    ("let u(f) = conv{f} drop{.25,.5}\nu(8) gap",
+     "sweep alternatives inside a block with parameters are not supported", (1, 20)),
+    ("let u(f) = conv{f} relu?\nu(8) gap",
+     "sweep alternatives inside a block with parameters are not supported", (1, 20)),
+    ("let u(f) = cnov{f}\nu(1) gap", "unknown layer word `cnov`", (1, 12)),
+    ("let u = conv8\nu(16) gap", "block `u` takes no arguments or alternatives", (2, 1)),
+])
+def test_block_errors(text, message, where):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    assert message in str(info.value)
+    assert (info.value.line, info.value.column) == where, str(info.value)
+
+
+@pytest.mark.parametrize("levels", [16, 60, 400])
+def test_block_chains_are_refused_quickly(levels):
+    """Each block using the one before twice doubles the layers: 2**400 if built."""
+    twice = ["let b0(f) = conv{f}"] + [
+        f"let b{i}(f) = b{i - 1}({{f}}) b{i - 1}({{f}})" for i in range(1, levels)]
+    start = time.process_time()
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("\n".join([*twice, f"b{levels - 1}(8) gap"]))
+    assert time.process_time() - start < 5
+    assert "blocks with parameters" in str(info.value)
+
+
+def test_deep_chains_are_refused_without_recursion_errors():
+    chain = ["let b0(f) = conv{f}"] + [f"let b{i}(f) = b{i - 1}({{f}})" for i in range(1, 2000)]
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("\n".join([*chain, "b1999(8) gap"]))
+    assert "blocks with parameters nest more than 32 deep" in str(info.value)
+    # 30 levels are fine
+    ok = "\n".join([*chain[:30], "b29(8) gap"])
+    assert len(_rows(ok)) == 1 + 1 + 2
+
+
+def test_blocks_with_parameters_build_the_same_keras_model():
+    keras = pytest.importorskip("keras")
+    from cnnspec.keras_backend import build_model
+
+    ours = build_model(cnnspec.check(cnnspec.parse(UNIT + "unit(8) unit(16, s=2) |")), keras)
+    by_hand = build_model(cnnspec.check(cnnspec.parse(
+        "conv8 bn relu conv16(s=2) bn relu |")), keras)
+    assert [type(x) for x in ours.layers] == [type(x) for x in by_hand.layers]
+    assert [tuple(x.output.shape) for x in ours.layers] == [
+        tuple(x.output.shape) for x in by_hand.layers]
+    assert ours.count_params() == by_hand.count_params()
