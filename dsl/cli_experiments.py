@@ -97,10 +97,13 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
         from cnnspec.cli import write_atomic
 
-        out = Path(args.write)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_folder(Path(args.write), "--write")
         for v in variants:
-            write_atomic(out / f"{v.name}.cnn", format_spec(v.spec))
+            try:
+                write_atomic(out / f"{v.name}.cnn", format_spec(v.spec))
+            except OSError as exc:
+                raise Failure(f"--write {out}: cannot write {v.name}.cnn "
+                              f"({exc.strerror or exc})") from None
         console.print(f"wrote {len(variants)} variant specs to {out}/")
         return EXIT_OK
     table = Table()
@@ -234,8 +237,14 @@ def write_plots(rows: list[Any], dirs: list[Path], plot_dir: Path) -> None:
     """The two comparison PNGs, named on stderr."""
     from cnnspec import compare
 
-    curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
-    points = compare.plot_accuracy_vs_params(rows, plot_dir / "compare_accuracy_vs_params.png")
+    try:
+        curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
+        points = compare.plot_accuracy_vs_params(rows,
+                                                 plot_dir / "compare_accuracy_vs_params.png")
+    except OSError as exc:
+        where = exc.filename2 or exc.filename  # os.replace(tmp, target): name the target
+        raise Failure(f"cannot write the plots in {plot_dir}: {exc.strerror or exc}"
+                      + (f": {where}" if where else "")) from None
     _console(stderr=True).print(f"plots: {curves}  {points}")
 
 
@@ -270,7 +279,15 @@ def _plot_dir(args: argparse.Namespace, run_dirs: list[Path]) -> Path | None:
     else:
         parents = {d.parent for d in run_dirs}
         path = parents.pop() if len(parents) == 1 else Path(".")
-    path.mkdir(parents=True, exist_ok=True)
+    return make_folder(path, "--plots")
+
+
+def make_folder(path: Path, flag: str) -> Path:
+    """`mkdir -p` for a folder the user named; a file in the way is a Failure, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failure(f"{flag} {path}: cannot create the folder ({exc.strerror or exc})") from None
     return path
 
 

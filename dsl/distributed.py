@@ -91,6 +91,10 @@ def split_cpu(tf: Any) -> None:
             ) from None
 
 
+_TF_CONFIG_SHAPE = ('TF_CONFIG must look like {"cluster": {"worker": ["host:port", …]}, '
+                    '"task": {"type": "worker", "index": 0}}')
+
+
 def make_strategy(
     tf: Any, name: str, cluster: str | Sequence[str] | None, task_index: int | None
 ) -> tuple[Any, bool, int]:
@@ -119,19 +123,20 @@ def make_strategy(
         task_type = config["task"]["type"]
         task_id = int(config["task"]["index"])
     except (KeyError, TypeError, ValueError):
-        raise DistributedError(
-            'TF_CONFIG must look like {"cluster": {"worker": ["host:port", …]}, '
-            '"task": {"type": "worker", "index": 0}}'
-        ) from None
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(spec), task_type=task_type, task_id=task_id, rpc_layer="grpc")
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        raise DistributedError(_TF_CONFIG_SHAPE) from None
+    if (not isinstance(spec, dict) or not isinstance(task_type, str)
+            or not all(isinstance(v, list) for v in spec.values())):
+        raise DistributedError(_TF_CONFIG_SHAPE)
     has_chief = "chief" in spec
     chief = task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
     workers = list(spec.get("chief", [])) + list(spec.get("worker", []))
     index = 0 if task_type == "chief" else task_id + (1 if has_chief else 0)
-    if not 0 <= index < len(workers):
+    # checked before TensorFlow sees the cluster: it would raise its own ValueError instead
+    if not 0 <= task_id < len(spec.get(task_type, [])) or not 0 <= index < len(workers):
         raise DistributedError(f"TF_CONFIG: task {task_type}:{task_id} is not in the cluster")
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(spec), task_type=task_type, task_id=task_id, rpc_layer="grpc")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     return strategy, chief, index
 
 

@@ -1,0 +1,636 @@
+"""The CLI's error paths that no other subprocess test pins by their message (issue 9).
+
+tests/test_cli_errors.py feeds every command bad input and checks for a clean failure; this file
+reaches each remaining `UsageError`, `Failure`, argparse, `DataError`, `RunFolderError` and
+`DistributedError` path by its exact message, with its exit code (1 bad input or run, 2 command
+line), no traceback, and nothing written where nothing may be. Most cases stop before
+TensorFlow starts; the few that need a real run folder share one tiny module-scoped run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from cnnspec import records
+from cnnspec.data import bundled_sample_dir
+
+GOOD = "conv8 relu pool2 | dense16\ntrain epochs=1 seed=3\n"
+SWEEP = "conv8 relu drop{.1,.2} | dense16\ntrain epochs=1\n"
+SWEEP4 = "conv8 relu drop{.1,.2,.3,.4} | dense16\ntrain epochs=1\n"
+TIMEOUT = 120
+
+# A fixed run-folder time stamp, so that the 10,000 folders the CLI tries can all be taken
+FIXED_STAMP = """
+import sys, time
+time.strftime = lambda fmt, t=None: "20260101-000000"
+from cnnspec.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty HOME: no Keras cache, so the default data is the bundled sample."""
+    return tmp_path_factory.mktemp("home")
+
+
+def cli(home: Path, *args: str, cwd: Path = ROOT, code: str | None = None,
+        **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("CNNSPEC_DATA", "KERAS_HOME", "TF_CONFIG", "CNNSPEC_CPU_DEVICES")}
+    command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "cnnspec"]
+    return subprocess.run(
+        [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
+        env={**base, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3", **env})
+
+
+def refused(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """Exit `code`, no traceback, every needle in stderr; returns stderr."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert result.returncode == code, (result.returncode, output[-3000:])
+    assert "error: " in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    return result.stderr
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != records.LOCK_FILE}
+
+
+def empty(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for name, text in (("good", GOOD), ("sweep", SWEEP), ("sweep4", SWEEP4)):
+        out[name] = tmp_path / f"{name}.cnn"
+        out[name].write_text(text)
+    return out
+
+
+# -- argparse types (exit 2) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["check", "--max-params", "many", "{good}"],
+     "argument --max-params: not a whole number: many"),
+    (["check", "--max-params", "0", "{good}"], "argument --max-params: must be at least 1: 0"),
+    (["train", "{good}", "--lr", "fast"], "argument --lr: not a number: fast"),
+    (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive number: inf"),
+    (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
+    (["expand", "{sweep}", "--sample-seed", "-1"], "argument --sample-seed: must be 0 or more: -1"),
+])
+def test_argument_types(home: Path, files: dict[str, Path], args: list[str], message: str
+                        ) -> None:
+    result = cli(home, *[a.format(**files) for a in args])
+    refused(result, 2, message)
+
+
+# -- spec files that cannot be read (exit 1) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("directory", "cannot read spec: it is a directory"),
+    ("missing", "cannot read spec: No such file or directory"),
+    ("fifo", "cannot read spec: it is a pipe and nothing was written to it"),
+    ("too_large", "cannot read spec: it is larger than 1,048,576 bytes"),
+    ("non_utf8", "cannot read spec: it is not UTF-8 text (byte 0xff on line 2)"),
+])
+def test_unreadable_spec_files(home: Path, tmp_path: Path, kind: str, message: str) -> None:
+    path = tmp_path / "x.cnn"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "too_large":
+        path.write_text("# padding\n" * 110_000)
+    elif kind == "non_utf8":
+        path.write_bytes(b"conv8 relu\npool2 \xff | dense4\n")
+    stderr = refused(cli(home, "check", str(path)), 1, f"{path}: error: {message}")
+    assert len(stderr) < 1000
+
+
+# -- command lines that cannot work (exit 2), refused before anything is written ----------------
+
+
+CLUSTER = ["--strategy", "multiworker", "--task-index", "0", "--cluster"]
+USAGE = {
+    "spec_and_resume": (["train", "{good}", "--resume", "{tmp}"],
+                        "cnnspec: error: give either a SPEC or --resume RUN_DIR, not both"),
+    "no_spec": (["train"], "cnnspec: error: train needs a SPEC (or --resume RUN_DIR)"),
+    "train_a_sweep": (["train", "{sweep}"],
+                      "is a sweep; train its variants with `cnnspec sweep`"),
+    "run_a_sweep": (["run", "{sweep}"], "sweep.cnn is a sweep; use `cnnspec sweep {sweep}`"),
+    "run_same_names": (["run", "{good}", "{tmp}/other/good.cnn", "--out", "{tmp}/out"],
+                       "cnnspec: error: two specs share a name; their run folders under --out "
+                       "would clash"),
+    "cluster_twice": (["train", "{good}", *CLUSTER, "127.0.0.1:5,127.0.0.1:5"],
+                      "cnnspec: error: --cluster lists the same host:port twice"),
+    "cluster_empty": (["train", "{good}", *CLUSTER, " , "],
+                      "cnnspec: error: --cluster needs at least one host:port"),
+    "compare_nothing": (["compare"], "cnnspec: error: compare needs RUN_DIR… (or --study NAME "
+                                     "[--storage URL])"),
+    "compare_both": (["compare", "{tmp}", "--study", "s"],
+                     "cnnspec: error: give RUN_DIR… or --study/--storage, not both"),
+    "trials_on_a_grid": (["sweep", "{sweep}", "--study", "s", "--trials", "2"],
+                         "cnnspec: error: --trials applies to --search tpe; a grid trains every "
+                         "variant (take fewer with --sample K)"),
+    "sample_with_tpe": (["sweep", "{sweep}", "--study", "s", "--search", "tpe", "--trials", "1",
+                         "--sample", "1"],
+                        "cnnspec: error: --sample applies to grid sweeps; --search tpe samples "
+                        "with --trials N"),
+    "tpe_without_trials": (["sweep", "{sweep}", "--study", "s", "--search", "tpe"],
+                           "cnnspec: error: --search tpe needs --trials N"),
+    "grace_below_heartbeat": (["sweep", "{sweep}", "--study", "s", "--heartbeat", "10",
+                               "--grace", "5"],
+                              "cnnspec: error: --grace (5s) must be longer than --heartbeat "
+                              "(10s)"),
+    "study_flags_without_study": (["sweep", "{sweep}", "--search", "tpe", "--trials", "2"],
+                                  "cnnspec: error: --search, --trials, --heartbeat and --grace "
+                                  "need --study NAME"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE))
+def test_usage_errors(home: Path, tmp_path: Path, files: dict[str, Path], case: str) -> None:
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "good.cnn").write_text(GOOD)
+    args, message = USAGE[case]
+    runs = ["--runs-dir", str(tmp_path / "runs")] if args[0] in ("train", "run", "sweep") else []
+    result = cli(home, *[a.format(tmp=tmp_path, **files) for a in args], *runs)
+    refused(result, 2, message.format(tmp=tmp_path, **files))
+    assert not (tmp_path / "runs").exists(), "a refused command starts no runs folder"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sample_over_the_variant_limit(home: Path, files: dict[str, Path]) -> None:
+    result = cli(home, "expand", str(files["sweep4"]), "--sample", "3", "--max-variants", "2")
+    refused(result, 1, "a sample of 3 variants is over the limit of 2 (the sweep has 4",
+            "sample fewer, or raise the limit with --max-variants")
+
+
+# -- folders the CLI is told to write into (exit 1) ---------------------------------------------
+
+
+def test_out_is_a_file(home: Path, tmp_path: Path, files: dict[str, Path]) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("mine\n")
+    refused(cli(home, "train", str(files["good"]), "--out", str(target)), 1,
+            f"cnnspec: error: --out {target}: exists and is not a folder; pick another folder")
+    assert target.read_text() == "mine\n"
+
+
+def test_a_runs_folder_that_takes_no_new_folder(home: Path, files: dict[str, Path]) -> None:
+    # /proc exists, but nobody (not even root) can make a folder in it
+    refused(cli(home, "train", str(files["good"]), "--limit", "64", "--runs-dir", "/proc"), 1,
+            "cnnspec: error: cannot create a run folder in /proc: ")
+
+
+def test_ten_thousand_run_folders_of_one_second(home: Path, tmp_path: Path,
+                                               files: dict[str, Path]) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "good-20260101-000000").mkdir()
+    for n in range(2, 10_000):
+        (runs / f"good-20260101-000000-{n}").mkdir()
+    result = cli(home, "train", str(files["good"]), "--limit", "64", "--runs-dir", str(runs),
+                 code=FIXED_STAMP)
+    refused(result, 1, f"cnnspec: error: {runs}: 10,000 run folders named "
+                       "good-20260101-000000-N exist already")
+    assert len(list(runs.iterdir())) == 9_999
+
+
+def test_expand_write_into_a_file(home: Path, tmp_path: Path, files: dict[str, Path]) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("mine\n")
+    refused(cli(home, "expand", str(files["sweep"]), "--write", str(target)), 1,
+            f"cnnspec: error: --write {target}: cannot create the folder (File exists)")
+    assert target.read_text() == "mine\n"
+
+
+def test_expand_write_over_a_folder(home: Path, tmp_path: Path, files: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    (out / "sweep[drop=.1].cnn").mkdir(parents=True)
+    refused(cli(home, "expand", str(files["sweep"]), "--write", str(out)), 1,
+            f"cnnspec: error: --write {out}: cannot write sweep[drop=.1].cnn (Is a directory)")
+
+
+# -- compare: run folders that are not there or cannot be read (exit 1) -------------------------
+
+
+def _fake_run(folder: Path) -> Path:
+    """A completed run's records, written by hand (compare needs no TensorFlow)."""
+    folder.mkdir(parents=True)
+    records.write_json(folder / records.SETTINGS_FILE, {
+        "spec": {"name": "fake"}, "model": {"params": 10, "macs_per_image": 100},
+        "settings": {"epochs": 1, "lr": 0.01, "batch": 32}})
+    records.write_json(folder / records.HISTORY_JSON, [
+        {"epoch": 1, "loss": 2.0, "accuracy": 0.2, "val_loss": 2.1, "val_accuracy": 0.19}])
+    records.write_json(folder / records.STATUS_FILE, {"status": "completed"})
+    return folder
+
+
+def test_compare_a_missing_folder(home: Path, tmp_path: Path) -> None:
+    refused(cli(home, "compare", str(tmp_path / "gone")), 1,
+            f"cnnspec: error: {tmp_path / 'gone'}: no such run folder")
+
+
+def test_compare_a_folder_without_runs(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "nothing").mkdir()
+    refused(cli(home, "compare", str(tmp_path / "nothing")), 1,
+            f"cnnspec: error: {tmp_path / 'nothing'}: not a run folder and holds none")
+
+
+def test_compare_a_record_that_cannot_be_read(home: Path, tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    (run / records.HISTORY_JSON).unlink()
+    (run / records.HISTORY_JSON).mkdir()  # a folder where the file belongs
+    before = snapshot(run)
+    refused(cli(home, "compare", str(run), "--no-plots"), 1,
+            "cnnspec: error: 1 of 1 run folder(s) not compared:",
+            f"{run / records.HISTORY_JSON}: cannot read: Is a directory")
+    assert snapshot(run) == before
+
+
+def test_compare_plots_into_a_file(home: Path, tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    target = tmp_path / "a-file"
+    target.write_text("mine\n")
+    refused(cli(home, "compare", str(run), "--plots", str(target)), 1,
+            f"cnnspec: error: --plots {target}: cannot create the folder (File exists)")
+    assert target.read_text() == "mine\n"
+
+
+def test_compare_plots_over_a_folder(home: Path, tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    plots = tmp_path / "plots"
+    (plots / "compare_curves.png").mkdir(parents=True)  # a folder where the PNG belongs
+    result = cli(home, "compare", str(run), "--plots", str(plots))
+    refused(result, 1, f"cnnspec: error: cannot write the plots in {plots}: Is a directory: "
+                       f"{plots / 'compare_curves.png'}")
+    assert "fake" in result.stdout  # the table was printed before the plots were tried
+    assert sorted(p.name for p in plots.iterdir()) == ["compare_curves.png"]
+
+
+# -- sweeps stored in a study --------------------------------------------------------------------
+
+
+def test_a_study_not_made_by_cnnspec(home: Path, tmp_path: Path, files: dict[str, Path]) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    foreign = optuna.create_study(study_name="s", storage=url)
+    foreign.enqueue_trial({"x": 1})
+    result = cli(home, "sweep", str(files["sweep"]), "--study", "s", "--storage", url,
+                 "--out", str(tmp_path / "out"))
+    refused(result, 1, "cnnspec: error: study s exists but was not made by cnnspec; use "
+                       "another --study")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_holding_another_sweep(home: Path, tmp_path: Path, files: dict[str, Path]
+                                       ) -> None:
+    import optuna
+
+    from cnnspec import study
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    other = optuna.create_study(study_name="s", storage=url)
+    for key, value in ((study.A_SPEC, "conv4 | dense8\n"), (study.A_CONFIG, {}),
+                       (study.A_VARIANTS, []), (study.A_HEARTBEAT, 30), (study.A_GRACE, 120),
+                       (study.A_QUEUED, 0)):
+        other.set_user_attr(key, value)
+    result = cli(home, "sweep", str(files["sweep"]), "--study", "s", "--storage", url,
+                 "--out", str(tmp_path / "out"))
+    refused(result, 1, "cnnspec: error: study s holds a different sweep: the spec differs",
+            "Run every worker with the same spec and flags, or use another --study.")
+    assert not (tmp_path / "out").exists()
+
+
+# -- CIFAR-10 folders that cannot be used (DataError -> exit 1, before any run folder) -----------
+
+
+def _batch(data: object = None, labels: object = None, **extra: object) -> bytes:
+    d: dict[bytes, object] = {b"batch_label": b"training batch 1 of 5"}
+    if data is not None:
+        d[b"data"] = data
+    if labels is not None:
+        d[b"labels"] = labels
+    d.update({k.encode(): v for k, v in extra.items()})
+    return pickle.dumps(d, protocol=3)  # protocol 2 writes b"" via __builtin__.bytes
+
+
+def _images(n: int) -> np.ndarray:
+    return np.zeros((n, 3072), dtype=np.uint8)
+
+
+# an ndarray that `_reconstruct` makes and no BUILD ever fills
+_NO_ARRAY_DATA = (b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02"
+                  b"cnumpy\nndarray\nq\x03K\x00\x85q\x04U\x01bq\x05\x87q\x06Rq\x07u.")
+
+DATA_DAMAGE: dict[str, tuple[str, object, str]] = {
+    # case: (file, its bytes, or a callable making it, the message after "<file>: ")
+    "hostile_global": ("data_batch_1", b"\x80\x02cos\nsystem\nq\x00.",
+                       "refused to load: the pickle asks for os.system"),
+    "size_claim": ("data_batch_1", b"\x80\x02T\xff\xff\xff\x7fabc",
+                   "not a readable CIFAR-10 pickle (truncated or corrupt: a size it declares "
+                   "does not match the bytes in the file"),
+    "corrupt": ("data_batch_1", b"\x80\x02)R.", "not a readable CIFAR-10 pickle (truncated or "
+                "corrupt: UnpicklingError: unpickling stack underflow)"),
+    "unreadable": ("data_batch_1", "/proc/self/mem", "cannot read: "),
+    "not_a_dict": ("data_batch_1", pickle.dumps([1, 2], protocol=2),
+                   "expected a pickled dict, found list"),
+    "array_without_data": ("data_batch_1", _NO_ARRAY_DATA, "an array without its data"),
+    "missing_keys": ("data_batch_1", _batch(), "missing key(s) data, labels"),
+    "data_shape": ("data_batch_1", _batch(np.zeros((2, 10), np.uint8), [0, 0]),
+                   "'data' must be a uint8 N x 3072 array, found uint8 array of shape (2, 10)"),
+    "no_images": ("data_batch_1", _batch(_images(0), []), "holds no images"),
+    "labels_text": ("data_batch_1", _batch(_images(2), ["cat", "dog"]),
+                    "'labels' must be a list of integers 0..9"),
+    "labels_count": ("data_batch_1", _batch(_images(2), [0, 1, 2]), "3 labels for 2 images"),
+    "label_range": ("data_batch_1", _batch(_images(2), [0, 12]),
+                    "label 12 at index 1 is outside 0..9 (1 bad label(s))"),
+    "label_names": ("batches.meta", pickle.dumps({b"label_names": [b"a", b"b"]}, protocol=2),
+                    "'label_names' must be a list of 10 names"),
+    "label_names_types": ("batches.meta", pickle.dumps({b"label_names": [1] * 10}, protocol=2),
+                          "'label_names' must be a list of 10 names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_DAMAGE))
+def test_damaged_data_files(home: Path, tmp_path: Path, files: dict[str, Path], case: str
+                            ) -> None:
+    name, content, message = DATA_DAMAGE[case]
+    data = tmp_path / "cifar-10-batches-py"
+    data.mkdir()
+    for good in bundled_sample_dir().iterdir():
+        (data / good.name).symlink_to(good)
+    (data / name).unlink()
+    if isinstance(content, str):
+        (data / name).symlink_to(content)
+    else:
+        (data / name).write_bytes(content)
+    runs = tmp_path / "runs"
+    result = cli(home, "train", str(files["good"]), "--data", str(data), "--runs-dir", str(runs))
+    refused(result, 1, f"cnnspec: error: {data / name}: {message}")
+    assert empty(runs)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("missing", "no such directory; expected a 'cifar-10-batches-py' folder"),
+    ("a_file", "not a directory; expected a 'cifar-10-batches-py' folder"),
+    ("empty", "missing {d}/data_batch_1, {d}/data_batch_2"),
+])
+def test_data_folders_that_hold_no_data(home: Path, tmp_path: Path, files: dict[str, Path],
+                                        where: str, message: str) -> None:
+    data = tmp_path / "data"
+    if where == "a_file":
+        data.write_text("x\n")
+    elif where == "empty":
+        data.mkdir()
+    for flag, value in (("--data", str(data)), (None, str(data))):
+        args = ["train", str(files["good"]), "--runs-dir", str(tmp_path / "runs")]
+        env = {} if flag else {"CNNSPEC_DATA": value}
+        label = "--data" if flag else "$CNNSPEC_DATA"
+        result = cli(home, *args, *([flag, value] if flag else []), **env)
+        refused(result, 1, f"cnnspec: error: {label} {data}: {message.format(d=data)}")
+    assert empty(tmp_path / "runs")
+
+
+# -- a real run folder: resume and evaluate ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("tiny")
+    spec = tmp / "tiny.cnn"
+    spec.write_text(GOOD)
+    out = tmp / "run"
+    result = cli(home, "train", str(spec), "--limit", "64", "--out", str(out),
+                 "--progress", "none", "--precision", "float32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def copy_run(tiny_run: Path, tmp_path: Path, status: str | None = None) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / records.LOCK_FILE).unlink(missing_ok=True)
+    if status is not None:
+        record = records.read_status(run)
+        record["status"] = status
+        records.write_json(run / records.STATUS_FILE, record)
+    return run
+
+
+def _edit_json(path: Path, edit) -> None:
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+
+
+SETTINGS_DAMAGE = {
+    "not_an_object": (lambda r: r.clear() or r.update(x=1), "'spec' is missing or not a dict"),
+    "no_spec_name": (lambda r: r["spec"].pop("name"), "'spec.name' is missing"),
+    "no_fingerprint": (lambda r: r["data"].pop("fingerprint"), "'data.fingerprint' is missing"),
+    "unknown_setting": (lambda r: r["settings"].update(warp=9), "unknown setting(s) warp"),
+    "epochs_zero": (lambda r: r["settings"].update(epochs=0),
+                    "'settings.epochs' must be a positive whole number"),
+    "precision": (lambda r: r.update(precision="fp8"), "unknown precision 'fp8'"),
+}
+
+
+@pytest.mark.parametrize(("command", "case"), [
+    *(("resume", case) for case in sorted(SETTINGS_DAMAGE)),
+    ("evaluate", "unknown_setting"),  # evaluate reads settings.json with the same check
+])
+def test_damaged_settings_records(home: Path, tiny_run: Path, tmp_path: Path, command: str,
+                                  case: str) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    edit, message = SETTINGS_DAMAGE[case]
+    _edit_json(run / records.SETTINGS_FILE, edit)
+    before = snapshot(run)
+    args = ["train", "--resume", str(run)] if command == "resume" else ["evaluate", str(run)]
+    prefix = "cannot resume: " if command == "resume" else "cannot evaluate: "
+    refused(cli(home, *args), 1, f"cnnspec: error: {prefix}{run / records.SETTINGS_FILE}: "
+                                 f"corrupted record: {message}")
+    assert snapshot(run) == before
+
+
+STATE_DAMAGE = {
+    "not_an_object": (lambda s: "[]", "not a JSON object"),
+    "no_epochs": (lambda s: {k: v for k, v in s.items() if k != "epochs_completed"},
+                  "'epochs_completed' is missing"),
+    "model_path": (lambda s: {**s, "model": "../model.keras"},
+                   "'model' must name the checkpoint's .keras file"),
+    "history_rows": (lambda s: {**s, "history": []},
+                     "'history' must hold one row per completed epoch"),
+    "seed_states": (lambda s: {**s, "seed_states": "none"},
+                    "'seed_states' must be a list of integer lists"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_DAMAGE))
+def test_damaged_checkpoint_state(home: Path, tiny_run: Path, tmp_path: Path, case: str
+                                  ) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    path = records.checkpoint_dir(run) / records.CHECKPOINT_STATE
+    damage, message = STATE_DAMAGE[case]
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    before = snapshot(run)
+    refused(cli(home, "train", "--resume", str(run)), 1,
+            f"cnnspec: error: cannot resume: {path}: corrupted record: {message}")
+    assert snapshot(run) == before
+
+
+def _move_data_away(run: Path, tmp_path: Path) -> Path:
+    gone = tmp_path / "gone"
+    _edit_json(run / records.SETTINGS_FILE, lambda r: r["data"].update(source=str(gone)))
+    return gone
+
+
+def test_evaluate_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_path: Path
+                                                ) -> None:
+    run = copy_run(tiny_run, tmp_path)
+    gone = _move_data_away(run, tmp_path)
+    before = snapshot(run)
+    refused(cli(home, "evaluate", str(run)), 1,
+            "cnnspec: error: cannot evaluate: the run's data is not readable any more: "
+            f"--data {gone}: no such directory", "; pass --data DIR")
+    assert snapshot(run) == before
+
+
+def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_path: Path
+                                              ) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    gone = _move_data_away(run, tmp_path)
+    before = snapshot(run)
+    refused(cli(home, "train", "--resume", str(run)), 1,
+            f"cnnspec: error: cannot resume {run}: --data {gone}: no such directory",
+            "; pass --data DIR")
+    assert snapshot(run) == before
+
+
+# -- paths that start TensorFlow ------------------------------------------------------------------
+
+
+def test_resume_with_different_data(home: Path, tiny_run: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    before = snapshot(run)
+    # the whole bundled sample, where the run trained on its first 64 images
+    refused(cli(home, "train", "--resume", str(run), "--data", str(bundled_sample_dir())), 1,
+            f"cnnspec: error: cannot resume {run}: the data differ from the 64 training images")
+    assert snapshot(run) == before
+
+
+def _poison_weights(keras_file: Path) -> None:
+    """Every float in a saved model's weights becomes NaN (a checkpoint gone bad)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_file) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    buffer = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(buffer, "r+") as h5:
+        def poison(_: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.size:
+                obj[...] = np.nan
+
+        h5.visititems(poison)
+    members["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(keras_file, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def test_resume_that_diverges(home: Path, tiny_run: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    _edit_json(run / records.SETTINGS_FILE, lambda r: r["settings"].update(epochs=2))
+    state = json.loads((records.checkpoint_dir(run) / records.CHECKPOINT_STATE).read_text())
+    _poison_weights(records.checkpoint_dir(run) / state["model"])
+    refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
+            "cnnspec: error: ", "training diverged")
+    assert records.read_status(run)["status"] == "failed"
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--strategy", "mirrored"], {"CNNSPEC_CPU_DEVICES": "two"},
+     "cnnspec: error: $CNNSPEC_CPU_DEVICES must be a positive integer, not 'two'"),
+    (["--strategy", "multiworker"], {"TF_CONFIG": "{"}, "cnnspec: error: TF_CONFIG is not JSON"),
+    (["--strategy", "multiworker"],
+     {"TF_CONFIG": '{"cluster": 1, "task": {"type": "worker", "index": 0}}'},
+     "cnnspec: error: TF_CONFIG must look like"),
+    (["--strategy", "multiworker"],
+     {"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:9"]}, "task": {"type": "worker", '
+                   '"index": 3}}'},
+     "cnnspec: error: TF_CONFIG: task worker:3 is not in the cluster"),
+])
+def test_strategies_that_cannot_be_set_up(home: Path, tmp_path: Path, files: dict[str, Path],
+                                          flags: list[str], env: dict[str, str], message: str
+                                          ) -> None:
+    runs = tmp_path / "runs"
+    result = cli(home, "train", str(files["good"]), "--limit", "64", "--runs-dir", str(runs),
+                 "--progress", "none", *flags, **env)
+    refused(result, 2, message)
+    assert empty(runs), "the run folder claimed for a refused run is given back"
+
+
+def test_resume_under_a_strategy_that_cannot_be_set_up(home: Path, tiny_run: Path,
+                                                      tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    before = snapshot(run)
+    refused(cli(home, "train", "--resume", str(run), "--strategy", "mirrored",
+                CNNSPEC_CPU_DEVICES="0"), 2,
+            "cnnspec: error: $CNNSPEC_CPU_DEVICES must be a positive integer, not '0'")
+    assert snapshot(run) == before
+
+
+# -- broken today (dsl/train.py, dsl/cli_train.py are being edited elsewhere): reported, not fixed
+
+
+@pytest.mark.xfail(strict=True, reason="resume with a checkpoint that does not match the model: "
+                   "ValueError traceback from train._restore_seed_states/_copy_state, and "
+                   "status.json is rewritten to failed")
+def test_resume_with_a_checkpoint_that_does_not_fit(home: Path, tiny_run: Path, tmp_path: Path
+                                                    ) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    path = records.checkpoint_dir(run) / records.CHECKPOINT_STATE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "seed_states": [[1, 2]]}))
+    before = snapshot(run)
+    refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
+            "cnnspec: error: cannot resume", str(path.parent))
+    assert snapshot(run) == before
+
+
+@pytest.mark.xfail(strict=True, reason="resume with a damaged checkpoint .keras file: keras' "
+                   "ValueError traceback from load_model, and status.json is rewritten to failed")
+def test_resume_with_a_damaged_checkpoint_model(home: Path, tiny_run: Path, tmp_path: Path
+                                                ) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    state = json.loads((records.checkpoint_dir(run) / records.CHECKPOINT_STATE).read_text())
+    (records.checkpoint_dir(run) / state["model"]).write_bytes(b"PK\x03\x04 not a keras file")
+    before = snapshot(run)
+    refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
+            "cnnspec: error: cannot resume", state["model"])
+    assert snapshot(run) == before
