@@ -47,6 +47,11 @@ class Row:
     implicit: bool = False
     # where the `let` block this layer comes from is used (None: written in the network)
     used_at: Span | None = None
+    # the Keras names of the tensors this layer reads, in a graph (merges); () in a straight
+    # stack, where every layer reads the one before
+    inputs: tuple[str, ...] = ()
+    # how many merges this layer is inside (for the indented summary)
+    depth: int = 0
 
     @property
     def params(self) -> int:
@@ -117,6 +122,11 @@ class Report:
         return self.rows[-1].output_shape if self.rows else self.input_shape
 
     @property
+    def is_graph(self) -> bool:
+        """Whether the model has merges: a functional keras.Model instead of a Sequential."""
+        return any(r.inputs for r in self.rows)
+
+    @property
     def own_head(self) -> bool:
         """True when the spec writes its own head (ends in softmax; see writes_own_head)."""
         return bool(self.rows) and not any(r.implicit for r in self.rows)
@@ -144,6 +154,8 @@ class Report:
                     "activation_bytes": r.activation_bytes,
                     "receptive_field": list(r.receptive_field),
                     "implicit": r.implicit,
+                    "inputs": list(r.inputs),
+                    "depth": r.depth,
                 }
                 for r in self.rows
             ],
@@ -218,15 +230,51 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     shape = input_shape = spec.input_shape
     classes = spec.classes
     rf, jump = (1, 1), (1, 1)
-    placed = spec.layers_with_uses()
-    written = [layer for layer, _ in placed]
-    own_head = writes_own_head(written)
-    layers = [(layer, False, use) for layer, use in placed] + [
+    steps = spec.flow()
+    graph = any(not isinstance(step, ir.Layer) for step, _ in steps)
+    written = [step for step, _ in steps if isinstance(step, ir.Layer)]
+    own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
+    flow = [(step, False, use) for step, use in steps] + [
         (c, True, None) for c in (() if own_head else classifier(classes))]
     used_names: dict[str, int] = {}
     bars = 0
     shape_known = True
-    for layer, implicit, used_at in layers:
+    source = "input"  # the Keras name of the tensor the next layer reads (graphs only)
+    # one frame per open merge: its input (shape, source, rf, jump) and each branch's output
+    frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
+    for layer, implicit, used_at in flow:
+        if isinstance(layer, ir.Fork):
+            frames.append(((shape, source, rf, jump), []))
+            continue
+        if isinstance(layer, ir.NextBranch | ir.Join):
+            start, ends = frames[-1]
+            ends.append((shape, source, rf, jump))
+            if isinstance(layer, ir.NextBranch):
+                shape, source, rf, jump = start
+                continue
+            frames.pop()
+            if not shape_known:
+                continue
+            terms = [start, *ends] if len(ends) == 1 else ends
+            merge = layer.merge
+            try:
+                shape = _merge_shape(merge, start[0], [t[0] for t in terms], len(ends) == 1)
+            except ShapeProblem as p:
+                problems.append(Diagnostic(f"{merge.op}: {p.message}", merge.span, p.hint))
+                shape_known = False
+                continue
+            rf = (max(t[2][0] for t in terms), max(t[2][1] for t in terms))
+            jump = (max(t[3][0] for t in terms), max(t[3][1] for t in terms))
+            name = _unique(used_names, _merge_name(merge))
+            rows.append(_row(
+                layer=merge, text=merge.op, keras_class=_MERGE_CLASS[merge.op],
+                keras_name=name, input_shape=terms[0][0], output_shape=shape, trainable=0,
+                non_trainable=0, macs=0, activation_bytes=math.prod(shape) * BYTES_PER_VALUE,
+                receptive_field=rf, implicit=False, used_at=used_at,
+                inputs=tuple(t[1] for t in terms), depth=len(frames),
+            ))
+            source = name
+            continue
         kind: LayerKind = kind_of(layer)
         text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
             format_layer(layer))
@@ -239,7 +287,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
                 ))
         if not shape_known:
             # after a shape error the shapes are unknown, but the rules above do not need them:
-            # a second `|` or a trailing softmax is reported too (every error is listed)
+            # a second `|` is reported too (every error is listed)
             continue
         try:
             out = kind.shape(layer, shape)
@@ -265,10 +313,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             rf = (min(rf[0] + (kh - 1) * jump[0], input_shape[0]),
                   min(rf[1] + (kw - 1) * jump[1], input_shape[1]))
             jump = (jump[0] * sh, jump[1] * sw)
-        name = keras_name(layer, implicit, text)
-        used_names[name] = used_names.get(name, 0) + 1
-        if used_names[name] > 1:
-            name = f"{name}_{used_names[name]}"
+        name = _unique(used_names, keras_name(layer, implicit, text))
         rows.append(_row(
             layer=layer,
             text=text,
@@ -283,8 +328,11 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             receptive_field=rf,
             implicit=implicit,
             used_at=used_at,
+            inputs=(source,) if graph else (),
+            depth=len(frames),
         ))
         shape = out
+        source = name
     if own_head and shape_known and shape != (classes,):
         problems.append(_own_head_problem(written[-1], shape, classes))
     report = Report(spec.name, input_shape, classes, tuple(rows))
@@ -299,6 +347,59 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     if problems:
         raise _error(spec, problems)
     return report
+
+
+_MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
+
+
+def _unique(used: dict[str, int], name: str) -> str:
+    """name, or name_2, name_3, ... when a repeat or a second block use made it already."""
+    used[name] = used.get(name, 0) + 1
+    return name if used[name] == 1 else f"{name}_{used[name]}"
+
+
+def _merge_name(merge: ir.Merge) -> str:
+    span = merge.span
+    return f"{merge.op}_l{span.line}c{span.column}" if span else merge.op
+
+
+def _merge_shape(
+    merge: ir.Merge, given: ir.Shape, shapes: list[ir.Shape], residual: bool
+) -> ir.Shape:
+    """The output of `add`/`concat` over its terms' shapes, or ShapeProblem naming both
+    disagreeing shapes and a fix. residual: the first term is the merge's input itself."""
+    def name(i: int) -> str:
+        if residual:
+            return "its input" if i == 0 else "the branch"
+        return f"branch {i + 1}"
+
+    first = shapes[0]
+    for i, other in enumerate(shapes[1:], 1):
+        if merge.op == "add" and other != first:
+            source, target = (first, other) if residual else (other, first)
+            hint = (_projection_hint(merge, source, target, i)
+                    if len(first) == len(other) == 3 else "make every branch end in one shape")
+            raise ShapeProblem(
+                f"{name(i)} gives {fmt_shape(other)} but {name(0)} is {fmt_shape(first)}; "
+                "add needs equal shapes", hint)
+        if merge.op == "concat" and (len(other) != len(first) or other[:-1] != first[:-1]):
+            raise ShapeProblem(
+                f"{name(i)} gives {fmt_shape(other)} but {name(0)} is {fmt_shape(first)}; "
+                "concat needs the same size in all but the last (channel) axis",
+                "stride or pool every branch alike")
+    if merge.op == "add":
+        return first
+    return (*first[:-1], sum(s[-1] for s in shapes))
+
+
+def _projection_hint(merge: ir.Merge, source: ir.Shape, target: ir.Shape, i: int) -> str:
+    """How to bring `source` (the input, or branch i) to `target`: a 1×1 projection conv."""
+    h, w, c = target
+    sh, sw = max(1, -(-source[0] // h)), max(1, -(-source[1] // w))
+    stride = "" if sh == sw == 1 else f",s={sh}" if sh == sw else f",s={sh}x{sw}"
+    if len(merge.branches) == 1:
+        return f"add a projection shortcut as a second branch, e.g. add(..., conv{c}(k=1{stride}))"
+    return f"end branch {i + 1} with a projection to {fmt_shape(target)}, e.g. conv{c}(k=1{stride})"
 
 
 def _own_head_problem(softmax: ir.Layer, shape: ir.Shape, classes: int) -> Diagnostic:

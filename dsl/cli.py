@@ -131,7 +131,10 @@ def summary_table(report: Report, title: str) -> Table:
     for row in report.rows:
         table.add_row(
             row.where,  # `9 (block at 7)` for a layer from a `let` block
-            Text(row.text, style="italic" if row.implicit else ""),
+            # indented per merge it is inside; a merge row names what it merges
+            Text("  " * row.depth + (row.text if not row.inputs or len(row.inputs) == 1
+                                     else f"{row.text} ← {', '.join(row.inputs)}"),
+                 style="italic" if row.implicit else ""),
             f"{row.keras_name} ({row.keras_class})",
             fmt_shape(row.output_shape),
             f"{row.params:,}" if row.params else "0",

@@ -33,6 +33,8 @@ def format_item(item: ir.Item) -> str:
         return item.name + ("(" + ",".join(item.args) + ")" if item.args else "")
     if isinstance(item, ir.TemplateLayer):
         return item.text
+    if isinstance(item, ir.Merge):
+        return f"{item.op}(" + ", ".join(format_items(b) for b in item.branches) + ")"
     if isinstance(item, ir.Alternatives):
         return item.text
     if isinstance(item, ir.Optional):

@@ -221,6 +221,39 @@ class Alternatives:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """Parallel branches from one input, merged: op "add" (Keras Add) or "concat" (Keras
+    Concatenate, along channels). With one branch the other term is the input itself:
+    `add(f)` is the residual input + f(input)."""
+
+    op: str
+    branches: tuple[tuple[Item, ...], ...]
+    span: Span | None = _span()
+
+
+# Markers in Spec.flow(): the walk enters a merge, moves to its next branch, or leaves it.
+@dataclass(frozen=True)
+class Fork:
+    """Flow marker: a merge starts; its branches all read the current tensor."""
+
+    merge: Merge
+
+
+@dataclass(frozen=True)
+class NextBranch:
+    """Flow marker: the previous branch of the merge ended; the next starts from the fork."""
+
+    merge: Merge
+
+
+@dataclass(frozen=True)
+class Join:
+    """Flow marker: the last branch ended; the merge combines the branches' outputs."""
+
+    merge: Merge
+
+
+@dataclass(frozen=True)
 class Optional:
     """A sweep point `item?`: variants with and without the item."""
 
@@ -228,7 +261,7 @@ class Optional:
     span: Span | None = _span()
 
 
-Item = Layer | Group | Repeat | BlockRef | Alternatives | Optional | TemplateLayer
+Item = Layer | Group | Repeat | BlockRef | Alternatives | Optional | TemplateLayer | Merge
 
 # -- statements --------------------------------------------------------------------------------
 
@@ -370,6 +403,9 @@ class Spec:
                         walk((item.body,))
                 elif isinstance(item, BlockRef):
                     walk(blocks[item.name] if item.items is None else item.items)
+                elif isinstance(item, Merge):
+                    for branch in item.branches:
+                        walk(branch)
                 else:
                     raise ValueError("spec has sweep alternatives; expand it into variants first")
 
@@ -380,13 +416,43 @@ class Spec:
         """`layers()`, each with the span of the block use it came through (None when written
         in the network directly): `unit64` on line 9 for the conv64 of `let unit64 = ...` on
         line 7. With nested blocks it is the outermost use, the one in the network's lines."""
+        return tuple(step for step in self.flow() if isinstance(step[0], Layer))
+
+    def is_graph(self) -> bool:
+        """Whether the network has merges (a functional model) or is a straight stack."""
+        def merges(items: Iterable[Item]) -> bool:
+            for item in items:
+                if isinstance(item, Merge):
+                    return True
+                if isinstance(item, Group) and merges(item.items):
+                    return True
+                if isinstance(item, Repeat | Optional) and merges((item.body,)):
+                    return True
+                if isinstance(item, BlockRef) and merges(
+                        self.blocks.get(item.name, ()) if item.items is None else item.items):
+                    return True
+            return False
+
+        return merges(self.body)
+
+    def flow(self) -> tuple[tuple[Layer | Fork | NextBranch | Join, Span | None], ...]:
+        """The network in the order the checker walks it: every layer (blocks inlined, repeats
+        unrolled) with its block use as in layers_with_uses, and around each merge's branches
+        the markers Fork, NextBranch (between branches) and Join."""
         blocks = self.blocks
-        out: list[tuple[Layer, Span | None]] = []
+        out: list[tuple[Layer | Fork | NextBranch | Join, Span | None]] = []
 
         def walk(items: Iterable[Item], use: Span | None) -> None:
             for item in items:
                 if isinstance(item, Layer):
                     out.append((item, use))
+                elif isinstance(item, Merge):
+                    out.append((Fork(item), use))
+                    for i, branch in enumerate(item.branches):
+                        if i:
+                            out.append((NextBranch(item), use))
+                        walk(branch, use)
+                    out.append((Join(item), use))
                 elif isinstance(item, Group):
                     walk(item.items, use)
                 elif isinstance(item, Repeat):
@@ -435,6 +501,8 @@ class Spec:
                 return memo[it.name]
             if isinstance(it, Optional):
                 return count(it.body)
+            if isinstance(it, Merge):  # its branches' layers and the merge layer
+                return 1 + sum(count(i) for branch in it.branches for i in branch)
             return 1  # one alternative of a sweep point
 
         # blocks in the order they are defined: a block only uses blocks defined above it, so
@@ -456,6 +524,8 @@ class Spec:
                     return True
                 if isinstance(item, BlockRef) and item.items is not None and sweeps(item.items):
                     return True
+                if isinstance(item, Merge) and any(sweeps(b) for b in item.branches):
+                    return True
             return False
 
         return (sweeps(self.body) or any(sweeps(items) for items in self.blocks.values())
@@ -469,7 +539,8 @@ class Spec:
 NODE_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
-        Group, Repeat, BlockRef, TemplateLayer, Alternatives, Optional, InputDecl, ClassesDecl,
+        Group, Repeat, BlockRef, TemplateLayer, Merge, Alternatives, Optional, InputDecl,
+        ClassesDecl,
         Setting, TrainDecl, BlockParam, LetDecl, LayerLine, Line, Spec, Span,
     )
 }

@@ -98,13 +98,40 @@ def import_keras() -> Any:
 
 
 def build_model(report: Report, keras: Any | None = None) -> Any:
-    """A `keras.Sequential` from a checked report; layer names are the report's names."""
+    """A Keras model from a checked report; layer names are the report's names.
+
+    A straight stack is a `keras.Sequential`, exactly as before graphs existed (so every
+    seed spec and run record keeps its model); a spec with merges is a functional
+    `keras.Model` wired from each row's inputs. Both use only built-in layers (Add,
+    Concatenate, never Lambda), so they save and load as `.keras` in safe mode.
+    """
     keras = keras or import_keras()
+    if report.is_graph:
+        return _functional(report, keras)
     model = keras.Sequential(name=_model_name(report.name))
     model.add(keras.Input(shape=report.input_shape, name="input"))
     for row in report.rows:
         model.add(kind_of(row.layer).keras(row.layer, keras, row.keras_name))
     return model
+
+
+_MERGE_LAYERS = {"add": lambda keras, name: keras.layers.Add(name=name),
+                 "concat": lambda keras, name: keras.layers.Concatenate(axis=-1, name=name)}
+
+
+def _functional(report: Report, keras: Any) -> Any:
+    inputs = keras.Input(shape=report.input_shape, name="input")
+    tensors = {"input": inputs}
+    x = inputs
+    for row in report.rows:
+        if isinstance(row.layer, ir.Merge):
+            layer = _MERGE_LAYERS[row.layer.op](keras, row.keras_name)
+            x = layer([tensors[name] for name in row.inputs])
+        else:
+            layer = kind_of(row.layer).keras(row.layer, keras, row.keras_name)
+            x = layer(tensors[row.inputs[0]] if row.inputs else x)
+        tensors[row.keras_name] = x
+    return keras.Model(inputs, x, name=_model_name(report.name))
 
 
 def to_keras(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Any:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cnnspec.lalr_fast import FastLALR
 
 KEYWORDS = ("input", "classes", "train", "let")
+MERGES = ("add", "concat")  # `add(...)`, `concat(...)`: keywords where an item can start
 
 # What Lark calls the terminals, in words a user knows.
 _TERMINAL_WORDS = {
@@ -71,6 +72,8 @@ _TERMINAL_WORDS = {
     "CLASSES": "`classes`",
     "TRAIN": "`train`",
     "LET": "`let`",
+    "ADD": "`add(`",
+    "CONCAT": "`concat(`",
     "VALUE": "a value (a number, a word such as valid, or a size such as 3x3)",
 }
 
@@ -99,7 +102,8 @@ _FAST_FAILED: list[BaseException] = []
 _SELF_TEST = (
     "# c\ninput 8x8x3\nclasses 3\ntrain lr={.1,.01} opt=sgd\nlet u = conv8(k=3,valid) relu\n"
     "let v(f, s=1) = conv{f}(s={s}) u\n"
-    "u v(8, s=2) (bn relu)x2? drop{.25,.5} pool2(s=1) | dense4 l2(.01)  # end\n\n"
+    "u v(8, s=2) (bn relu)x2? add(conv8 bn, conv8(k=1)) concat(relu) x2 drop{.25,.5} "
+    "pool2(s=1) | dense4 l2(.01)  # end\n\n"
 )
 
 
@@ -293,6 +297,8 @@ def _depth_diagnostic(lines: tuple[ir.Line, ...]) -> Diagnostic | None:
             return 1 + max((item_depth(i) for i in it.items), default=0)
         if isinstance(it, ir.Repeat | ir.Optional):
             return 1 + item_depth(it.body)
+        if isinstance(it, ir.Merge):
+            return 1 + max((item_depth(i) for b in it.branches for i in b), default=0)
         if isinstance(it, ir.BlockRef) and it.items is not None:  # a use with arguments
             return 1 + max((item_depth(i) for i in it.items), default=0)
         if isinstance(it, ir.BlockRef):
@@ -676,7 +682,7 @@ class _Builder:
         closers: list[str] = []
         node: Tree | Token = tree
         while isinstance(node, Tree) and node.children:
-            if node.data in ("args", "choices", "group"):
+            if node.data in ("args", "choices", "group", "merge"):
                 closers.append("}" if node.data == "choices" else ")")
             node = node.children[-1]
         openers: list[str] = []
@@ -802,7 +808,7 @@ class _Builder:
         name_tok, *rest = tree.children  # `let NAME args? = sequence`
         seq, params_tree = rest[-1], (rest[0] if len(rest) == 2 else None)
         name = str(name_tok)
-        if (name in KINDS or name in KEYWORDS or split_word(name) or "." in name
+        if (name in KINDS or name in KEYWORDS or name in MERGES or split_word(name) or "." in name
                 or re.fullmatch(r"x[0-9]+", name)):
             self.problem(
                 f"`{name}` cannot name a block: it reads as a keyword, a layer word or a repeat "
@@ -1045,6 +1051,16 @@ class _Builder:
         if first.data == "group":
             inner = self.sequence(first.children[0])
             body: ir.Item | None = ir.Group(inner, span=self.full_span(first))
+        elif first.data == "merge":
+            op, *branches = first.children
+            built = tuple(self.sequence(b) for b in branches)
+            body = ir.Merge(str(op), built, span=self.full_span(first))
+            for branch in built:
+                if branch and all(_can_vanish(i) for i in branch):
+                    self.problem(
+                        f"this branch of `{op}` is empty in some variants",
+                        _items_span(branch),
+                        "a branch needs a layer in every variant; keep one layer out of `?`")
         else:
             before = len(self.problems)
             body = self.layer(first, previous)
@@ -1378,6 +1394,24 @@ class _Builder:
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
+
+
+def _can_vanish(item: ir.Item) -> bool:
+    """Whether a sweep variant can leave nothing of this item (`bn?`, `(relu?)x2`)."""
+    if isinstance(item, ir.Optional):
+        return True
+    if isinstance(item, ir.Group):
+        return all(_can_vanish(i) for i in item.items)
+    if isinstance(item, ir.Repeat):
+        return _can_vanish(item.body)
+    return False
+
+
+def _items_span(items: tuple[ir.Item, ...]) -> Span | None:
+    first, last = getattr(items[0], "span", None), getattr(items[-1], "span", None)
+    if first is None or last is None:
+        return first or last
+    return Span(first.line, first.column, last.end_line, last.end_column)
 
 
 def _count(n: int, noun: str) -> str:

@@ -61,6 +61,10 @@ def _walk_points(spec: ir.Spec) -> list[Point]:
                 item(i)
         elif isinstance(it, ir.Repeat):
             item(it.body)
+        elif isinstance(it, ir.Merge):
+            for branch in it.branches:
+                for i in branch:
+                    item(i)
 
     for st in spec.statements():
         if isinstance(st, ir.LetDecl | ir.LayerLine):
@@ -181,6 +185,8 @@ def _choose(spec: ir.Spec, picks: tuple[int, ...]) -> ir.Spec:
         if isinstance(it, ir.Repeat):
             body = item(it.body)
             return None if body is None else replace(it, body=body)
+        if isinstance(it, ir.Merge):
+            return replace(it, branches=tuple(items(b) for b in it.branches))
         return it
 
     def statement(st: ir.Statement | None) -> ir.Statement | None:

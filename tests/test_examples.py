@@ -44,7 +44,61 @@ def allcnn_c():
     return keras.Sequential([keras.Input((32, 32, 3)), *body])
 
 
-PUBLISHED = {"allcnn_c": (allcnn_c, 1_369_738)}
+def resnet20():
+    """ResNet-20 v1 as `resnet_v1` in the Keras example cifar10_resnet.py builds it (depth 20:
+    3 stages × 3 blocks), with Dense(10) and its softmax as two layers."""
+    reg = keras.regularizers.L2(1e-4)
+
+    def resnet_layer(x, filters, kernel_size=3, strides=1, activation=True, bn=True):
+        x = L.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                     kernel_regularizer=reg)(x)
+        if bn:
+            x = L.BatchNormalization()(x)
+        if activation:
+            x = L.Activation("relu")(x)
+        return x
+
+    inputs = keras.Input((32, 32, 3))
+    x = resnet_layer(inputs, 16)
+    filters = 16
+    for stack in range(3):
+        for block in range(3):
+            strides = 2 if stack > 0 and block == 0 else 1
+            y = resnet_layer(x, filters, strides=strides)
+            y = resnet_layer(y, filters, activation=False)
+            if stack > 0 and block == 0:  # linear projection shortcut
+                x = resnet_layer(x, filters, kernel_size=1, strides=strides, activation=False,
+                                 bn=False)
+            x = L.Activation("relu")(L.Add()([x, y]))
+        filters *= 2
+    x = L.Flatten()(L.AveragePooling2D(pool_size=8)(x))
+    outputs = L.Activation("softmax")(L.Dense(10)(x))
+    return keras.Model(inputs, outputs)
+
+
+def resnet9():
+    """David Page's DAWNBench ResNet-9: bias-free conv-BN-ReLU units, two residuals of two
+    units (no ReLU after the sum), max-pool 4, bias-free Dense(10) scaled by 0.125."""
+    def unit(x, filters):
+        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        return L.Activation("relu")(L.BatchNormalization()(x))
+
+    def residual(x, filters):
+        return L.Add()([x, unit(unit(x, filters), filters)])
+
+    inputs = keras.Input((32, 32, 3))
+    x = unit(inputs, 64)
+    x = residual(L.MaxPooling2D(2)(unit(x, 128)), 128)
+    x = L.MaxPooling2D(2)(unit(x, 256))
+    x = residual(L.MaxPooling2D(2)(unit(x, 512)), 512)
+    x = L.Flatten()(L.MaxPooling2D(4)(x))
+    x = L.Rescaling(0.125)(L.Dense(10, use_bias=False)(x))
+    return keras.Model(inputs, L.Activation("softmax")(x))
+
+
+PUBLISHED = {"allcnn_c": (allcnn_c, 1_369_738), "resnet20": (resnet20, 274_442),
+             "resnet9": (resnet9, 6_577_600)}
+GRAPHS = ("resnet20", "resnet9")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +111,61 @@ def models():
     return out
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def _signature(layer) -> tuple:
+    """What a layer is, without its name or place: class, output shape, counts, config."""
+    return (type(layer).__name__, str(layer.output.shape), _count(layer.trainable_weights),
+            _count(layer.non_trainable_weights), repr(sorted(_config(layer).items())))
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_graph_example_equals_the_published_network(models, name):
+    """Functional models list their layers in an order of Keras's choosing, so the layers are
+    compared as a multiset (kind, shape, parameters, config), the wiring through the merges'
+    input shapes, and the checker's rows with our model's layers by name."""
+    report, ours, theirs = models[name]
+    assert report.is_graph and not isinstance(ours, keras.Sequential)
+    layers_ours = [x for x in ours.layers if not isinstance(x, L.InputLayer)]
+    layers_theirs = [x for x in theirs.layers if not isinstance(x, L.InputLayer)]
+    assert sorted(map(_signature, layers_ours)) == sorted(map(_signature, layers_theirs))
+    merges = sorted(str([tuple(t.shape) for t in x.input]) for x in layers_ours
+                    if isinstance(x, L.Add))
+    assert merges == sorted(str([tuple(t.shape) for t in x.input]) for x in layers_theirs
+                            if isinstance(x, L.Add))
+    assert len(report.rows) == len(layers_ours)
+    for row in report.rows:
+        layer = ours.get_layer(row.keras_name)
+        assert type(layer).__name__ == row.keras_class, row.keras_name
+        assert tuple(layer.output.shape) == (None, *row.output_shape), row.keras_name
+        assert _count(layer.trainable_weights) == row.trainable, row.keras_name
+        assert _count(layer.non_trainable_weights) == row.non_trainable, row.keras_name
+    assert ours.count_params() == theirs.count_params() == report.params == PUBLISHED[name][1]
+    assert tuple(ours.output.shape) == tuple(theirs.output.shape) == (None, 10)
+
+
+def test_resnet_structure(models):
+    report20, _, _ = models["resnet20"]
+    adds = [r for r in report20.rows if r.keras_class == "Add"]
+    assert len(adds) == 9
+    assert [r.output_shape for r in adds] == [(32, 32, 16)] * 3 + [(16, 16, 32)] * 3 + [
+        (8, 8, 64)] * 3
+    shortcuts = [r for r in report20.rows if r.text == "conv32(k=1,s=2) l2(.0001)"]
+    assert len(shortcuts) == 1 and shortcuts[0].params == 16 * 32 + 32
+    report9, _, _ = models["resnet9"]
+    assert report9.own_head and report9.non_trainable == 4_480
+    assert [r.output_shape for r in report9.rows if r.keras_class == "Add"] == [
+        (16, 16, 128), (4, 4, 512)]
+
+
+def test_graph_model_saves_and_loads_in_safe_mode(models, tmp_path):
+    _, ours, _ = models["resnet9"]
+    path = tmp_path / "resnet9.keras"
+    ours.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    assert again.count_params() == ours.count_params()
+    assert [x.name for x in again.layers] == [x.name for x in ours.layers]
+
+
+@pytest.mark.parametrize("name", ["allcnn_c"])
 def test_example_equals_the_published_network(models, name):
     report, ours, theirs = models[name]
     assert [type(x) for x in ours.layers] == [type(x) for x in theirs.layers]

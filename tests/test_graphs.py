@@ -1,0 +1,137 @@
+"""Residuals and branches: `add(...)` and `concat(...)` in the IR, checker, formatter and CLI.
+
+The published networks (ResNet-20, ResNet-9) are compared with hand-built Keras models in
+test_examples.py; this file covers the language around them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import EXAMPLES, run_cli
+
+import cnnspec
+from cnnspec import ir
+from cnnspec.format import format_spec
+from cnnspec.sweep import expand
+
+
+def _rows(text: str):
+    return cnnspec.check(cnnspec.parse(text)).rows
+
+
+def test_merges_parse_into_branches():
+    spec = cnnspec.parse(
+        "conv8 add(conv8 bn relu conv8 bn) relu concat(conv4(k=1), pool3(s=1,same))")
+    residual, concat = spec.body[1], spec.body[3]
+    assert isinstance(residual, ir.Merge) and residual.op == "add"
+    assert len(residual.branches) == 1 and len(residual.branches[0]) == 5
+    assert isinstance(concat, ir.Merge) and concat.op == "concat" and len(concat.branches) == 2
+    assert (residual.span.line, residual.span.column, residual.span.end_column) == (1, 7, 34)
+    assert spec.is_graph() and not cnnspec.parse("conv8 (relu)x2 |").is_graph()
+
+
+def test_residual_adds_the_input_and_concat_stacks_channels():
+    rows = _rows(
+        "input 8x8x3\nconv8 add(conv8 bn relu) concat(conv4(k=1), relu, pool3(s=1,same)) gap")
+    add = next(r for r in rows if r.keras_class == "Add")
+    assert add.inputs == ("conv8_l2c1", "relu_l2c20") and add.output_shape == (8, 8, 8)
+    concat = next(r for r in rows if r.keras_class == "Concatenate")
+    assert concat.output_shape == (8, 8, 4 + 8 + 8)
+    assert concat.inputs == ("conv4_l2c33", "relu_l2c45", "pool3_l2c51")
+    # layers inside merges read the merge's input and are one level deeper
+    assert [(r.keras_name, r.depth) for r in rows if r.depth] == [
+        ("conv8_l2c11", 1), ("bn_l2c17", 1), ("relu_l2c20", 1),
+        ("conv4_l2c33", 1), ("relu_l2c45", 1), ("pool3_l2c51", 1)]
+    assert next(r for r in rows if r.keras_name == "conv4_l2c33").inputs == ("add_l2c7",)
+
+
+def test_nested_merges_and_receptive_field():
+    rows = _rows("input 16x16x3\nconv4 add(conv4 add(conv4 conv4)) gap")
+    adds = [r for r in rows if r.keras_class == "Add"]
+    assert [r.depth for r in adds] == [1, 0]
+    # the longest path has four 3×3 convs: 9×9
+    assert adds[-1].receptive_field == (9, 9)
+
+
+def test_projection_shortcut():
+    rows = _rows("conv16 add(conv32(s=2) bn relu conv32 bn, conv32(k=1,s=2)) relu gap")
+    add = next(r for r in rows if r.keras_class == "Add")
+    assert add.output_shape == (16, 16, 32) and len(add.inputs) == 2
+
+
+@pytest.mark.parametrize("text, message, hint", [
+    ("conv16 add(conv32(s=2) bn) gap",
+     "add: the branch gives 16×16×32 but its input is 32×32×16; add needs equal shapes",
+     "add(..., conv32(k=1,s=2))"),
+    ("conv16 add(conv16, conv8) gap",
+     "add: branch 2 gives 32×32×8 but branch 1 is 32×32×16",
+     "end branch 2 with a projection to 32×32×16, e.g. conv16(k=1)"),
+    ("conv16 concat(conv8, conv8(s=2)) gap",
+     "concat: branch 2 gives 16×16×8 but branch 1 is 32×32×8", "stride or pool every branch"),
+    ("conv16 | add(dense4) dense2", "add: the branch gives 4 but its input is 16384",
+     "make every branch end in one shape"),
+])
+def test_mismatched_merges_are_refused_at_the_merge(text, message, hint):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    assert message in str(info.value) and hint in str(info.value), str(info.value)
+    assert info.value.column == text.index(message.split(":")[0]) + 1
+
+
+def test_other_rules_keep_their_place_inside_branches():
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse("input 4x4x3\nconv8 add(pool2 pool2 pool2) gap"))
+    assert (info.value.line, info.value.column) == (2, 23)
+    assert "pool2: input is 1×1×8" in str(info.value)
+
+
+def test_fmt_json_and_sweeps_go_through_merges():
+    text = "conv8  add( conv8 drop{.1,.2} ,conv8(k=1) )  concat(relu,bn? relu) gap\n"
+    spec = cnnspec.parse(text)
+    canonical = format_spec(spec)
+    assert canonical == "conv8 add(conv8 drop{.1,.2}, conv8(k=1)) concat(relu, bn? relu) gap\n"
+    assert cnnspec.parse(canonical) == spec
+    assert ir.from_json(ir.to_json(spec)) == spec
+    variants = expand(spec)
+    assert [v.name for v in variants] == [
+        "spec[drop=.1,+bn]", "spec[drop=.1,-bn]", "spec[drop=.2,+bn]", "spec[drop=.2,-bn]"]
+    last = variants[-1].spec
+    assert format_spec(last) == "conv8 add(conv8 drop.2, conv8(k=1)) concat(relu, relu) gap\n"
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("conv8 concat(relu, bn? (relu?)x2) gap")
+    assert "this branch of `concat` is empty in some variants" in str(info.value)
+    assert info.value.column == 20
+    assert [r.keras_class for r in cnnspec.check(last).rows].count("Concatenate") == 1
+
+
+def test_merge_words_are_not_block_names():
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("let add = conv8\nconv8 gap")
+    assert "`add` cannot name a block" in str(info.value)
+
+
+def test_blocks_with_parameters_hold_merges():
+    text = ("let block(f, s=1) = add(conv{f}(s={s}) bn relu conv{f} bn, conv{f}(k=1,s={s})) relu\n"
+            "conv16 block(16) block(32, s=2) gap")
+    rows = _rows(text)
+    adds = [r for r in rows if r.keras_class == "Add"]
+    assert [r.output_shape for r in adds] == [(32, 32, 16), (16, 16, 32)]
+    assert [r.keras_name for r in adds] == ["add_l1c21", "add_l1c21_2"]
+
+
+def test_summary_diff_and_fmt_on_graph_examples(tmp_path):
+    result = run_cli("summary", str(EXAMPLES / "resnet20.cnn"))
+    assert result.returncode == 0, result.stderr
+    assert "add ← relu_l9c47, bn_l10c" in result.stdout.replace("\n", " ") or "add ←" in (
+        result.stdout)
+    assert "  conv32(s=2) l2(.0001)" in result.stdout  # inside the merge: indented
+    assert "274,442" in result.stdout
+    result = run_cli("fmt", "--check", *(str(EXAMPLES / f"{n}.cnn")
+                                          for n in ("resnet20", "resnet9", "allcnn_c")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    variant = tmp_path / "resnet20_wide.cnn"
+    variant.write_text((EXAMPLES / "resnet20.cnn").read_text().replace(
+        "block(64) x2", "block(64) x1"))
+    result = run_cli("diff", str(EXAMPLES / "resnet20.cnn"), str(variant))
+    assert result.returncode == 0, result.stderr
+    assert "removed" in result.stdout and "274,442" in result.stdout
