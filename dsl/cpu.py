@@ -73,7 +73,8 @@ def choose_precision(flags: frozenset[str] | set[str] | None) -> tuple[str, str]
             return "bf16", reason
     if "avx512f" in flags:
         return "float32", "this CPU has AVX-512 but no bf16 units; bf16 would be emulated"
-    return "float32", "this CPU has no native bf16 (no AMX or AVX-512 BF16); bf16 would be emulated"
+    return "float32", ("this CPU has no native bf16 units, AMX or AVX-512 BF16; bf16 would be "
+                       "emulated")
 
 
 def resolve_precision(requested: str) -> tuple[str, str]:
