@@ -864,7 +864,7 @@ def _print(line: str) -> None:
 
 
 def _resuming_line(name: str, epoch: int, epochs: int, precision: str) -> str:
-    """`resuming exp7 at epoch 3/10 in bf16 (recorded; ...)`: the run keeps its precision.
+    """`resuming exp7 at epoch 3/10 in bf16 (recorded in the run)`: it keeps its precision.
 
     A run started in bf16 on an AMX machine continues in bf16 on an AVX2 one (correct, but
     slow there: bf16 is emulated), never silently in another precision; the line says so.
