@@ -231,8 +231,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     classes = spec.classes
     rf, jump = (1, 1), (1, 1)
     steps = spec.flow()
-    graph = any(not isinstance(step, ir.Layer) for step, _ in steps)
-    written = [step for step, _ in steps if isinstance(step, ir.Layer)]
+    written = [step for step, _ in steps if type(step) not in _MARKERS]
+    graph = len(written) != len(steps)  # a merge's markers are in the flow
     own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
     flow = [(step, False, use) for step, use in steps] + [
         (c, True, None) for c in (() if own_head else classifier(classes))]
@@ -243,10 +243,11 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     # one frame per open merge: its input (shape, source, rf, jump) and each branch's output
     frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
     for layer, implicit, used_at in flow:
-        if isinstance(layer, ir.Fork):
+        marker = type(layer) in _MARKERS  # one set lookup per layer: stacks pay no more
+        if marker and isinstance(layer, ir.Fork):
             frames.append(((shape, source, rf, jump), []))
             continue
-        if isinstance(layer, ir.NextBranch | ir.Join):
+        if marker:
             start, ends = frames[-1]
             ends.append((shape, source, rf, jump))
             if isinstance(layer, ir.NextBranch):
@@ -329,7 +330,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             implicit=implicit,
             used_at=used_at,
             inputs=(source,) if graph else (),
-            depth=len(frames),
+            depth=len(frames) if frames else 0,
         ))
         shape = out
         source = name
@@ -350,6 +351,7 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
 
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
+_MARKERS = frozenset((ir.Fork, ir.NextBranch, ir.Join))
 
 
 def _unique(used: dict[str, int], name: str) -> str:

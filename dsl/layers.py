@@ -585,10 +585,9 @@ def format_layer(layer: ir.Layer) -> str:
     if kind.number is not None:
         text += format_number(getattr(layer, kind.number.field))
     args = []
-    known = {"size": getattr(layer, "size", None)} if kind.options else {}
-    for opt in kind.options:
+    for opt, default in OPTION_DEFAULTS[kind.word]:  # the layer's options, defaults left out
         value = getattr(layer, opt.field)
-        if value != default_for(kind, opt, known):
+        if value != (layer.size if default is SIZE_DEFAULT else default):
             args.append(write_value(opt, value))
     if args:
         text += "(" + ",".join(args) + ")"
@@ -605,3 +604,15 @@ def default_for(kind: LayerKind, opt: Param, values: dict[str, Any]) -> Any:
     if opt.field == "stride" and kind.node in (ir.MaxPool, ir.AvgPool):
         return values.get("size")
     return kind.node.__dataclass_fields__[opt.field].default
+
+
+SIZE_DEFAULT = object()  # a pool's stride defaults to its size (see default_for)
+# Each word's options with their defaults, worked out once: format_layer runs for every layer
+# the checker reports, so it must not look defaults up option by option.
+OPTION_DEFAULTS: dict[str, tuple[tuple[Param, Any], ...]] = {
+    kind.word: tuple(
+        (opt, SIZE_DEFAULT if default_for(kind, opt, {"size": SIZE_DEFAULT}) is SIZE_DEFAULT
+         else default_for(kind, opt, {}))
+        for opt in kind.options)
+    for kind in _KINDS
+}

@@ -31,13 +31,14 @@ from cnnspec.errors import Diagnostic, Span, SpecError
 from cnnspec.layers import (
     KINDS,
     MAX_INT_DIGITS,
+    OPTION_DEFAULTS,
+    PARAM_KINDS,
+    SIZE_DEFAULT,
     LayerKind,
     Param,
     ValueProblem,
     check_range,
-    default_for,
     format_number,
-    read_value,
     shown,
     takes_bare,
     whole,
@@ -624,7 +625,7 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
         token = tok.type
     else:
         token = "NUMBER" if _NUMBER_LIKE.fullmatch(raw) else "WORD"
-    return read_value(param, raw, token, what)
+    return PARAM_KINDS[param.kind].read(param, raw, token, what)  # what read_value does
 
 
 _whole, _shown, _check_range = whole, shown, check_range
@@ -1048,22 +1049,10 @@ class _Builder:
         span = self.full_span(tree) if suffix else None
         if isinstance(first, Token) and first.type == "BAR":
             return ir.Flatten(bar=True, span=_tok_span(first))
-        if first.data == "group":
-            inner = self.sequence(first.children[0])
-            body: ir.Item | None = ir.Group(inner, span=self.full_span(first))
-        elif first.data == "merge":
-            op, *branches = first.children
-            built = tuple(self.sequence(b) for b in branches)
-            body = ir.Merge(str(op), built, span=self.full_span(first))
-            for branch in built:
-                if branch and all(_can_vanish(i) for i in branch):
-                    self.problem(
-                        f"this branch of `{op}` is empty in some variants",
-                        _items_span(branch),
-                        "a branch needs a layer in every variant; keep one layer out of `?`")
-        else:
+        data = first.data
+        if data == "layer":  # by far the commonest item: one comparison
             before = len(self.problems)
-            body = self.layer(first, previous)
+            body: ir.Item | None = self.layer(first, previous)
             if body is None:
                 word = split_word(str(first.children[0]))
                 if (suffix and len(self.problems) == before and previous
@@ -1075,6 +1064,19 @@ class _Builder:
                         f"{suffix[0]}",
                     )
                 return None
+        elif data == "group":
+            inner = self.sequence(first.children[0])
+            body = ir.Group(inner, span=self.full_span(first))
+        else:  # merge: `add(...)`, `concat(...)`
+            op, *branches = first.children
+            built = tuple(self.sequence(b) for b in branches)
+            body = ir.Merge(str(op), built, span=self.full_span(first))
+            for branch in built:
+                if branch and all(_can_vanish(i) for i in branch):
+                    self.problem(
+                        f"this branch of `{op}` is empty in some variants",
+                        _items_span(branch),
+                        "a branch needs a layer in every variant; keep one layer out of `?`")
         for tok in suffix:
             if tok.type == "REPEAT":
                 digits = str(tok)[1:]
@@ -1266,9 +1268,9 @@ class _Builder:
                 ok = False
         if not ok:
             return None
-        for opt in kind.options:
+        for opt, default in OPTION_DEFAULTS[kind.word]:  # worked out once per word
             if opt.field not in values:
-                values[opt.field] = default_for(kind, opt, values)
+                values[opt.field] = values.get("size") if default is SIZE_DEFAULT else default
         return kind.node(**values, span=span)
 
     def option_for(
