@@ -6,8 +6,11 @@ test_examples.py; this file covers the language around them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, ROOT, run_cli
 
 import cnnspec
 from cnnspec import ir
@@ -135,3 +138,17 @@ def test_summary_diff_and_fmt_on_graph_examples(tmp_path):
     result = run_cli("diff", str(EXAMPLES / "resnet20.cnn"), str(variant))
     assert result.returncode == 0, result.stderr
     assert "removed" in result.stdout and "274,442" in result.stdout
+
+
+def test_graph_summary_does_not_import_tensorflow():
+    code = (
+        "import sys, cnnspec\n"
+        "from cnnspec.cli import summary_table\n"
+        "for name in ('resnet20', 'resnet9', 'allcnn_c'):\n"
+        "    report = cnnspec.check(cnnspec.load('examples/' + name + '.cnn'))\n"
+        "    summary_table(report, name)\n"
+        "print(','.join(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
