@@ -261,7 +261,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             try:
                 shape = _merge_shape(merge, start[0], [t[0] for t in terms], len(ends) == 1)
             except ShapeProblem as p:
-                problems.append(Diagnostic(f"{merge.op}: {p.message}", merge.span, p.hint))
+                problems.append(Diagnostic(
+                    f"{merge.op}: {p.message}{_in_use(used_at)}", merge.span, p.hint))
                 shape_known = False
                 continue
             rf = (max(t[2][0] for t in terms), max(t[2][1] for t in terms))
@@ -302,7 +303,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
                     "end the trunk with `|` (flatten) or `gap`, then the dense head",
                 ))
             else:
-                problems.append(Diagnostic(f"{text}: {p.message}", layer.span, p.hint))
+                problems.append(Diagnostic(
+                    f"{text}: {p.message}{_in_use(used_at)}", layer.span, p.hint))
             shape_known = False
             continue
         trainable, frozen = kind.params(layer, shape)
@@ -348,6 +350,12 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     if problems:
         raise _error(spec, problems)
     return report
+
+
+def _in_use(used_at: Span | None) -> str:
+    """For a problem in a block's `let` line: which use of the block met it (a block used
+    three times may fit the first two places and not the third)."""
+    return "" if used_at is None else f" (in the block used at {used_at.line}:{used_at.column})"
 
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}

@@ -99,6 +99,7 @@ def test_a_shape_error_in_a_block_is_reported_at_its_layer():
         cnnspec.check(cnnspec.parse("input 4x4x3\nlet v(f) = conv{f}(valid)\nv(8) v(8) gap"))
     assert (info.value.line, info.value.column) == (2, 12)
     assert "input is 2×2×8, a 3×3 valid convolution needs at least 3×3" in str(info.value)
+    assert "(in the block used at 3:6)" in str(info.value)  # the second use, not the first
 
 
 @pytest.mark.parametrize("text, message, where", [
