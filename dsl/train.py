@@ -728,6 +728,21 @@ def check_state_record(state: Any, run_dir: Path) -> None:
         raise bad("'seed_states' must be a list of integer lists")
 
 
+def _load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
+    """The checkpoint's model with its dropout RNG states; ResumeRefused naming the file if it
+    does not load (damaged, truncated) or does not fit the run (another model's checkpoint)."""
+    path = records.checkpoint_dir(run_dir) / state["model"]
+    try:
+        model = keras.models.load_model(path)
+        _restore_seed_states(model, state["seed_states"])
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ResumeRefused(
+            f"cannot resume {run_dir}: its checkpoint {path} does not load or does not fit "
+            f"the run ({why}); the run folder is left as it was") from None
+    return model
+
+
 def _train_single(
     spec: ir.Spec,
     settings: TrainSettings,
@@ -757,8 +772,12 @@ def _train_single(
     seed = recorded["effective_seed"] if recorded else (
         settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
 
-    records.remove_temporaries(run_dir)
     tf, keras = _import_tf()
+    keras.utils.set_random_seed(seed)
+    # the checkpoint is loaded before anything in the folder is written: one that does not load
+    # or does not fit refuses the resume and leaves the run as it was
+    model: Any = _load_checkpoint(keras, run_dir, state) if state else None
+    records.remove_temporaries(run_dir)
     if recorded is None:
         records.atomic_write_text(run_dir / records.SPEC_FILE, text)
         recorded = _settings_record(
@@ -771,7 +790,6 @@ def _train_single(
         run_dir, "running", epochs_completed=len(history), epochs_planned=epochs)
     steps = math.ceil(len(data.x_train) / settings.batch)
     clock, guard, bar = _make_callbacks(keras, mode, epochs, steps, _print)
-    model: Any = None
     pipeline: Any = None
 
     def checkpoint() -> None:
@@ -789,10 +807,7 @@ def _train_single(
         return metrics
 
     try:
-        keras.utils.set_random_seed(seed)
         if state:
-            model = keras.models.load_model(records.checkpoint_dir(run_dir) / state["model"])
-            _restore_seed_states(model, state["seed_states"])
             if mode != "none":
                 _print(_resuming_line(spec.name, len(history) + 1, epochs, precision))
         else:
@@ -1153,9 +1168,12 @@ def _train_replicated(
         _compile(model, keras, settings, steps_per_execution)
         model.optimizer.build(model.trainable_variables)
     if chief and state and refusal is None and not done:
-        saved = keras.models.load_model(records.checkpoint_dir(run_dir) / state["model"])
-        _copy_state(saved, model)
-        _restore_seed_states(model, state["seed_states"])
+        try:  # a checkpoint that does not load or fit: every worker is told to stop (below)
+            _copy_state(_load_checkpoint(keras, run_dir, state), model)
+            _restore_seed_states(model, state["seed_states"])
+        except ValueError as exc:  # ResumeRefused, or _copy_state's "does not fit"
+            refusal = exc if isinstance(exc, ResumeRefused) else ResumeRefused(
+                f"cannot resume {run_dir}: its checkpoint does not fit the run ({exc})")
     key = run_key(_sha256(text), json.dumps(settings.to_dict(), sort_keys=True), precision,
                   fingerprint)
     flags = runner.agree(
