@@ -320,7 +320,7 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
 
     data = load_data(args)
     err = _console(stderr=True)
-    err.print(f"data: {data.describe()}")
+    err.print(Text(f"data: {data.describe()}"), soft_wrap=True)
     done: list[Path] = []
     failed: list[tuple[str, str]] = []
     # ETA: seconds per (MAC x image x epoch), learnt from the runs finished so far

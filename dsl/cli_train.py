@@ -186,7 +186,7 @@ def say_precision(args: argparse.Namespace) -> None:
     from cnnspec.cpu import resolve_precision
 
     precision, reason = resolve_precision(getattr(args, "precision", "auto"))
-    _console(stderr=True).print(Text(f"precision: {precision} ({reason})"))
+    _console(stderr=True).print(Text(f"precision: {precision} ({reason})"), soft_wrap=True)
     args._precision_said = True
 
 
@@ -334,7 +334,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         refuse_existing(out)  # before the data is even read
     data = load_data(args)
     data_failure(spec, data)
-    _console(stderr=True).print(Text(f"data: {data.describe()}"))
+    _console(stderr=True).print(Text(f"data: {data.describe()}"), soft_wrap=True)
     return report_result(train_one(spec, args, data, out))
 
 
@@ -370,7 +370,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_run(run_dir, data)
     except RunFolderError as exc:
         raise Failure(f"cannot evaluate: {exc}") from None
-    err.print(Text(f"data: {data.describe()}"))
+    err.print(Text(f"data: {data.describe()}"), soft_wrap=True)
     info = recorded["data"]
     console = _console()
     console.print(Text(
