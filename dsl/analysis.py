@@ -1,0 +1,328 @@
+"""Editor analysis of a `.cnn` document: diagnostics, hover, completion, blocks, symbols, format.
+
+Pure Python over the parser and checker (no pygls, no TensorFlow), so every answer the
+language server (cnnspec.lsp) gives is tested here on plain text. Positions are 0-based
+(line, character), as the Language Server Protocol counts them; the parser's spans are
+1-based with an exclusive end column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+from cnnspec import ir
+from cnnspec.checker import Report, Row, check
+from cnnspec.errors import Span, SpecError
+from cnnspec.layers import KINDS, fmt_shape
+from cnnspec.parse import parse
+from cnnspec.settings import SETTING_PARAMS, TrainSettings
+from cnnspec.sweep import check_all_variants, expand
+
+ERROR, WARNING = 1, 2  # LSP DiagnosticSeverity values
+
+Range = tuple[int, int, int, int]  # start line, start character, end line, end character
+
+
+@dataclass(frozen=True)
+class Problem:
+    range: Range
+    message: str
+    severity: int = ERROR
+
+
+@dataclass(frozen=True)
+class Completion:
+    label: str
+    detail: str
+    documentation: str
+    kind: str  # "layer", "setting", "value", "block", "keyword"
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    kind: str  # "block" or "header"
+    range: Range
+    selection: Range
+
+
+def span_range(span: Span | None, text: str = "") -> Range:
+    """A parser span as a 0-based range; no span: the first character of the document."""
+    if span is None:
+        return (0, 0, 0, 1)
+    return (span.line - 1, span.column - 1, span.end_line - 1, span.end_column - 1)
+
+
+def _contains(span: Span | None, line: int, character: int) -> bool:
+    """Whether 0-based (line, character) lies inside a parser span."""
+    if span is None:
+        return False
+    pos = (line + 1, character + 1)
+    return (span.line, span.column) <= pos < (span.end_line, span.end_column)
+
+
+# -- diagnostics -------------------------------------------------------------------------------
+
+
+def diagnostics(text: str, max_variants: int | None = None) -> list[Problem]:
+    """Every problem `cnnspec check` reports for this text, each at its token's range; the hint
+    follows the message. For a sweep, problems of any variant name it (`in variant …:`)."""
+    try:
+        spec = parse(text)
+        kwargs = {} if max_variants is None else {"max_variants": max_variants}
+        check_all_variants(spec, **kwargs)
+    except SpecError as err:
+        out = []
+        for d in err.diagnostics:
+            message = d.message + (f"\nhint: {d.hint}" if d.hint else "")
+            out.append(Problem(span_range(d.span), message))
+        return out
+    return []
+
+
+# -- model reports -----------------------------------------------------------------------------
+
+
+def _report(text: str) -> tuple[ir.Spec | None, Report | None]:
+    """The parsed spec and the report of its (first) variant, or None where they fail."""
+    try:
+        spec = parse(text)
+    except SpecError:
+        return None, None
+    try:
+        variants = expand(spec, sample=1)
+        return spec, check(variants[0].spec)
+    except SpecError:
+        return spec, None
+
+
+def _si(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def _rf(row: Row) -> str:
+    return "x".join(str(v) for v in dict.fromkeys(row.receptive_field))
+
+
+def row_hover(row: Row) -> str:
+    return (
+        f"**{row.text}** → `{row.keras_name}` ({row.keras_class})\n\n"
+        f"{fmt_shape(row.input_shape)} → {fmt_shape(row.output_shape)}\n\n"
+        f"params {row.params:,} (trainable {row.trainable:,}, "
+        f"non-trainable {row.non_trainable:,}) · MACs {_si(row.macs)} · RF {_rf(row)}"
+    )
+
+
+def totals(rows: list[Row] | tuple[Row, ...]) -> str:
+    trainable = sum(r.trainable for r in rows)
+    non_trainable = sum(r.non_trainable for r in rows)
+    macs = sum(r.macs for r in rows)
+    return (f"{len(rows)} layers · params {trainable + non_trainable:,} (trainable "
+            f"{trainable:,}, non-trainable {non_trainable:,}) · MACs {_si(macs)}")
+
+
+def _model_hover(report: Report) -> str:
+    head = "its own head" if report.own_head else f"implicit head dense{report.classes} softmax"
+    return (f"**{report.name}**: {fmt_shape(report.input_shape)} → "
+            f"{fmt_shape(report.output_shape)}\n\n{totals(report.rows)}\n\n{head}")
+
+
+def _setting_param(key: str):
+    for p in SETTING_PARAMS:
+        if key in p.names or key == p.field:
+            return p
+    return None
+
+
+def setting_doc(key: str) -> str | None:
+    """Meaning, default and range of a training setting, or None for an unknown key."""
+    p = _setting_param(key)
+    if p is None:
+        return None
+    default = {f.name: f.default for f in fields(TrainSettings)}.get(p.field)
+    if p.flags:
+        allowed = " | ".join(p.flags)
+    else:
+        lo = "" if p.low is None else f"{'>' if p.low_open else '≥'} {p.low:g}"
+        hi = "" if p.high is None else f"{'<' if p.high_open else '≤'} {p.high:g}"
+        allowed = ", ".join(x for x in (lo, hi) if x) or "any"
+    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) \
+        else str(default)
+    return f"**{p.field}**: {p.doc}\n\ndefault: `{shown}` · values: {allowed}"
+
+
+def layer_doc(word: str) -> str | None:
+    kind = KINDS.get(word)
+    if kind is None:
+        return None
+    keras = f" (Keras `{kind.keras_class}`)" if kind.keras_class else ""
+    return f"**{kind.spelling}**{keras}: {kind.doc}"
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _word_at(text: str, line: int, character: int) -> tuple[str, int, int] | None:
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    src = lines[line]
+    for m in re.finditer(r"[A-Za-z_][A-Za-z0-9_.]*", src):
+        if m.start() <= character <= m.end():
+            return m.group(), m.start(), m.end()
+    return None
+
+
+def hover(text: str, line: int, character: int) -> str | None:
+    """Markdown for what is under the 0-based position, or None."""
+    spec, report = _report(text)
+    word = _word_at(text, line, character)
+    src = text.split("\n")[line] if 0 <= line < len(text.split("\n")) else ""
+    if re.match(r"\s*(input|classes)\b", src):
+        return _model_hover(report) if report else None
+    if re.match(r"\s*train\b", src):
+        for m in re.finditer(r"([A-Za-z_]+)=\S*", src):
+            if m.start() <= character < m.end():
+                return setting_doc(m.group(1))
+        return _model_hover(report) if report else None
+    if spec is not None:
+        names = block_names(text)
+        if word and word[0] in names and report is not None:
+            uses = [r for r in report.rows if r.used_at is not None
+                    and r.used_at.line == line + 1 and r.used_at.column - 1 <= character]
+            if uses:
+                at = max(r.used_at.column for r in uses)
+                rows = [r for r in uses if r.used_at.column == at]
+            else:
+                rows = []
+                for r in report.rows:  # the first use of the block (or the `let` line)
+                    if r.used_at is not None and r.defined_at == names[word[0]][0] + 1:
+                        if rows and r.used_at != rows[0].used_at:
+                            break
+                        rows.append(r)
+            expansion = " ".join(r.text for r in rows)
+            return f"**{word[0]}** = {expansion}\n\n{totals(rows)}" if rows else None
+        if report is not None:
+            for r in report.rows:
+                if r.used_at is None and _contains(r.layer.span, line, character):
+                    return row_hover(r)
+            for r in report.rows:
+                if r.used_at is not None and _contains(r.layer.span, line, character):
+                    return row_hover(r) + f"\n\n(first use, at line {r.used_at.line})"
+    if word:
+        base = re.match(r"[A-Za-z_]+", word[0])
+        return layer_doc(word[0]) or (layer_doc(base.group()) if base else None)
+    return None
+
+
+# -- completion --------------------------------------------------------------------------------
+
+
+_LET = re.compile(r"^\s*let\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+
+
+def block_names(text: str) -> dict[str, tuple[int, int, int]]:
+    """name -> (0-based line, start, end character) of each `let`, read from the text alone so
+    that a half-typed document still has its blocks."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for i, src in enumerate(text.split("\n")):
+        m = _LET.match(src)
+        if m and m.group(1) not in out:
+            out[m.group(1)] = (i, m.start(1), m.end(1))
+    return out
+
+
+def completions(text: str, line: int, character: int) -> list[Completion]:
+    lines = text.split("\n")
+    before = lines[line][:character] if 0 <= line < len(lines) else ""
+    if "#" in before:
+        return []
+    if re.match(r"\s*train\b", before):
+        m = re.search(r"([A-Za-z_]+)=[^\s=]*$", before)
+        if m:
+            p = _setting_param(m.group(1))
+            return [Completion(v, p.field, p.doc, "value") for v in p.flags] if p else []
+        return [Completion(p.field, p.doc, setting_doc(p.field) or "", "setting")
+                for p in SETTING_PARAMS]
+    out = [Completion(k.spelling, k.keras_class, layer_doc(w) or "", "layer")
+           for w, k in KINDS.items() if w == k.word]
+    out += [Completion(n, "block", f"let {n} (line {ln + 1})", "block")
+            for n, (ln, _, _) in block_names(text).items()]
+    if not before.strip():
+        out += [Completion(w, "keyword", "", "keyword") for w in ("input", "classes",
+                                                                   "train", "let")]
+    return out
+
+
+# -- blocks ------------------------------------------------------------------------------------
+
+
+def _code(src: str) -> str:
+    """A line without its comment (same length: the comment blanked)."""
+    i = src.find("#")
+    return src if i < 0 else src[:i] + " " * (len(src) - i)
+
+
+def _block_at(text: str, line: int, character: int) -> str | None:
+    word = _word_at(text, line, character)
+    if word is None:
+        return None
+    name = _IDENT.match(word[0])
+    return name.group() if name and name.group() in block_names(text) else None
+
+
+def definition(text: str, line: int, character: int) -> Range | None:
+    name = _block_at(text, line, character)
+    if name is None:
+        return None
+    ln, start, end = block_names(text)[name]
+    return (ln, start, ln, end)
+
+
+def references(text: str, line: int, character: int,
+               include_declaration: bool = True) -> list[Range]:
+    name = _block_at(text, line, character)
+    if name is None:
+        return []
+    decl = block_names(text)[name]
+    pattern = re.compile(rf"(?<![A-Za-z0-9_.{{]){re.escape(name)}(?![A-Za-z0-9_}}])")
+    out = []
+    for i, src in enumerate(text.split("\n")):
+        for m in pattern.finditer(_code(src)):
+            if (i, m.start(), m.end()) == decl and not include_declaration:
+                continue
+            out.append((i, m.start(), i, m.end()))
+    return out
+
+
+# -- symbols and formatting --------------------------------------------------------------------
+
+
+def symbols(text: str) -> list[Symbol]:
+    out = []
+    for i, src in enumerate(text.split("\n")):
+        code = _code(src).rstrip()
+        m = _LET.match(code)
+        if m:
+            out.append(Symbol(m.group(1), "block", (i, 0, i, len(code)),
+                              (i, m.start(1), i, m.end(1))))
+            continue
+        h = re.match(r"\s*(input|classes|train)\b", code)
+        if h:
+            out.append(Symbol(code.strip(), "header", (i, 0, i, len(code)),
+                              (i, h.start(1), i, h.end(1))))
+    return out
+
+
+def formatted(text: str) -> str | None:
+    """The canonical text (`cnnspec fmt`), or None when the text does not parse."""
+    from cnnspec.format import format_spec
+
+    try:
+        return format_spec(parse(text))
+    except SpecError:
+        return None

@@ -1,0 +1,114 @@
+"""cnnspec.analysis: what the language server answers, on small texts, with expected values
+computed here by hand (not read back from the checker)."""
+
+from __future__ import annotations
+
+from cnnspec import analysis as a
+
+SPEC = """input 32x32x3
+train lr=.01 batch=32
+let unit(f) = conv{f} bn relu
+conv8 unit(8) pool2 drop.25 |
+"""
+
+
+def test_clean_spec_has_no_diagnostics():
+    assert a.diagnostics(SPEC) == []
+
+
+def test_unknown_word_range_covers_the_token_and_carries_the_hint():
+    (p,) = a.diagnostics("conv8 cnov8 pool2 |\n")
+    assert p.range == (0, 6, 0, 11)  # `cnov8`, 0-based, end exclusive
+    assert p.severity == a.ERROR
+    assert "unknown layer word `cnov8`" in p.message
+    assert "hint: did you mean `conv8`?" in p.message
+
+
+def test_every_problem_is_reported():
+    problems = a.diagnostics("conv8 cnov8 pool2 drop1.5 |\nreluu\n")
+    assert len(problems) >= 2
+    assert {p.range[0] for p in problems} == {0, 1}
+
+
+def test_sweep_problem_names_the_variant():
+    (p,) = a.diagnostics("input 4x4x3\nconv8 pool{2,8} |\n")
+    assert p.message.startswith("in variant spec[pool=8]:")
+    assert p.range[:2] == (1, 6)
+
+
+def test_hover_on_a_layer():
+    text = a.hover(SPEC, 3, 1)
+    params = 3 * 3 * 3 * 8 + 8  # 3x3 kernel, 3 channels in, 8 filters, plus bias
+    macs = 32 * 32 * 8 * 3 * 3 * 3
+    assert "Conv2D" in text and "conv8_l4c1" in text
+    assert "32×32×3 → 32×32×8" in text
+    assert f"params {params:,} (trainable {params:,}, non-trainable 0)" in text
+    assert f"MACs {macs / 1e3:.2f}k" in text
+    assert "RF 3" in text
+
+
+def test_hover_on_a_block_use_gives_its_expansion_and_totals():
+    text = a.hover(SPEC, 3, 7)
+    conv = 3 * 3 * 8 * 8 + 8
+    bn_t, bn_n = 2 * 8, 2 * 8
+    assert "**unit** = conv8 bn relu" in text
+    assert f"params {conv + bn_t + bn_n:,} (trainable {conv + bn_t:,}, non-trainable {bn_n})" \
+        in text
+
+
+def test_hover_on_setting_and_header():
+    assert "learning rate" in a.hover(SPEC, 1, 7) and "default: `0.01`" in a.hover(SPEC, 1, 7)
+    model = a.hover(SPEC, 0, 2)
+    c1 = 3 * 3 * 3 * 8 + 8
+    c2 = 3 * 3 * 8 * 8 + 8
+    dense = 16 * 16 * 8 * 10 + 10
+    assert f"params {c1 + c2 + 32 + dense:,}" in model
+
+
+def test_hover_never_fails_on_bad_input():
+    assert "Conv2D" in a.hover("conv8 cnov", 0, 2)
+    assert a.hover("x", 5, 5) is None
+    assert a.hover("", 0, 0) is None
+
+
+def test_completion():
+    labels = {c.label for c in a.completions(SPEC, 4, 0)}
+    assert {"conv32", "bn", "relu", "unit", "let"} <= labels
+    keys = {c.label for c in a.completions("train ", 0, 6)}
+    assert {"lr", "batch", "optimizer", "epochs"} <= keys
+    values = {c.label for c in a.completions("train optimizer=", 0, 16)}
+    assert values == {"sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad"}
+    assert a.completions("conv8 # ", 0, 8) == []
+    assert a.completions("x", 9, 9)  # a position past the end still completes layer words
+
+
+def test_definition_and_references():
+    assert a.definition(SPEC, 3, 8) == (2, 4, 2, 8)
+    assert a.references(SPEC, 3, 8) == [(2, 4, 2, 8), (3, 6, 3, 10)]
+    assert a.references(SPEC, 3, 8, include_declaration=False) == [(3, 6, 3, 10)]
+    assert a.definition(SPEC, 3, 1) is None  # conv8 is not a block
+    text = "let u = conv8 relu  # u again\nu u(x)\n"
+    assert a.references(text, 1, 0) == [(0, 4, 0, 5), (1, 0, 1, 1), (1, 2, 1, 3)]
+
+
+def test_symbols():
+    syms = a.symbols(SPEC)
+    assert [(s.kind, s.name) for s in syms] == [
+        ("header", "input 32x32x3"), ("header", "train lr=.01 batch=32"), ("block", "unit")]
+    assert syms[2].selection == (2, 4, 2, 8)
+
+
+def test_formatting():
+    assert a.formatted("conv8   relu  drop0.25 |\n") == "conv8 relu drop.25 |\n"
+    assert a.formatted("conv8 cnov |\n") is None
+
+
+def test_no_tensorflow_or_pygls():
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnspec.analysis as a; a.hover('conv8 |', 0, 1); "
+            "print(any(m.split('.')[0] in ('tensorflow', 'pygls') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
