@@ -186,6 +186,12 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    from cnnspec.lsp import main as lsp_main  # pygls only for this command
+
+    return lsp_main()
+
+
 # -- wiring ------------------------------------------------------------------------------------
 
 
@@ -240,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _register(sub, "parse", cmd_parse, "print a spec's IR as JSON")
     p.add_argument("file", metavar="FILE")
+
+    _register(sub, "lsp", cmd_lsp, "run the language server on stdin/stdout (for editors)")
 
     for register in _extra_commands():  # imported here: those modules import this one
         register(sub)

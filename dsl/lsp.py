@@ -1,0 +1,189 @@
+"""`cnnspec lsp`: a Language Server Protocol server over stdio (pygls 2.x, lsprotocol).
+
+Every answer comes from cnnspec.analysis; this module only converts between the protocol's
+types and positions (the client's UTF-16 units) and the analysis's plain tuples. No handler
+lets an exception escape: an internal error is logged (to stderr and the client's log) and
+the request gets no answer, so the server outlives any input.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from cnnspec import analysis
+
+log = logging.getLogger("cnnspec.lsp")
+
+server = LanguageServer("cnnspec", "0.1.0")
+
+_COMPLETION_KIND = {
+    "layer": types.CompletionItemKind.Function,
+    "setting": types.CompletionItemKind.Property,
+    "value": types.CompletionItemKind.EnumMember,
+    "block": types.CompletionItemKind.Module,
+    "keyword": types.CompletionItemKind.Keyword,
+}
+
+
+def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a handler; on any exception log it and answer nothing."""
+
+    @functools.wraps(handler)
+    def wrapper(ls: LanguageServer, params: Any) -> Any:
+        try:
+            return handler(ls, params)
+        except Exception:
+            log.exception("cnnspec lsp: %s failed", handler.__name__)
+            return None
+
+    return wrapper
+
+
+def _doc(ls: LanguageServer, uri: str) -> Any:
+    return ls.workspace.get_text_document(uri)
+
+
+def _pos(doc: Any, position: types.Position) -> tuple[int, int]:
+    """A client position as (line, character index into the Python string)."""
+    p = doc.position_codec.position_from_client_units(doc.lines, position)
+    return p.line, p.character
+
+
+def _range(doc: Any, r: analysis.Range) -> types.Range:
+    lines = doc.lines
+    codec = doc.position_codec
+
+    def pos(line: int, ch: int) -> types.Position:
+        if line >= len(lines):
+            return types.Position(line=line, character=ch)
+        return codec.position_to_client_units(lines, types.Position(line=line, character=ch))
+
+    return types.Range(start=pos(r[0], r[1]), end=pos(r[2], r[3]))
+
+
+def publish(ls: LanguageServer, uri: str) -> None:
+    doc = _doc(ls, uri)
+    problems = analysis.diagnostics(doc.source)
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+        uri=uri,
+        version=doc.version,
+        diagnostics=[
+            types.Diagnostic(
+                range=_range(doc, p.range),
+                message=p.message,
+                severity=types.DiagnosticSeverity(p.severity),
+                source="cnnspec",
+            )
+            for p in problems
+        ],
+    ))
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+@_safe
+def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+    publish(ls, params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+@_safe
+def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+    publish(ls, params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+@_safe
+def did_close(ls: LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.text_document_publish_diagnostics(
+        types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+
+
+@server.feature(types.TEXT_DOCUMENT_HOVER)
+@_safe
+def hover(ls: LanguageServer, params: types.HoverParams) -> types.Hover | None:
+    doc = _doc(ls, params.text_document.uri)
+    text = analysis.hover(doc.source, *_pos(doc, params.position))
+    if text is None:
+        return None
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
+
+
+@server.feature(
+    types.TEXT_DOCUMENT_COMPLETION,
+    types.CompletionOptions(trigger_characters=["=", " ", "("]),
+)
+@_safe
+def completion(ls: LanguageServer, params: types.CompletionParams) -> types.CompletionList:
+    doc = _doc(ls, params.text_document.uri)
+    items = [
+        types.CompletionItem(
+            label=c.label,
+            detail=c.detail or None,
+            kind=_COMPLETION_KIND.get(c.kind),
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown,
+                                              value=c.documentation) if c.documentation
+            else None,
+        )
+        for c in analysis.completions(doc.source, *_pos(doc, params.position))
+    ]
+    return types.CompletionList(is_incomplete=False, items=items)
+
+
+@server.feature(types.TEXT_DOCUMENT_DEFINITION)
+@_safe
+def definition(ls: LanguageServer, params: types.DefinitionParams) -> types.Location | None:
+    doc = _doc(ls, params.text_document.uri)
+    r = analysis.definition(doc.source, *_pos(doc, params.position))
+    return None if r is None else types.Location(uri=doc.uri, range=_range(doc, r))
+
+
+@server.feature(types.TEXT_DOCUMENT_REFERENCES)
+@_safe
+def references(ls: LanguageServer, params: types.ReferenceParams) -> list[types.Location]:
+    doc = _doc(ls, params.text_document.uri)
+    found = analysis.references(doc.source, *_pos(doc, params.position),
+                                include_declaration=params.context.include_declaration)
+    return [types.Location(uri=doc.uri, range=_range(doc, r)) for r in found]
+
+
+@server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+@_safe
+def document_symbol(ls: LanguageServer,
+                    params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
+    doc = _doc(ls, params.text_document.uri)
+    return [
+        types.DocumentSymbol(
+            name=s.name,
+            kind=types.SymbolKind.Function if s.kind == "block" else types.SymbolKind.Property,
+            range=_range(doc, s.range),
+            selection_range=_range(doc, s.selection),
+        )
+        for s in analysis.symbols(doc.source)
+    ]
+
+
+@server.feature(types.TEXT_DOCUMENT_FORMATTING)
+@_safe
+def formatting(ls: LanguageServer,
+               params: types.DocumentFormattingParams) -> list[types.TextEdit] | None:
+    doc = _doc(ls, params.text_document.uri)
+    new = analysis.formatted(doc.source)
+    if new is None or new == doc.source:
+        return []
+    end = types.Position(line=len(doc.lines), character=0)
+    return [types.TextEdit(range=types.Range(start=types.Position(line=0, character=0), end=end),
+                           new_text=new)]
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    server.start_io()
+    return 0

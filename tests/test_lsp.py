@@ -1,0 +1,163 @@
+"""`cnnspec lsp` end to end: the server in a subprocess, JSON-RPC over its real stdio pipes."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("pygls")
+
+TIMEOUT = 30.0
+URI = "file:///tmp/bad.cnn"
+BAD = "input 32x32x3\nconv8 cnov8 pool2 |\n"
+GOOD = "input 32x32x3\nconv8 relu pool2 |\n"
+
+
+class Client:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnspec", "lsp"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.messages: queue.Queue = queue.Queue()
+        self.next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        while True:
+            headers = {}
+            while True:
+                line = out.readline()
+                if not line:
+                    return
+                line = line.strip()
+                if not line:
+                    break
+                key, _, value = line.decode().partition(":")
+                headers[key.strip().lower()] = value.strip()
+            body = out.read(int(headers["content-length"]))
+            self.messages.put(json.loads(body))
+
+    def send(self, message: dict) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def notify(self, method: str, params: dict) -> None:
+        self.send({"method": method, "params": params})
+
+    def request(self, method: str, params: dict) -> object:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        msg = self.wait(lambda m: m.get("id") == self.next_id and "method" not in m)
+        assert "error" not in msg, msg
+        return msg["result"]
+
+    def wait(self, match) -> dict:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no answer from the server in time")
+            msg = self.messages.get(timeout=left)
+            if match(msg):
+                return msg
+
+    def diagnostics(self) -> list[dict]:
+        msg = self.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics")
+        assert msg["params"]["uri"] == URI
+        return msg["params"]["diagnostics"]
+
+
+@pytest.fixture()
+def client():
+    c = Client()
+    try:
+        result = c.request("initialize", {"processId": None, "rootUri": None,
+                                          "capabilities": {}})
+        caps = result["capabilities"]
+        assert caps["hoverProvider"] and caps["definitionProvider"]
+        assert caps["documentFormattingProvider"] and "completionProvider" in caps
+        c.notify("initialized", {})
+        yield c
+        assert c.request("shutdown", None) is None
+        c.notify("exit", None)
+        assert c.proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+
+
+def _pos(line: int, character: int) -> dict:
+    return {"textDocument": {"uri": URI}, "position": {"line": line, "character": character}}
+
+
+def test_session(client):
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": URI, "languageId": "cnnspec", "version": 1, "text": BAD}})
+    (d,) = client.diagnostics()
+    assert d["range"] == {"start": {"line": 1, "character": 6},
+                          "end": {"line": 1, "character": 11}}
+    assert d["severity"] == 1
+    assert "unknown layer word `cnov8`" in d["message"]
+    assert "did you mean `conv8`?" in d["message"]
+
+    client.notify("textDocument/didChange", {
+        "textDocument": {"uri": URI, "version": 2},
+        "contentChanges": [{"range": {"start": {"line": 1, "character": 6},
+                                      "end": {"line": 1, "character": 11}},
+                            "text": "relu"}]})
+    assert client.diagnostics() == []
+
+    hover = client.request("textDocument/hover", _pos(1, 2))
+    value = hover["contents"]["value"]
+    params = 3 * 3 * 3 * 8 + 8
+    assert "Conv2D" in value and "32×32×3 → 32×32×8" in value
+    assert f"params {params:,}" in value
+
+    completion = client.request("textDocument/completion", _pos(2, 0))
+    labels = {item["label"] for item in completion["items"]}
+    assert {"conv32", "bn", "relu", "pool2"} <= labels
+
+    symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": URI}})
+    assert [s["name"] for s in symbols] == ["input 32x32x3"]
+
+
+def test_formatting_and_blocks(client):
+    text = "let u = conv8 relu\nu   u  drop0.25 |\n"
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": URI, "languageId": "cnnspec", "version": 1, "text": text}})
+    assert client.diagnostics() == []
+    edits = client.request("textDocument/formatting", {
+        "textDocument": {"uri": URI}, "options": {"tabSize": 4, "insertSpaces": True}})
+    assert edits[0]["newText"] == "let u = conv8 relu\nu u drop.25 |\n"
+    loc = client.request("textDocument/definition", _pos(1, 4))
+    assert loc["range"]["start"] == {"line": 0, "character": 4}
+    refs = client.request("textDocument/references", {
+        **_pos(1, 0), "context": {"includeDeclaration": True}})
+    assert len(refs) == 3
+
+
+def test_bad_input_never_kills_the_server(client):
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": URI, "languageId": "cnnspec", "version": 1, "text": "conv8("}})
+    assert client.diagnostics()
+    for text in ["(((", "let", "train lr=", "conv8 {", "\x00\ud7ff", "let u = u\nu |", ""]:
+        client.notify("textDocument/didChange", {
+            "textDocument": {"uri": URI, "version": 2},
+            "contentChanges": [{"text": text}]})
+        client.diagnostics()
+        client.request("textDocument/hover", _pos(0, 3))
+        client.request("textDocument/completion", _pos(0, 3))
+    # a request for a document never opened gets an answer, not a dead server
+    assert client.request("textDocument/hover", {
+        "textDocument": {"uri": "file:///nowhere.cnn"},
+        "position": {"line": 40, "character": 2}}) is None
