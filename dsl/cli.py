@@ -22,20 +22,13 @@ from rich.text import Text
 from cnnspec import ir
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.errors import SpecError
+from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-exported
 from cnnspec.format import format_spec
 from cnnspec.layers import fmt_shape
 from cnnspec.parse import load
 from cnnspec.sweep import DEFAULT_MAX_VARIANTS
 
 EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A command-line mistake the parser could not catch (exit 2)."""
-
-
-class Failure(Exception):
-    """A run-time failure already explained to the user (exit 1)."""
 
 
 def _console(stderr: bool = False) -> Console:

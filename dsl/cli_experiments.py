@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -295,8 +298,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from cnnspec.compare import find_runs
 
     if getattr(args, "storage", None) or getattr(args, "study", None):
-        from cnnspec.study import compare_study
-
         return compare_study(args)
     if not args.runs:
         raise UsageError("compare needs RUN_DIR… (or --study NAME [--storage URL])")
@@ -428,8 +429,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load(args.file)
     if any(getattr(args, k, None) is not None
            for k in ("storage", "study", "search", "trials", "heartbeat", "grace")):
-        from cnnspec.study import run_study_worker
-
         return run_study_worker(spec, args)
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
@@ -450,6 +449,155 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
                         "params, gap, images_per_second; accuracies sort best first")
     p.add_argument("--plots", metavar="DIR", help="where the PNGs go (default: the runs' folder)")
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
+
+
+# -- sweeps and comparisons stored in an Optuna study (the engine is cnnspec.study) ------------
+
+
+class _CliTrainer:
+    """The study worker's trainer: a variant trained with `train_one`, the data loaded once."""
+
+    def __init__(self, args: argparse.Namespace, say: Callable[[str], None]) -> None:
+        self.args, self.say = args, say
+        self.data: Any = None
+
+    def _load(self) -> Any:
+        from cnnspec.cli_train import load_data
+
+        if self.data is None:
+            self.data = load_data(self.args)
+            self.say(f"data: {self.data.describe()}")
+        return self.data
+
+    def settings(self, variant: Any) -> dict[str, Any]:
+        s = resolved_settings(variant.spec, self.args)
+        return {"epochs": s.epochs, "lr": s.lr, "batch": s.batch, "optimizer": s.optimizer,
+                "data": self._load().describe()}
+
+    def __call__(self, variant: Any, run_dir: Path) -> Any:
+        from cnnspec import records
+        from cnnspec.cli_train import train_one
+        from cnnspec.study import Outcome
+
+        self._load()
+        try:
+            result = train_one(variant.spec, self.args, self.data, run_dir)
+        except Failure as exc:
+            return Outcome("failed", records.read_history(run_dir), None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one variant's crash must not end the sweep
+            return Outcome("failed", records.read_history(run_dir), None,
+                           f"{type(exc).__name__}: {exc}")
+        return Outcome(result.status, list(result.history), result.metrics, result.reason,
+                       result.run_dir)
+
+
+def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
+    from cnnspec.study import DEFAULT_HEARTBEAT, GRACE_BEATS
+
+    heartbeat = getattr(args, "heartbeat", None) or DEFAULT_HEARTBEAT
+    grace = getattr(args, "grace", None) or GRACE_BEATS * heartbeat
+    if grace <= heartbeat:
+        raise UsageError(f"--grace ({grace}s) must be longer than --heartbeat ({heartbeat}s)")
+    return heartbeat, grace
+
+
+def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
+    """`cnnspec sweep SPEC --study NAME [--storage URL]`: one worker of a stored sweep."""
+    from cnnspec import study as st
+
+    err = _console(stderr=True)
+
+    def say(text: str) -> None:
+        err.print(text, highlight=False, markup=False)
+
+    if not getattr(args, "study", None) and not getattr(args, "storage", None):
+        raise UsageError("--search, --trials, --heartbeat and --grace need --study NAME "
+                         "(and optionally --storage URL)")
+    heartbeat, grace = _flag_seconds(args)
+    sweep = st.sweep_def(spec, args)
+    url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
+    name = args.study or spec.name
+    storage = st.open_storage(url, heartbeat, grace)
+    study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
+    say(f"study {name} in {st._redact(url)}: worker {socket.gethostname()}:{os.getpid()}, "
+        f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
+        f"{storage.heartbeat_interval}s, grace {storage.grace_period}s")
+    runs_base = Path(args.out) if getattr(args, "out", None) \
+        else Path(args.runs_dir) / st._safe(name)
+    trainer = _CliTrainer(args, say)
+    worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings)
+    try:
+        with st._sigterm_as_interrupt():
+            worker.run()
+    except st._Interrupted as exc:
+        say(str(exc))
+        return 130
+    say(f"worker done: trained {len(worker.trained)} variant(s) here"
+        + (f" ({', '.join(worker.trained)})" if worker.trained else ""))
+    no_plots = getattr(args, "no_plots", False)
+    plot_dir = None if no_plots else Path(args.plots) if getattr(args, "plots", None) \
+        else runs_base
+    return _print_study_comparison(storage, url, name, getattr(args, "sort", None), None,
+                                   plot_dir)
+
+
+def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str | None,
+                            fmt: str | None, plot_dir: Path | None,
+                            auto_plots: bool = False) -> int:
+    """Print the study's comparison (or an export) and write the plots (to plot_dir, or with
+    auto_plots to the folder holding the run folders this machine can reach); 1 on failures."""
+    from cnnspec import records
+    from cnnspec import study as st
+
+    study = st.load_study(storage, name)
+    view = st.study_view(study)
+    rows, dirs = print_comparison(list(view.rows), list(view.run_dirs), sort, fmt,
+                                  f"study {study.study_name}: {len(view.rows)} runs")
+    if fmt is None:
+        console = _console()
+        total = view.variants if view.search == "grid" else study.user_attrs.get(st.A_QUEUED, 0)
+        extra = []
+        if view.requeued:
+            extra.append(f"{view.requeued} lost trial(s) re-queued")
+        if view.duplicates:
+            extra.append(f"{view.duplicates} duplicate TPE sample(s) not trained")
+        console.print(
+            f"{view.completed} of {total} {'variants' if view.search == 'grid' else 'samples'} "
+            f"completed, {view.running} running, {view.queued} queued, {len(view.failed)} failed"
+            + ("; " + "; ".join(extra) if extra else "") + f"  ({st._redact(url)})", style="dim")
+    if plot_dir is None and auto_plots:
+        parents = {d.parent for d in dirs if (d / records.SETTINGS_FILE).is_file()}
+        plot_dir = parents.pop() if len(parents) == 1 else None
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        write_plots(rows, dirs, plot_dir)  # learning curves only of folders this machine reaches
+    if view.failed:
+        err = _console(stderr=True)
+        err.print(f"{len(view.failed)} failed:", style="bold red")
+        for variant, why in view.failed:
+            err.print(f"  {variant}: {why}", markup=False)
+        return 1
+    return 0
+
+
+def compare_study(args: argparse.Namespace) -> int:
+    """`cnnspec compare --study NAME [--storage URL]`: the comparison from the study alone."""
+    from cnnspec import study as st
+
+    if getattr(args, "runs", None):
+        raise UsageError("give RUN_DIR… or --study/--storage, not both")
+    url = st.storage_url(getattr(args, "storage", None),
+                         getattr(args, "runs_dir", None) or "runs")
+    if not getattr(args, "storage", None) and not Path(url[len("sqlite:///"):]).is_file():
+        raise Failure(f"no sweep storage at {url[len('sqlite:///'):]}; give --storage URL "
+                      "(or --runs-dir DIR of the sweep)")
+    storage = st.open_storage(url, heartbeat=None)
+    no_plots = getattr(args, "no_plots", False)
+    plot_dir = Path(args.plots) if getattr(args, "plots", None) and not no_plots else None
+    _print_study_comparison(storage, url, getattr(args, "study", None),
+                            getattr(args, "sort", None), getattr(args, "format", None),
+                            plot_dir, auto_plots=not no_plots)
+    return 0
 
 
 def register(sub: Any) -> None:

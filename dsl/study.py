@@ -47,13 +47,16 @@ Storage URLs: any SQLAlchemy URL (`sqlite:///runs/sweeps.sqlite3`,
 (`journal:///shared/sweeps.log` is the absolute path /shared/sweeps.log). Without --storage
 the study lives in `<runs-dir>/sweeps.sqlite3`.
 
+Layering: this module is the engine below the CLI and never imports it. The commands' glue
+(flags, the console, the trainer that calls `cli_train.train_one`, the printed comparison) is in
+`cnnspec.cli_experiments`; it hands the worker its trainer and `say` as callables.
+
 Optuna names used that are not in its documented API: `optuna.storages._heartbeat.BaseHeartbeat`
 (to give JournalStorage a heartbeat) and `FrozenTrial._trial_id`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -62,6 +65,7 @@ import signal
 import socket
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnspec import ir, records
-from cnnspec.cli import Failure, UsageError, _console
+from cnnspec.failures import Failure, UsageError
 from cnnspec.format import format_spec
 from cnnspec.sweep import Point, Variant, check_all_variants, expand, sweep_points
 
@@ -319,8 +323,11 @@ _CONFIG_FLAGS = ("epochs", "batch", "lr", "momentum", "optimizer", "seed", "limi
                  "max_params", "sample", "sample_seed")
 
 
-def sweep_def(spec: ir.Spec, args: argparse.Namespace) -> SweepDef:
-    """Expand and check every variant (before anything is stored or trained)."""
+def sweep_def(spec: ir.Spec, args: Any) -> SweepDef:
+    """Expand and check every variant (before anything is stored or trained).
+
+    `args` holds the sweep's flags as attributes (`search`, `trials`, `sample`, the training
+    settings of `_CONFIG_FLAGS`, ...); a missing one is None."""
     search = getattr(args, "search", None) or "grid"
     trials = getattr(args, "trials", None)
     sample = getattr(args, "sample", None)
@@ -762,7 +769,7 @@ class Worker:
                  f"in {result.get('run_dir')}, is not recorded"))
 
 
-# -- the command --------------------------------------------------------------------------------
+# -- running a worker ---------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -781,87 +788,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class _CliTrainer:
-    """Trains a variant with `cnnspec.cli_train.train_one`, loading the data once."""
-
-    def __init__(self, args: argparse.Namespace, say: Callable[[str], None]) -> None:
-        self.args, self.say = args, say
-        self.data: Any = None
-
-    def _load(self) -> Any:
-        from cnnspec.cli_train import load_data
-
-        if self.data is None:
-            self.data = load_data(self.args)
-            self.say(f"data: {self.data.describe()}")
-        return self.data
-
-    def settings(self, variant: Variant) -> dict[str, Any]:
-        from cnnspec.cli_train import resolved_settings
-
-        s = resolved_settings(variant.spec, self.args)
-        return {"epochs": s.epochs, "lr": s.lr, "batch": s.batch, "optimizer": s.optimizer,
-                "data": self._load().describe()}
-
-    def __call__(self, variant: Variant, run_dir: Path) -> Outcome:
-        from cnnspec.cli_train import train_one
-
-        self._load()
-        try:
-            result = train_one(variant.spec, self.args, self.data, run_dir)
-        except Failure as exc:
-            return Outcome("failed", records.read_history(run_dir), None, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one variant's crash must not end the sweep
-            return Outcome("failed", records.read_history(run_dir), None,
-                           f"{type(exc).__name__}: {exc}")
-        return Outcome(result.status, list(result.history), result.metrics, result.reason,
-                       result.run_dir)
-
-
-def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
-    heartbeat = getattr(args, "heartbeat", None) or DEFAULT_HEARTBEAT
-    grace = getattr(args, "grace", None) or GRACE_BEATS * heartbeat
-    if grace <= heartbeat:
-        raise UsageError(f"--grace ({grace}s) must be longer than --heartbeat ({heartbeat}s)")
-    return heartbeat, grace
-
-
-def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
-    """`cnnspec sweep SPEC --study NAME [--storage URL]`: one worker of a stored sweep."""
-    err = _console(stderr=True)
-
-    def say(text: str) -> None:
-        err.print(text, highlight=False, markup=False)
-
-    if not getattr(args, "study", None) and not getattr(args, "storage", None):
-        raise UsageError("--search, --trials, --heartbeat and --grace need --study NAME "
-                         "(and optionally --storage URL)")
-    heartbeat, grace = _flag_seconds(args)
-    sweep = sweep_def(spec, args)
-    url = storage_url(getattr(args, "storage", None), args.runs_dir)
-    name = args.study or spec.name
-    storage = open_storage(url, heartbeat, grace)
-    study, _ = create_or_join(storage, name, sweep, heartbeat, grace, say)
-    say(f"study {name} in {_redact(url)}: worker {socket.gethostname()}:{os.getpid()}, "
-        f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
-        f"{storage.heartbeat_interval}s, grace {storage.grace_period}s")
-    runs_base = Path(args.out) if getattr(args, "out", None) else Path(args.runs_dir) / _safe(name)
-    trainer = _CliTrainer(args, say)
-    worker = Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings)
-    try:
-        with _sigterm_as_interrupt():
-            worker.run()
-    except _Interrupted as exc:
-        say(str(exc))
-        return 130
-    say(f"worker done: trained {len(worker.trained)} variant(s) here"
-        + (f" ({', '.join(worker.trained)})" if worker.trained else ""))
-    no_plots = getattr(args, "no_plots", False)
-    plot_dir = None if no_plots else Path(args.plots) if getattr(args, "plots", None) \
-        else runs_base
-    return _print_comparison(storage, url, name, getattr(args, "sort", None), None, plot_dir)
 
 
 # -- compare from the study --------------------------------------------------------------------
@@ -973,13 +899,6 @@ def study_view(study: Any) -> StudyView:
     return view
 
 
-def study_run_dirs(storage: str, study: str | None) -> list[Path]:
-    """Run folders of the study's completed trials that this machine can reach."""
-    view = study_view(load_study(open_storage(storage, heartbeat=None), study))
-    return [d for d, r in zip(view.run_dirs, view.rows, strict=True)
-            if r.status == "completed" and (d / records.SETTINGS_FILE).is_file()]
-
-
 def _redact(url: str) -> str:
     """The URL without a password, for printing."""
     if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
@@ -987,59 +906,6 @@ def _redact(url: str) -> str:
         cred, host = rest.split("@", 1)
         return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
     return url
-
-
-def _print_comparison(storage: Any, url: str, name: str | None, sort: str | None,
-                      fmt: str | None, plot_dir: Path | None, auto_plots: bool = False) -> int:
-    """Print the study's comparison (or an export) and write the plots (to plot_dir, or with
-    auto_plots to the folder holding the run folders this machine can reach); 1 on failures."""
-    from cnnspec.cli_experiments import print_comparison, write_plots
-
-    study = load_study(storage, name)
-    view = study_view(study)
-    rows, dirs = print_comparison(list(view.rows), list(view.run_dirs), sort, fmt,
-                                  f"study {study.study_name}: {len(view.rows)} runs")
-    if fmt is None:
-        console = _console()
-        total = view.variants if view.search == "grid" else study.user_attrs.get(A_QUEUED, 0)
-        extra = []
-        if view.requeued:
-            extra.append(f"{view.requeued} lost trial(s) re-queued")
-        if view.duplicates:
-            extra.append(f"{view.duplicates} duplicate TPE sample(s) not trained")
-        console.print(
-            f"{view.completed} of {total} {'variants' if view.search == 'grid' else 'samples'} "
-            f"completed, {view.running} running, {view.queued} queued, {len(view.failed)} failed"
-            + ("; " + "; ".join(extra) if extra else "") + f"  ({_redact(url)})", style="dim")
-    if plot_dir is None and auto_plots:
-        parents = {d.parent for d in dirs if (d / records.SETTINGS_FILE).is_file()}
-        plot_dir = parents.pop() if len(parents) == 1 else None
-    if plot_dir is not None:
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        write_plots(rows, dirs, plot_dir)  # learning curves only of folders this machine reaches
-    if view.failed:
-        err = _console(stderr=True)
-        err.print(f"{len(view.failed)} failed:", style="bold red")
-        for variant, why in view.failed:
-            err.print(f"  {variant}: {why}", markup=False)
-        return 1
-    return 0
-
-
-def compare_study(args: argparse.Namespace) -> int:
-    """`cnnspec compare --study NAME [--storage URL]`: the comparison from the study alone."""
-    if getattr(args, "runs", None):
-        raise UsageError("give RUN_DIR… or --study/--storage, not both")
-    url = storage_url(getattr(args, "storage", None), getattr(args, "runs_dir", None) or "runs")
-    if not getattr(args, "storage", None) and not Path(url[len("sqlite:///"):]).is_file():
-        raise Failure(f"no sweep storage at {url[len('sqlite:///'):]}; give --storage URL "
-                      "(or --runs-dir DIR of the sweep)")
-    storage = open_storage(url, heartbeat=None)
-    no_plots = getattr(args, "no_plots", False)
-    plot_dir = Path(args.plots) if getattr(args, "plots", None) and not no_plots else None
-    _print_comparison(storage, url, getattr(args, "study", None), getattr(args, "sort", None),
-                      getattr(args, "format", None), plot_dir, auto_plots=not no_plots)
-    return 0
 
 
 # -- overhead measurement (bench/sweep_overhead.py) ---------------------------------------------
@@ -1057,7 +923,7 @@ def _overhead_worker(text: str, url: str, heartbeat: int, study_name: str, out: 
     its loop, trials it finished) on `out`."""
     from cnnspec.parse import parse
 
-    args = argparse.Namespace(search="grid", trials=None, sample=None, sample_seed=0,
+    args = types.SimpleNamespace(search="grid", trials=None, sample=None, sample_seed=0,
                               max_variants=256, max_params=None)
     sweep = sweep_def(parse(text), args)
     _optuna()  # imports are start-up cost, not per-trial cost
