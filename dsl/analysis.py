@@ -36,7 +36,7 @@ class Completion:
     label: str
     detail: str
     documentation: str
-    kind: str  # "layer", "setting", "value", "block", "keyword"
+    kind: str  # "layer", "argument", "setting", "value", "block", "keyword"
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,11 @@ def block_names(text: str) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def _split_kind(word: str) -> str:
+    m = re.match(r"[A-Za-z_]+?(?=[0-9.]|$)", word)
+    return m.group() if m else word
+
+
 def completions(text: str, line: int, character: int) -> list[Completion]:
     lines = text.split("\n")
     before = lines[line][:character] if 0 <= line < len(lines) else ""
@@ -248,6 +253,15 @@ def completions(text: str, line: int, character: int) -> list[Completion]:
             return [Completion(v, p.field, p.doc, "value") for v in p.flags] if p else []
         return [Completion(p.field, p.doc, setting_doc(p.field) or "", "setting")
                 for p in SETTING_PARAMS]
+    arg = re.search(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_.]*)\(([^()]*)$", before)
+    kind = arg and (KINDS.get(arg.group(1)) or KINDS.get(_split_kind(arg.group(1))))
+    if kind:
+        out_args = []
+        for p in kind.options:
+            out_args.append(Completion(f"{p.names[0]}=" if p.names else p.field, p.field,
+                                       p.doc, "argument"))
+            out_args += [Completion(f, p.field, p.doc, "value") for f in p.flags]
+        return out_args
     out = [Completion(k.spelling, k.keras_class, layer_doc(w) or "", "layer")
            for w, k in KINDS.items() if w == k.word]
     out += [Completion(n, "block", f"let {n} (line {ln + 1})", "block")

@@ -26,6 +26,7 @@ server = LanguageServer("cnnspec", "0.1.0")
 _COMPLETION_KIND = {
     "layer": types.CompletionItemKind.Function,
     "setting": types.CompletionItemKind.Property,
+    "argument": types.CompletionItemKind.Field,
     "value": types.CompletionItemKind.EnumMember,
     "block": types.CompletionItemKind.Module,
     "keyword": types.CompletionItemKind.Keyword,

@@ -112,3 +112,13 @@ def test_no_tensorflow_or_pygls():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_argument_completion_inside_parentheses():
+    labels = [c.label for c in a.completions("conv64(k=3,", 0, 11)]
+    assert {"k=", "s=", "d=", "valid", "same", "nobias"} <= set(labels)
+    assert {c.label for c in a.completions("pool2(", 0, 6)} == {"s=", "padding=", "same",
+                                                                "valid"}
+    assert {c.label for c in a.completions("bn(", 0, 3)} == {"m=", "eps="}
+    assert a.completions("l2(", 0, 3) == []  # takes its number only
+    assert "conv32" in {c.label for c in a.completions("add(", 0, 4)}  # a merge holds layers

@@ -161,3 +161,47 @@ def test_bad_input_never_kills_the_server(client):
     assert client.request("textDocument/hover", {
         "textDocument": {"uri": "file:///nowhere.cnn"},
         "position": {"line": 40, "character": 2}}) is None
+
+
+def _offset_to_pos(text: str, offset: int) -> dict:
+    """An offset into text as an LSP position, counting the line's UTF-16 code units."""
+    before = text[:offset]
+    line_start = before[before.rfind("\n") + 1:]
+    return {"line": before.count("\n"),
+            "character": len(line_start.encode("utf-16-le")) // 2}
+
+
+def test_fuzz_random_edits_never_kill_the_server(client):
+    import random
+    from pathlib import Path
+
+    rng = random.Random(15)
+    text = (Path(__file__).resolve().parent.parent / "specs" / "exp7.cnn").read_text()
+    client.notify("textDocument/didOpen", {"textDocument": {
+        "uri": URI, "languageId": "cnnspec", "version": 1, "text": text}})
+    client.diagnostics()
+    alphabet = "conv64 relu bn pool2 drop.25 ()x2|{,}?=#\nlet u add( train lr=.5 é🙂\t"
+    for version in range(2, 122):
+        a = rng.randrange(len(text) + 1)
+        b = min(len(text), a + rng.choice([0, 0, 1, 3, 10]))
+        new = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 2, 5])))
+        client.notify("textDocument/didChange", {
+            "textDocument": {"uri": URI, "version": version},
+            "contentChanges": [{"range": {"start": _offset_to_pos(text, a),
+                                          "end": _offset_to_pos(text, b)},
+                                "text": new}]})
+        text = text[:a] + new + text[b:]
+        last = client.diagnostics()
+        if version % 10 == 0:
+            pos = _offset_to_pos(text, rng.randrange(len(text) + 1))
+            client.request("textDocument/hover", {"textDocument": {"uri": URI},
+                                                  "position": pos})
+            client.request("textDocument/completion", {"textDocument": {"uri": URI},
+                                                       "position": pos})
+            client.request("textDocument/formatting", {
+                "textDocument": {"uri": URI}, "options": {"tabSize": 4, "insertSpaces": True}})
+    assert client.proc.poll() is None
+    # the server's copy of the document followed every edit (UTF-16 positions included)
+    from cnnspec.analysis import diagnostics
+
+    assert [d["message"] for d in last] == [p.message for p in diagnostics(text)]
