@@ -219,6 +219,25 @@ def hover(text: str, line: int, character: int) -> str | None:
     return None
 
 
+def inlay_hints(text: str) -> list[tuple[int, int, str]]:
+    """(line, character, label): each network line's output shape at the end of its code, as
+    spec comments write it by hand (`→ 16×16×64`). None for a sweep (its variants differ) or
+    a text that does not check."""
+    spec, report = _report(text)
+    if spec is None or report is None or len(expand(spec, sample=2)) > 1:
+        return []
+    last: dict[int, Row] = {}
+    for r in report.rows:
+        if not r.implicit and r.line is not None:
+            last[r.line - 1] = r
+    lines = text.split("\n")
+    out = []
+    for ln, r in sorted(last.items()):
+        if 0 <= ln < len(lines):
+            out.append((ln, len(_code(lines[ln]).rstrip()), f"→ {fmt_shape(r.output_shape)}"))
+    return out
+
+
 # -- completion --------------------------------------------------------------------------------
 
 

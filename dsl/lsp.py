@@ -183,6 +183,20 @@ def formatting(ls: LanguageServer,
                            new_text=new)]
 
 
+@server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
+@_safe
+def inlay_hint(ls: LanguageServer, params: types.InlayHintParams) -> list[types.InlayHint]:
+    doc = _doc(ls, params.text_document.uri)
+    first, last = params.range.start.line, params.range.end.line
+    out = []
+    for line, character, label in analysis.inlay_hints(doc.source):
+        if first <= line <= last:
+            r = _range(doc, (line, character, line, character))
+            out.append(types.InlayHint(position=r.start, label=label,
+                                       kind=types.InlayHintKind.Type, padding_left=True))
+    return out
+
+
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

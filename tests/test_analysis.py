@@ -122,3 +122,17 @@ def test_argument_completion_inside_parentheses():
     assert {c.label for c in a.completions("bn(", 0, 3)} == {"m=", "eps="}
     assert a.completions("l2(", 0, 3) == []  # takes its number only
     assert "conv32" in {c.label for c in a.completions("add(", 0, 4)}  # a merge holds layers
+
+
+def test_inlay_hints_match_the_shapes_exp7_writes_by_hand():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "specs" / "exp7.cnn").read_text()
+    hints = a.inlay_hints(text)
+    lines = text.split("\n")
+    # exp7's comments: `# 32x32x64 -> 16x16x64`, `# 16x16x128 -> 8x8x128`, `# 8192 -> 512 ...`
+    assert [label for _, _, label in hints] == ["→ 16×16×64", "→ 8×8×128", "→ 512"]
+    for line, character, _ in hints:
+        assert lines[line][character:].lstrip().startswith("#")  # at the end of the code
+    assert a.inlay_hints("conv8 drop{.1,.2} |") == []  # a sweep: its variants differ
+    assert a.inlay_hints("conv8 cnov |") == []

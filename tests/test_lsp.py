@@ -127,6 +127,12 @@ def test_session(client):
     labels = {item["label"] for item in completion["items"]}
     assert {"conv32", "bn", "relu", "pool2"} <= labels
 
+    hints = client.request("textDocument/inlayHint", {
+        "textDocument": {"uri": URI},
+        "range": {"start": {"line": 0, "character": 0}, "end": {"line": 3, "character": 0}}})
+    assert [(h["position"], h["label"]) for h in hints] == [
+        ({"line": 1, "character": 18}, f"→ {16 * 16 * 8}")]  # pool2 halves, `|` flattens
+
     symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": URI}})
     assert [s["name"] for s in symbols] == ["input 32x32x3"]
 
