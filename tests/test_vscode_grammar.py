@@ -1,7 +1,8 @@
-"""editors/vscode: the JSON files parse, the TextMate grammar's regexes compile as Python
-regexes, and a small Python reading of the TextMate rules (match, begin/end, include,
-captures) gives the expected scopes on every shipped spec. The real engine (vscode-textmate
-with Oniguruma, driven by node) is not run here."""
+"""editors/vscode: the JSON files parse and point at each other; the TextMate grammar's
+regexes compile as Python regexes; a small Python reading of the TextMate rules gives the
+expected scopes; and the real engine (vscode-textmate + Oniguruma, driven by node through
+editors/vscode/test/tokenize.js; skipped, saying why, without node or `npm ci`) gives every
+layer word, number and comment of every shipped spec its scope, and leaves nothing unscoped."""
 
 from __future__ import annotations
 
@@ -154,3 +155,70 @@ def test_shipped_specs_scopes(path):
             if base:
                 expected.append(base)
     assert layer_words == expected and expected
+
+
+# -- the real TextMate engine -------------------------------------------------------------------
+
+NODE_MODULES = VSCODE / "node_modules"
+
+
+def _real_tokens(paths: list[Path]) -> dict[str, list]:
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the real TextMate engine runs under node")
+    if not (NODE_MODULES / "vscode-textmate").is_dir() or \
+            not (NODE_MODULES / "vscode-oniguruma").is_dir():
+        pytest.skip("vscode-textmate/vscode-oniguruma not installed: run `npm ci` in "
+                    "editors/vscode")
+    out = subprocess.run([node, str(VSCODE / "test" / "tokenize.js"), *map(str, paths)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return {item["file"]: item["tokens"] for item in json.loads(out.stdout)}
+
+
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_LAYER = "|".join(sorted(KINDS, key=len, reverse=True))
+_CODE_TOKEN = re.compile(
+    rf"(?P<repeat>\bx[0-9]+\b)|(?P<layer>\b(?:{_LAYER}))(?P<lnum>{_NUM})?(?![A-Za-z0-9_.])"
+    rf"|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[0-9]+)?)|(?P<num>[0-9]+(?:x[0-9]+)+|{_NUM})")
+
+
+def _expected(text: str) -> list[tuple[int, str, str]]:
+    """(line, text, kind) for every comment, layer word and number, read with the layer table
+    and the lexical rules of grammar/cnnspec.lark (not with the TextMate grammar)."""
+    out = []
+    for i, line in enumerate(text.split("\n")):
+        code, hash_, comment = line.partition("#")
+        header = re.match(r"\s*(input|classes|train)\b", code)
+        for m in _CODE_TOKEN.finditer(code, header.end() if header else 0):
+            if m.group("layer") and not header:
+                out.append((i, m.group("layer"), "layer"))
+                if m.group("lnum"):
+                    out.append((i, m.group("lnum"), "number"))
+            elif m.group("num"):
+                out.append((i, m.group("num"), "number"))
+            elif m.group("lnum") and header:
+                out.append((i, m.group("lnum"), "number"))
+        if hash_:
+            out.append((i, hash_ + comment, "comment"))
+    return out
+
+
+KIND_SCOPE = {"layer": "support.function.layer.cnnspec", "number": "constant.numeric.cnnspec",
+              "comment": "comment.line.number-sign.cnnspec"}
+
+
+def test_real_engine_scopes_every_layer_word_number_and_comment():
+    tokens = _real_tokens(SHIPPED)
+    assert len(tokens) == len(SHIPPED)
+    for path in SHIPPED:
+        got = tokens[str(path)]
+        expected = _expected(path.read_text())
+        assert expected
+        got_kinds = [(line, text, kind) for line, text, scope in got
+                     for kind, s in KIND_SCOPE.items() if s == scope]
+        assert got_kinds == expected, path
+        unscoped = [(line, text) for line, text, scope in got if scope == "source.cnnspec"]
+        assert unscoped == [], path
