@@ -44,7 +44,7 @@ def test_parser_is_complete_whatever_was_imported_first(first):
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(result.stdout.split()) == {
         "check", "summary", "fmt", "parse", "train", "evaluate", "run", "sweep", "compare",
-        "diff", "expand"}
+        "diff", "expand", "lsp"}
 
 
 @pytest.mark.parametrize("argv", [
@@ -57,7 +57,8 @@ def test_front_end_commands_do_not_import_tensorflow(argv):
         from cnnspec.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             code = main({argv!r})
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tensorflow", "keras", "pygls", "lsprotocol"))
         print(code, ",".join(heavy))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

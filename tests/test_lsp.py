@@ -211,3 +211,17 @@ def test_fuzz_random_edits_never_kill_the_server(client):
     from cnnspec.analysis import diagnostics
 
     assert [d["message"] for d in last] == [p.message for p in diagnostics(text)]
+
+
+def test_lsp_help_imports_neither_pygls_nor_tensorflow():
+    code = ("import contextlib, io, sys\n"
+            "from cnnspec.cli import main\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "    main(['lsp', '--help'])\n"
+            "heavy = [m for m in sys.modules\n"
+            "         if m.split('.')[0] in ('pygls', 'lsprotocol', 'tensorflow', 'keras')]\n"
+            "print('language server' in out.getvalue(), heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.stdout.split() == ["True", "[]"], result.stderr[-2000:]
