@@ -12,7 +12,7 @@ from cnnspec.errors import SpecError
 from cnnspec.parse import load, parse
 
 __all__ = ["SpecError", "check", "format_spec", "load", "parse", "to_keras"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place: pyproject.toml, `--version` and run records read it
 
 
 def check(spec: Any, **kwargs: Any) -> Any:

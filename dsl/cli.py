@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cnnspec import ir
+from cnnspec import __version__, ir
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.errors import SpecError
 from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-exported
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cnnspec",
         description="Check, compile, train and compare CNNs written in the cnnspec language.",
     )
-    parser.add_argument("--version", action="version", version="cnnspec 0.1.0")
+    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = _register(sub, "check", cmd_check, "check specs; list every error (exit 1 if any)")

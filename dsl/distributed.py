@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnspec.data import scale_images
+
 STRATEGIES = ("none", "mirrored", "multiworker")
 CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
 
@@ -233,7 +235,7 @@ class Replicated:
 
         def grab(row: Any) -> Any:
             index = order_t[row[0]:row[0] + row[1]]
-            images = tf.cast(tf.gather(x, index), tf.float32) / tf.constant(255.0, tf.float32)
+            images = scale_images(tf, tf.gather(x, index))
             labels = tf.one_hot(tf.gather(y, index), classes, dtype=tf.float32)
             return images, labels, row[2]
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from cnnspec import __version__, ir, records
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.data import scale_images
 from cnnspec.distributed import STRATEGIES
 from cnnspec.settings import TrainSettings
 
@@ -328,8 +329,7 @@ class _Pipeline:
         classes = self.classes
 
         def grab(index: Any) -> Any:
-            # the notebook's `x.astype('float32') / 255`: a float32 division, bit for bit
-            images = tf.cast(tf.gather(x, index), tf.float32) / tf.constant(255.0, tf.float32)
+            images = scale_images(tf, tf.gather(x, index))
             if not labels:
                 return images
             return images, tf.one_hot(tf.gather(y, index), classes, dtype=tf.float32)
