@@ -563,6 +563,79 @@ def _keep_interrupted(run_dir: Path, title: str) -> list[dict[str, Any]]:
     return history
 
 
+class _RunRecords:
+    """What a run writes as it goes, the same with or without a strategy.
+
+    Under a strategy only the chief writes (`chief` False: a worker that writes nothing, yet
+    keeps the history in memory for its RunResult). `model` is set once the model exists.
+    """
+
+    def __init__(self, run_dir: Path, name: str, epochs: int, seed: int,
+                 history: list[dict[str, Any]], chief: bool = True) -> None:
+        self.run_dir, self.name, self.epochs, self.seed = run_dir, name, epochs, seed
+        self.history, self.chief = history, chief
+        self.model: Any = None
+
+    def status(self, status: str, reason: str | None = None) -> None:
+        if self.chief:
+            records.write_status(self.run_dir, status, reason,
+                                 epochs_completed=len(self.history), epochs_planned=self.epochs)
+
+    def save_progress(self) -> None:
+        if self.chief:
+            _save_progress(self.run_dir, self.history, self.name)
+
+    def epoch_done(self, row: dict[str, Any]) -> None:
+        """One more epoch: its row, then the checkpoint, history and curve, then the status."""
+        self.history.append(row)
+        if self.chief:
+            _write_checkpoint(self.run_dir, self.model, self.history, self.seed)
+        self.save_progress()
+        self.status("running")
+
+
+def _guarded_run(rec: _RunRecords, body: Callable[[], dict[str, Any] | None], bar: Any,
+                 mode: str, divergence: Callable[[_Diverged], str]) -> RunResult:
+    """Run `body` (the epochs and the final save; returns the metrics) and record its end.
+
+    The one place for how a run ends, with or without a strategy: completed; diverged
+    (TrainingFailed, the epochs so far kept); interrupted (Ctrl-C: every record rewound to the
+    last checkpoint, a RunResult to resume from); any other error (status failed, re-raised).
+    """
+    try:
+        metrics = body()
+    except _Diverged as d:
+        bar.stop()
+        reason = divergence(d)
+        if rec.history:
+            rec.save_progress()
+        rec.status("failed", reason)
+        raise TrainingFailed(reason, rec.run_dir if rec.chief else None) from None
+    except KeyboardInterrupt:
+        bar.stop()
+        if rec.chief:
+            rec.history[:] = _keep_interrupted(rec.run_dir, rec.name)
+        done = len(rec.history)
+        where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs
+                 else "while saving the final model")
+        reason = (
+            f"interrupted (Ctrl-C) {where}; {done} epoch(s) completed and "
+            "checkpointed; resume to continue"
+        )
+        rec.status("interrupted", reason)
+        if mode != "none":
+            _print(reason)
+        return RunResult(rec.run_dir, "interrupted", rec.epochs, tuple(rec.history), None,
+                         reason, chief=rec.chief)
+    except BaseException as exc:
+        bar.stop()
+        rec.status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    rec.status("completed")
+    return RunResult(rec.run_dir, "completed", rec.epochs, tuple(rec.history), metrics, None,
+                     chief=rec.chief)
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -743,6 +816,30 @@ def _load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
     return model
 
 
+def _start_or_resume(
+    run_dir: Path, resume: bool, text: str, settings: TrainSettings, precision: str,
+    fingerprint: str,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+    """New run or resume, decided under the folder's lock: (settings record, checkpoint state,
+    already completed). A resume of a different run, or a new run into a used folder, raises."""
+    recorded, state = _read_run_state(run_dir, resume)
+    done = False
+    if resume and recorded is not None:
+        _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
+        status = records.read_status(run_dir)
+        done = status is not None and status.get("status") == "completed"
+    elif not resume:
+        refuse_existing_run(run_dir)  # again, under the lock: another writer may have been first
+    return recorded, state, done
+
+
+def _run_seed(recorded: dict[str, Any] | None, settings: TrainSettings) -> int:
+    """The recorded seed of a resumed run; else the settings' seed, or a fresh random one."""
+    if recorded:
+        return recorded["effective_seed"]  # type: ignore[no-any-return]
+    return settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1)
+
+
 def _train_single(
     spec: ir.Spec,
     settings: TrainSettings,
@@ -761,16 +858,11 @@ def _train_single(
 ) -> RunResult:
     """`train` without a strategy (model.fit in this process), holding the folder's lock."""
     spe = steps_per_execution
-    recorded, state = _read_run_state(run_dir, resume)
-    if resume and recorded is not None:
-        _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
-        status = records.read_status(run_dir)
-        if status is not None and status.get("status") == "completed":
-            return load_result(run_dir)
-    elif not resume:
-        refuse_existing_run(run_dir)  # again, under the lock: another writer may have been first
-    seed = recorded["effective_seed"] if recorded else (
-        settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
+    recorded, state, done = _start_or_resume(run_dir, resume, text, settings, precision,
+                                             fingerprint)
+    if done:
+        return load_result(run_dir)
+    seed = _run_seed(recorded, settings)
 
     tf, keras = _import_tf()
     keras.utils.set_random_seed(seed)
@@ -784,39 +876,26 @@ def _train_single(
             spec, report, settings, data, precision, spe, seed, fingerprint, tf, keras, choice)
         records.write_json(run_dir / records.SETTINGS_FILE, recorded)
 
-    history: list[dict[str, Any]] = list(state["history"]) if state else []
     epochs = settings.epochs
-    records.write_status(
-        run_dir, "running", epochs_completed=len(history), epochs_planned=epochs)
+    rec = _RunRecords(run_dir, spec.name, epochs, seed,
+                      list(state["history"]) if state else [])
+    rec.model = model
+    rec.status("running")
     steps = math.ceil(len(data.x_train) / settings.batch)
     clock, guard, bar = _make_callbacks(keras, mode, epochs, steps, _print)
-    pipeline: Any = None
 
-    def checkpoint() -> None:
-        _write_checkpoint(run_dir, model, history, seed)
-
-    def save_progress() -> None:
-        _save_progress(run_dir, history, spec.name)
-
-    def finish() -> dict[str, Any]:
-        with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
-            model.save(tmp)
-        metrics = _score(model, pipeline, data.y_test, data.label_names)
-        metrics["epochs"] = len(history)
-        records.write_json(run_dir / records.METRICS_FILE, metrics)
-        return metrics
-
-    try:
+    def body() -> dict[str, Any]:
         if state:
             if mode != "none":
-                _print(_resuming_line(spec.name, len(history) + 1, epochs, precision))
+                _print(_resuming_line(spec.name, len(rec.history) + 1, epochs, precision))
         else:
-            model = build_training_model(report, keras, precision)
-            _compile(model, keras, settings, spe)
+            rec.model = build_training_model(report, keras, precision)
+            _compile(rec.model, keras, settings, spe)
+        model = rec.model
         pipeline = _Pipeline(tf, data, settings.batch, spec.classes)
         validation = pipeline.test() if settings.validation == "test" else None
         bar.start()
-        for epoch in range(len(history), epochs):
+        for epoch in range(len(rec.history), epochs):
             order = epoch_order(seed, epoch, pipeline.n_train, settings.shuffle)
             fitted = model.fit(
                 pipeline.train(order),
@@ -832,46 +911,18 @@ def _train_single(
                 epoch + 1, logs, clock.end - clock.start, clock.train_end - clock.start,
                 pipeline.n_train,
             )
-            history.append(row)
-            checkpoint()
-            save_progress()
-            records.write_status(
-                run_dir, "running", epochs_completed=len(history), epochs_planned=epochs)
+            rec.epoch_done(row)
             bar.epoch_done(row)
         bar.stop()
-        metrics = finish()
-    except _Diverged as d:
-        bar.stop()
-        reason = _divergence_reason(spec.name, d, epochs, steps, settings)
-        if history:
-            save_progress()
-        records.write_status(
-            run_dir, "failed", reason, epochs_completed=len(history), epochs_planned=epochs)
-        raise TrainingFailed(reason, run_dir) from None
-    except KeyboardInterrupt:
-        bar.stop()
-        history = _keep_interrupted(run_dir, spec.name)
-        where = (f"during epoch {len(history) + 1}/{epochs}" if len(history) < epochs
-                 else "while saving the final model")
-        reason = (
-            f"interrupted (Ctrl-C) {where}; {len(history)} epoch(s) completed and "
-            "checkpointed; resume to continue"
-        )
-        records.write_status(
-            run_dir, "interrupted", reason, epochs_completed=len(history),
-            epochs_planned=epochs)
-        if mode != "none":
-            _print(reason)
-        return RunResult(run_dir, "interrupted", epochs, tuple(history), None, reason)
-    except BaseException as exc:
-        bar.stop()
-        records.write_status(
-            run_dir, "failed", f"{type(exc).__name__}: {exc}",
-            epochs_completed=len(history), epochs_planned=epochs)
-        raise
-    records.write_status(
-        run_dir, "completed", None, epochs_completed=len(history), epochs_planned=epochs)
-    return RunResult(run_dir, "completed", epochs, tuple(history), metrics, None)
+        with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
+            model.save(tmp)
+        metrics = _score(model, pipeline, data.y_test, data.label_names)
+        metrics["epochs"] = len(rec.history)
+        records.write_json(run_dir / records.METRICS_FILE, metrics)
+        return metrics
+
+    return _guarded_run(rec, body, bar, mode,
+                        lambda d: _divergence_reason(spec.name, d, epochs, steps, settings))
 
 
 def _print(line: str) -> None:
@@ -1145,17 +1196,11 @@ def _train_replicated(
             if not resume:
                 refuse_existing_run(run_dir)
             lock.enter_context(records.run_lock(run_dir))  # held until the run ends
-            recorded, state = _read_run_state(run_dir, resume)
-            if resume and recorded is not None:
-                _same_run_or_raise(run_dir, recorded, text, settings, precision, fingerprint)
-                status = records.read_status(run_dir)
-                done = status is not None and status.get("status") == "completed"
-            elif not resume:
-                refuse_existing_run(run_dir)
+            recorded, state, done = _start_or_resume(run_dir, resume, text, settings, precision,
+                                                     fingerprint)
         except (ValueError, FileExistsError) as exc:  # RunFolderError/RunLocked are ValueErrors
             refusal = exc
-    seed = recorded["effective_seed"] if recorded else (
-        settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1))
+    seed = _run_seed(recorded, settings)
     history: list[dict[str, Any]] = list(state["history"]) if state else []
 
     model: Any = None
@@ -1207,20 +1252,10 @@ def _train_replicated(
     steps = math.ceil(len(data.x_train) / settings.batch)
     clock, guard, bar = _make_callbacks(keras, mode, epochs, steps, _print)
     pipeline = _Pipeline(tf, data, settings.batch, spec.classes)
+    rec = _RunRecords(run_dir, spec.name, epochs, seed, history, chief)
+    rec.model = model
 
-    def checkpoint() -> None:
-        _write_checkpoint(run_dir, model, history, seed)
-
-    def save_progress() -> None:
-        _save_progress(run_dir, history, spec.name)
-
-    def write_status(status: str, reason: str | None = None) -> None:
-        if chief:
-            records.write_status(
-                run_dir, status, reason, epochs_completed=len(history), epochs_planned=epochs)
-
-    metrics: dict[str, Any] | None = None
-    try:
+    def body() -> dict[str, Any] | None:
         bar.start()
         for epoch in range(first, epochs):
             order = epoch_order(seed, epoch, pipeline.n_train, settings.shuffle)
@@ -1231,48 +1266,19 @@ def _train_replicated(
                 epoch + 1, logs, clock.end - clock.start, clock.train_end - clock.start,
                 pipeline.n_train,
             )
-            history.append(row)
-            if chief:
-                checkpoint()
-                save_progress()
-            write_status("running")
+            rec.epoch_done(row)
             bar.epoch_done(row)
         bar.stop()
-        if chief:
-            with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
-                model.save(tmp)
-            scored = runner.evaluate(model, pipeline)
-            metrics = _metrics(scored["loss"], scored["accuracy"], scored["predicted"],
-                               data.y_test, spec.classes, data.label_names)
-            metrics["epochs"] = len(history)
-            records.write_json(run_dir / records.METRICS_FILE, metrics)
-    except _Diverged as d:
-        bar.stop()
-        reason = _divergence_reason(spec.name, d, epochs, steps, settings)
-        if chief and history:
-            save_progress()
-        write_status("failed", reason)
-        raise TrainingFailed(reason, run_dir if chief else None) from None
-    except KeyboardInterrupt:
-        bar.stop()
-        reason = (
-            f"interrupted (Ctrl-C) during epoch {len(history) + 1}/{epochs}; {len(history)} "
-            "epoch(s) completed and checkpointed; resume to continue"
-        )
-        if chief:
-            history = _keep_interrupted(run_dir, spec.name)
-            reason = (
-                f"interrupted (Ctrl-C) during epoch {len(history) + 1}/{epochs}; "
-                f"{len(history)} epoch(s) completed and checkpointed; resume to continue"
-            )
-        write_status("interrupted", reason)
-        if mode != "none":
-            _print(reason)
-        return RunResult(
-            run_dir, "interrupted", epochs, tuple(history), None, reason, chief=chief)
-    except BaseException as exc:
-        bar.stop()
-        write_status("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    write_status("completed")
-    return RunResult(run_dir, "completed", epochs, tuple(history), metrics, None, chief=chief)
+        if not chief:
+            return None
+        with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
+            model.save(tmp)
+        scored = runner.evaluate(model, pipeline)
+        metrics = _metrics(scored["loss"], scored["accuracy"], scored["predicted"],
+                           data.y_test, spec.classes, data.label_names)
+        metrics["epochs"] = len(rec.history)
+        records.write_json(run_dir / records.METRICS_FILE, metrics)
+        return metrics
+
+    return _guarded_run(rec, body, bar, mode,
+                        lambda d: _divergence_reason(spec.name, d, epochs, steps, settings))
