@@ -26,7 +26,15 @@ from cnnspec.cli import (
     _register,
 )
 from cnnspec.parse import load
-from cnnspec.settings import OPTIMIZERS, TrainSettings, settings_of, validate
+from cnnspec.settings import (
+    OPTIMIZERS,
+    PROGRESS_MODES,
+    REQUESTABLE_PRECISIONS,
+    STRATEGIES,
+    TrainSettings,
+    settings_of,
+    validate,
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -48,11 +56,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="train on the first N training images")
     d.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="where run folders go (default runs/)")
-    d.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+    d.add_argument("--precision", choices=REQUESTABLE_PRECISIONS, default="auto",
                    help="auto (default): bf16 where the CPU has native bf16 units (AMX or "
                         "AVX-512 BF16), else float32; bf16: mixed bfloat16 (changes the "
                         "numbers); float32: the notebook's numbers on every CPU")
-    d.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+    d.add_argument("--progress", choices=("auto", *PROGRESS_MODES), default="auto")
     add_verbose_flag(d)
     _add_max_params(p)
 
@@ -390,7 +398,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
     add_train_flags(p)
     g = p.add_argument_group("data-parallel training (the batch size is the global batch)")
-    g.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
+    g.add_argument("--strategy", choices=STRATEGIES, default="none",
                    help="none: this process (default); mirrored: all local GPUs (or "
                         "$CNNSPEC_CPU_DEVICES logical CPUs); multiworker: several processes/hosts")
     g.add_argument("--cluster", metavar="HOST:PORT,…",

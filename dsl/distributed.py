@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from cnnspec.data import scale_images
+from cnnspec.settings import STRATEGIES
 
-STRATEGIES = ("none", "mirrored", "multiworker")
 CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
 
 

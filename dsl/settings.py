@@ -43,6 +43,14 @@ MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 MAX_SEED = 2**32 - 1
 # batch and epochs end up in int32 tensors and loop counters; nothing real comes near this.
 MAX_COUNT = 2**31 - 1
+# How a run is executed (recorded in settings.json, not part of the spec's `train` line); the
+# CLI's choices, cnnspec.train and cnnspec.distributed read these.
+PRECISIONS = ("float32", "bf16")  # what a run trains in (recorded in settings.json)
+# what a caller may ask for: "auto" resolves to one of PRECISIONS by the CPU's flags
+# (cnnspec.cpu.choose_precision); the CLI's default, while `train()` keeps "float32"
+REQUESTABLE_PRECISIONS = ("auto", *PRECISIONS)
+PROGRESS_MODES = ("rich", "plain", "none")
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 # key -> how its value is written; the first name is canonical
 SETTING_PARAMS: tuple[Param, ...] = (

@@ -50,17 +50,17 @@ import numpy as np
 from cnnspec import __version__, ir, records
 from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.data import scale_images
-from cnnspec.distributed import STRATEGIES
-from cnnspec.settings import TrainSettings
+from cnnspec.settings import (
+    PRECISIONS,
+    PROGRESS_MODES,
+    REQUESTABLE_PRECISIONS,
+    STRATEGIES,
+    TrainSettings,
+)
 
 if TYPE_CHECKING:
     from cnnspec.data import Cifar10
 
-PRECISIONS = ("float32", "bf16")  # what a run trains in (recorded in settings.json)
-# what a caller may ask for: "auto" resolves to one of PRECISIONS by the CPU's flags
-# (cnnspec.cpu.choose_precision); the CLI's default, while `train()` keeps "float32"
-REQUESTABLE_PRECISIONS = ("auto", *PRECISIONS)
-PROGRESS_MODES = ("rich", "plain", "none")
 # Measured on the 2-core CPU machine: Keras's per-step overhead is ~1 ms, so running 8 or 32
 # steps per call could save at most ~2% of an exp1 step (~35 ms) and <0.5% of an exp7 step;
 # in-process A/B runs of 1/8/32 gave identical losses and no gain beyond run-to-run noise.
