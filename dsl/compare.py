@@ -162,34 +162,57 @@ def load_row(run_dir: Path) -> RunRow:
             raise _damaged(run_dir / records.SETTINGS_FILE, f"{key} is not an object")
     model = settings.get("model", {})
     train_settings = settings.get("settings", {})
+    return build_row(
+        run=run_dir.name,
+        path=str(run_dir),
+        spec=_str(settings.get("spec", {}).get("name")) or run_dir.name,
+        status=_str(status.get("status")) or "unknown",
+        history=history,
+        test_accuracy=_number(metrics.get("test_accuracy")),
+        params=_number(model.get("params"), int),
+        macs=_number(model.get("macs_per_image"), int),
+        epochs_planned=_number(train_settings.get("epochs"), int),
+        lr=_number(train_settings.get("lr")),
+        batch=_number(train_settings.get("batch"), int),
+    )
+
+
+def build_row(
+    *, run: str, path: str, spec: str, status: str, history: Sequence[dict[str, Any]],
+    test_accuracy: float | None, params: int | None, macs: int | None,
+    epochs_planned: int | None, lr: float | None, batch: int | None,
+) -> RunRow:
+    """The one builder of a comparison row: everything derived from the per-epoch history
+    (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
+    (`load_row`) and for studies (`cnnspec.study.study_view`) alike."""
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
     best = max(val, key=lambda t: t[0]) if val else (None, None)
     last = history[-1] if history else {}
     flag, reason = overfitting(history)
     acc, val_acc = last.get("accuracy"), last.get("val_accuracy")
     return RunRow(
-        run=run_dir.name,
-        path=str(run_dir),
-        spec=_str(settings.get("spec", {}).get("name")) or run_dir.name,
-        status=_str(status.get("status")) or "unknown",
-        params=_number(model.get("params"), int),
-        macs=_number(model.get("macs_per_image"), int),
+        run=run,
+        path=path,
+        spec=spec,
+        status=status,
+        params=params,
+        macs=macs,
         epochs=len(history),
-        epochs_planned=_number(train_settings.get("epochs"), int),
+        epochs_planned=epochs_planned,
         best_val_accuracy=best[0],
         best_epoch=best[1],
         final_val_accuracy=val_acc,
         final_train_accuracy=acc,
         final_val_loss=last.get("val_loss"),
-        test_accuracy=_number(metrics.get("test_accuracy")),
+        test_accuracy=test_accuracy,
         gap=None if acc is None or val_acc is None else acc - val_acc,
         overfitting=flag,
         overfitting_reason=reason,
         seconds_per_epoch=_mean([h["seconds"] for h in history if h.get("seconds")]),
         images_per_second=_mean(
             [h["images_per_second"] for h in history if h.get("images_per_second")]),
-        lr=_number(train_settings.get("lr")),
-        batch=_number(train_settings.get("batch"), int),
+        lr=lr,
+        batch=batch,
     )
 
 

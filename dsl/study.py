@@ -868,30 +868,16 @@ def study_view(study: Any) -> StudyView:
         history = result.get("history") or []
         worker = u.get("worker") or {}
         run_dir = u.get("run_dir") or result.get("run_dir")
-        flag, reason = compare.overfitting(history)
-        acc, val = result.get("final_train_accuracy"), result.get("final_val_accuracy")
-        secs = [h["seconds"] for h in history if h.get("seconds")]
-        ips = [h["images_per_second"] for h in history if h.get("images_per_second")]
-        view.rows.append(compare.RunRow(
+        view.rows.append(compare.build_row(
             run=Path(run_dir).name if run_dir else f"trial {t.number}",
             path=run_dir or "",
             spec=u.get("variant", f"trial {t.number}"),
             status=status,
+            history=history,  # result_record's rows: the best/final fields are derived from them
+            test_accuracy=result.get("test_accuracy"),
             params=models.get(u.get("variant"), [worker.get("n_params")])[0],
             macs=models.get(u.get("variant"), [None, worker.get("macs")])[1],
-            epochs=len(history),
             epochs_planned=worker.get("epochs"),
-            best_val_accuracy=result.get("best_val_accuracy"),
-            best_epoch=result.get("best_epoch"),
-            final_val_accuracy=val,
-            final_train_accuracy=acc,
-            final_val_loss=result.get("final_val_loss"),
-            test_accuracy=result.get("test_accuracy"),
-            gap=None if acc is None or val is None else acc - val,
-            overfitting=flag,
-            overfitting_reason=reason,
-            seconds_per_epoch=sum(secs) / len(secs) if secs else None,
-            images_per_second=sum(ips) / len(ips) if ips else None,
             lr=worker.get("lr"),
             batch=worker.get("batch"),
         ))
