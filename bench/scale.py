@@ -29,21 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_line  # bench/machine.py: beside this script
+from machine import cpu_line, default_data  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 SPEC = ROOT / "specs" / "exp7.cnn"
 
-
-def _default_data() -> Path:
-    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
-    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA.resolve()
-    from cnnspec.data import bundled_sample_dir
-
-    return bundled_sample_dir()
 
 
 def free_ports(count: int) -> list[int]:
@@ -103,7 +93,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="train on the first N training images")
     opts = parser.parse_args()
     print(cpu_line(), flush=True)
-    opts.data = opts.data or _default_data()
+    opts.data = opts.data or default_data()
     if not opts.data.is_dir():
         parser.error(f"no CIFAR-10 at {opts.data}; pass --data")
     print(f"exp7, 1 epoch, batch 32, data {opts.data}"

@@ -34,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_line  # bench/machine.py: beside this script
+from machine import SHARED_DATA, cpu_line  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 
 
 def _time(fn: Any, reps: int, inner: int = 1) -> float:

@@ -28,10 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
-from machine import cpu_line  # bench/machine.py: beside this script
+from machine import cpu_line, default_data  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 HEARTBEAT = 30  # the default of `cnnspec sweep`
 
 # exp7 with 4 x 4 x 4 = 64 variants
@@ -40,15 +39,6 @@ SWEEP_TEXT = (ROOT / "specs" / "exp7.cnn").read_text() \
     .replace("pool2 drop.25", "pool2 drop{.1,.25,.4,.5}", 1) \
     .replace("dense512", "dense{128,256,512,1024}", 1)
 
-
-def _default_data() -> Path:
-    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
-    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA.resolve()
-    from cnnspec.data import bundled_sample_dir
-
-    return bundled_sample_dir()
 
 
 def trial_seconds(data: Path | None, limit: int | None) -> float:
@@ -78,7 +68,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="the shared run (default 2)")
     opts = parser.parse_args()
     print(cpu_line(), flush=True)
-    opts.data = opts.data or _default_data()
+    opts.data = opts.data or default_data()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     from cnnspec.study import measure_overhead

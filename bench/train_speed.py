@@ -31,23 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_line  # bench/machine.py: beside this script
+from machine import cpu_line, default_data  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 BATCH = 32  # the notebook's; --batches adds others
 SEED = 1
 WARMUP_BATCHES = 16  # skipped for the steady-state rate (tracing, allocator warm-up)
 
-
-def _default_data() -> Path:
-    """The shared 5,000-image subset when ../shared is beside the clone, else the bundled sample
-    (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA.resolve()
-    from cnnspec.data import bundled_sample_dir
-
-    return bundled_sample_dir()
 
 
 # -- worker side (one measured path per process) -----------------------------------------------
@@ -281,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
 
     auto, why = choose_precision(cpu_flags())
     print(f"bf16 capability: `--precision auto` picks {auto} ({why})", flush=True)
-    args.data = args.data or _default_data()
+    args.data = args.data or default_data()
     if not (args.data / "data_batch_1").is_file() and not (
             args.data / "cifar-10-batches-py" / "data_batch_1").is_file():
         sys.exit(f"no CIFAR-10 batches at {args.data}; pass --data DIR")
