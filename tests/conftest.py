@@ -25,6 +25,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     )
 
 
+def snapshot(folder: Path, lock: bool = True) -> dict[str, bytes]:
+    """Every file under folder (or the file itself) with its bytes: to prove a command that was
+    refused changed nothing. lock=False leaves out a run folder's lock file, which a refused
+    writer may create empty and leave behind (it is not a record)."""
+    if not folder.exists():
+        return {}
+    if folder.is_file():
+        return {"": folder.read_bytes()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and (lock or p.name != ".lock")}
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, snapshot
 
 from cnnspec import records
 from cnnspec.data import bundled_sample_dir
@@ -64,12 +64,6 @@ def refused(result: subprocess.CompletedProcess[str], code: int, *needles: str) 
         assert needle in result.stderr, (needle, result.stderr)
     return result.stderr
 
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    if not folder.exists():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != records.LOCK_FILE}
 
 
 def empty(folder: Path) -> bool:
@@ -262,11 +256,11 @@ def test_compare_a_record_that_cannot_be_read(home: Path, tmp_path: Path) -> Non
     run = _fake_run(tmp_path / "run")
     (run / records.HISTORY_JSON).unlink()
     (run / records.HISTORY_JSON).mkdir()  # a folder where the file belongs
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "compare", str(run), "--no-plots"), 1,
             "cnnspec: error: 1 of 1 run folder(s) not compared:",
             f"{run / records.HISTORY_JSON}: cannot read: Is a directory")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_compare_plots_into_a_file(home: Path, tmp_path: Path) -> None:
@@ -468,12 +462,12 @@ def test_damaged_settings_records(home: Path, tiny_run: Path, tmp_path: Path, co
     run = copy_run(tiny_run, tmp_path, "interrupted")
     edit, message = SETTINGS_DAMAGE[case]
     _edit_json(run / records.SETTINGS_FILE, edit)
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     args = ["train", "--resume", str(run)] if command == "resume" else ["evaluate", str(run)]
     prefix = "cannot resume: " if command == "resume" else "cannot evaluate: "
     refused(cli(home, *args), 1, f"cnnspec: error: {prefix}{run / records.SETTINGS_FILE}: "
                                  f"corrupted record: {message}")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 STATE_DAMAGE = {
@@ -496,10 +490,10 @@ def test_damaged_checkpoint_state(home: Path, tiny_run: Path, tmp_path: Path, ca
     path = records.checkpoint_dir(run) / records.CHECKPOINT_STATE
     damage, message = STATE_DAMAGE[case]
     path.write_text(json.dumps(damage(json.loads(path.read_text()))))
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run)), 1,
             f"cnnspec: error: cannot resume: {path}: corrupted record: {message}")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def _move_data_away(run: Path, tmp_path: Path) -> Path:
@@ -512,22 +506,22 @@ def test_evaluate_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp
                                                 ) -> None:
     run = copy_run(tiny_run, tmp_path)
     gone = _move_data_away(run, tmp_path)
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "evaluate", str(run)), 1,
             "cnnspec: error: cannot evaluate: the run's data is not readable any more: "
             f"--data {gone}: no such directory", "; pass --data DIR")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_path: Path
                                               ) -> None:
     run = copy_run(tiny_run, tmp_path, "interrupted")
     gone = _move_data_away(run, tmp_path)
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run)), 1,
             f"cnnspec: error: cannot resume {run}: --data {gone}: no such directory",
             "; pass --data DIR")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 # -- paths that start TensorFlow ------------------------------------------------------------------
@@ -535,11 +529,11 @@ def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_p
 
 def test_resume_with_different_data(home: Path, tiny_run: Path, tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path, "interrupted")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     # the whole bundled sample, where the run trained on its first 64 images
     refused(cli(home, "train", "--resume", str(run), "--data", str(bundled_sample_dir())), 1,
             f"cnnspec: error: cannot resume {run}: the data differ from the 64 training images")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def _poison_weights(keras_file: Path) -> None:
@@ -599,11 +593,11 @@ def test_strategies_that_cannot_be_set_up(home: Path, tmp_path: Path, files: dic
 def test_resume_under_a_strategy_that_cannot_be_set_up(home: Path, tiny_run: Path,
                                                       tmp_path: Path) -> None:
     run = copy_run(tiny_run, tmp_path, "interrupted")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run), "--strategy", "mirrored",
                 CNNSPEC_CPU_DEVICES="0"), 2,
             "cnnspec: error: $CNNSPEC_CPU_DEVICES must be a positive integer, not '0'")
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 # -- checkpoints that do not load or do not fit: refused before anything is written
@@ -614,10 +608,10 @@ def test_resume_with_a_checkpoint_that_does_not_fit(home: Path, tiny_run: Path, 
     run = copy_run(tiny_run, tmp_path, "interrupted")
     path = records.checkpoint_dir(run) / records.CHECKPOINT_STATE
     path.write_text(json.dumps({**json.loads(path.read_text()), "seed_states": [[1, 2]]}))
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
             "cnnspec: error: cannot resume", str(path.parent))
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before
 
 
 def test_resume_with_a_damaged_checkpoint_model(home: Path, tiny_run: Path, tmp_path: Path
@@ -625,7 +619,7 @@ def test_resume_with_a_damaged_checkpoint_model(home: Path, tiny_run: Path, tmp_
     run = copy_run(tiny_run, tmp_path, "interrupted")
     state = json.loads((records.checkpoint_dir(run) / records.CHECKPOINT_STATE).read_text())
     (records.checkpoint_dir(run) / state["model"]).write_bytes(b"PK\x03\x04 not a keras file")
-    before = snapshot(run)
+    before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
             "cnnspec: error: cannot resume", state["model"])
-    assert snapshot(run) == before
+    assert snapshot(run, lock=False) == before

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, snapshot
 
 GOOD_SPEC = "conv8 relu pool2 | dense16 relu\ntrain epochs=1 batch=32 seed=3\n"
 TIMEOUT = 60  # seconds: every case here must answer long before (a hang fails the test)
@@ -33,15 +33,6 @@ def assert_clean_failure(result, codes=(1, 2), max_lines: int = 10) -> str:
         result.stderr
     return result.stderr
 
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under folder with its bytes (to prove a refused command changed nothing)."""
-    if not folder.exists():
-        return {}
-    if folder.is_file():
-        return {"": folder.read_bytes()}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
 
 
 # -- bad spec files, for every command that reads a spec ---------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, snapshot
 from test_exp_plots import _run
 
 from cnnspec import compare, records
@@ -30,10 +30,6 @@ DAMAGE = {
 }
 
 
-def _snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_compare_shows_the_good_runs_and_names_the_damaged_one(tmp_path, damage):
@@ -42,7 +38,7 @@ def test_compare_shows_the_good_runs_and_names_the_damaged_one(tmp_path, damage)
     _run(runs, "good", "good", 1000, 2)
     bad = _run(runs, "bad", "bad", 2000, 2)
     (bad / name).write_bytes(data)
-    before = _snapshot(runs)
+    before = snapshot(runs)
     result = run_cli("compare", str(runs), "--no-plots")
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 1
@@ -50,7 +46,7 @@ def test_compare_shows_the_good_runs_and_names_the_damaged_one(tmp_path, damage)
     assert rows == ["good"]
     assert result.stderr.startswith("cnnspec: error: 1 of 2 run folder(s) not compared:")
     assert f"  {bad / name}: " in result.stderr and what in result.stderr
-    assert _snapshot(runs) == before
+    assert snapshot(runs) == before
 
 
 def test_the_exports_and_plots_leave_a_damaged_run_out(tmp_path):
