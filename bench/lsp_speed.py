@@ -1,6 +1,6 @@
 """Diagnostics latency for an edit to a 200-line spec (target < 50 ms).
 
-Two figures: the analysis alone (cnnspec.analysis.diagnostics, in process) and the round trip
+Two figures: the analysis alone (cnnspec.editor.analysis.diagnostics, in process) and the round trip
 through `cnnspec lsp` as a subprocess: a didChange sent over stdio until its
 publishDiagnostics arrives. Edits alternate a fix and a typo, so both a clean check and an
 error report are timed.
@@ -19,7 +19,7 @@ import time
 
 from machine import cpu_line  # bench/machine.py: beside this script
 
-from cnnspec.analysis import diagnostics
+from cnnspec.editor.analysis import diagnostics
 
 
 def spec_200() -> str:

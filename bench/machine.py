@@ -37,6 +37,6 @@ def default_data() -> Path:
     (so every bench runs in a fresh clone; its figures then come from 1,000 images)."""
     if SHARED_DATA.is_dir():
         return SHARED_DATA.resolve()
-    from cnnspec.data import bundled_sample_dir
+    from cnnspec.training.data import bundled_sample_dir
 
     return bundled_sample_dir()

@@ -118,11 +118,11 @@ def worker(args: argparse.Namespace) -> None:
     import numpy as np
 
     import cnnspec
-    from cnnspec.checker import check
-    from cnnspec.data import load_cifar10
-    from cnnspec.keras_backend import import_keras
-    from cnnspec.settings import TrainSettings
-    from cnnspec.train import _compile, _Pipeline, build_training_model
+    from cnnspec.backend.keras_model import import_keras
+    from cnnspec.language.checker import check
+    from cnnspec.language.settings import TrainSettings
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import _compile, _Pipeline, build_training_model
 
     keras = import_keras()
     import tensorflow as tf

@@ -21,7 +21,7 @@ SPEC = ROOT / "specs" / "exp7.cnn"
 
 KERAS_SCRIPT = f"""
 import cnnspec, keras
-from cnnspec.keras_backend import build_model
+from cnnspec.backend.keras_model import build_model
 model = build_model(cnnspec.check(cnnspec.load({str(SPEC)!r})))
 model.summary()
 """

@@ -5,7 +5,7 @@ the sweep. That bookkeeping (create the study and queue the variants, the stale-
 pop, parameters, attrs, the heartbeat thread, tell) must be small next to training: the target
 is under 1 % of a 1-epoch exp7 trial.
 
-How: the real worker loop (`cnnspec.study.Worker`) runs a 64-variant sweep of exp7 against a
+How: the real worker loop (`study.Worker`) runs a 64-variant sweep of exp7 against a
 fresh SQLite file with a trainer that returns a one-epoch result at once, so everything it
 measures is storage work; once with one worker and once with two worker processes sharing the
 file (the per-trial figure sums both workers' time). A heartbeat write is timed on its own and
@@ -43,8 +43,8 @@ SWEEP_TEXT = (ROOT / "specs" / "exp7.cnn").read_text() \
 
 def trial_seconds(data: Path | None, limit: int | None) -> float:
     """Wall time of one sweep trial of exp7 with 1 epoch: train_one, as the worker calls it."""
-    from cnnspec.cli_train import load_data, train_one
-    from cnnspec.parse import load
+    from cnnspec.cli.train import load_data, train_one
+    from cnnspec.language.parse import load
 
     args = argparse.Namespace(
         epochs=1, batch=None, lr=None, momentum=None, optimizer=None, seed=1,
@@ -71,7 +71,7 @@ def main() -> int:
     opts.data = opts.data or default_data()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from cnnspec.study import measure_overhead
+    from cnnspec.experiments.study import measure_overhead
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -119,9 +119,9 @@ def worker(args: argparse.Namespace) -> None:
         if args.inter:
             tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     import cnnspec
-    from cnnspec.checker import check
-    from cnnspec.data import load_cifar10
-    from cnnspec.keras_backend import build_model, import_keras
+    from cnnspec.backend.keras_model import build_model, import_keras
+    from cnnspec.language.checker import check
+    from cnnspec.training.data import load_cifar10
 
     keras = import_keras()
     if args.determinism:
@@ -152,8 +152,8 @@ def worker(args: argparse.Namespace) -> None:
                   validation_data=(x_test, y_test), shuffle=True, callbacks=[timer])
         out["test_accuracy"] = timer.epochs[-1]["val_accuracy"]
     else:
-        from cnnspec.settings import TrainSettings
-        from cnnspec.train import train
+        from cnnspec.language.settings import TrainSettings
+        from cnnspec.training.train import train
 
         out["input_bytes"] = sum(
             a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(args)
         return
     print(cpu_line(), flush=True)
-    from cnnspec.cpu import choose_precision, cpu_flags
+    from cnnspec.backend.cpu import choose_precision, cpu_flags
 
     auto, why = choose_precision(cpu_flags())
     print(f"bf16 capability: `--precision auto` picks {auto} ({why})", flush=True)

@@ -2,6 +2,6 @@
 
 import sys
 
-from cnnspec.cli import main
+from cnnspec.cli.main import main
 
 sys.exit(main())

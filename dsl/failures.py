@@ -1,7 +1,7 @@
 """The two run-time error types of the commands, below the CLI so every layer can raise them.
 
-`cnnspec.cli` turns them into exit codes (2 for a UsageError, 1 for a Failure) and re-exports
-them; the experiment engine (`cnnspec.study`) raises them without importing the CLI.
+`cnnspec.cli.main` turns them into exit codes (2 for a UsageError, 1 for a Failure) and re-exports
+them; the experiment engine (`cnnspec.experiments.study`) raises them without importing the CLI.
 """
 
 from __future__ import annotations

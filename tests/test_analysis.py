@@ -1,9 +1,9 @@
-"""cnnspec.analysis: what the language server answers, on small texts, with expected values
+"""cnnspec.editor.analysis: what the language server answers, on small texts, with expected values
 computed here by hand (not read back from the checker)."""
 
 from __future__ import annotations
 
-from cnnspec import analysis as a
+from cnnspec.editor import analysis as a
 
 SPEC = """input 32x32x3
 train lr=.01 batch=32
@@ -107,7 +107,7 @@ def test_no_tensorflow_or_pygls():
     import subprocess
     import sys
 
-    code = ("import sys, cnnspec.analysis as a; a.hover('conv8 |', 0, 1); "
+    code = ("import sys, cnnspec.editor.analysis as a; a.hover('conv8 |', 0, 1); "
             "print(any(m.split('.')[0] in ('tensorflow', 'pygls') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

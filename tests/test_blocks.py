@@ -11,9 +11,9 @@ import time
 import pytest
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.format import format_spec
-from cnnspec.sweep import expand
+from cnnspec.language import ir
+from cnnspec.language.format import format_spec
+from cnnspec.language.sweep import expand
 
 UNIT = "let unit(f, s=1) = conv{f}(s={s}) bn relu\n"
 
@@ -153,7 +153,7 @@ def test_deep_chains_are_refused_without_recursion_errors():
 
 def test_blocks_with_parameters_build_the_same_keras_model():
     keras = pytest.importorskip("keras")
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     ours = build_model(cnnspec.check(cnnspec.parse(UNIT + "unit(8) unit(16, s=2) |")), keras)
     by_hand = build_model(cnnspec.check(cnnspec.parse(

@@ -115,8 +115,8 @@ def test_fmt_leaves_a_bad_file_alone(cli, tmp_path):
 def test_readme_documents_every_layer_word_and_setting():
     from conftest import ROOT
 
-    from cnnspec.layers import KINDS
-    from cnnspec.settings import SETTING_PARAMS
+    from cnnspec.language.layers import KINDS
+    from cnnspec.language.settings import SETTING_PARAMS
 
     readme = (ROOT / "README.md").read_text()
     missing = [w for w in KINDS if f"`{w}" not in readme]

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, snapshot
 
-from cnnspec import records
-from cnnspec.data import bundled_sample_dir
+from cnnspec.training import records
+from cnnspec.training.data import bundled_sample_dir
 
 GOOD = "conv8 relu pool2 | dense16\ntrain epochs=1 seed=3\n"
 SWEEP = "conv8 relu drop{.1,.2} | dense16\ntrain epochs=1\n"
@@ -33,7 +33,7 @@ TIMEOUT = 120
 FIXED_STAMP = """
 import sys, time
 time.strftime = lambda fmt, t=None: "20260101-000000"
-from cnnspec.cli import main
+from cnnspec.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -304,7 +304,7 @@ def test_a_study_holding_another_sweep(home: Path, tmp_path: Path, files: dict[s
                                        ) -> None:
     import optuna
 
-    from cnnspec import study
+    from cnnspec.experiments import study
 
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,4 +1,4 @@
-"""Tests for cnnspec.data: finding CIFAR-10, loading it, and refusing bad or hostile files."""
+"""Tests for training.data: finding CIFAR-10, loading it, and refusing bad or hostile files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnspec.data import (
+from cnnspec.training.data import (
     DEFAULT_LABEL_NAMES,
     FOLDER,
     REQUIRED_FILES,
@@ -201,9 +201,9 @@ def test_bad_explicit_folder_never_falls_through(tmp_path: Path, sample: Path) -
 
 
 def test_nothing_found_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cnnspec.data
+    import cnnspec.training.data
 
-    monkeypatch.setattr(cnnspec.data, "bundled_sample_dir", lambda: tmp_path / "gone")
+    monkeypatch.setattr(cnnspec.training.data, "bundled_sample_dir", lambda: tmp_path / "gone")
     with pytest.raises(DataError, match="no CIFAR-10 data found.*gone"):
         load_cifar10(None, {})
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnspec import records
+from cnnspec.training import records
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP1 = ROOT / "specs" / "exp1.cnn"
@@ -176,9 +176,9 @@ SNAPSHOT_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     from cnnspec import parse
-    from cnnspec.data import load_cifar10
-    from cnnspec.settings import settings_of
-    from cnnspec.train import _import_tf, train
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.train import _import_tf, train
 
     spec_path, out, limit = sys.argv[1:4]
     spec = parse(open(spec_path).read(), name="bnl2")
@@ -199,7 +199,7 @@ def per_replica_reference(spec_text: str, init: Path, limit: int, replicas: int,
                           ) -> list[dict[str, float]]:
     """What data-parallel SGD over `replicas` replicas computes, written out by hand.
 
-    Independent of cnnspec.distributed: plain Keras, no strategy. For each global batch of the
+    Independent of training.distributed: plain Keras, no strategy. For each global batch of the
     documented order, replica g takes images [g*m//R, (g+1)*m//R) of it and runs the model in
     training mode on its slice alone (so batch norm uses that slice's statistics); the loss is
     sum(cross-entropy)/m + l2/R per replica, the gradients of all replicas are summed, and SGD
@@ -211,10 +211,10 @@ def per_replica_reference(spec_text: str, init: Path, limit: int, replicas: int,
     import numpy as np
 
     from cnnspec import parse
-    from cnnspec.checker import check
-    from cnnspec.data import load_cifar10
-    from cnnspec.settings import settings_of
-    from cnnspec.train import _import_tf, build_training_model, epoch_order
+    from cnnspec.language.checker import check
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import _import_tf, build_training_model, epoch_order
 
     spec = parse(spec_text, name="bnl2")
     s = settings_of(spec)
@@ -328,9 +328,9 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import keras
     from cnnspec import load
-    from cnnspec.data import load_cifar10
-    from cnnspec.settings import resolve_settings
-    from cnnspec.train import train
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.language.settings import resolve_settings
+    from cnnspec.training.train import train
 
     spec_path, out, marker, limit, cluster, index = sys.argv[1:7]
     spec = load(spec_path)

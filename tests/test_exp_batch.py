@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 import cnnspec
-from cnnspec import records
+from cnnspec.training import records
 
 SAMPLE = ROOT / "dsl" / "sample_data" / "cifar-10-batches-py"
 LABELS = ["[/]", "[red]cat[/red]", "bird", "[bold]", "deer", "dog", "frog", "horse", "ship",
@@ -183,7 +183,8 @@ def test_study_names_with_markup(tmp_path):
 
 
 def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
-    from cnnspec import cli_experiments, cli_train
+    from cnnspec.cli import experiments as cli_experiments
+    from cnnspec.cli import train as cli_train
 
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two", "three")]
     trained = []
@@ -206,7 +207,8 @@ def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
 
 
 def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
-    from cnnspec import cli_experiments, cli_train
+    from cnnspec.cli import experiments as cli_experiments
+    from cnnspec.cli import train as cli_train
 
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two")]
     monkeypatch.setattr(cli_train, "train_one", lambda spec, args, data, run_dir:
@@ -223,7 +225,7 @@ def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
 def test_progress_headers_are_never_cut(width):
     from rich.console import Console
 
-    from cnnspec.cli_experiments import progress_header
+    from cnnspec.cli.experiments import progress_header
 
     console = Console(width=width, record=True, markup=False)
     text = "[3/8] mini[lr=.01,conv=16,+bn,drop=.25]  (elapsed 1m02s, ETA 3m10s)"

@@ -12,7 +12,8 @@ import pytest
 from conftest import run_cli, snapshot
 from test_exp_plots import _run
 
-from cnnspec import compare, records
+from cnnspec.experiments import compare
+from cnnspec.training import records
 
 DAMAGE = {
     # file, bytes written, what the message says

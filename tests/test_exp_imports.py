@@ -1,7 +1,7 @@
 """Every module of the package imports on its own, and the front-end commands stay light.
 
-`cnnspec.cli` once registered the `train`/`run`/... commands at import time by importing
-`cnnspec.cli_train`, which imports `cnnspec.cli`: importing `cnnspec.cli_train` first then died
+`cnnspec.cli.main` once registered the `train`/`run`/... commands at import time by importing
+`cnnspec.cli.train`, which imports `cnnspec.cli.main`: importing `cnnspec.cli.train` first then died
 with a partially initialised module. Each module is imported alone in a fresh interpreter.
 """
 
@@ -14,12 +14,14 @@ import textwrap
 import pytest
 from conftest import ROOT, SPECS
 
-MODULES = sorted(p.stem for p in (ROOT / "dsl").glob("*.py")
-                 if p.stem not in ("__init__", "__main__"))
+MODULES = sorted(".".join(p.relative_to(ROOT / "dsl").with_suffix("").parts)
+                 for p in (ROOT / "dsl").rglob("*.py")
+                 if p.stem not in ("__init__", "__main__") and "sample_data" not in p.parts)
 
 
 def test_the_module_list_is_the_package():
-    assert {"cli", "cli_train", "cli_experiments", "study", "compare"} <= set(MODULES)
+    assert {"cli.main", "cli.train", "cli.experiments", "experiments.study",
+            "experiments.compare", "language.parse", "training.train"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -30,12 +32,12 @@ def test_module_imports_alone(module):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("first", ["cnnspec.cli_train", "cnnspec.cli_experiments",
-                                   "cnnspec.study"])
+@pytest.mark.parametrize("first", ["cnnspec.cli.train", "cnnspec.cli.experiments",
+                                   "cnnspec.experiments.study"])
 def test_parser_is_complete_whatever_was_imported_first(first):
     code = textwrap.dedent(f"""
         import {first}
-        from cnnspec.cli import build_parser
+        from cnnspec.cli.main import build_parser
         sub = next(a for a in build_parser()._actions if a.dest == "command")
         print(" ".join(sorted(sub.choices)))
     """)
@@ -54,7 +56,7 @@ def test_parser_is_complete_whatever_was_imported_first(first):
 def test_front_end_commands_do_not_import_tensorflow(argv):
     code = textwrap.dedent(f"""
         import contextlib, io, sys
-        from cnnspec.cli import main
+        from cnnspec.cli.main import main
         with contextlib.redirect_stdout(io.StringIO()):
             code = main({argv!r})
         heavy = sorted(m for m in sys.modules

@@ -109,7 +109,7 @@ def test_check_of_a_sweep_with_markup_names(tmp_path):
 
 def test_the_console_helper_reads_no_markup():
     """The structural fix: every command prints through `_console()`, which reads no markup."""
-    from cnnspec.cli import _console
+    from cnnspec.cli.main import _console
 
     for stderr in (False, True):
         console = _console(stderr=stderr)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnspec import compare
+from cnnspec.experiments import compare
 
 
 def _last(acc: float, val_acc: float) -> list[dict]:

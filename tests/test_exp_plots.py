@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 
-from cnnspec import compare, records  # noqa: E402
+from cnnspec.experiments import compare  # noqa: E402
+from cnnspec.training import records
 
 
 def _history(epochs: int, acc0: float) -> list[dict]:

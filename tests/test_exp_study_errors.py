@@ -10,7 +10,7 @@ import optuna
 import pytest
 from conftest import run_cli
 
-from cnnspec import study
+from cnnspec.experiments import study
 
 SWEEP = "conv4 relu drop{.1,.2} | dense8\n"
 

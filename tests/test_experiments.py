@@ -11,11 +11,12 @@ import pytest
 from conftest import SPECS
 
 import cnnspec
-from cnnspec import compare, records
-from cnnspec.checker import check
-from cnnspec.diff import diff_reports
-from cnnspec.format import format_spec
-from cnnspec.sweep import expand, sweep_points
+from cnnspec.experiments import compare
+from cnnspec.language.checker import check
+from cnnspec.language.diff import diff_reports
+from cnnspec.language.format import format_spec
+from cnnspec.language.sweep import expand, sweep_points
+from cnnspec.training import records
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

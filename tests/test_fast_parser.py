@@ -21,11 +21,11 @@ from lark.exceptions import UnexpectedInput
 from test_properties import JUNK, LANGUAGE, mutated, spec_text
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.checker import Row, _row
+from cnnspec.language import ir
+from cnnspec.language.checker import Row, _row
 
-# `cnnspec.parse` the function shadows the module of the same name
-parse_module = sys.modules["cnnspec.parse"]
+# `cnnspec.language.parse` the function shadows the module of the same name
+parse_module = sys.modules["cnnspec.language.parse"]
 
 FILES = sorted(SPECS.glob("*.cnn")) + sorted(EXAMPLES.glob("*.cnn"))
 ERROR_FILES = sorted((ROOT / "tests" / "errors").glob("*.cnn"))

@@ -13,9 +13,9 @@ import pytest
 from conftest import EXAMPLES, ROOT, run_cli
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.format import format_spec
-from cnnspec.sweep import expand
+from cnnspec.language import ir
+from cnnspec.language.format import format_spec
+from cnnspec.language.sweep import expand
 
 
 def _rows(text: str):
@@ -143,7 +143,7 @@ def test_summary_diff_and_fmt_on_graph_examples(tmp_path):
 def test_graph_summary_does_not_import_tensorflow():
     code = (
         "import sys, cnnspec\n"
-        "from cnnspec.cli import summary_table\n"
+        "from cnnspec.cli.main import summary_table\n"
         "for name in ('resnet20', 'resnet9', 'allcnn_c'):\n"
         "    report = cnnspec.check(cnnspec.load('examples/' + name + '.cnn'))\n"
         "    summary_table(report, name)\n"

@@ -23,13 +23,19 @@ from conftest import SPECS
 from test_properties import spec_text
 
 import cnnspec
-from cnnspec import settings as settings_mod
-from cnnspec import sweep
-from cnnspec.checker import MAX_LAYERS
-from cnnspec.diff import diff_reports
-from cnnspec.errors import WINDOW
-from cnnspec.parse import MAX_PROBLEMS, MAX_SPEC_BYTES
-from cnnspec.settings import MAX_SEED, OPTIMIZERS, TrainSettings, setting_problems, validate
+from cnnspec.language import settings as settings_mod
+from cnnspec.language import sweep
+from cnnspec.language.checker import MAX_LAYERS
+from cnnspec.language.diff import diff_reports
+from cnnspec.language.errors import WINDOW
+from cnnspec.language.parse import MAX_PROBLEMS, MAX_SPEC_BYTES
+from cnnspec.language.settings import (
+    MAX_SEED,
+    OPTIMIZERS,
+    TrainSettings,
+    setting_problems,
+    validate,
+)
 
 
 def error(text: str, **check_kwargs) -> cnnspec.SpecError:
@@ -71,7 +77,7 @@ def _fake_keras():
 @pytest.mark.parametrize("momentum", ["0", ".9"])
 def test_every_optimizer_and_momentum_that_checks_builds(optimizer, momentum):
     """check accepts a combination exactly when the trainer's optimizer factory builds it."""
-    from cnnspec.train import _make_optimizer
+    from cnnspec.training.train import _make_optimizer
 
     spec = cnnspec.parse(f"train optimizer={optimizer} momentum={momentum}\n|")
     try:
@@ -436,8 +442,8 @@ def test_a_word_problem_that_changes_shapes_reports_no_guessed_shape_errors():
 
 # -- 9. Lark internals that differ: the fast path gives way to Lark itself ---------------------
 
-parse_module = importlib.import_module("cnnspec.parse")
-lalr_fast = importlib.import_module("cnnspec.lalr_fast")
+parse_module = importlib.import_module("cnnspec.language.parse")
+lalr_fast = importlib.import_module("cnnspec.language.lalr_fast")
 
 MISMATCH_TEXTS = [
     "input 32x32x3\nlet u = conv8 relu\nu u pool2 drop{.25,.5}? | dense16 l2(.01)\n",
@@ -452,7 +458,7 @@ def _outcome(text: str, fast: bool) -> tuple[str, str]:
         spec = cnnspec.parse(text, filename="t.cnn", fast=fast)
         if not spec.has_sweep():
             cnnspec.check(spec)
-        return "ok", cnnspec.ir.to_json(spec)
+        return "ok", cnnspec.language.ir.to_json(spec)
     except cnnspec.SpecError as exc:
         return "error", str(exc)
 
@@ -484,7 +490,7 @@ def test_a_lark_internals_mismatch_falls_back_to_lark(monkeypatch, fresh_fast_pa
     if patch == "setup: Shift renamed":
         monkeypatch.setattr(lalr_fast, "Shift", _NotShift)  # reductions[...] -> KeyError
     elif patch == "setup: lalr_fast cannot be imported":
-        monkeypatch.setitem(sys.modules, "cnnspec.lalr_fast", None)  # -> ImportError
+        monkeypatch.setitem(sys.modules, "cnnspec.language.lalr_fast", None)  # -> ImportError
     elif patch == "first use: AttributeError":  # passes the self-test, fails on real text
         real = lalr_fast.FastLALR.parse
         monkeypatch.setattr(lalr_fast.FastLALR, "parse", lambda self, text: (

@@ -15,10 +15,10 @@ import pytest
 from conftest import EXAMPLES, ROOT, SPECS
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.checker import DEFAULT_MAX_PARAMS, MAX_LAYERS
-from cnnspec.errors import Span
-from cnnspec.layers import KINDS
+from cnnspec.language import ir
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, MAX_LAYERS
+from cnnspec.language.errors import Span
+from cnnspec.language.layers import KINDS
 
 
 def body(text: str) -> tuple:
@@ -495,7 +495,7 @@ def _spec_for(word: str) -> str:
 @pytest.mark.parametrize("word", sorted(KINDS))
 def test_every_layer_word_matches_keras(word):
     keras = pytest.importorskip("keras")
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     report = cnnspec.check(cnnspec.parse(_spec_for(word)))
     model = build_model(report, keras)

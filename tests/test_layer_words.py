@@ -13,9 +13,9 @@ import math
 import pytest
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.format import format_spec
-from cnnspec.layers import KINDS
+from cnnspec.language import ir
+from cnnspec.language.format import format_spec
+from cnnspec.language.layers import KINDS
 
 INPUT = (9, 7, 3)
 
@@ -64,7 +64,7 @@ def _config(layer) -> dict:
 def built():
     """Every case's checked report, our model and the hand-built model, built once."""
     keras = pytest.importorskip("keras")
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     out = []
     for text, theirs in _cases(keras):
@@ -88,7 +88,7 @@ def test_new_words_match_hand_built_keras_layers(built):
 
 def test_dense_without_bias_matches_keras():
     keras = pytest.importorskip("keras")
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     report = cnnspec.check(cnnspec.parse("input 4x4x2\n| dense6(nobias) relu"))
     ours = build_model(report, keras).get_layer(report.rows[1].keras_name)

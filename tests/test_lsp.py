@@ -208,14 +208,14 @@ def test_fuzz_random_edits_never_kill_the_server(client):
                 "textDocument": {"uri": URI}, "options": {"tabSize": 4, "insertSpaces": True}})
     assert client.proc.poll() is None
     # the server's copy of the document followed every edit (UTF-16 positions included)
-    from cnnspec.analysis import diagnostics
+    from cnnspec.editor.analysis import diagnostics
 
     assert [d["message"] for d in last] == [p.message for p in diagnostics(text)]
 
 
 def test_lsp_help_imports_neither_pygls_nor_tensorflow():
     code = ("import contextlib, io, sys\n"
-            "from cnnspec.cli import main\n"
+            "from cnnspec.cli.main import main\n"
             "out = io.StringIO()\n"
             "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
             "    main(['lsp', '--help'])\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from cnnspec.cpu import CPU_FLAGS_ENV, choose_precision, cpu_flags, parse_cpu_flags
+from cnnspec.backend.cpu import CPU_FLAGS_ENV, choose_precision, cpu_flags, parse_cpu_flags
 
 # An AVX2-only Intel (Haswell..Coffee Lake), an AMD Zen 4 (AVX-512 BF16, no AMX), an Intel
 # Sapphire Rapids (AMX), and an Intel Skylake-SP (AVX-512 without any bf16).
@@ -63,7 +63,7 @@ def test_the_environment_overrides_the_cpu(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_reading_the_flags_imports_no_tensorflow() -> None:
-    code = ("import sys, cnnspec.cpu as c, cnnspec.cli_train; c.resolve_precision('auto'); "
+    code = ("import sys, cnnspec.backend.cpu as c, cnnspec.cli.train; c.resolve_precision('auto'); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -148,9 +148,9 @@ def test_a_bf16_run_resumes_in_bf16_on_a_cpu_without_bf16(
     import keras
 
     from cnnspec import load
-    from cnnspec.data import load_cifar10
-    from cnnspec.settings import settings_of
-    from cnnspec.train import train as train_api
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import train as train_api
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -178,6 +178,6 @@ def test_a_bf16_run_resumes_in_bf16_on_a_cpu_without_bf16(
 def test_the_library_default_stays_float32() -> None:
     import inspect
 
-    from cnnspec.train import train as train_api
+    from cnnspec.training.train import train as train_api
 
     assert inspect.signature(train_api).parameters["precision"].default == "float32"

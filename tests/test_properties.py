@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import cnnspec
-from cnnspec import ir
-from cnnspec.format import format_spec
+from cnnspec.language import ir
+from cnnspec.language.format import format_spec
 
 # every activation word of the language except softmax (a softmax at the end writes the
 # spec's own head, generated on purpose in spec_text; tested in test_language.py)
@@ -345,7 +345,7 @@ def test_checker_agrees_with_keras(text):
     except cnnspec.SpecError:
         assume(False)
     keras = pytest.importorskip("keras")
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     model = build_model(report, keras)
     # a graph is a functional model: Keras orders its layers itself and lists the input

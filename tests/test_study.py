@@ -1,4 +1,4 @@
-"""Sweeps over many workers (cnnspec.study): exactly once, lost workers re-queued, compare.
+"""Sweeps over many workers (experiments.study): exactly once, lost workers re-queued, compare.
 
 Two kinds of test. In-process ones drive `study.Worker` with a trainer that returns at once, in
 threads, against SQLite, the journal file and (when CNNSPEC_TEST_PG_URL is set) PostgreSQL: they
@@ -28,8 +28,9 @@ import optuna
 import pytest
 from conftest import ROOT
 
-from cnnspec import records, study
-from cnnspec.parse import parse
+from cnnspec.experiments import study
+from cnnspec.language.parse import parse
+from cnnspec.training import records
 
 TrialState = optuna.trial.TrialState
 

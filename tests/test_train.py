@@ -1,4 +1,4 @@
-"""Tests for cnnspec.train and cnnspec.records on real CIFAR-10 images (the bundled sample).
+"""Tests for training.train and training.records on real CIFAR-10 images (the bundled sample).
 
 Runs are tiny (256 training images, 2 epochs of exp1) so the file stays well under a minute, but
 they go through everything a real run does: the tf.data pipeline, checkpoints, every record of
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnspec import load, records
-from cnnspec.data import load_cifar10
-from cnnspec.settings import TrainSettings, resolve_settings
+from cnnspec import load
+from cnnspec.language.settings import TrainSettings, resolve_settings
+from cnnspec.training import records
+from cnnspec.training.data import load_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP1 = ROOT / "specs" / "exp1.cnn"
@@ -64,7 +65,7 @@ def exp1_settings(**changes: object) -> TrainSettings:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory: pytest.TempPathFactory):
     """One complete seeded run of exp1 that several tests read."""
-    from cnnspec.train import train
+    from cnnspec.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "exp1"
     result = train(load(EXP1), exp1_settings(), data, out, progress="none")
@@ -151,7 +152,7 @@ def test_run_folder_holds_every_record(reference, data) -> None:
 
 
 def test_seeded_runs_give_identical_histories(reference, data, tmp_path, capsys) -> None:
-    from cnnspec.train import train
+    from cnnspec.training.train import train
 
     again = train(load(EXP1), exp1_settings(), data, tmp_path / "again", progress="plain")
     assert scores(again.history) == scores(reference.history)
@@ -163,7 +164,7 @@ def test_seeded_runs_give_identical_histories(reference, data, tmp_path, capsys)
 
 
 def test_evaluate_run_reproduces_metrics(reference, data) -> None:
-    from cnnspec.train import evaluate_run
+    from cnnspec.training.train import evaluate_run
 
     scored = evaluate_run(reference.run_dir, data)
     recorded = records.read_json(reference.run_dir / records.METRICS_FILE)
@@ -179,9 +180,9 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import keras
     from cnnspec import load
-    from cnnspec.data import load_cifar10
-    from cnnspec.settings import resolve_settings
-    from cnnspec.train import train
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.language.settings import resolve_settings
+    from cnnspec.training.train import train
 
     spec_path, out, marker, limit = sys.argv[1:5]
     spec = load(spec_path)
@@ -202,7 +203,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_sigkill_mid_epoch_then_resume_continues_exactly(reference, home, tmp_path) -> None:
-    from cnnspec.train import resume_run
+    from cnnspec.training.train import resume_run
 
     out, marker = tmp_path / "killed", tmp_path / "inside-epoch-2"
     env = {**os.environ, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -243,7 +244,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(reference, home, tmp_pa
 def test_ctrl_c_stops_cleanly_and_resume_finishes(reference, data, tmp_path) -> None:
     import keras
 
-    from cnnspec.train import resume_run, train
+    from cnnspec.training.train import resume_run, train
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -276,7 +277,7 @@ def test_ctrl_c_while_epoch_2_is_saved_leaves_records_of_one_epoch(
     history.json says so. Either way history, status, model.keras and the checkpoint agree,
     `evaluate` scores model.keras to the recorded val_loss, and resume finishes exactly.
     """
-    from cnnspec.train import evaluate_run, resume_run, train
+    from cnnspec.training.train import evaluate_run, resume_run, train
 
     target = "write_checkpoint_state" if where == "checkpoint-state" else "write_history"
     real = getattr(records, target)
@@ -321,7 +322,7 @@ def test_ctrl_c_while_epoch_2_is_saved_leaves_records_of_one_epoch(
 
 
 def test_nan_loss_fails_the_run(data, tmp_path) -> None:
-    from cnnspec.train import TrainingFailed, train
+    from cnnspec.training.train import TrainingFailed, train
 
     out = tmp_path / "diverged"
     with pytest.raises(TrainingFailed) as info:
@@ -344,13 +345,13 @@ def test_nan_loss_fails_the_run(data, tmp_path) -> None:
     (-(1e308 * 10), "-inf"),
 ])
 def test_every_nonfinite_loss_is_named(value: float, name: str) -> None:
-    from cnnspec.train import nonfinite_name
+    from cnnspec.training.train import nonfinite_name
 
     assert nonfinite_name(value) == name
 
 
 def test_refuses_to_overwrite_or_resume_something_else(reference, data) -> None:
-    from cnnspec.train import train
+    from cnnspec.training.train import train
 
     with pytest.raises(FileExistsError):
         train(load(EXP1), exp1_settings(), data, reference.run_dir, progress="none")
@@ -368,7 +369,7 @@ def _records_of(run: Path) -> dict[str, bytes]:
 def test_resume_refuses_different_data_spec_or_precision(change, reference, data) -> None:
     """Each difference on its own is refused, says which, and changes no record."""
     from cnnspec import parse
-    from cnnspec.train import ResumeRefused, train
+    from cnnspec.training.train import ResumeRefused, train
 
     spec, run_data, precision = load(EXP1), data, "float32"
     if change == "data":  # the first 224 of the 256 images: a different fingerprint
@@ -392,7 +393,7 @@ def test_resume_refuses_different_data_spec_or_precision(change, reference, data
 def test_epoch_order_is_a_seeded_permutation_that_changes_every_epoch() -> None:
     import numpy as np
 
-    from cnnspec.train import epoch_order
+    from cnnspec.training.train import epoch_order
 
     n = 1000
     orders = [epoch_order(7, e, n) for e in range(3)]
@@ -416,8 +417,8 @@ def test_every_optimizer_trains_one_short_epoch(optimizer, data, tmp_path) -> No
     import math
 
     from cnnspec import parse
-    from cnnspec.settings import OPTIMIZERS
-    from cnnspec.train import train
+    from cnnspec.language.settings import OPTIMIZERS
+    from cnnspec.training.train import train
 
     assert optimizer in OPTIMIZERS
     tiny = parse("input 32x32x3\nclasses 10\nconv4 relu pool4 | dense8 relu\n", name="tiny")
@@ -437,15 +438,15 @@ def test_every_optimizer_trains_one_short_epoch(optimizer, data, tmp_path) -> No
 
 
 def test_resume_of_completed_run_returns_it(reference, data) -> None:
-    from cnnspec.train import resume_run
+    from cnnspec.training.train import resume_run
 
     again = resume_run(reference.run_dir, data, progress="none")
     assert again.status == "completed" and again.history == reference.history
 
 
 def test_bf16_keeps_softmax_in_float32(home) -> None:
-    from cnnspec.checker import check
-    from cnnspec.train import _import_tf, build_training_model
+    from cnnspec.language.checker import check
+    from cnnspec.training.train import _import_tf, build_training_model
 
     _, keras = _import_tf()
     model = build_training_model(check(load(EXP1)), keras, "bf16")

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES, ROOT, SPECS
 
-from cnnspec import records
+from cnnspec.training import records
 
 TF_LOG_MARKERS = ("I0000", "W0000", "E0000", "oneDNN", "cuda", "absl", "InitializeLog",
                   "tensorflow/", "Traceback")
 
 PROBE = textwrap.dedent("""
     import json, sys
-    from cnnspec.cli import main
+    from cnnspec.cli.main import main
     code = main(sys.argv[1:])
     sys.stdout.flush()
     print("\\nPROBE" + json.dumps({"code": code, "tf": "tensorflow" in sys.modules}))
@@ -124,7 +124,7 @@ def test_python_api_to_keras_prints_no_tensorflow_log_lines(home: Path, tmp_path
 
 
 def test_an_import_failure_is_still_shown(capfd: pytest.CaptureFixture[str]) -> None:
-    from cnnspec.keras_backend import _stderr_fd_silenced
+    from cnnspec.backend.keras_model import _stderr_fd_silenced
 
     with _stderr_fd_silenced():
         os.write(2, b"chatter\n")
@@ -136,7 +136,7 @@ def test_an_import_failure_is_still_shown(capfd: pytest.CaptureFixture[str]) -> 
 
 
 def test_verbose_keeps_tensorflow_logs(home: Path) -> None:
-    snippet = ("import os, sys\nfrom cnnspec.cli import build_parser\n"
+    snippet = ("import os, sys\nfrom cnnspec.cli.main import build_parser\n"
                "build_parser().parse_args(sys.argv[1:])\n"
                "print(os.environ['TF_CPP_MIN_LOG_LEVEL'], os.environ['CNNSPEC_TF_LOGS'])\n")
     for argv in (["train", "x.cnn", "--verbose"], ["evaluate", "runs/x", "--verbose"]):
@@ -287,8 +287,8 @@ def test_every_shipped_spec_fits_the_shipped_data() -> None:
     import numpy as np
 
     from cnnspec import load
-    from cnnspec.data import load_cifar10
-    from cnnspec.train import check_data
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import check_data
 
     data = load_cifar10(env={"HOME": "/nonexistent"}, limit=16)
     assert data.origin == "bundled sample"

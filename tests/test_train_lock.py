@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SPECS
 
-from cnnspec import records
+from cnnspec.training import records
 
 RACE = textwrap.dedent("""
     import sys, time
-    import cnnspec.cli_train as ct
+    import cnnspec.cli.train as ct
     runs, start = sys.argv[1], float(sys.argv[2])
     time.strftime = lambda fmt, *a: "20260101-000000"  # every process: the same second
     while time.time() < start:
@@ -41,7 +41,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def test_default_folders_in_the_same_second_are_distinct(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cnnspec.cli_train as ct
+    import cnnspec.cli.train as ct
 
     monkeypatch.setattr(ct.time, "strftime", lambda fmt, *a: "20260101-000000")
     first, second = ct.new_run_dir(tmp_path, "exp1"), ct.new_run_dir(tmp_path, "exp1")
@@ -73,7 +73,7 @@ def test_a_second_lock_on_a_held_folder_is_refused_with_the_holder(tmp_path: Pat
 
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom cnnspec import records\n"
+        [sys.executable, "-c", "import sys, time\nfrom cnnspec.training import records\n"
          "with records.run_lock(sys.argv[1]):\n    print('locked', flush=True)\n"
          "    time.sleep(600)\n", str(tmp_path / "run")],
         stdout=subprocess.PIPE, text=True)

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from cnnspec import compare, records
-from cnnspec.data import load_cifar10
-from cnnspec.parse import load
-from cnnspec.settings import resolve_settings
+from cnnspec.experiments import compare
+from cnnspec.language.parse import load
+from cnnspec.language.settings import resolve_settings
+from cnnspec.training import records
+from cnnspec.training.data import load_cifar10
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run-before-issue-11"
 SCORES = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -47,7 +48,7 @@ def test_the_fixture_is_an_interrupted_run_of_one_epoch() -> None:
 
 
 def test_old_run_folder_resumes_to_an_uninterrupted_run(data, tmp_path: Path) -> None:
-    from cnnspec.train import resume_run, train
+    from cnnspec.training.train import resume_run, train
 
     run = tmp_path / "old"
     shutil.copytree(FIXTURE, run)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnspec.layers import KINDS
+from cnnspec.language.layers import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 VSCODE = ROOT / "editors" / "vscode"

@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from cnnspec import ir
-from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.layers import kind_of
+from cnnspec.language import ir
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.layers import kind_of
 
 # `cnnspec train --verbose` (or this variable set to 1) keeps TensorFlow's own log lines.
 VERBOSE_ENV = "CNNSPEC_TF_LOGS"

@@ -19,14 +19,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cnnspec import __version__, ir
-from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.errors import SpecError
+from cnnspec import __version__
 from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-exported
-from cnnspec.format import format_spec
-from cnnspec.layers import fmt_shape
-from cnnspec.parse import load
-from cnnspec.sweep import DEFAULT_MAX_VARIANTS
+from cnnspec.language import ir
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.errors import SpecError
+from cnnspec.language.format import format_spec
+from cnnspec.language.layers import fmt_shape
+from cnnspec.language.parse import load
+from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS
 
 EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -61,8 +62,8 @@ def print_spec_error(err: SpecError, console: Console | None = None) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace a file's contents all at once (see cnnspec.records.atomic_write_text)."""
-    from cnnspec.records import atomic_write_text
+    """Replace a file's contents all at once (see cnnspec.training.records.atomic_write_text)."""
+    from cnnspec.training.records import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -77,7 +78,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cnnspec.sweep import check_all_variants
+    from cnnspec.language.sweep import check_all_variants
 
     out, err = _console(), _console(stderr=True)
     bad = 0
@@ -180,7 +181,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_lsp(args: argparse.Namespace) -> int:
-    from cnnspec.lsp import main as lsp_main  # pygls only for this command
+    from cnnspec.editor.lsp import main as lsp_main  # pygls only for this command
 
     return lsp_main()
 
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Commands defined in their own modules (train, run, compare, ...), registered lazily."""
     out: list[Callable[[Any], None]] = []
-    for module in ("cnnspec.cli_train", "cnnspec.cli_experiments"):
+    for module in ("cnnspec.cli.train", "cnnspec.cli.experiments"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

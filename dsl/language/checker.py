@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cnnspec import ir
-from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.layers import (
+from cnnspec.language import ir
+from cnnspec.language.errors import Diagnostic, Span, SpecError
+from cnnspec.language.layers import (
     LayerKind,
     ShapeProblem,
     count_text,
@@ -22,7 +22,7 @@ from cnnspec.layers import (
     format_layer,
     kind_of,
 )
-from cnnspec.settings import SETTING_FIELDS, resolve_settings, setting_problems
+from cnnspec.language.settings import SETTING_FIELDS, resolve_settings, setting_problems
 
 DEFAULT_MAX_PARAMS = 10**9
 MAX_LAYERS = 10_000  # far above any real CNN; keeps a checker run well under a second

@@ -49,7 +49,7 @@ the study lives in `<runs-dir>/sweeps.sqlite3`.
 
 Layering: this module is the engine below the CLI and never imports it. The commands' glue
 (flags, the console, the trainer that calls `cli_train.train_one`, the printed comparison) is in
-`cnnspec.cli_experiments`; it hands the worker its trainer and `say` as callables.
+`cnnspec.cli.experiments`; it hands the worker its trainer and `say` as callables.
 
 Optuna names used that are not in its documented API: `optuna.storages._heartbeat.BaseHeartbeat`
 (to give JournalStorage a heartbeat) and `FrozenTrial._trial_id`.
@@ -72,10 +72,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnspec import ir, records
 from cnnspec.failures import Failure, UsageError
-from cnnspec.format import format_spec
-from cnnspec.sweep import Point, Variant, check_all_variants, expand, sweep_points
+from cnnspec.language import ir
+from cnnspec.language.format import format_spec
+from cnnspec.language.sweep import Point, Variant, check_all_variants, expand, sweep_points
+from cnnspec.training import records
 
 DEFAULT_HEARTBEAT = 30  # seconds between beats of a running trial
 GRACE_BEATS = 4  # default grace period: this many missed beats
@@ -825,7 +826,7 @@ def load_study(storage: Any, name: str | None) -> Any:
 
 def study_view(study: Any) -> StudyView:
     """Rows for compare (compare.RunRow), built from trial user attrs alone."""
-    from cnnspec import compare
+    from cnnspec.experiments import compare
 
     TrialState = _optuna().trial.TrialState
     trials = study.get_trials(deepcopy=False)
@@ -907,7 +908,7 @@ def _noop_trainer(variant: Variant, run_dir: Path) -> Outcome:
 def _overhead_worker(text: str, url: str, heartbeat: int, study_name: str, out: Any) -> None:
     """One worker of `measure_overhead`; puts (seconds from opening the storage to the end of
     its loop, trials it finished) on `out`."""
-    from cnnspec.parse import parse
+    from cnnspec.language.parse import parse
 
     args = types.SimpleNamespace(search="grid", trials=None, sample=None, sample_seed=0,
                               max_variants=256, max_params=None)
@@ -930,7 +931,7 @@ def measure_overhead(text: str, url: str, workers: int = 1, heartbeat: int = DEF
     import multiprocessing
     import queue
 
-    from cnnspec.parse import parse
+    from cnnspec.language.parse import parse
 
     n = len(expand(parse(text), max_variants=256))
     out: Any

@@ -14,9 +14,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from cnnspec import ir
-from cnnspec.checker import check
-from cnnspec.cli import (
+from cnnspec.cli.main import (
     EXIT_OK,
     Failure,
     UsageError,
@@ -27,14 +25,16 @@ from cnnspec.cli import (
     _si,
     print_spec_error,
 )
-from cnnspec.cli_train import _index, add_train_flags, resolved_settings
-from cnnspec.diff import diff_reports
-from cnnspec.errors import SpecError
-from cnnspec.format import format_spec
-from cnnspec.layers import fmt_shape
-from cnnspec.parse import load
-from cnnspec.settings import settings_of
-from cnnspec.sweep import DEFAULT_MAX_VARIANTS, check_all_variants, expand
+from cnnspec.cli.train import _index, add_train_flags, resolved_settings
+from cnnspec.language import ir
+from cnnspec.language.checker import check
+from cnnspec.language.diff import diff_reports
+from cnnspec.language.errors import SpecError
+from cnnspec.language.format import format_spec
+from cnnspec.language.layers import fmt_shape
+from cnnspec.language.parse import load
+from cnnspec.language.settings import settings_of
+from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, check_all_variants, expand
 
 _OP_STYLE = {"same": "dim", "added": "green", "removed": "red", "changed": "yellow"}
 _OP_MARK = {"same": " ", "added": "+", "removed": "-", "changed": "~"}
@@ -98,7 +98,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
     if args.write:
         from pathlib import Path
 
-        from cnnspec.cli import write_atomic
+        from cnnspec.cli.main import write_atomic
 
         out = make_folder(Path(args.write), "--write")
         for v in variants:
@@ -159,7 +159,7 @@ def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, li
     from rich.console import Console
     from rich.measure import Measurement
 
-    from cnnspec import compare
+    from cnnspec.experiments import compare
 
     runs: list[str] | None = None
     if compare.names_repeat(rows):  # the run, for the rows whose spec name is not enough
@@ -201,8 +201,8 @@ def print_comparison(
     """Sort the rows, then print the table (with the overfitting notes) or an export.
 
     Returns the rows and their run folders in the printed order. Shared by `compare RUN_DIR…`
-    and `compare --study` (cnnspec.study)."""
-    from cnnspec import compare
+    and `compare --study` (cnnspec.experiments.study)."""
+    from cnnspec.experiments import compare
 
     where = {id(r): d for r, d in zip(rows, dirs, strict=True)}
     try:
@@ -238,7 +238,7 @@ def print_comparison(
 
 def write_plots(rows: list[Any], dirs: list[Path], plot_dir: Path) -> None:
     """The two comparison PNGs, named on stderr."""
-    from cnnspec import compare
+    from cnnspec.experiments import compare
 
     try:
         curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
@@ -255,7 +255,7 @@ def compare_runs(
     run_dirs: list[Path], sort: str | None, fmt: str | None, plot_dir: Path | None,
 ) -> int:
     """Print the comparison of run folders (table or an export) and write the two plots."""
-    from cnnspec import compare
+    from cnnspec.experiments import compare
 
     rows, good, damaged = [], [], []
     for d in run_dirs:
@@ -295,7 +295,7 @@ def make_folder(path: Path, flag: str) -> Path:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnspec.compare import find_runs
+    from cnnspec.experiments.compare import find_runs
 
     if getattr(args, "storage", None) or getattr(args, "study", None):
         return compare_study(args)
@@ -317,7 +317,7 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
     batch. Returns the run folders to compare (failed runs whose folder holds settings too)
     and (name, first line of the reason) per failure.
     """
-    from cnnspec.cli_train import discard_if_empty, load_data, new_run_dir, train_one
+    from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
 
     data = load_data(args)
     err = _console(stderr=True)
@@ -451,7 +451,7 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
 
 
-# -- sweeps and comparisons stored in an Optuna study (the engine is cnnspec.study) ------------
+# -- sweeps and comparisons stored in an Optuna study (the engine: cnnspec.experiments.study) --
 
 
 class _CliTrainer:
@@ -462,7 +462,7 @@ class _CliTrainer:
         self.data: Any = None
 
     def _load(self) -> Any:
-        from cnnspec.cli_train import load_data
+        from cnnspec.cli.train import load_data
 
         if self.data is None:
             self.data = load_data(self.args)
@@ -475,9 +475,9 @@ class _CliTrainer:
                 "data": self._load().describe()}
 
     def __call__(self, variant: Any, run_dir: Path) -> Any:
-        from cnnspec import records
-        from cnnspec.cli_train import train_one
-        from cnnspec.study import Outcome
+        from cnnspec.cli.train import train_one
+        from cnnspec.experiments.study import Outcome
+        from cnnspec.training import records
 
         self._load()
         try:
@@ -492,7 +492,7 @@ class _CliTrainer:
 
 
 def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
-    from cnnspec.study import DEFAULT_HEARTBEAT, GRACE_BEATS
+    from cnnspec.experiments.study import DEFAULT_HEARTBEAT, GRACE_BEATS
 
     heartbeat = getattr(args, "heartbeat", None) or DEFAULT_HEARTBEAT
     grace = getattr(args, "grace", None) or GRACE_BEATS * heartbeat
@@ -503,7 +503,7 @@ def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
 
 def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     """`cnnspec sweep SPEC --study NAME [--storage URL]`: one worker of a stored sweep."""
-    from cnnspec import study as st
+    from cnnspec.experiments import study as st
 
     err = _console(stderr=True)
 
@@ -546,8 +546,8 @@ def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str 
                             auto_plots: bool = False) -> int:
     """Print the study's comparison (or an export) and write the plots (to plot_dir, or with
     auto_plots to the folder holding the run folders this machine can reach); 1 on failures."""
-    from cnnspec import records
-    from cnnspec import study as st
+    from cnnspec.experiments import study as st
+    from cnnspec.training import records
 
     study = st.load_study(storage, name)
     view = st.study_view(study)
@@ -582,7 +582,7 @@ def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str 
 
 def compare_study(args: argparse.Namespace) -> int:
     """`cnnspec compare --study NAME [--storage URL]`: the comparison from the study alone."""
-    from cnnspec import study as st
+    from cnnspec.experiments import study as st
 
     if getattr(args, "runs", None):
         raise UsageError("give RUN_DIR… or --study/--storage, not both")

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cnnspec.layers import Param, format_number
+from cnnspec.language.layers import Param, format_number
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TrainSettings:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad")
-# The optimizers that take a momentum (cnnspec.train builds the others without one), so a
+# The optimizers that take a momentum (cnnspec.training.train builds the others without one), so a
 # `momentum=` with any other optimizer is refused by `check` instead of failing in `train`.
 MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
 # keras.utils.set_random_seed (numpy underneath) takes seeds below 2**32.
@@ -44,10 +44,10 @@ MAX_SEED = 2**32 - 1
 # batch and epochs end up in int32 tensors and loop counters; nothing real comes near this.
 MAX_COUNT = 2**31 - 1
 # How a run is executed (recorded in settings.json, not part of the spec's `train` line); the
-# CLI's choices, cnnspec.train and cnnspec.distributed read these.
+# CLI's choices, cnnspec.training.train and cnnspec.training.distributed read these.
 PRECISIONS = ("float32", "bf16")  # what a run trains in (recorded in settings.json)
 # what a caller may ask for: "auto" resolves to one of PRECISIONS by the CPU's flags
-# (cnnspec.cpu.choose_precision); the CLI's default, while `train()` keeps "float32"
+# (cnnspec.backend.cpu.choose_precision); the CLI's default, while `train()` keeps "float32"
 REQUESTABLE_PRECISIONS = ("auto", *PRECISIONS)
 PROGRESS_MODES = ("rich", "plain", "none")
 STRATEGIES = ("none", "mirrored", "multiworker")

@@ -1,7 +1,7 @@
 """A Pygments lexer for `.cnn` files, registered as `cnnspec` (entry point `pygments.lexers`).
 
 Tokens follow grammar/cnnspec.lark: comments, headers (`input`, `classes`, `train` with its
-`key=value` settings), `let` blocks, layer words (the words of cnnspec.layers, their number
+`key=value` settings), `let` blocks, layer words (the words of cnnspec.language.layers, their number
 split off), numbers and shapes, argument lists touching a word, sweeps `{…}`, merges,
 groups, `|`, repeats `x2` and `?`. Anything else is plain text, never an Error token.
 """
@@ -22,7 +22,7 @@ from pygments.token import (
     Whitespace,
 )
 
-from cnnspec.layers import KINDS
+from cnnspec.language.layers import KINDS
 
 _WORDS = "|".join(re.escape(w) for w in sorted(KINDS, key=len, reverse=True))
 _NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"

@@ -131,7 +131,7 @@ def bundled_sample_dir() -> Path:
     if isinstance(resource, Path) and resource.is_dir():
         return resource
     # Run from a source tree without an install (e.g. PYTHONPATH=dsl): the folder beside us.
-    return Path(__file__).resolve().parent / "sample_data" / FOLDER
+    return Path(__file__).resolve().parents[1] / "sample_data" / FOLDER
 
 
 def find_data_dir(

@@ -6,8 +6,8 @@ arguments dropped) while lines, comments and blank lines are kept: `parse(format
 
 from __future__ import annotations
 
-from cnnspec import ir
-from cnnspec.layers import format_layer, format_number
+from cnnspec.language import ir
+from cnnspec.language.layers import format_layer, format_number
 
 
 def format_value(value: ir.Value) -> str:

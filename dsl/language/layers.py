@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from cnnspec import ir
+from cnnspec.language import ir
 
 Shape = tuple[int, ...]
 

@@ -1,6 +1,6 @@
 """`cnnspec lsp`: a Language Server Protocol server over stdio (pygls 2.x, lsprotocol).
 
-Every answer comes from cnnspec.analysis; this module only converts between the protocol's
+Every answer comes from cnnspec.editor.analysis; this module only converts between the protocol's
 types and positions (the client's UTF-16 units) and the analysis's plain tuples. No handler
 lets an exception escape: an internal error is logged (to stderr and the client's log) and
 the request gets no answer, so the server outlives any input.
@@ -17,9 +17,9 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from cnnspec import analysis
+from cnnspec.editor import analysis
 
-log = logging.getLogger("cnnspec.lsp")
+log = logging.getLogger("cnnspec.editor.lsp")
 
 server = LanguageServer("cnnspec", "0.1.0")
 

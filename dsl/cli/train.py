@@ -14,9 +14,7 @@ from typing import Any
 
 from rich.text import Text
 
-from cnnspec import ir
-from cnnspec.checker import check
-from cnnspec.cli import (
+from cnnspec.cli.main import (
     EXIT_OK,
     Failure,
     UsageError,
@@ -25,8 +23,10 @@ from cnnspec.cli import (
     _positive_int,
     _register,
 )
-from cnnspec.parse import load
-from cnnspec.settings import (
+from cnnspec.language import ir
+from cnnspec.language.checker import check
+from cnnspec.language.parse import load
+from cnnspec.language.settings import (
     OPTIMIZERS,
     PROGRESS_MODES,
     REQUESTABLE_PRECISIONS,
@@ -70,7 +70,7 @@ class _ShowTfLogs(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        from cnnspec.keras_backend import show_tf_logs
+        from cnnspec.backend.keras_model import show_tf_logs
 
         show_tf_logs()
         setattr(namespace, self.dest, True)
@@ -126,7 +126,7 @@ def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
 
 def data_failure(spec: ir.Spec, data: Any) -> None:
     """check_data's DataMismatch as a Failure: checked before TensorFlow and the run folder."""
-    from cnnspec.train import DataMismatch, check_data
+    from cnnspec.training.train import DataMismatch, check_data
 
     try:
         check_data(spec, data)
@@ -136,7 +136,7 @@ def data_failure(spec: ir.Spec, data: Any) -> None:
 
 def load_data(args: argparse.Namespace) -> Any:
     """CIFAR-10 from --data / $CNNSPEC_DATA / Keras cache / bundled sample; DataError -> Failure."""
-    from cnnspec.data import DataError, load_cifar10
+    from cnnspec.training.data import DataError, load_cifar10
 
     try:
         return load_cifar10(explicit=args.data, limit=args.limit)
@@ -172,7 +172,7 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
 
 def refuse_existing(out: Path) -> None:
     """Failure if --out already holds a run: checked before data, TensorFlow or any write."""
-    from cnnspec.train import refuse_existing_run
+    from cnnspec.training.train import refuse_existing_run
 
     try:
         refuse_existing_run(out)
@@ -191,7 +191,7 @@ def say_precision(args: argparse.Namespace) -> None:
     """
     if getattr(args, "_precision_said", False):
         return
-    from cnnspec.cpu import resolve_precision
+    from cnnspec.backend.cpu import resolve_precision
 
     precision, reason = resolve_precision(getattr(args, "precision", "auto"))
     _console(stderr=True).print(Text(f"precision: {precision} ({reason})"), soft_wrap=True)
@@ -205,9 +205,9 @@ def _progress(args: argparse.Namespace) -> str | None:
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
               ) -> Any:
     """Check, then train one spec; returns the RunResult. TrainingFailed -> Failure."""
-    from cnnspec.distributed import DistributedError
-    from cnnspec.records import RunFolderError
-    from cnnspec.train import TrainingFailed, train
+    from cnnspec.training.distributed import DistributedError
+    from cnnspec.training.records import RunFolderError
+    from cnnspec.training.train import TrainingFailed, train
 
     # everything that can be refused is refused before TensorFlow starts and before a run
     # folder exists: the spec, the settings after overrides, the data's shape, --out
@@ -236,7 +236,7 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
 
 def discard_if_empty(run_dir: Path) -> None:
     """Remove a default run folder we created if the run was refused before writing to it."""
-    from cnnspec.records import LOCK_FILE
+    from cnnspec.training.records import LOCK_FILE
 
     with suppress(OSError):
         if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
@@ -256,7 +256,7 @@ def _check_strategy_flags(args: argparse.Namespace) -> None:
     """--strategy/--cluster/--task-index make sense together, before any data or TensorFlow."""
     import os
 
-    from cnnspec.distributed import DistributedError, tf_config
+    from cnnspec.training.distributed import DistributedError, tf_config
 
     strategy = getattr(args, "strategy", "none")
     cluster, index = getattr(args, "cluster", None), getattr(args, "task_index", None)
@@ -304,10 +304,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
             raise UsageError("give either a SPEC or --resume RUN_DIR, not both")
-        from cnnspec.data import DataError
-        from cnnspec.distributed import DistributedError
-        from cnnspec.records import RunFolderError
-        from cnnspec.train import DataMismatch, TrainingFailed, read_run_settings, resume_run
+        from cnnspec.training.data import DataError
+        from cnnspec.training.distributed import DistributedError
+        from cnnspec.training.records import RunFolderError
+        from cnnspec.training.train import (
+            DataMismatch,
+            TrainingFailed,
+            read_run_settings,
+            resume_run,
+        )
 
         _check_strategy_flags(args)
         try:
@@ -353,9 +358,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     search: the numbers then describe that run, and the report names the training images it
     actually saw (a `--limit 256` run says 256, not the source's size).
     """
-    from cnnspec.data import DataError
-    from cnnspec.records import RunFolderError
-    from cnnspec.train import evaluate_run, read_run_settings, recorded_data
+    from cnnspec.training.data import DataError
+    from cnnspec.training.records import RunFolderError
+    from cnnspec.training.train import evaluate_run, read_run_settings, recorded_data
 
     run_dir = Path(args.run_dir)
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from cnnspec.checker import Report, Row
-from cnnspec.settings import TrainSettings
+from cnnspec.language.checker import Report, Row
+from cnnspec.language.settings import TrainSettings
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ bookkeeping. This module runs the very same automaton faster. It does not know t
   whose `__eq__` is Python code the builder would pay for at every comparison.)
 
 On the seed specs this parses about 2.5-3x faster than `Lark.parse` (see
-bench/parse_throughput.py); the rest of `cnnspec.parse` is the tree -> IR builder.
+bench/parse_throughput.py); the rest of `cnnspec.language.parse` is the tree -> IR builder.
 
 It only ever handles the good case. On any text it cannot take (an unexpected character or
 token, or the end of file too early) `parse` returns None and the caller runs Lark itself, so

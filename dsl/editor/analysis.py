@@ -1,7 +1,7 @@
 """Editor analysis of a `.cnn` document: diagnostics, hover, completion, blocks, symbols, format.
 
 Pure Python over the parser and checker (no pygls, no TensorFlow), so every answer the
-language server (cnnspec.lsp) gives is tested here on plain text. Positions are 0-based
+language server (cnnspec.editor.lsp) gives is tested here on plain text. Positions are 0-based
 (line, character), as the Language Server Protocol counts them; the parser's spans are
 1-based with an exclusive end column.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from cnnspec import ir
-from cnnspec.checker import Report, Row, check
-from cnnspec.errors import Span, SpecError
-from cnnspec.layers import KINDS, fmt_shape
-from cnnspec.parse import parse
-from cnnspec.settings import SETTING_PARAMS, TrainSettings
-from cnnspec.sweep import check_all_variants, expand
+from cnnspec.language import ir
+from cnnspec.language.checker import Report, Row, check
+from cnnspec.language.errors import Span, SpecError
+from cnnspec.language.layers import KINDS, fmt_shape
+from cnnspec.language.parse import parse
+from cnnspec.language.settings import SETTING_PARAMS, TrainSettings
+from cnnspec.language.sweep import check_all_variants, expand
 
 ERROR, WARNING = 1, 2  # LSP DiagnosticSeverity values
 
@@ -353,7 +353,7 @@ def symbols(text: str) -> list[Symbol]:
 
 def formatted(text: str) -> str | None:
     """The canonical text (`cnnspec fmt`), or None when the text does not parse."""
-    from cnnspec.format import format_spec
+    from cnnspec.language.format import format_spec
 
     try:
         return format_spec(parse(text))

@@ -25,9 +25,9 @@ Why it is built this way:
 * Resumable. Each epoch ends with an atomic checkpoint (model + optimizer state + dropout RNG
   state + history). Because the shuffle order depends only on (seed, epoch), a run resumed
   after Ctrl-C or SIGKILL continues exactly where it stopped: same epochs, same numbers.
-* Recorded. Every file of the run folder (see cnnspec.records) is written atomically.
+* Recorded. Every file of the run folder (see cnnspec.training.records) is written atomically.
 
-Only this module and cnnspec.keras_backend import TensorFlow, and only when training starts.
+Only this module and cnnspec.backend.keras_model import TensorFlow, and only when training starts.
 """
 
 from __future__ import annotations
@@ -47,19 +47,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnspec import __version__, ir, records
-from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.data import scale_images
-from cnnspec.settings import (
+from cnnspec import __version__
+from cnnspec.language import ir
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.settings import (
     PRECISIONS,
     PROGRESS_MODES,
     REQUESTABLE_PRECISIONS,
     STRATEGIES,
     TrainSettings,
 )
+from cnnspec.training import records
+from cnnspec.training.data import scale_images
 
 if TYPE_CHECKING:
-    from cnnspec.data import Cifar10
+    from cnnspec.training.data import Cifar10
 
 # Measured on the 2-core CPU machine: Keras's per-step overhead is ~1 ms, so running 8 or 32
 # steps per call could save at most ~2% of an exp1 step (~35 ms) and <0.5% of an exp7 step;
@@ -168,7 +170,7 @@ def data_fingerprint(data: Cifar10) -> str:
 def _spec_text(spec: ir.Spec) -> str:
     if spec.source is not None:
         return spec.source
-    from cnnspec.format import format_spec
+    from cnnspec.language.format import format_spec
 
     return format_spec(spec)
 
@@ -257,7 +259,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def _import_tf() -> tuple[Any, Any]:
-    from cnnspec.keras_backend import import_keras
+    from cnnspec.backend.keras_model import import_keras
 
     keras = import_keras()
     import tensorflow as tf
@@ -285,7 +287,7 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32")
     weights) except the final softmax, which stays float32 so probabilities and the loss are
     computed in full precision. The global policy is restored afterwards.
     """
-    from cnnspec.keras_backend import build_model
+    from cnnspec.backend.keras_model import build_model
 
     if precision == "float32":
         return build_model(report, keras)
@@ -658,7 +660,7 @@ def train(
     """Train `spec` on `data` with `settings`, writing the run folder `out_dir`.
 
     precision: "float32" (faithful, default), "bf16" (mixed bfloat16, softmax in float32) or
-    "auto" (bf16 where the CPU has native bf16 units, else float32; see cnnspec.cpu). The
+    "auto" (bf16 where the CPU has native bf16 units, else float32; see cnnspec.backend.cpu). The
     default stays float32 here so library callers get the notebook's numbers on every machine;
     the command line defaults to auto. settings.json records the precision actually used, what
     was asked for and why; a resumed run keeps the recorded one.
@@ -671,7 +673,7 @@ def train(
     strategy: "none" (model.fit in this process), "mirrored" (tf.distribute.MirroredStrategy
     over the local devices) or "multiworker" (MultiWorkerMirroredStrategy; the cluster comes from
     `cluster` ("host:port,host:port") + `task_index`, else from $TF_CONFIG). Under a strategy the
-    batch is the global batch, split evenly over the replicas (see cnnspec.distributed), and
+    batch is the global batch, split evenly over the replicas (see `distributed`), and
     only the chief writes `out_dir`; the other workers write nothing.
 
     Returns a RunResult with status "completed", or "interrupted" after Ctrl-C (the last
@@ -682,7 +684,7 @@ def train(
     if precision not in REQUESTABLE_PRECISIONS:
         raise ValueError(
             f"precision must be one of {', '.join(REQUESTABLE_PRECISIONS)}, not {precision!r}")
-    from cnnspec.cpu import resolve_precision
+    from cnnspec.backend.cpu import resolve_precision
 
     requested = precision
     precision, reason = resolve_precision(requested)
@@ -935,7 +937,7 @@ def _resuming_line(name: str, epoch: int, epochs: int, precision: str) -> str:
     A run started in bf16 on an AMX machine continues in bf16 on an AVX2 one (correct, but
     slow there: bf16 is emulated), never silently in another precision; the line says so.
     """
-    from cnnspec.cpu import resolve_precision
+    from cnnspec.backend.cpu import resolve_precision
 
     here, _ = resolve_precision("auto")
     note = "" if here == precision else f"; auto would pick {here} on this CPU"
@@ -1061,7 +1063,7 @@ def recorded_data(recorded: dict[str, Any]) -> Cifar10:
     `limit` is the recorded number of training images, so a run trained with `--limit 256`
     gets the same 256 images back (and the same fingerprint), not the whole source.
     """
-    from cnnspec.data import load_cifar10
+    from cnnspec.training.data import load_cifar10
 
     info = recorded["data"]
     return load_cifar10(info["source"], limit=info["train_images"])
@@ -1088,8 +1090,8 @@ def resume_run(
     same shuffle order and dropout RNG state they would have had. A completed run is returned
     as it is.
     """
-    from cnnspec.parse import parse
-    from cnnspec.settings import TrainSettings as _Settings
+    from cnnspec.language.parse import parse
+    from cnnspec.language.settings import TrainSettings as _Settings
 
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
@@ -1172,11 +1174,11 @@ def _train_replicated(
     The chief holds the run folder's lock (entered into `lock`, released when the caller's
     stack closes) from before it reads the folder until the run ends.
 
-    The step is cnnspec.distributed.Replicated's (not model.fit; see there why). Non-chief
+    The step is cnnspec.training.distributed.Replicated's (not model.fit; see there why). Non-chief
     workers never touch run_dir, yet run every collective in lockstep with the chief: the start
     broadcast and every training step. Validation is local on every worker.
     """
-    from cnnspec.distributed import Replicated, make_strategy, run_key
+    from cnnspec.training.distributed import Replicated, make_strategy, run_key
 
     tf, keras = _import_tf()
     # the strategy first: MultiWorkerMirroredStrategy must exist before any other TF op

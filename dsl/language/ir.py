@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-from cnnspec.errors import Span
+from cnnspec.language.errors import Span
 
 Shape = tuple[int, ...]
 Value = int | float | str | tuple[int, ...]
@@ -387,7 +387,7 @@ class Spec:
     def layers(self) -> tuple[Layer, ...]:
         """The network as a flat sequence of layers: blocks inlined, repeats unrolled.
 
-        Sweep points must be expanded first (cnnspec.sweep); here they raise ValueError.
+        Sweep points must be expanded first (cnnspec.language.sweep); here they raise ValueError.
         """
         blocks = self.blocks
         out: list[Layer] = []
@@ -534,7 +534,7 @@ class Spec:
 
 # -- JSON --------------------------------------------------------------------------------------
 
-# Structure nodes are listed here; every layer node is added by cnnspec.layers from its table
+# Structure nodes are listed here; every layer node is added by `layers` from its table
 # of layer words, so a layer kind cannot be missing here (and break from_json).
 NODE_TYPES: dict[str, type] = {
     cls.__name__: cls
@@ -572,7 +572,7 @@ def to_json(spec: Spec, indent: int | None = None) -> str:
 
 
 def from_json(text: str) -> Spec:
-    import cnnspec.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
+    import cnnspec.language.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
 
     spec = _decode(json.loads(text))
     if not isinstance(spec, Spec):

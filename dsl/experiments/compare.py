@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnspec import records
+from cnnspec.training import records
 
 # A run overfits when its final train accuracy exceeds its final validation accuracy by more
 # than this (10 points), or when validation loss rose for RISING_EPOCHS epochs in a row while
@@ -184,7 +184,7 @@ def build_row(
 ) -> RunRow:
     """The one builder of a comparison row: everything derived from the per-epoch history
     (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
-    (`load_row`) and for studies (`cnnspec.study.study_view`) alike."""
+    (`load_row`) and for studies (`cnnspec.experiments.study.study_view`) alike."""
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
     best = max(val, key=lambda t: t[0]) if val else (None, None)
     last = history[-1] if history else {}

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from cnnspec import ir
-from cnnspec.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.format import format_item, format_value
-from cnnspec.layers import count_text
+from cnnspec.language import ir
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.errors import Diagnostic, Span, SpecError
+from cnnspec.language.format import format_item, format_value
+from cnnspec.language.layers import count_text
 
 DEFAULT_MAX_VARIANTS = 256
 

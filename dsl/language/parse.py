@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from cnnspec import ir
-from cnnspec.checker import OWN_HEAD, check
-from cnnspec.errors import Diagnostic, Span, SpecError
-from cnnspec.layers import (
+from cnnspec.language import ir
+from cnnspec.language.checker import OWN_HEAD, check
+from cnnspec.language.errors import Diagnostic, Span, SpecError
+from cnnspec.language.layers import (
     KINDS,
     MAX_INT_DIGITS,
     OPTION_DEFAULTS,
@@ -43,10 +43,10 @@ from cnnspec.layers import (
     takes_bare,
     whole,
 )
-from cnnspec.settings import SETTING_BY_NAME, SETTING_PARAMS
+from cnnspec.language.settings import SETTING_BY_NAME, SETTING_PARAMS
 
 if TYPE_CHECKING:
-    from cnnspec.lalr_fast import FastLALR
+    from cnnspec.language.lalr_fast import FastLALR
 
 KEYWORDS = ("input", "classes", "train", "let")
 MERGES = ("add", "concat")  # `add(...)`, `concat(...)`: keywords where an item can start
@@ -83,7 +83,7 @@ def _grammar_text() -> str:
     try:
         return resources.files("cnnspec.grammar").joinpath("cnnspec.lark").read_text("utf-8")
     except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree
-        return (Path(__file__).parent.parent / "grammar" / "cnnspec.lark").read_text("utf-8")
+        return (Path(__file__).parents[2] / "grammar" / "cnnspec.lark").read_text("utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +117,7 @@ def _fast() -> FastLALR | None:
     Lark's on _SELF_TEST, means Lark alone parses: slower, never wrong.
     """
     try:
-        from cnnspec.lalr_fast import FastLALR
+        from cnnspec.language.lalr_fast import FastLALR
 
         parser = FastLALR(_lark())
         if not _same_tree(parser.parse(_SELF_TEST), _lark().parse(_SELF_TEST)):
@@ -609,7 +609,7 @@ class _TooManyProblems(Exception):
     megabyte of junk would take minutes to diagnose word by word)."""
 
 
-_Problem = ValueProblem  # a value its parameter refuses (raised by cnnspec.layers.read_value)
+_Problem = ValueProblem  # a value its parameter refuses (raised by layers.read_value)
 
 _NUMBER_LIKE = re.compile(r"[0-9.eE+-]+")
 
@@ -618,7 +618,7 @@ def coerce(param: Param, tok: Token | str, what: str) -> Any:
     """Check one written value against its Param; return the typed value or raise _Problem.
 
     A plain str (the number of a word such as conv64) counts as a NUMBER if it looks like one.
-    Every kind of value is read in one place, cnnspec.layers.PARAM_KINDS.
+    Every kind of value is read in one place, cnnspec.language.layers.PARAM_KINDS.
     """
     raw = str(tok)
     if isinstance(tok, Token):
@@ -1473,7 +1473,7 @@ def _with(layer: ir.Layer, field: str, value: Any) -> ir.Layer:
 
 
 def _describe(item: ir.Item) -> str:
-    from cnnspec.format import format_item
+    from cnnspec.language.format import format_item
 
     return f"`{format_item(item)}`"
 

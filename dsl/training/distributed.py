@@ -1,4 +1,4 @@
-"""Data-parallel training for cnnspec.train: `--strategy mirrored` and `--strategy multiworker`.
+"""Data-parallel training for `train`: `--strategy mirrored` and `--strategy multiworker`.
 
 Why a training step of our own instead of `model.fit`: Keras 3's `fit` under
 MultiWorkerMirroredStrategy fails (TF 2.21 / Keras 3.15, keras-team/keras#20585: "Attempt to
@@ -20,7 +20,7 @@ take the chief's weights, optimizer state, seed and starting epoch by a collecti
 the start (which is also how a resumed run reaches them), and compute validation metrics
 locally on the full test split with the same weights, so all agree without further collectives.
 
-This module never imports TensorFlow itself: cnnspec.train passes `tf` and `keras` in, once
+This module never imports TensorFlow itself: cnnspec.training.train passes `tf` and `keras` in, once
 training starts, so the CLI's flag checks (parse_cluster, tf_config) stay instant.
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnspec.data import scale_images
-from cnnspec.settings import STRATEGIES
+from cnnspec.language.settings import STRATEGIES
+from cnnspec.training.data import scale_images
 
 CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
 

@@ -1,0 +1,3 @@
+"""Editor support beside the pipeline: the language server and the Pygments lexer. Reads only
+`cnnspec.language`, so it answers in milliseconds without TensorFlow.
+"""

@@ -1,0 +1,3 @@
+"""Layer 4, experiments: many runs at once (studies over a shared store) and their comparison.
+Imports the layers below; never the CLI.
+"""
