@@ -108,12 +108,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
-    _console().print(summary_table(report, args.file))
+    console = _console()
+    console.print(summary_table(report, args.file, console))
     return EXIT_OK
 
 
-def summary_table(report: Report, title: str) -> Table:
-    """The per-layer table `cnnspec summary` prints."""
+def summary_table(report: Report, title: str, console: Console | None = None) -> Table:
+    """The per-layer table `cnnspec summary` prints; spec text coloured on a terminal `console`."""
+    from cnnspec.cli.highlight import spec_text
+
+    console = console or Console(file=open(os.devnull, "w"))  # noqa: SIM115 (never a terminal)
     table = Table(title=f"{title}  (input {fmt_shape(report.input_shape)})", title_justify="left")
     table.add_column("line", justify="right", style="dim")
     table.add_column("layer")
@@ -126,9 +130,7 @@ def summary_table(report: Report, title: str) -> Table:
         table.add_row(
             row.where,  # `9 (block at 7)` for a layer from a `let` block
             # indented per merge it is inside; a merge row names what it merges
-            Text("  " * row.depth + (row.text if not row.inputs or len(row.inputs) == 1
-                                     else f"{row.text} ← {', '.join(row.inputs)}"),
-                 style="italic" if row.implicit else ""),
+            _layer_cell(row, console, spec_text),
             f"{row.keras_name} ({row.keras_class})",
             fmt_shape(row.output_shape),
             f"{row.params:,}" if row.params else "0",
@@ -150,6 +152,15 @@ def summary_table(report: Report, title: str) -> Table:
     return table
 
 
+def _layer_cell(row: Any, console: Console, spec_text: Callable[..., Text]) -> Text:
+    """A summary row's spec text: indented per merge it is inside; a merge names its inputs."""
+    cell = Text("  " * row.depth)
+    cell.append_text(spec_text(row.text, console, style="italic" if row.implicit else ""))
+    if row.inputs and len(row.inputs) > 1:
+        cell.append(f" ← {', '.join(row.inputs)}")
+    return cell
+
+
 def _si(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
@@ -169,6 +180,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             continue
         text = spec.source or ""
         canonical = format_spec(spec)
+        if args.show:
+            _show_canonical(out, file, canonical, several=len(args.files) > 1)
+            continue
         if canonical == text:
             continue
         if args.check:
@@ -178,6 +192,18 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             write_atomic(Path(file), canonical)
             out.print(f"reformatted {file}")
     return status
+
+
+def _show_canonical(out: Console, file: str, canonical: str, several: bool) -> None:
+    """`fmt --show`: the canonical text on stdout, coloured on a terminal; the file is untouched.
+
+    With several files each starts with a `# FILE` comment, so the output is still a spec.
+    """
+    from cnnspec.cli.highlight import spec_text
+
+    if several:
+        out.print(spec_text(f"# {file}", out), soft_wrap=True)
+    out.print(spec_text(canonical, out), end="", soft_wrap=True)
 
 
 def cmd_lsp(args: argparse.Namespace) -> int:
@@ -236,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _register(sub, "fmt", cmd_fmt, "rewrite specs in canonical form")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if unformatted")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="change nothing; exit 1 if unformatted")
+    mode.add_argument("--show", action="store_true",
+                      help="print the canonical text (coloured on a terminal); change nothing")
 
     p = _register(sub, "parse", cmd_parse, "print a spec's IR as JSON")
     p.add_argument("file", metavar="FILE")
