@@ -5,12 +5,13 @@ the sweep. That bookkeeping (create the study and queue the variants, the stale-
 pop, parameters, attrs, the heartbeat thread, tell) must be small next to training: the target
 is under 1 % of a 1-epoch exp7 trial.
 
-How: the real worker loop (`study.Worker`) runs a 64-variant sweep of exp7 against a
-fresh SQLite file with a trainer that returns a one-epoch result at once, so everything it
-measures is storage work; once with one worker and once with two worker processes sharing the
-file (the per-trial figure sums both workers' time). A heartbeat write is timed on its own and
-charged for every beat a trial of that length would send. The trial time is measured by
-training exp7 for one epoch through `train_one` (the sweep's own trainer) on the shared
+How: the real worker loop (`experiments.worker.Worker`, driven by `experiments.overhead`) runs
+a 64-variant sweep of exp7 against a fresh SQLite file with a trainer that returns a one-epoch
+result at once, so everything it measures is storage work; once with one worker and once with
+two worker processes sharing the file (the per-trial figure sums both workers' time). A
+heartbeat write is timed on its own and charged for every beat a trial of that length would
+send. The trial time is measured by training exp7 for one epoch through `train_one` (the
+sweep's own trainer) on the shared
 5,000-image CIFAR-10 subset, or passed in with --trial-seconds.
 
     python bench/sweep_overhead.py                        # measures the exp7 epoch (~2 min)
@@ -71,7 +72,7 @@ def main() -> int:
     opts.data = opts.data or default_data()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from cnnspec.experiments.study import measure_overhead
+    from cnnspec.experiments.overhead import measure_overhead
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

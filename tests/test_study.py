@@ -13,7 +13,6 @@ CNNSPEC_TEST_PG_URL; without it those tests skip and say why.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -48,11 +47,10 @@ WIDE = "conv{4,8} relu pool2 drop{.1,.25,.5} | dense{8,16}\n"  # 12 variants
 # -- in-process: the bookkeeping, with a trainer that returns at once ---------------------------
 
 
-def _args(**kw):
-    base = dict(search=None, trials=None, sample=None, sample_seed=0, max_variants=256,
-                max_params=None, epochs=1, limit=64)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def _args(search="grid", trials=None, epochs=1):
+    """The sweep's options as the CLI would pass them (plain values, no Namespace)."""
+    return study.SweepOptions(search=search, trials=trials,
+                              train={"epochs": epochs, "limit": 64})
 
 
 class FakeTrainer:
@@ -274,8 +272,8 @@ def test_a_worker_with_other_settings_cannot_join(tmp_path):
 def test_storage_urls(tmp_path):
     assert study.storage_url(None, tmp_path) == f"sqlite:///{tmp_path}/sweeps.sqlite3"
     assert study.storage_url("journal:///x/y.log", tmp_path) == "journal:///x/y.log"
-    assert study._journal_path("journal:///shared/s.log") == Path("/shared/s.log")
-    assert study._redact("postgresql+psycopg2://me:secret@db:5432/x") == \
+    assert study.journal_path("journal:///shared/s.log") == Path("/shared/s.log")
+    assert study.redact_url("postgresql+psycopg2://me:secret@db:5432/x") == \
         "postgresql+psycopg2://me@db:5432/x"
     with pytest.raises(study.UsageError, match="in-memory"):
         study.open_storage("sqlite:///:memory:")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from cnnspec.cli.main import (
     print_spec_error,
 )
 from cnnspec.cli.train import _index, add_train_flags, resolved_settings
+from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import check
 from cnnspec.language.diff import diff_reports
@@ -336,7 +340,7 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
         # the spec's name is the variant's name for a sweep: `[3/8] exp7[drop=.5,lr=.05]`
         progress_header(err, f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
                              f"{_duration(time.perf_counter() - started)}{eta})")
-        run_dir = (out_dir / _safe(spec.name)) if out_dir else new_run_dir(args.runs_dir,
+        run_dir = (out_dir / safe_name(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
         try:
             result = train_one(spec, args, data, run_dir)
@@ -364,10 +368,6 @@ def progress_header(console: Any, text: str) -> None:
         console.rule(Text(text))
     else:
         console.print(Text(text), soft_wrap=True)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
 
 
 def _duration(seconds: float) -> str:
@@ -438,7 +438,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     chosen = {v.name for v in variants}
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
-        f"{_safe(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     done, failed = _train_many([v.spec for v in variants if v.name in chosen], args, out_dir)
     return _finish(done, failed, args, out_dir)
 
@@ -476,7 +476,7 @@ class _CliTrainer:
 
     def __call__(self, variant: Any, run_dir: Path) -> Any:
         from cnnspec.cli.train import train_one
-        from cnnspec.experiments.study import Outcome
+        from cnnspec.experiments.results import Outcome
         from cnnspec.training import records
 
         self._load()
@@ -501,6 +501,41 @@ def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
     return heartbeat, grace
 
 
+def sweep_options(args: argparse.Namespace) -> Any:
+    """The sweep's flags as the engine's SweepOptions: the one place the study's recorded
+    flags (`definition.TRAIN_FLAGS`) are read from the command line."""
+    from cnnspec.experiments.definition import TRAIN_FLAGS, SweepOptions
+
+    return SweepOptions(
+        search=getattr(args, "search", None) or "grid",
+        trials=getattr(args, "trials", None),
+        sample=getattr(args, "sample", None),
+        sample_seed=getattr(args, "sample_seed", 0) or 0,
+        max_variants=getattr(args, "max_variants", None) or DEFAULT_MAX_VARIANTS,
+        max_params=getattr(args, "max_params", None),
+        train={k: getattr(args, k, None) for k in TRAIN_FLAGS},
+    )
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cluster preempting the job) behaves like Ctrl-C: the held trial goes back
+    to the queue at once instead of after the grace period. A signal handler is the
+    program's, so it is set here, around the worker, not in the engine."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     """`cnnspec sweep SPEC --study NAME [--storage URL]`: one worker of a stored sweep."""
     from cnnspec.experiments import study as st
@@ -514,22 +549,22 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
         raise UsageError("--search, --trials, --heartbeat and --grace need --study NAME "
                          "(and optionally --storage URL)")
     heartbeat, grace = _flag_seconds(args)
-    sweep = st.sweep_def(spec, args)
+    sweep = st.sweep_def(spec, sweep_options(args))
     url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
     name = args.study or spec.name
     storage = st.open_storage(url, heartbeat, grace)
     study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
-    say(f"study {name} in {st._redact(url)}: worker {socket.gethostname()}:{os.getpid()}, "
+    say(f"study {name} in {st.redact_url(url)}: worker {socket.gethostname()}:{os.getpid()}, "
         f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
         f"{storage.heartbeat_interval}s, grace {storage.grace_period}s")
     runs_base = Path(args.out) if getattr(args, "out", None) \
-        else Path(args.runs_dir) / st._safe(name)
+        else Path(args.runs_dir) / safe_name(name)
     trainer = _CliTrainer(args, say)
     worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings)
     try:
-        with st._sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             worker.run()
-    except st._Interrupted as exc:
+    except st.Interrupted as exc:
         say(str(exc))
         return 130
     say(f"worker done: trained {len(worker.trained)} variant(s) here"
@@ -564,7 +599,7 @@ def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str 
         console.print(
             f"{view.completed} of {total} {'variants' if view.search == 'grid' else 'samples'} "
             f"completed, {view.running} running, {view.queued} queued, {len(view.failed)} failed"
-            + ("; " + "; ".join(extra) if extra else "") + f"  ({st._redact(url)})", style="dim")
+            + ("; " + "; ".join(extra) if extra else "") + f"  ({st.redact_url(url)})", style="dim")
     if plot_dir is None and auto_plots:
         parents = {d.parent for d in dirs if (d / records.SETTINGS_FILE).is_file()}
         plot_dir = parents.pop() if len(parents) == 1 else None
