@@ -5,19 +5,26 @@ integer epoch ticks (a 1-epoch run used to get ticks at 0.945 … 1.050 and invi
 curves). compare_accuracy_vs_params.png: really accuracy against parameters (x = params, log
 scale; y = final validation accuracy in %), one labelled point per completed run; a failed run
 is not drawn (it used to be a 0 % bar). Run folders are written by hand here: no training.
+All of them, and a run's learning_curve.png, are drawn by one module (cnnspec.training.plots)
+with matplotlib's object API: no pyplot, and no matplotlib at all for check and summary.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+from conftest import ROOT, SPECS  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 
 from cnnspec.experiments import compare  # noqa: E402
-from cnnspec.training import records
+from cnnspec.training import plots, records
 
 
 def _history(epochs: int, acc0: float) -> list[dict]:
@@ -70,7 +77,7 @@ def test_twelve_runs_get_twelve_colours_and_markers(tmp_path):
 
 def test_run_colours_are_distinct_for_any_count():
     for n in (1, 2, 10, 11, 20, 21, 40):
-        colours = compare.run_colors(n)
+        colours = plots.run_colors(n)
         assert len(colours) == n == len(set(colours))
 
 
@@ -152,3 +159,48 @@ def test_markdown_keeps_names_in_their_cells_and_tells_repeats_apart(tmp_path):
     assert [[c.strip() for c in pair] for pair in cells] == [
         ["exp7", "a/exp7"], ["exp7", "b/exp7"], ["x¦y", "odd"]]
     assert all(ln.replace("\\|", "").count("|") == lines[0].count("|") for ln in lines)
+
+
+def test_the_learning_curve_draws_training_and_validation_per_panel(tmp_path):
+    rows = _history(3, 0.1)
+    rows[1] = {**rows[1], "val_loss": None, "val_accuracy": None}  # an epoch without validation
+    fig = plots.curves_figure(plots.learning_curve_panels(rows), title="t", size=(9, 3.6))
+    ax_loss, ax_acc = fig.axes
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        assert ax.get_ylabel() == key
+        train, val = ax.lines
+        assert (train.get_linestyle(), val.get_linestyle()) == ("--", "-")
+        assert list(train.get_ydata()) == [r[key] for r in rows]
+        y = list(val.get_ydata())
+        assert y[0] == rows[0]["val_" + key] and y[2] == rows[2]["val_" + key]
+        assert y[1] != y[1]  # NaN: a gap in the line, not a point at zero
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
+    plots.write_learning_curve(tmp_path / "lc.png", rows, title="t")
+    assert (tmp_path / "lc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_use_no_pyplot_and_check_loads_no_matplotlib(tmp_path):
+    """In a fresh interpreter: drawing every PNG never imports pyplot (no global figure
+    registry, no backend switch), and check/summary never import matplotlib at all."""
+    run = _run(tmp_path, "r1", "r1", 1000, 2)
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from pathlib import Path
+        from cnnspec.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["check", {str(SPECS / "exp7.cnn")!r}]) == 0
+            assert main(["summary", {str(SPECS / "exp7.cnn")!r}]) == 0
+        print("front", any(m.startswith("matplotlib") for m in sys.modules))
+        from cnnspec.experiments import compare
+        from cnnspec.training import plots, records
+        run = Path({str(run)!r})
+        rows = [compare.load_row(run)]
+        compare.plot_curves([run], rows, run / "c.png")
+        compare.plot_accuracy_vs_params(rows, run / "a.png")
+        plots.write_learning_curve(run / "l.png", records.read_history(run))
+        print("drawn", "matplotlib" in sys.modules, "matplotlib.pyplot" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["front", "False", "drawn", "True", "False"]

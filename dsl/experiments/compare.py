@@ -1,4 +1,4 @@
-"""Compare finished runs: one row per run, an overfitting flag, exports and two plots.
+"""Compare finished runs: one row per run, an overfitting flag, exports, and what two plots show.
 
 The notebook compared its seven runs by scrolling and writing prose ("here we can observe
 overfitting"); this module turns the run folders into numbers that say the same thing, with
@@ -322,27 +322,6 @@ def to_markdown(rows: Sequence[RunRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def run_colors(n: int) -> list[tuple[float, float, float, float]]:
-    """n different colours, one per run: tab10, tab20, then a colormap sampled evenly."""
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        return [colormaps["tab20"](i) for i in range(n)]
-    cmap = colormaps["turbo"]
-    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
-
-
 def _plotted(row: RunRow) -> bool:
     """Whether a row is a result to plot: a completed run with a final validation accuracy."""
     return row.status == "completed" and row.final_val_accuracy is not None
@@ -351,116 +330,68 @@ def _plotted(row: RunRow) -> bool:
 def curves_figure(run_dirs: Sequence[Path], rows: Sequence[RunRow]) -> Any:
     """The learning-curves Figure: validation (solid, circles) and training (dashed,
     triangles) accuracy and loss per epoch, one colour per run. A run that stopped early
-    (failed, interrupted, still running) shows the epochs it has, its label says which."""
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
+    (failed, interrupted, still running) shows the epochs it has, its label says which.
+    The drawing is `cnnspec.training.plots`'; this says what to draw."""
+    from cnnspec.training import plots
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
-    names = display_names(rows)
-    colors = run_colors(len(rows))
-    handles: list[Any] = []
-    last_epoch = 1
-    for run_dir, row, name, color in zip(run_dirs, rows, names, colors, strict=True):
+    acc: list[plots.Series] = []
+    loss: list[plots.Series] = []
+    runs: list[tuple[str, Any]] = []
+    colors = plots.run_colors(len(rows))
+    for run_dir, row, name, color in zip(run_dirs, rows, display_names(rows), colors,
+                                         strict=True):
         try:
             history = read_history(Path(run_dir))
         except (ValueError, OSError):  # damaged: `compare` names it; the plot leaves it out
             history = []
         if not history:
             continue
-        epochs = [h["epoch"] for h in history]
-        last_epoch = max(last_epoch, *epochs)
-        for ax, train_key, val_key in ((ax_acc, "accuracy", "val_accuracy"),
-                                       (ax_loss, "loss", "val_loss")):
-            vals = [h.get(val_key) for h in history]
-            if any(v is not None for v in vals):
-                ax.plot(epochs, vals, color=color, marker="o", ms=5, lw=1.8)
-            ax.plot(epochs, [h.get(train_key) for h in history], color=color, ls="--",
-                    marker="^", ms=4, lw=1.2, alpha=0.75)
-        label = name if row.status == "completed" else f"{name} ({row.status})"
-        handles.append(Line2D([], [], color=color, lw=2.5, label=label))
-    style = "validation: solid, circles · training: dashed, triangles"
-    ax_acc.set(title=f"accuracy per epoch\n{style}", xlabel="epoch", ylabel="accuracy")
-    ax_loss.set(title=f"loss per epoch\n{style}", xlabel="epoch", ylabel="loss")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        if last_epoch <= 20:  # every epoch a tick, and room around a single one
-            ax.set_xticks(range(1, last_epoch + 1))
-            ax.set_xlim(0.5, last_epoch + 0.5)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # as many legend columns as the longest name leaves room for (13 in at 110 dpi)
-    longest = max((len(h.get_label()) for h in handles), default=1)
-    ncol = max(1, min(6, len(handles), int(1350 / (longest * 6.5 + 60))))
-    legend_rows = -(-len(handles) // ncol) if handles else 0
-    fig.set_size_inches(13, 5 + 0.22 * legend_rows)
-    if handles:
-        fig.legend(handles=handles, loc="lower center", fontsize="small", frameon=False,
-                   ncol=ncol)
-    fig.tight_layout(rect=(0, min(0.5, (0.25 * legend_rows + 0.1) / (5 + 0.22 * legend_rows)),
-                           1, 1))
-    return fig
+        epochs = tuple(h["epoch"] for h in history)
+        for lines, key in ((acc, "accuracy"), (loss, "loss")):
+            lines.append(plots.Series(epochs, tuple(h.get("val_" + key) for h in history),
+                                      "validation", color))
+            lines.append(plots.Series(epochs, tuple(h.get(key) for h in history),
+                                      "training", color))
+        runs.append((name if row.status == "completed" else f"{name} ({row.status})", color))
+    return plots.curves_figure(
+        (plots.Panel(f"accuracy per epoch\n{plots.STYLE_NOTE}", "accuracy", tuple(acc)),
+         plots.Panel(f"loss per epoch\n{plots.STYLE_NOTE}", "loss", tuple(loss))),
+        runs=runs)
 
 
 def plot_curves(run_dirs: Sequence[Path], rows: Sequence[RunRow], path: Path) -> Path:
     """Write curves_figure as a PNG."""
-    return _save(curves_figure(run_dirs, rows), _pyplot(), path)
+    from cnnspec.training import plots
+
+    plots.save_png(curves_figure(run_dirs, rows), path)
+    return path
 
 
 def accuracy_params_figure(rows: Sequence[RunRow]) -> Any:
     """Final validation accuracy against parameter count: one labelled point per completed run
     (x log scale), in the run's colour from the curves plot; overfitting runs ringed in black.
     Runs without a result (failed, running, interrupted) are not points: a note names them."""
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
+    from cnnspec.training import plots
 
-    names = display_names(rows)
-    colors = run_colors(len(rows))
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    shown = [(r, n, c) for r, n, c in zip(rows, names, colors, strict=True)
-             if _plotted(r) and r.params]
-    left_out = [f"{n} ({r.status})" if not _plotted(r) else f"{n} (no parameter count)"
-                for r, n in zip(rows, names, strict=True)
-                if not (_plotted(r) and r.params)]
-    seen: dict[int, int] = {}
-    for row, name, color in shown:
-        acc = (row.final_val_accuracy or 0.0) * 100
-        ax.scatter([row.params], [acc], s=70, color=[color], zorder=3,
-                   edgecolors="black" if row.overfitting else "none", linewidths=2.2)
-        k = seen.get(row.params or 0, 0)  # runs of the same size: labels to alternate sides
-        seen[row.params or 0] = k + 1
-        ax.annotate(f"{name}  {acc:.1f}%", (row.params, acc),
-                    xytext=(8 if k % 2 == 0 else -8, 0), textcoords="offset points",
-                    ha="left" if k % 2 == 0 else "right", va="center", fontsize="small")
-    ax.set_xscale("log")
-    if shown:
-        lo = min(r.params or 1 for r, _, _ in shown)
-        hi = max(r.params or 1 for r, _, _ in shown)
-        ax.set_xlim(lo / 3, hi * 3)  # room for the labels either side
-    ax.set(xlabel="parameters (log scale)", ylabel="final validation accuracy (%)",
-           title="final validation accuracy vs parameters")
-    ax.grid(alpha=0.3, which="both")
-    if any(r.overfitting for r, _, _ in shown):
-        ax.legend(handles=[Line2D([], [], ls="", marker="o", ms=8, color="0.75",
-                                  markeredgecolor="black", markeredgewidth=2.2,
-                                  label="ringed: overfitting flag")],
-                  loc="best", fontsize="small")
-    if left_out:
-        fig.text(0.01, 0.01, "not shown (no final result): " + ", ".join(left_out),
-                 fontsize="small", color="0.35", wrap=True)
-    fig.tight_layout(rect=(0, 0.05 if left_out else 0, 1, 1))
-    return fig
+    points, left_out = [], []
+    colors = plots.run_colors(len(rows))
+    for row, name, color in zip(rows, display_names(rows), colors, strict=True):
+        if _plotted(row) and row.params:
+            acc = (row.final_val_accuracy or 0.0) * 100
+            points.append(plots.Point(row.params, acc, f"{name}  {acc:.1f}%", color,
+                                      row.overfitting))
+        else:
+            left_out.append(f"{name} ({row.status})" if not _plotted(row)
+                            else f"{name} (no parameter count)")
+    return plots.scatter_figure(
+        points, xlabel="parameters (log scale)", ylabel="final validation accuracy (%)",
+        title="final validation accuracy vs parameters", ring_label="ringed: overfitting flag",
+        note="not shown (no final result): " + ", ".join(left_out) if left_out else "")
 
 
 def plot_accuracy_vs_params(rows: Sequence[RunRow], path: Path) -> Path:
     """Write accuracy_params_figure as a PNG."""
-    return _save(accuracy_params_figure(rows), _pyplot(), path)
+    from cnnspec.training import plots
 
-
-def _save(fig: Any, plt: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    records.atomic_write_bytes(path, buffer.getvalue())
+    plots.save_png(accuracy_params_figure(rows), path)
     return path

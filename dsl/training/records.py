@@ -13,7 +13,7 @@ Run folder layout (names are the constants below):
     history.csv/.json   one row per completed epoch (HISTORY_FIELDS)
     metrics.json        final test loss/accuracy and per-class accuracy
     model.keras         the trained model
-    learning_curve.png  loss and accuracy per epoch, train and validation
+    learning_curve.png  loss and accuracy per epoch, train and validation (drawn by `plots`)
     status.json         running | completed | failed | interrupted, with a reason
     checkpoint/         state.json + epoch-NNNN.keras: where `resume` starts from
     .lock               held (fcntl.flock) by the one process writing the folder; names it
@@ -365,42 +365,11 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(fd)  # closing the only descriptor releases the lock
 
 
-# -- learning curve ----------------------------------------------------------------------------
-
-
 def write_learning_curve(
     path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], title: str = ""
 ) -> None:
-    """Plot loss and accuracy per epoch (train and validation) to a PNG, atomically.
+    """The drawing moved to `plots.write_learning_curve`; this forward is kept only while the
+    training loop's new modules still call it here. Remove it once they call `plots`."""
+    from cnnspec.training import plots
 
-    Uses matplotlib's Agg canvas directly, never pyplot, so no global backend is switched and no
-    window can open; matplotlib is imported only here.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    epochs = [r["epoch"] for r in rows]
-    fig = Figure(figsize=(9, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    for ax, key, label in (
-        (fig.add_subplot(1, 2, 1), "loss", "loss"),
-        (fig.add_subplot(1, 2, 2), "accuracy", "accuracy"),
-    ):
-        for prefix, name, style in (("", "train", "o-"), ("val_", "validation", "s--")):
-            values = [r.get(prefix + key) for r in rows]
-            points = [(e, v) for e, v in zip(epochs, values, strict=True) if v is not None]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, style, label=name, markersize=3)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        if epochs:
-            ax.set_xlim(0.5, max(epochs) + 0.5)
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    plots.write_learning_curve(path, rows, title=title)

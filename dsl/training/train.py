@@ -538,8 +538,10 @@ def _write_checkpoint(run_dir: Path, model: Any, history: list[dict[str, Any]], 
 
 
 def _save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
+    from cnnspec.training import plots
+
     records.write_history(run_dir, history)
-    records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
+    plots.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
 
 
 def _keep_interrupted(run_dir: Path, title: str) -> list[dict[str, Any]]:
