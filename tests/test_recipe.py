@@ -323,3 +323,70 @@ def test_early_stopping_min_delta_nan_and_missing_values():
 def test_bad_early_stopping_rules_are_refused(kwargs, words):
     with pytest.raises(ValueError, match=words):
         EarlyStopping(**kwargs)
+
+
+# -- all together: the way the training loop will use them -------------------------------------
+
+
+def _recipe_run(tmp_path, stop_after: int | None, epochs: int = 3):
+    """A miniature of train.py's loop with every option on: uint8 images gathered by a seeded
+    order, augmented by (seed, epoch, batch), scaled, one `fit` per epoch, a checkpoint file
+    after each epoch. stop_after=k: the process "dies" after epoch k's checkpoint and a new
+    model is loaded from it, as --resume does."""
+    import keras
+    import tensorflow as tf
+
+    from cnnspec.training.augment import Augment, batch_transform
+    from cnnspec.training.data import scale_images
+    from cnnspec.training.schedules import OneCycle, register_keras_objects
+
+    tmp_path.mkdir()
+    seed, batch, n = 5, 16, 64
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8))
+    labels = tf.constant(rng.integers(0, K, n).astype(np.int32))
+    val = (rng.random((32, 8, 8, 3), dtype=np.float32), np.eye(K, dtype=np.float32)[
+        rng.integers(0, K, 32)])
+    transform = batch_transform(Augment(flip=True, crop=2, cutout=3), seed)
+    horizon = Horizon(n // batch, epochs)
+
+    def pipeline(epoch):
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+
+        def grab(b, index):
+            x = scale_images(tf, transform(tf.gather(images, index), epoch, b))
+            return x, tf.one_hot(tf.gather(labels, index), K, dtype=tf.float32)
+
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch).enumerate()
+        return ds.map(grab, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.BatchNormalization(momentum=0.9), keras.layers.Flatten(),
+        keras.layers.Dense(K, activation="softmax")])
+    choice = OptimizerChoice("sgd", momentum=0.9, nesterov=True, weight_decay=5e-3, ema=0.9)
+    model.compile(optimizer=choice.build(keras, keras_learning_rate(
+        OneCycle(0.2, warm=0.25), horizon)), loss=make_loss(keras, 0.1), metrics=["accuracy"])
+    history = []
+    for epoch in range(epochs):
+        fitted = model.fit(pipeline(epoch), epochs=epoch + 1, initial_epoch=epoch,
+                           validation_data=val, verbose=0, shuffle=False,
+                           callbacks=[ema_callback(keras)])
+        history.append({k: v[-1] for k, v in fitted.history.items()})
+        model.save(tmp_path / f"epoch{epoch + 1}.keras")
+        if stop_after == epoch + 1:
+            register_keras_objects()
+            model = keras.saving.load_model(tmp_path / f"epoch{epoch + 1}.keras")
+    with ema_weights(model):
+        final = [w.copy() for w in model.get_weights()]
+    return history, final
+
+
+def test_a_run_resumed_from_its_checkpoint_gives_the_same_history_to_the_last_digit(tmp_path):
+    whole, whole_weights = _recipe_run(tmp_path / "a", stop_after=None)
+    resumed, resumed_weights = _recipe_run(tmp_path / "b", stop_after=1)
+    assert whole == resumed
+    for a, b in zip(whole_weights, resumed_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len({row["loss"] for row in whole}) == 3  # it did train
