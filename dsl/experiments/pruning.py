@@ -1,0 +1,379 @@
+"""Pruned sweeps: stop a variant that is visibly behind after a few epochs (issue 13).
+
+A trial reports its validation metric after every epoch (`EpochReporter`, a training-loop epoch
+hook); Optuna's pruner decides whether it goes on; a stopped trial is recorded as PRUNED with the
+*why*: the rule, the rung, its value and the values it was compared with. The decision is always
+Optuna's (`trial.should_prune()`); this module only reports, asks and explains.
+
+Steps are epochs counted from 1 (`step == epochs trained`), so `min_resource` is literally the
+number of epochs a trial trains before it can first be stopped.
+
+The rules, as Optuna 5 implements them (read in `optuna/pruners/_successive_halving.py`,
+`_hyperband.py`, `_percentile.py`):
+
+* `halving`: `SuccessiveHalvingPruner(min_resource=r, reduction_factor=eta,
+  min_early_stopping_rate=0, bootstrap_count=0)`, asynchronous successive halving (ASHA, Li et
+  al. 2020). Rung k ends at epoch `r * eta**(s + k)` (s = min_early_stopping_rate = 0). When a
+  trial reaches the end of its current rung it writes its value there (system attr
+  `completed_rung_k`) and is compared with every trial of the study, in any state, that wrote a
+  value at that rung *so far*, itself included: with n such values it goes on iff its value is
+  among the best `n // eta` of them (ties go on), and when `n < eta` iff it is the best of them.
+  Asynchronous: nobody waits for the rung to fill, so the first trial to reach a rung always
+  goes on, and a trial is judged only against those that got there before it (the order in
+  which trials run matters; that is what lets a worker never idle). `bootstrap_count` (in
+  Optuna: a trial that reaches a rung with at most that many values there is *pruned*) stays 0:
+  anything else would kill the first trials of a 16-variant sweep.
+* `hyperband`: `HyperbandPruner(min_resource=r, max_resource=max_epochs, reduction_factor=eta)`.
+  `floor(log_eta(max_epochs / r)) + 1` brackets; bracket b is the halving rule above with
+  `min_early_stopping_rate=b` (its first rung ends at `r * eta**b`), and its trials compete
+  only with trials of the same bracket. A trial's bracket is `crc32(f"{study}_{number}")`
+  modulo the total budget, budgets `ceil(n_brackets * eta**s / (s + 1))` with
+  `s = n_brackets - 1 - b` (more trials in the aggressive brackets).
+* `median`: `MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)`: nothing is stopped
+  until `startup` trials have COMPLETED, nor before epoch `warmup`; then a trial stops when its
+  best value so far is worse than the median of the completed trials' values at the same epoch.
+* `none`: Optuna's `NopPruner`; values are still reported (the study keeps the curves).
+
+Choices made here, and why:
+
+* eta = 3 by default (Optuna's Hyperband default, ASHA's paper and Hyperband's). For the
+  16-variant × 6-epoch sweep of the benchmark with r = 1, *synchronous* halving trains
+  16·1 + 5·2 + 1·3 = 29 of 96 epochs (30 %) with eta = 3 but 16·1 + 8·1 + 4·2 + 2·2 = 36
+  (37.5 %) with eta = 2, which leaves no room below the issue's 40 % for what asynchrony adds
+  (the first trials to reach a rung always go on). eta = 2 keeps more variants; pass it when
+  accuracy matters more than time.
+* The last epoch is never a pruning point: stopping a trial after its last epoch saves nothing,
+  so `EpochReporter` reports that epoch but does not ask.
+* One direction for the study: cnnspec's studies maximise (the trial value is the final
+  validation accuracy). A minimised metric (`val_loss`) is reported negated, so every pruner
+  compares correctly in a maximising study; records and messages show the real loss.
+* A missing metric (None in the history row) is not reported and stops nothing; NaN is
+  reported and Optuna stops the trial (its halving and median rules prune NaN).
+
+Optuna names used that are not in its documented API: the `completed_rung_k` system attrs,
+`HyperbandPruner._get_bracket_id` and `FrozenTrial._trial_id` (to explain a decision, not to
+make it).
+
+A pruned trial is final: Optuna's TrialState.PRUNED cannot be changed (`set_trial_state_values`
+raises UpdateFinishedTrialError), and stale-trial detection (`fail_stale_trials`) only looks at
+RUNNING trials, so a pruned trial is never failed and re-queued as lost. A worker killed
+*before* `record_pruned` told the study leaves a RUNNING trial, which is re-queued and trained
+again from the start, as any lost trial.
+
+Optuna is imported lazily, as in `cnnspec.experiments.queue`, so importing this module (the
+check path, the CLI's flag parsing) never imports it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnspec.failures import UsageError
+
+KINDS = ("none", "halving", "hyperband", "median")
+# metric -> True if larger is better
+METRICS = {"val_accuracy": True, "val_loss": False}
+A_PRUNED = "pruned"  # trial user attr: the PruneDecision record of a pruned trial
+RUNG_KEY = "completed_rung_{}"  # Optuna's SuccessiveHalvingPruner system attr
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """How a sweep prunes. Defaults: halving/hyperband from epoch 1 with eta 3; median after
+    3 completed trials and from epoch 1.
+
+    kind: none | halving | hyperband | median.
+    metric: the history column judged each epoch: val_accuracy (maximised) or val_loss
+        (minimised).
+    min_resource: epochs before the first rung ends (halving, hyperband).
+    eta: the reduction factor; about 1/eta of the trials reaching a rung go on.
+    max_epochs: the sweep's epochs (hyperband's maximum resource; the last epoch is never a
+        pruning point). None when unknown (per-variant epochs); hyperband needs it.
+    warmup: median: the first epoch at which a trial may be stopped (Optuna's n_warmup_steps,
+        with steps counted from epoch 1).
+    startup: median: nothing is stopped until this many trials have completed.
+    """
+
+    kind: str = "none"
+    metric: str = "val_accuracy"
+    min_resource: int = 1
+    eta: int = 3
+    max_epochs: int | None = None
+    warmup: int = 1
+    startup: int = 3
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    @property
+    def maximize(self) -> bool:
+        return METRICS[self.metric]
+
+    def rung_epoch(self, rung: int, bracket: int = 0) -> int:
+        """The epoch at which rung `rung` of bracket `bracket` ends."""
+        return self.min_resource * self.eta ** (bracket + rung)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate(config: PrunerConfig) -> list[str]:
+    """Every problem with a configuration, worded for the command line's flags."""
+    c, problems = config, []
+    if c.kind not in KINDS:
+        problems.append(f"--prune {c.kind!r}: choose one of {', '.join(KINDS)}")
+    if c.metric not in METRICS:
+        problems.append(f"--prune-metric {c.metric!r}: choose one of {', '.join(METRICS)}")
+    if not _is_int(c.min_resource) or c.min_resource < 1:
+        problems.append(f"--min-epochs {c.min_resource!r}: a whole number of epochs, at least 1")
+    if not _is_int(c.eta) or c.eta < 2:
+        problems.append(f"--reduction-factor {c.eta!r}: a whole number, at least 2 "
+                        "(about 1/eta of the trials reaching a rung go on)")
+    if c.max_epochs is not None and (not _is_int(c.max_epochs) or c.max_epochs < 1):
+        problems.append(f"epochs {c.max_epochs!r}: a whole number, at least 1")
+    if not _is_int(c.warmup) or c.warmup < 1:
+        problems.append(f"--warmup {c.warmup!r}: the first epoch a trial may be stopped at, "
+                        "at least 1")
+    if not _is_int(c.startup) or c.startup < 0:
+        problems.append(f"--startup-trials {c.startup!r}: a whole number, at least 0")
+    if problems:
+        return problems
+    if c.kind == "hyperband" and c.max_epochs is None:
+        problems.append("--prune hyperband needs the sweep's epochs (the same for every "
+                        "variant): give --epochs N")
+    if c.max_epochs is not None and c.kind in ("halving", "hyperband") \
+            and c.min_resource >= c.max_epochs:
+        problems.append(f"--min-epochs {c.min_resource} is not below the sweep's "
+                        f"{c.max_epochs} epochs: nothing could be stopped early; "
+                        f"use --min-epochs 1..{c.max_epochs - 1} or --prune none")
+    if c.max_epochs is not None and c.kind == "median" and c.warmup >= c.max_epochs:
+        problems.append(f"--warmup {c.warmup} is not below the sweep's {c.max_epochs} epochs: "
+                        "nothing could be stopped early")
+    return problems
+
+
+def make_pruner(config: PrunerConfig) -> Any:
+    """The Optuna pruner for `config` (see the module docstring for each rule)."""
+    from optuna import pruners
+
+    if config.kind == "halving":
+        return pruners.SuccessiveHalvingPruner(
+            min_resource=config.min_resource, reduction_factor=config.eta,
+            min_early_stopping_rate=0, bootstrap_count=0)
+    if config.kind == "hyperband":
+        return pruners.HyperbandPruner(
+            min_resource=config.min_resource, max_resource=config.max_epochs,
+            reduction_factor=config.eta, bootstrap_count=0)
+    if config.kind == "median":
+        return pruners.MedianPruner(n_startup_trials=config.startup,
+                                    n_warmup_steps=config.warmup, interval_steps=1)
+    return pruners.NopPruner()
+
+
+def attach(study: Any, config: PrunerConfig) -> Any:
+    """Give a loaded or created study this sweep's pruner, so `trial.should_prune()` uses it.
+
+    A study's pruner lives in the process (Optuna does not store it), so every worker attaches
+    its own after `create_or_join`/`load_study`; all of them decide from the shared storage.
+    Without it Optuna would use its default, a MedianPruner with its own settings.
+    """
+    study.pruner = make_pruner(config)
+    return study
+
+
+def local_study(config: PrunerConfig, name: str = "cnnspec-local") -> Any:
+    """An in-memory study for a pruned sweep without --study: one process, no storage file."""
+    from cnnspec.experiments.queue import quiet_optuna
+
+    optuna = quiet_optuna()
+    return optuna.create_study(study_name=name, direction="maximize",
+                               pruner=make_pruner(config))
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    """A stop request for the training loop, with the why.
+
+    status: always "pruned" (the run folder's status). reason: one line for people.
+    record: the JSON the study (trial user attr `pruned`) and the run folder's status keep.
+    """
+
+    epoch: int
+    reason: str
+    record: dict[str, Any] = field(default_factory=dict)
+    status: str = "pruned"
+
+
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class EpochReporter:
+    """The per-epoch hook of one trial: report the metric, ask Optuna, explain a stop.
+
+    `reporter(epoch, history_row)` returns None (go on) or a PruneDecision. `epochs` is this
+    trial's planned epochs (default config.max_epochs): its last epoch is reported, not judged.
+    The study must have this config's pruner (`attach`, or `local_study`).
+    """
+
+    def __init__(self, trial: Any, config: PrunerConfig, epochs: int | None = None) -> None:
+        self.trial, self.config = trial, config
+        self.epochs = epochs if epochs is not None else config.max_epochs
+        self.sign = 1.0 if config.maximize else -1.0
+
+    def __call__(self, epoch: int, row: Mapping[str, Any]) -> PruneDecision | None:
+        raw = row.get(self.config.metric)
+        if raw is None:
+            return None
+        shown = float(raw)
+        self.trial.report(self.sign * shown, step=epoch)
+        if self.config.kind == "none" or (self.epochs is not None and epoch >= self.epochs):
+            return None
+        study = self.trial.study
+        # what the pruner will compare against (copies: some storages update trials in place)
+        before = study.get_trials(deepcopy=True)
+        if not self.trial.should_prune():
+            return None
+        return self._explain(study, before, epoch, shown)
+
+    # the why -------------------------------------------------------------------------------
+
+    def _explain(self, study: Any, before: Sequence[Any], epoch: int,
+                 value: float) -> PruneDecision:
+        c, metric = self.config, self.config.metric
+        number = self.trial.number
+        base: dict[str, Any] = {"rule": c.kind, "epoch": epoch, "metric": metric,
+                                "value": _json_float(value), "trial": number}
+        if math.isnan(value):
+            base["compared"] = []
+            return PruneDecision(epoch, f"{metric} is NaN at epoch {epoch}", base)
+        if c.kind == "median":
+            return self._explain_median(before, epoch, value, base)
+        me = next((t for t in before if t.number == number), None)
+        rung = 0
+        while me is not None and RUNG_KEY.format(rung) in me.system_attrs:
+            rung += 1
+        bracket = 0
+        pool = [t for t in before if t.number != number]
+        if c.kind == "hyperband":
+            pruner = study.pruner
+            bracket = pruner._get_bracket_id(study, me) if me is not None else 0
+            pool = [t for t in pool if pruner._get_bracket_id(study, t) == bracket]
+            base["bracket"] = bracket
+        key = RUNG_KEY.format(rung)
+        others = [(t.number, self.sign * t.system_attrs[key]) for t in pool
+                  if key in t.system_attrs]
+        values = sorted([v for _, v in others] + [value], reverse=c.maximize)
+        keep = max(len(values) // c.eta, 1)
+        cutoff = values[keep - 1]
+        base.update(rung=rung, rung_epoch=c.rung_epoch(rung, bracket), eta=c.eta, keep=keep,
+                    reached=len(values), cutoff=_json_float(cutoff),
+                    compared=[{"trial": n, "value": _json_float(v)} for n, v in others])
+        where = f"bracket {bracket}, " if c.kind == "hyperband" else ""
+        rule = "hyperband" if c.kind == "hyperband" else "successive halving"
+        reason = (f"{rule} (eta={c.eta}): at {where}rung {rung} (epoch {epoch}) {metric} "
+                  f"{value:.4f} is not among the best {keep} of the {len(values)} trials that "
+                  f"reached it (cut-off {cutoff:.4f})")
+        return PruneDecision(epoch, reason, base)
+
+    def _explain_median(self, before: Sequence[Any], epoch: int, value: float,
+                        base: dict[str, Any]) -> PruneDecision:
+        from optuna.trial import TrialState
+
+        c = self.config
+        mine = [self.sign * v for v in self.trial_values(before)] + [value]
+        best = max(mine) if c.maximize else min(mine)
+        done = [(t.number, self.sign * t.intermediate_values[epoch]) for t in before
+                if t.state == TrialState.COMPLETE and epoch in t.intermediate_values]
+        median = statistics.median(v for _, v in done) if done else float("nan")
+        base.update(best=_json_float(best), median=_json_float(median), warmup=c.warmup,
+                    startup=c.startup,
+                    compared=[{"trial": n, "value": _json_float(v)} for n, v in done])
+        worse = "below" if c.maximize else "above"
+        reason = (f"median rule: best {c.metric} so far {best:.4f} is {worse} the median "
+                  f"{median:.4f} of the {len(done)} completed trials at epoch {epoch}")
+        return PruneDecision(epoch, reason, base)
+
+    def trial_values(self, before: Sequence[Any]) -> list[float]:
+        """This trial's earlier reported values (as stored, i.e. signed)."""
+        me = next((t for t in before if t.number == self.trial.number), None)
+        return [] if me is None else list(me.intermediate_values.values())
+
+
+def record_pruned(study: Any, trial: Any, decision: PruneDecision) -> None:
+    """Finish a trial the pruner stopped: the why in user attr `pruned`, then state PRUNED
+    (final: never failed as stale, never re-queued). The value Optuna then stores is the last
+    reported one (negated for a minimised metric); nothing should rank by it."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(A_PRUNED, decision.record)
+    study.tell(trial, state=TrialState.PRUNED)
+
+
+# then train the best K ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One finished trial as the ranking sees it: state completed | pruned | failed, the final
+    value of the metric (for a pruned trial: at the epoch it stopped) and its epochs."""
+
+    variant: str
+    state: str
+    value: float | None
+    epochs: int
+    number: int = 0
+
+
+def best_k(finished: Iterable[Finished], k: int, maximize: bool = True) -> list[Finished]:
+    """The best k distinct variants to train again, best first.
+
+    Only COMPLETED trials are ranked, by their final value: a pruned trial never reached the
+    final epoch, so its value is not comparable and it is never placed above (nor beside) a
+    completed one. A variant with several completed trials (a re-queued copy) counts once, by
+    its best. Ties keep the trial order. Fewer than k completed variants give fewer than k.
+    """
+    if k < 0:
+        raise UsageError(f"--then-train {k}: a number of variants, at least 0")
+    best: dict[str, Finished] = {}
+    for f in sorted(finished, key=lambda f: f.number):
+        if f.state != "completed" or f.value is None or not math.isfinite(f.value):
+            continue
+        held = best.get(f.variant)
+        if held is None or (f.value > held.value if maximize else f.value < held.value):
+            best[f.variant] = f
+    ranked = sorted(best.values(),
+                    key=lambda f: (-f.value if maximize else f.value, f.number))
+    return ranked[:k]
+
+
+def finished_trials(study: Any, config: PrunerConfig) -> list[Finished]:
+    """The study's finished trials for `best_k`: the final metric from the trial's `result`
+    attr when a worker recorded one, else its last reported value. TPE duplicates (PRUNED
+    without training) are left out."""
+    from optuna.trial import TrialState
+
+    names = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed"}
+    sign = 1.0 if config.maximize else -1.0
+    field_name = "final_val_accuracy" if config.maximize else "final_val_loss"
+    out = []
+    for t in study.get_trials(deepcopy=False, states=tuple(names)):
+        if "duplicate_of" in t.user_attrs:
+            continue
+        result = t.user_attrs.get("result") or {}
+        value = result.get(field_name)
+        if value is None and t.intermediate_values:
+            value = sign * t.intermediate_values[max(t.intermediate_values)]
+        epochs = result.get("epochs") or (max(t.intermediate_values)
+                                          if t.intermediate_values else 0)
+        out.append(Finished(str(t.user_attrs.get("variant", t.number)), names[t.state],
+                            value, int(epochs), t.number))
+    return out
