@@ -216,108 +216,148 @@ def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
 
 def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     """Walk the network's shapes; return the report or raise SpecError listing every problem."""
+    refused = _refusal(spec)
+    if refused is not None:
+        raise _error(spec, [refused])
+    problems: list[Diagnostic] = _settings_diagnostics(spec)
+    steps = spec.flow()
+    written = [step for step, _ in steps if type(step) not in _MARKERS]
+    own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
+    walk = _Walk(spec.input_shape, spec.classes, graph=len(written) != len(steps))
+    walk.run(steps, () if own_head else classifier(spec.classes), written)
+    problems += walk.problems
+    if own_head and walk.shape_known and walk.shape != (spec.classes,):
+        problems.append(_own_head_problem(written[-1], walk.shape, spec.classes))
+    report = Report(spec.name, spec.input_shape, spec.classes, tuple(walk.rows))
+    if not problems and report.params > max_params:
+        problems.append(_budget_problem(report, max_params))
+    if problems:
+        raise _error(spec, problems)
+    return report
+
+
+def _refusal(spec: ir.Spec) -> Diagnostic | None:
+    """Why this spec is not walked at all: it is a sweep, or it unrolls to too many layers."""
     if spec.has_sweep():
-        raise _error(spec, [Diagnostic(
+        return Diagnostic(
             "this spec holds sweep alternatives; check its variants instead",
             None,
             "`cnnspec expand FILE` lists them; `cnnspec check FILE` checks them all",
-        )])
-    too_many = _layer_limit(spec)
-    if too_many is not None:  # refuse before unrolling: `(relu x1000)x1000` is a million layers
-        raise _error(spec, [too_many])
-    problems: list[Diagnostic] = _settings_diagnostics(spec)
-    rows: list[Row] = []
-    shape = input_shape = spec.input_shape
-    classes = spec.classes
-    rf, jump = (1, 1), (1, 1)
-    steps = spec.flow()
-    written = [step for step, _ in steps if type(step) not in _MARKERS]
-    graph = len(written) != len(steps)  # a merge's markers are in the flow
-    own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
-    flow = [(step, False, use) for step, use in steps] + [
-        (c, True, None) for c in (() if own_head else classifier(classes))]
-    used_names: dict[str, int] = {}
-    bars = 0
-    shape_known = True
-    source = "input"  # the Keras name of the tensor the next layer reads (graphs only)
-    # one frame per open merge: its input (shape, source, rf, jump) and each branch's output
-    frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
-    for layer, implicit, used_at in flow:
-        marker = type(layer) in _MARKERS  # one set lookup per layer: stacks pay no more
-        if marker and isinstance(layer, ir.Fork):
-            frames.append(((shape, source, rf, jump), []))
-            continue
-        if marker:
-            start, ends = frames[-1]
-            ends.append((shape, source, rf, jump))
-            if isinstance(layer, ir.NextBranch):
-                shape, source, rf, jump = start
-                continue
-            frames.pop()
-            if not shape_known:
-                continue
-            terms = [start, *ends] if len(ends) == 1 else ends
-            merge = layer.merge
-            try:
-                shape = _merge_shape(merge, start[0], [t[0] for t in terms], len(ends) == 1)
-            except ShapeProblem as p:
-                problems.append(Diagnostic(
-                    f"{merge.op}: {p.message}{_in_use(used_at)}", merge.span, p.hint))
-                shape_known = False
-                continue
-            rf = (max(t[2][0] for t in terms), max(t[2][1] for t in terms))
-            jump = (max(t[3][0] for t in terms), max(t[3][1] for t in terms))
-            name = _unique(used_names, _merge_name(merge))
-            rows.append(_row(
-                layer=merge, text=merge.op, keras_class=_MERGE_CLASS[merge.op],
-                keras_name=name, input_shape=terms[0][0], output_shape=shape, trainable=0,
-                non_trainable=0, macs=0, activation_bytes=math.prod(shape) * BYTES_PER_VALUE,
-                receptive_field=rf, implicit=False, used_at=used_at,
-                inputs=tuple(t[1] for t in terms), depth=len(frames),
-            ))
-            source = name
-            continue
+        )
+    # refused before unrolling: `(relu x1000)x1000` is a million layers
+    return _layer_limit(spec)
+
+
+def _budget_problem(report: Report, max_params: int) -> Diagnostic:
+    """Over the parameter budget: placed at the layer with the most parameters."""
+    worst = max(report.rows, key=lambda r: r.params)
+    return Diagnostic(
+        f"the model has {report.params:,} parameters, over the budget of {max_params:,}; "
+        f"{worst.text} alone has {worst.params:,} (input {fmt_shape(worst.input_shape)})",
+        worst.layer.span,
+        "pool or stride more before it, use fewer units, or raise --max-params",
+    )
+
+
+class _Walk:
+    """The shape walk over Spec.flow(): one Row per Keras layer, and every problem met.
+
+    Mutable while it walks (the current shape, receptive field, the merges open around it);
+    `check` reads its rows and problems once, into a frozen Report.
+    """
+
+    def __init__(self, input_shape: ir.Shape, classes: int, graph: bool) -> None:
+        self.input_shape, self.classes, self.graph = input_shape, classes, graph
+        self.rows: list[Row] = []
+        self.problems: list[Diagnostic] = []
+        self.shape: ir.Shape = input_shape
+        self.shape_known = True
+        self.rf, self.jump = (1, 1), (1, 1)
+        self.source = "input"  # the Keras name of the tensor the next layer reads (graphs only)
+        # one frame per open merge: its input (shape, source, rf, jump) and each branch's output
+        self.frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
+        self.used_names: dict[str, int] = {}
+        self.bars = 0
+
+    def run(self, steps: tuple[tuple[Any, Span | None], ...], head: tuple[ir.Layer, ...],
+            written: list[ir.Layer]) -> None:
+        """The written network's steps, then the implicit head (if any)."""
+        for step, used_at in steps:
+            if type(step) in _MARKERS:  # one set lookup per layer: stacks pay no more
+                self.marker(step, used_at)
+            else:
+                self.layer(step, False, used_at, written)
+        for layer in head:
+            self.layer(layer, True, None, written)
+
+    def marker(self, marker: ir.Fork | ir.NextBranch | ir.Join, used_at: Span | None) -> None:
+        """A merge starts, moves on to its next branch, or combines its branches."""
+        here = (self.shape, self.source, self.rf, self.jump)
+        if isinstance(marker, ir.Fork):
+            self.frames.append((here, []))
+            return
+        start, ends = self.frames[-1]
+        ends.append(here)
+        if isinstance(marker, ir.NextBranch):
+            self.shape, self.source, self.rf, self.jump = start
+            return
+        self.frames.pop()
+        if self.shape_known:
+            self.join(marker.merge, start, ends, used_at)
+
+    def join(self, merge: ir.Merge, start: tuple[Any, ...], ends: list[tuple[Any, ...]],
+             used_at: Span | None) -> None:
+        """The merge layer's row: its terms are the input and the branch (residual), or the
+        branches."""
+        terms = [start, *ends] if len(ends) == 1 else ends
+        try:
+            shape = _merge_shape(merge, start[0], [t[0] for t in terms], len(ends) == 1)
+        except ShapeProblem as p:
+            self.problems.append(Diagnostic(
+                f"{merge.op}: {p.message}{_in_use(used_at)}", merge.span, p.hint))
+            self.shape_known = False
+            return
+        self.shape = shape
+        self.rf = (max(t[2][0] for t in terms), max(t[2][1] for t in terms))
+        self.jump = (max(t[3][0] for t in terms), max(t[3][1] for t in terms))
+        name = _unique(self.used_names, _merge_name(merge))
+        self.rows.append(_row(
+            layer=merge, text=merge.op, keras_class=_MERGE_CLASS[merge.op],
+            keras_name=name, input_shape=terms[0][0], output_shape=shape, trainable=0,
+            non_trainable=0, macs=0, activation_bytes=math.prod(shape) * BYTES_PER_VALUE,
+            receptive_field=self.rf, implicit=False, used_at=used_at,
+            inputs=tuple(t[1] for t in terms), depth=len(self.frames),
+        ))
+        self.source = name
+
+    def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
+              written: list[ir.Layer]) -> None:
+        """One layer's row from the current shape, or the problem its shape rule found."""
         kind: LayerKind = kind_of(layer)
-        text = f"dense{classes}" if implicit and isinstance(layer, ir.Dense) else (
+        text = f"dense{self.classes}" if implicit and isinstance(layer, ir.Dense) else (
             format_layer(layer))
         if isinstance(layer, ir.Flatten) and layer.bar:
-            bars += 1
-            if bars == 2:
-                problems.append(Diagnostic(
+            self.bars += 1
+            if self.bars == 2:
+                self.problems.append(Diagnostic(
                     "a second `|`: a spec has one trunk/head boundary", layer.span,
                     "remove this `|`; use `flatten` if you really mean to flatten again",
                 ))
-        if not shape_known:
-            # after a shape error the shapes are unknown, but the rules above do not need them:
-            # a second `|` is reported too (every error is listed)
-            continue
+        if not self.shape_known:
+            # after a shape error the shapes are unknown, but the rule above does not need
+            # them: a second `|` is reported too (every error is listed)
+            return
+        shape = self.shape
         try:
             out = kind.shape(layer, shape)
         except ShapeProblem as p:
-            if implicit:
-                last = written[-1] if written else None
-                problems.append(Diagnostic(
-                    f"the classifier dense{spec.classes} needs a flat input, but the network "
-                    f"ends at {fmt_shape(shape)}",
-                    last.span if last else None,
-                    "end the trunk with `|` (flatten) or `gap`, then the dense head",
-                ))
-            else:
-                problems.append(Diagnostic(
-                    f"{text}: {p.message}{_in_use(used_at)}", layer.span, p.hint))
-            shape_known = False
-            continue
+            self.problems.append(self.shape_problem(p, text, implicit, used_at, written, layer))
+            self.shape_known = False
+            return
         trainable, frozen = kind.params(layer, shape)
-        window = kind.window(layer)
-        if window is None:
-            rf = (input_shape[0], input_shape[1])
-        else:
-            (kh, kw), (sh, sw) = window
-            rf = (min(rf[0] + (kh - 1) * jump[0], input_shape[0]),
-                  min(rf[1] + (kw - 1) * jump[1], input_shape[1]))
-            jump = (jump[0] * sh, jump[1] * sw)
-        name = _unique(used_names, keras_name(layer, implicit, text))
-        rows.append(_row(
+        self.advance_receptive_field(kind.window(layer))
+        name = _unique(self.used_names, keras_name(layer, implicit, text))
+        self.rows.append(_row(
             layer=layer,
             text=text,
             keras_class=kind.keras_class,
@@ -328,28 +368,41 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
             non_trainable=frozen,
             macs=kind.macs(layer, shape, out),
             activation_bytes=math.prod(out) * BYTES_PER_VALUE,
-            receptive_field=rf,
+            receptive_field=self.rf,
             implicit=implicit,
             used_at=used_at,
-            inputs=(source,) if graph else (),
-            depth=len(frames) if frames else 0,
+            inputs=(self.source,) if self.graph else (),
+            depth=len(self.frames),
         ))
-        shape = out
-        source = name
-    if own_head and shape_known and shape != (classes,):
-        problems.append(_own_head_problem(written[-1], shape, classes))
-    report = Report(spec.name, input_shape, classes, tuple(rows))
-    if not problems and report.params > max_params:
-        worst = max(report.rows, key=lambda r: r.params)
-        problems.append(Diagnostic(
-            f"the model has {report.params:,} parameters, over the budget of {max_params:,}; "
-            f"{worst.text} alone has {worst.params:,} (input {fmt_shape(worst.input_shape)})",
-            worst.layer.span,
-            "pool or stride more before it, use fewer units, or raise --max-params",
-        ))
-    if problems:
-        raise _error(spec, problems)
-    return report
+        self.shape = out
+        self.source = name
+
+    def advance_receptive_field(
+        self, window: tuple[tuple[int, int], tuple[int, int]] | None
+    ) -> None:
+        """Grow the receptive field by a layer's window; a layer without one sees everything."""
+        if window is None:
+            self.rf = (self.input_shape[0], self.input_shape[1])
+            return
+        (kh, kw), (sh, sw) = window
+        rf, jump = self.rf, self.jump
+        self.rf = (min(rf[0] + (kh - 1) * jump[0], self.input_shape[0]),
+                   min(rf[1] + (kw - 1) * jump[1], self.input_shape[1]))
+        self.jump = (jump[0] * sh, jump[1] * sw)
+
+    def shape_problem(self, p: ShapeProblem, text: str, implicit: bool, used_at: Span | None,
+                      written: list[ir.Layer], layer: ir.Layer) -> Diagnostic:
+        """A shape rule's refusal, placed at the layer; for the implicit head, at the last
+        written layer (the user did not write the classifier)."""
+        if implicit:
+            last = written[-1] if written else None
+            return Diagnostic(
+                f"the classifier dense{self.classes} needs a flat input, but the network "
+                f"ends at {fmt_shape(self.shape)}",
+                last.span if last else None,
+                "end the trunk with `|` (flatten) or `gap`, then the dense head",
+            )
+        return Diagnostic(f"{text}: {p.message}{_in_use(used_at)}", layer.span, p.hint)
 
 
 def _in_use(used_at: Span | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from cnnspec.language.errors import Span
@@ -354,6 +355,12 @@ class Spec:
     filename: str | None = field(default=None, compare=False, repr=False)
 
     def statements(self) -> tuple[Statement, ...]:
+        return self._statements
+
+    @cached_property
+    def _statements(self) -> tuple[Statement, ...]:
+        # Worked out once per spec (the lines never change): `check` asks for the settings,
+        # blocks and body several times, and each of those reads the statements.
         return tuple(ln.statement for ln in self.lines if ln.statement is not None)
 
     @property

@@ -648,6 +648,25 @@ def _shape_neutral(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@lru_cache(maxsize=1024)
+def _bare_layer(text: str) -> tuple[type[ir.Layer], dict[str, Any]] | None:
+    """The node class and field values of a layer word written alone (`conv64`, `relu`,
+    `drop.25`) when it builds as written; None for anything else (a modifier, a word that is
+    not a layer, a bad number), which the builder reads and reports itself.
+
+    Why cached: the result depends on the text alone, and a spec (or a batch of specs) repeats
+    a handful of words, so each is split, checked and given its defaults once. The dict is
+    shared between calls and never changed: nodes are built from it with `**`.
+    """
+    split = split_word(text)
+    if split is None or KINDS[split[0]].modifier:
+        return None
+    kind = KINDS[split[0]]
+    probe = _Builder()  # its problems are thrown away: the real builder reports them in place
+    values = probe.layer_values(kind, Token("WORD", text, 0, 1, 1, 1, 1, 1), split[1], ())
+    return None if values is None or probe.problems else (kind.node, values)
+
+
 class _Builder:
     """Walks the Lark tree once, building IR and collecting every problem on the way."""
 
@@ -1099,6 +1118,8 @@ class _Builder:
         return body
 
     def layer(self, tree: Tree, previous: list[ir.Item]) -> ir.Item | None:
+        """A `WORD choices? args?` item: a block use, or a layer word (its alternatives, or a
+        weight penalty on the layer before it)."""
         word_tok, *rest = tree.children
         text = str(word_tok)
         if text == self.defining:
@@ -1108,13 +1129,9 @@ class _Builder:
                 "used")
             return None
         if not rest:  # a bare word, by far the commonest layer
-            if text in self.templates:
-                return self.block_use(word_tok, None, None, _tok_span(word_tok))
-            if text in self.blocks:
-                return ir.BlockRef(text, span=_tok_span(word_tok))
-            split = split_word(text)
-            if split is not None and not KINDS[split[0]].modifier:
-                return self.build(KINDS[split[0]], word_tok, split[1], (), _tok_span(word_tok))
+            bare = self.bare_word(word_tok, text)
+            if bare is not None:
+                return bare
         span = self.full_span(tree) if rest else _tok_span(word_tok)
         if rest and (self.scope is not None or self.env is not None):
             refs = _param_refs(tree)
@@ -1142,12 +1159,40 @@ class _Builder:
         if kind.modifier:
             self.modifier(kind, word_tok, number, args, choices, previous)
             return None
+        return self.layer_word(kind, word_tok, number, choices, args, span)
+
+    def bare_word(self, word_tok: Token, text: str) -> ir.Item | None:
+        """A word written alone that is a block use or builds as written (`conv64`, `relu`);
+        None for anything else, which `layer` then reads (and reports) the long way."""
+        if text in self.templates:
+            return self.block_use(word_tok, None, None, _tok_span(word_tok))
+        if text in self.blocks:
+            return ir.BlockRef(text, span=_tok_span(word_tok))
+        known = _bare_layer(text)
+        if known is None:
+            return None
+        if self.env is not None:  # counted as in build: a use's layers are bounded
+            self.expanded += 1
+        node, values = known
+        return node(**values, span=_tok_span(word_tok))
+
+    def layer_word(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        number: str | None,
+        choices: Tree | None,
+        args: Tree | None,
+        span: Span | None,
+    ) -> ir.Item | None:
+        """A layer word with its number and arguments: one layer, or the sweep point of its
+        alternatives (`drop{.25,.5}`, `conv64(k={3,5})`)."""
         written_number: list[Token | str | None] = [number or None]
         if choices is not None:
             if number is not None:
                 self.problem(
-                    f"`{text}` has both a number and alternatives", _tok_span(word_tok),
-                    f"write {word}{{...}} with the numbers inside the braces",
+                    f"`{word_tok}` has both a number and alternatives", _tok_span(word_tok),
+                    f"write {kind.word}{{...}} with the numbers inside the braces",
                 )
                 return None
             written_number = list(choices.children)
@@ -1156,7 +1201,20 @@ class _Builder:
             return self.build(
                 kind, word_tok, written_number[0], [(key, vals[0]) for key, vals in arg_list], span
             )
-        # every combination of the number's and the arguments' alternatives is one option
+        return self.alternatives(kind, word_tok, written_number, arg_list, choices, args, span)
+
+    def alternatives(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        written_number: list[Token | str | None],
+        arg_list: list[tuple[str | None, list[Token]]],
+        choices: Tree | None,
+        args: Tree | None,
+        span: Span | None,
+    ) -> ir.Item | None:
+        """Every combination of the number's and the arguments' alternatives, one option each."""
+        word = kind.word
         arg_axes = [[(key, v) for v in vals] for key, vals in arg_list]
         combinations = math.prod(len(axis) for axis in arg_axes) * len(written_number)
         if combinations > MAX_LAYER_OPTIONS:  # each is built here, before any sweep limit
@@ -1228,6 +1286,18 @@ class _Builder:
         args: Iterable[tuple[str | None, Token]],
         span: Span | None,
     ) -> ir.Layer | None:
+        values = self.layer_values(kind, word_tok, number, args)
+        return None if values is None else kind.node(**values, span=span)
+
+    def layer_values(
+        self,
+        kind: LayerKind,
+        word_tok: Token,
+        number: Token | str | None,
+        args: Iterable[tuple[str | None, Token]],
+    ) -> dict[str, Any] | None:
+        """The node's field values from the written number and arguments, defaults filled in;
+        None after reporting what is wrong with them."""
         values: dict[str, Any] = dict(kind.fixed)
         ok = True
         if kind.number is None and number is not None:
@@ -1271,7 +1341,7 @@ class _Builder:
         for opt, default in OPTION_DEFAULTS[kind.word]:  # worked out once per word
             if opt.field not in values:
                 values[opt.field] = values.get("size") if default is SIZE_DEFAULT else default
-        return kind.node(**values, span=span)
+        return values
 
     def option_for(
         self, kind: LayerKind, key: str | None, tok: Token, where: Span
