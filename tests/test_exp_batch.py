@@ -189,7 +189,7 @@ def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two", "three")]
     trained = []
 
-    def fake_train_one(spec, args, data, run_dir):
+    def fake_train_one(spec, args, data, run_dir, report=None):
         trained.append(spec.name)
         if spec.name == "two":
             raise RuntimeError("boom\nsecond line")
@@ -200,7 +200,8 @@ def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
     monkeypatch.setattr(cli_train, "load_data", lambda args: data)
     args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
-    done, failed = cli_experiments._train_many(specs, args, tmp_path / "out")
+    checked = [(s, cnnspec.check(s)) for s in specs]
+    done, failed = cli_experiments._train_many(checked, args, tmp_path / "out")
     assert trained == ["one", "two", "three"]
     assert done == [tmp_path / "out" / "one", tmp_path / "out" / "three"]
     assert failed == [("two", "RuntimeError: boom")]
@@ -211,13 +212,14 @@ def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
     from cnnspec.cli import train as cli_train
 
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two")]
-    monkeypatch.setattr(cli_train, "train_one", lambda spec, args, data, run_dir:
+    monkeypatch.setattr(cli_train, "train_one", lambda spec, args, data, run_dir, report=None:
                         SimpleNamespace(run_dir=run_dir, status="interrupted"))
     monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
         x_train=[0], describe=lambda: "1 image"))
     args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
-    done, failed = cli_experiments._train_many(specs, args, Path(tmp_path))
+    checked = [(s, cnnspec.check(s)) for s in specs]
+    done, failed = cli_experiments._train_many(checked, args, Path(tmp_path))
     assert done == [tmp_path / "one"] and failed == [("one", "interrupted")]
 
 
@@ -232,3 +234,50 @@ def test_progress_headers_are_never_cut(width):
     progress_header(console, text)
     out = console.export_text()
     assert text in out  # whole, on one line (soft-wrapped by the terminal, not by rich)
+
+
+# -- each spec is checked once: `run` and `sweep` hand the report on to training ---------------
+
+_COUNT_CHECKS = """
+import collections, json, sys
+import cnnspec.cli.experiments, cnnspec.cli.main, cnnspec.cli.train, cnnspec.training.train
+from cnnspec.language import checker
+calls = collections.Counter()
+original = checker.check
+def counting(spec, *args, **kwargs):
+    calls[spec.name] += 1
+    return original(spec, *args, **kwargs)
+for module in list(sys.modules.values()):  # every module that imported the checker's check
+    if getattr(module, "check", None) is original:
+        module.check = counting
+code = cnnspec.cli.main.main(sys.argv[1:])
+print(json.dumps({"code": code, "calls": calls}), file=sys.__stdout__)
+"""
+
+
+def _count_checks(*argv: str) -> dict:
+    """Run the CLI in a fresh interpreter whose every binding of `checker.check` counts calls
+    per spec name; the last stdout line is the exit code and the counts."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _COUNT_CHECKS, *argv], capture_output=True,
+                            text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_run_checks_each_spec_once(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / f"{name}.cnn").write_text(TINY)
+    counted = _count_checks("run", str(tmp_path / "one.cnn"), str(tmp_path / "two.cnn"), *FLAGS,
+                            "--data", str(SAMPLE), "--out", str(tmp_path / "out"), "--no-plots")
+    assert counted == {"code": 0, "calls": {"one": 1, "two": 1}}
+
+
+def test_sweep_checks_each_variant_once(tmp_path):
+    (tmp_path / "s.cnn").write_text("conv4 relu pool2 drop{.25,.5} | dense8\n")
+    counted = _count_checks("sweep", str(tmp_path / "s.cnn"), *FLAGS, "--data", str(SAMPLE),
+                            "--out", str(tmp_path / "out"), "--no-plots")
+    assert counted == {"code": 0, "calls": {"s[drop=.25]": 1, "s[drop=.5]": 1}}

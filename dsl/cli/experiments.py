@@ -31,7 +31,7 @@ from cnnspec.cli.main import (
 from cnnspec.cli.train import _index, add_train_flags, resolved_settings
 from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
-from cnnspec.language.checker import check
+from cnnspec.language.checker import Report, check
 from cnnspec.language.diff import diff_reports
 from cnnspec.language.errors import SpecError
 from cnnspec.language.format import format_spec
@@ -312,9 +312,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_runs(run_dirs, args.sort, args.format, _plot_dir(args, run_dirs))
 
 
-def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | None,
-                ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Train specs one after another; a spec that fails is recorded and the next one trains.
+def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
+                out_dir: Path | None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Train checked specs (each with its report) one after another; a spec that fails is
+    recorded and the next one trains. Each spec was checked once, by the caller, before the
+    first one trained: the report goes with it to `train_one`, which does not check again.
 
     Any exception from training one spec (a Failure with its message, or an unexpected error,
     reported as `Type: message`) fails that spec only. Ctrl-C (an interrupted run) stops the
@@ -329,21 +331,21 @@ def _train_many(specs: list[ir.Spec], args: argparse.Namespace, out_dir: Path | 
     done: list[Path] = []
     failed: list[tuple[str, str]] = []
     # ETA: seconds per (MAC x image x epoch), learnt from the runs finished so far
-    work = [check(s, max_params=args.max_params).macs * len(data.x_train)
-            * resolved_settings(s, args).epochs for s in specs]
+    work = [report.macs * len(data.x_train) * resolved_settings(spec, args).epochs
+            for spec, report in checked]
     rate: float | None = None
     started = time.perf_counter()
-    for i, spec in enumerate(specs):
+    for i, (spec, report) in enumerate(checked):
         eta = ""
         if rate is not None:
             eta = f", ETA {_duration(rate * sum(work[i:]))}"
         # the spec's name is the variant's name for a sweep: `[3/8] exp7[drop=.5,lr=.05]`
-        progress_header(err, f"[{i + 1}/{len(specs)}] {spec.name}  (elapsed "
+        progress_header(err, f"[{i + 1}/{len(checked)}] {spec.name}  (elapsed "
                              f"{_duration(time.perf_counter() - started)}{eta})")
         run_dir = (out_dir / safe_name(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
         try:
-            result = train_one(spec, args, data, run_dir)
+            result = train_one(spec, args, data, run_dir, report=report)
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
             why = str(exc) if isinstance(exc, Failure | SpecError | UsageError) \
                 else f"{type(exc).__name__}: {exc}"
@@ -404,23 +406,23 @@ def _did_not_check(exc: SpecError) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    specs: list[ir.Spec] = []
+    """Check every spec (once: the report goes on to training), then train those that checked."""
+    checked: list[tuple[ir.Spec, Report]] = []
     bad: list[tuple[str, str]] = []
     for file in args.specs:
         try:
             spec = load(file)
             if spec.has_sweep():
                 raise UsageError(f"{file} is a sweep; use `cnnspec sweep {file}`")
-            check(spec, max_params=args.max_params)
-            specs.append(spec)
+            checked.append((spec, check(spec, max_params=args.max_params)))
         except SpecError as exc:
             print_spec_error(exc)
             bad.append((file, _did_not_check(exc)))
-    names = [s.name for s in specs]
+    names = [spec.name for spec, _ in checked]
     if len(set(names)) != len(names) and args.out:
         raise UsageError("two specs share a name; their run folders under --out would clash")
     out_dir = Path(args.out) if args.out else None
-    done, failed = _train_many(specs, args, out_dir) if specs else ([], [])
+    done, failed = _train_many(checked, args, out_dir) if checked else ([], [])
     failed = bad + failed  # the files that did not check, named, then the failed runs
     return _finish(done, failed, args, out_dir)
 
@@ -432,14 +434,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return run_study_worker(spec, args)
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
-    # every variant is checked before the first one trains
-    check_all_variants(spec, max_params=args.max_params, max_variants=args.max_variants,
-                       sample=args.sample, seed=args.sample_seed)
-    chosen = {v.name for v in variants}
+    # every variant is checked before the first one trains, once: the reports go on to training
+    reports = check_all_variants(spec, max_params=args.max_params,
+                                 max_variants=args.max_variants, sample=args.sample,
+                                 seed=args.sample_seed)
+    by_name = {r.name: r for r in reports}
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
         f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    done, failed = _train_many([v.spec for v in variants if v.name in chosen], args, out_dir)
+    done, failed = _train_many([(v.spec, by_name[v.name]) for v in variants], args, out_dir)
     return _finish(done, failed, args, out_dir)
 
 

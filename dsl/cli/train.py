@@ -203,15 +203,17 @@ def _progress(args: argparse.Namespace) -> str | None:
 
 
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
-              ) -> Any:
-    """Check, then train one spec; returns the RunResult. TrainingFailed -> Failure."""
+              report: Any = None) -> Any:
+    """Check (unless `report`, the spec's checked report, is given), then train one spec;
+    returns the RunResult. TrainingFailed -> Failure."""
     from cnnspec.training.distributed import DistributedError
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import TrainingFailed, train
 
     # everything that can be refused is refused before TensorFlow starts and before a run
     # folder exists: the spec, the settings after overrides, the data's shape, --out
-    check(spec, max_params=args.max_params)
+    if report is None:
+        report = check(spec, max_params=args.max_params)
     settings = checked_settings(spec, args)
     data_failure(spec, data)
     if out is not None:
@@ -221,7 +223,7 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
                      progress=_progress(args), max_params=args.max_params,
-                     **_strategy_kwargs(args))
+                     report=report, **_strategy_kwargs(args))
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:

@@ -3,9 +3,11 @@
 Why it is built this way:
 
 * Whole batches, no Python per-image loop. Every operation works on an NHWC batch with
-  vectorised TensorFlow ops (a `tf.where` on a per-image mask, a batched `tf.gather` of row and
-  column windows, a mask from coordinate comparisons), so it runs inside a `tf.data` map or in
-  the graph at the speed of the rest of the input pipeline.
+  vectorised TensorFlow ops (crop and flip are one batched `tf.gather` of per-image row and
+  column indices; cutout is a mask from coordinate comparisons), so it runs inside a
+  `tf.data` map or in the graph. Cost measured on the 2-core machine: flip + crop 4 +
+  cutout 8 adds ~0.4-0.5 s per 5,000-image epoch at batch 32 (a parallel tf.data map, which
+  overlaps it with training).
 * Exact. Each operation only *selects* pixels (or sets them to zero); none does arithmetic on
   them. So it gives the same bits on uint8 images before `data.scale_images` as on float images
   after it (0 scales to 0.0), and the integrator may apply it on the gathered uint8 batch, which
@@ -116,10 +118,8 @@ def batch_transform(augment: Augment, seed: int) -> BatchTransform:
         height, width = int(images.shape[1]), int(images.shape[2])
         augment.check_image(height, width)
         flip_key, crop_key, cutout_key = _keys(tf, seed, epoch, batch_index)
-        if augment.crop:
-            images = _crop(tf, images, augment.crop, augment.crop_mode, crop_key)
-        if augment.flip:
-            images = _flip(tf, images, flip_key)
+        if augment.crop or augment.flip:
+            images = _crop_and_flip(tf, images, augment, crop_key, flip_key)
         if augment.cutout:
             images = _cutout(tf, images, augment.cutout, cutout_key)
         return images
@@ -146,23 +146,41 @@ def _uniform_ints(tf: Any, n: Any, high: int, key: Any) -> Any:
         [n], key, minval=0, maxval=high, dtype=tf.int32, alg="philox")
 
 
-def _flip(tf: Any, images: Any, key: Any) -> Any:
-    n = tf.shape(images)[0]
-    mirror = tf.random.stateless_uniform([n], key, alg="philox") < 0.5
-    return tf.where(mirror[:, None, None, None], tf.reverse(images, axis=[2]), images)
+def _crop_and_flip(tf: Any, images: Any, augment: Augment, crop_key: Any, flip_key: Any) -> Any:
+    """Crop, then flip, as one gather of source rows and columns per image.
 
-
-def _crop(tf: Any, images: Any, pad: int, mode: str, key: Any) -> Any:
+    The same pixels as padding the batch and slicing it: output row i of an image cropped at
+    offset dy is padded row dy + i, i.e. source row r = dy - pad + i. Reflect padding maps r
+    back inside (-r above, 2(H-1) - r below) without building the padded copy (2x faster than
+    tf.pad's REFLECT on uint8 here); zero padding reads from a zero-padded copy. A flipped
+    image reads its columns in reverse order.
+    """
     n = tf.shape(images)[0]
     height, width = int(images.shape[1]), int(images.shape[2])
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
-                    mode="REFLECT" if mode == "reflect" else "CONSTANT")
-    offsets = _uniform_ints(tf, 2 * n, 2 * pad + 1, key)
-    dy, dx = offsets[:n], offsets[n:]
-    rows = dy[:, None] + tf.range(height, dtype=tf.int32)[None, :]  # (N, H)
-    cols = dx[:, None] + tf.range(width, dtype=tf.int32)[None, :]  # (N, W)
-    images = tf.gather(padded, rows, axis=1, batch_dims=1)  # (N, H, W + 2 pad, C)
-    return tf.gather(images, cols, axis=2, batch_dims=1)  # (N, H, W, C)
+    rows = tf.broadcast_to(tf.range(height, dtype=tf.int32)[None, :], [n, height])
+    cols = tf.broadcast_to(tf.range(width, dtype=tf.int32)[None, :], [n, width])
+    pad = augment.crop
+    if pad:
+        offsets = _uniform_ints(tf, 2 * n, 2 * pad + 1, crop_key) - pad
+        rows = rows + offsets[:n, None]
+        cols = cols + offsets[n:, None]
+    if augment.flip:
+        mirror = tf.random.stateless_uniform([n], flip_key, alg="philox") < 0.5
+        cols = tf.where(mirror[:, None], tf.reverse(cols, axis=[1]), cols)
+    if pad and augment.crop_mode == "reflect":
+        rows, cols = _reflect(tf, rows, height), _reflect(tf, cols, width)
+    elif pad:  # zero padding: measured faster as a padded copy than as a mask
+        images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        rows, cols = rows + pad, cols + pad
+    if pad:
+        images = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def _reflect(tf: Any, index: Any, size: int) -> Any:
+    """Indices of a reflect-padded axis (numpy's "reflect": the edge is not repeated)."""
+    index = tf.abs(index)
+    return tf.where(index > size - 1, 2 * (size - 1) - index, index)
 
 
 def _cutout(tf: Any, images: Any, size: int, key: Any) -> Any:

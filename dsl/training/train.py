@@ -658,8 +658,12 @@ def train(
     strategy: str = "none",
     cluster: str | Sequence[str] | None = None,
     task_index: int | None = None,
+    report: Report | None = None,
 ) -> RunResult:
     """Train `spec` on `data` with `settings`, writing the run folder `out_dir`.
+
+    report: the spec's checked report when the caller already has it (`cnnspec run` checks each
+    spec once, before the first one trains); None checks the spec here.
 
     precision: "float32" (faithful, default), "bf16" (mixed bfloat16, softmax in float32) or
     "auto" (bf16 where the CPU has native bf16 units, else float32; see cnnspec.backend.cpu). The
@@ -697,7 +701,8 @@ def train(
     mode = _resolve_progress(progress)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
-    report = check(spec, max_params=max_params)  # SpecError before any TensorFlow import
+    if report is None:
+        report = check(spec, max_params=max_params)  # SpecError before any TensorFlow import
     _check_data(spec, data)
     run_dir = Path(out_dir)
     text = _spec_text(spec)
