@@ -9,6 +9,7 @@ the module only asks Optuna, so these tests hold Optuna's decisions, the wiring 
 from __future__ import annotations
 
 import binascii
+import json
 import math
 import random
 import statistics
@@ -155,9 +156,9 @@ def run_module(study, config: PrunerConfig, curves: list[list[float]], workers: 
     return schedule(len(curves), len(curves[0]), workers, step, start)
 
 
-def pop(study):
+def pop(study, ask: bool = True):
     """Take the first WAITING trial as the study worker does (WAITING -> RUNNING succeeds for
-    one caller), or ask for a new one when none is queued (the in-memory local study)."""
+    one caller); when none is queued, ask for a new one (the in-memory local study) or None."""
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
@@ -165,7 +166,7 @@ def pop(study):
                 return optuna.Trial(study, t._trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-    return study.ask()
+    return study.ask() if ask else None
 
 
 def curves_of(seed: int, n: int = 16, epochs: int = 6) -> list[list[float]]:
@@ -272,6 +273,7 @@ def test_the_why_names_the_rule_the_rung_the_value_and_the_values_compared():
         "compared": [{"trial": 0, "value": 0.40}],
     }
     assert why[3]["rung"] == 0 and why[3]["keep"] == 2 and why[3]["cutoff"] == 0.30
+    assert json.loads(json.dumps(why[3], allow_nan=False)) == why[3]
     assert sorted(c["value"] for c in why[3]["compared"]) == [0.20, 0.30, 0.35]
 
 
@@ -283,9 +285,30 @@ def test_the_stop_request_says_pruned_and_why_in_one_line():
         stops = [s for _, s in fake_training(curve, [EpochReporter(trial, config)]) if s]
     (stop,) = stops
     assert stop.status == "pruned" and stop.epoch == 1
+    assert trial.number == 1 and study.trials[1].state == TrialState.RUNNING  # not told yet
     assert stop.reason == ("successive halving (eta=2): at rung 0 (epoch 1) val_accuracy 0.2000 "
                            "is not among the best 1 of the 2 trials that reached it "
                            "(cut-off 0.3000)")
+
+
+def test_the_why_includes_a_value_that_arrived_between_its_read_and_the_pruners():
+    config = PrunerConfig(kind="halving", min_resource=1, eta=2, max_epochs=4)
+    study = pruning.local_study(config)
+    mine, other = study.ask(), study.ask()
+    inner = study.pruner
+
+    class Racing(optuna.pruners.BasePruner):
+        """Another worker writes its rung-0 value just as the pruner starts."""
+
+        def prune(self, s, t):
+            s._storage.set_trial_system_attr(other._trial_id, "completed_rung_0", 0.5)
+            return inner.prune(s, t)
+
+    study.pruner = Racing()
+    stop = EpochReporter(mine, config)(1, {"val_accuracy": 0.3})
+    assert stop is not None  # 0.3 is not the best 1 of {0.5, 0.3}
+    assert (stop.record["compared"], stop.record["cutoff"]) == (
+        [{"trial": other.number, "value": 0.5}], 0.5)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -458,11 +481,8 @@ def test_two_worker_threads_train_each_trial_once_and_record_every_stop(kind, tm
 
     def worker(study) -> None:
         while True:
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                return
-            trial = pop(study)
-            if trial.number >= len(curves):  # the queue ran dry between the read and the pop
-                study.tell(trial, state=TrialState.FAIL)
+            trial = pop(study, ask=False)
+            if trial is None:
                 return
             with lock:
                 trained.append(trial.number)
@@ -475,12 +495,21 @@ def test_two_worker_threads_train_each_trial_once_and_record_every_stop(kind, tm
                     states=(TrialState.PRUNED,))}:
                 study.tell(trial, curves[trial.number][-1])
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in studies]
+    errors: list[BaseException] = []
+
+    def guarded(study) -> None:
+        try:
+            worker(study)
+        except BaseException as exc:  # noqa: BLE001 - reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(s,)) for s in studies]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    final = {t.number: t for t in studies[0].get_trials() if t.number < len(curves)}
+    assert errors == []
+    final = {t.number: t for t in studies[0].get_trials()}
     assert sorted(trained) == list(range(len(curves)))  # each once
     assert {t.state for t in final.values()} <= {TrialState.COMPLETE, TrialState.PRUNED}
     pruned = [t for t in final.values() if t.state == TrialState.PRUNED]

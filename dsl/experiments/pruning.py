@@ -50,6 +50,11 @@ Choices made here, and why:
 * A missing metric (None in the history row) is not reported and stops nothing; NaN is
   reported and Optuna stops the trial (its halving and median rules prune NaN).
 
+The why is computed from the study as read just before asking (the values at the trial's rung,
+or the completed trials' values at its epoch). With several workers another trial may reach the
+rung between that read and the pruner's own; when the first read does not justify the stop,
+the study is read again, so the record always names the values that did.
+
 Optuna names used that are not in its documented API: the `completed_rung_k` system attrs,
 `HyperbandPruner._get_bracket_id` and `FrozenTrial._trial_id` (to explain a decision, not to
 make it).
@@ -218,7 +223,8 @@ def _json_float(x: float | None) -> float | None:
 class EpochReporter:
     """The per-epoch hook of one trial: report the metric, ask Optuna, explain a stop.
 
-    `reporter(epoch, history_row)` returns None (go on) or a PruneDecision. `epochs` is this
+    `reporter(epoch, history_row)` returns None (go on) or a PruneDecision, also kept in
+    `reporter.decision` for the worker that records it (`record_pruned`). `epochs` is this
     trial's planned epochs (default config.max_epochs): its last epoch is reported, not judged.
     The study must have this config's pruner (`attach`, or `local_study`).
     """
@@ -227,6 +233,7 @@ class EpochReporter:
         self.trial, self.config = trial, config
         self.epochs = epochs if epochs is not None else config.max_epochs
         self.sign = 1.0 if config.maximize else -1.0
+        self.decision: PruneDecision | None = None  # the stop, once there is one
 
     def __call__(self, epoch: int, row: Mapping[str, Any]) -> PruneDecision | None:
         raw = row.get(self.config.metric)
@@ -241,7 +248,8 @@ class EpochReporter:
         before = study.get_trials(deepcopy=True)
         if not self.trial.should_prune():
             return None
-        return self._explain(study, before, epoch, shown)
+        self.decision = self._explain(study, before, epoch, shown)
+        return self.decision
 
     # the why -------------------------------------------------------------------------------
 
@@ -261,17 +269,17 @@ class EpochReporter:
         while me is not None and RUNG_KEY.format(rung) in me.system_attrs:
             rung += 1
         bracket = 0
-        pool = [t for t in before if t.number != number]
         if c.kind == "hyperband":
-            pruner = study.pruner
-            bracket = pruner._get_bracket_id(study, me) if me is not None else 0
-            pool = [t for t in pool if pruner._get_bracket_id(study, t) == bracket]
+            bracket = study.pruner._get_bracket_id(study, me) if me is not None else 0
             base["bracket"] = bracket
-        key = RUNG_KEY.format(rung)
-        others = [(t.number, self.sign * t.system_attrs[key]) for t in pool
-                  if key in t.system_attrs]
+        others = self._rung_values(study, before, rung, bracket)
         values = sorted([v for _, v in others] + [value], reverse=c.maximize)
         keep = max(len(values) // c.eta, 1)
+        if not self._worse(value, values[keep - 1]):
+            # a trial reached the rung between our read and the pruner's: read again
+            others = self._rung_values(study, study.get_trials(deepcopy=True), rung, bracket)
+            values = sorted([v for _, v in others] + [value], reverse=c.maximize)
+            keep = max(len(values) // c.eta, 1)
         cutoff = values[keep - 1]
         base.update(rung=rung, rung_epoch=c.rung_epoch(rung, bracket), eta=c.eta, keep=keep,
                     reached=len(values), cutoff=_json_float(cutoff),
@@ -283,6 +291,19 @@ class EpochReporter:
                   f"reached it (cut-off {cutoff:.4f})")
         return PruneDecision(epoch, reason, base)
 
+    def _worse(self, a: float, b: float) -> bool:
+        return a < b if self.config.maximize else a > b
+
+    def _rung_values(self, study: Any, trials: Sequence[Any], rung: int,
+                     bracket: int) -> list[tuple[int, float]]:
+        """(trial number, value) of the other trials that wrote a value at `rung` (of
+        `bracket`, for hyperband), as the halving pruner reads them."""
+        key = RUNG_KEY.format(rung)
+        pool = [t for t in trials if t.number != self.trial.number and key in t.system_attrs]
+        if self.config.kind == "hyperband":
+            pool = [t for t in pool if study.pruner._get_bracket_id(study, t) == bracket]
+        return [(t.number, self.sign * t.system_attrs[key]) for t in pool]
+
     def _explain_median(self, before: Sequence[Any], epoch: int, value: float,
                         base: dict[str, Any]) -> PruneDecision:
         from optuna.trial import TrialState
@@ -290,9 +311,15 @@ class EpochReporter:
         c = self.config
         mine = [self.sign * v for v in self.trial_values(before)] + [value]
         best = max(mine) if c.maximize else min(mine)
-        done = [(t.number, self.sign * t.intermediate_values[epoch]) for t in before
-                if t.state == TrialState.COMPLETE and epoch in t.intermediate_values]
+        def completed(trials: Sequence[Any]) -> list[tuple[int, float]]:
+            return [(t.number, self.sign * t.intermediate_values[epoch]) for t in trials
+                    if t.state == TrialState.COMPLETE and epoch in t.intermediate_values]
+
+        done = completed(before)
         median = statistics.median(v for _, v in done) if done else float("nan")
+        if not self._worse(best, median):  # a trial completed between our read and Optuna's
+            done = completed(self.trial.study.get_trials(deepcopy=True))
+            median = statistics.median(v for _, v in done) if done else float("nan")
         base.update(best=_json_float(best), median=_json_float(median), warmup=c.warmup,
                     startup=c.startup,
                     compared=[{"trial": n, "value": _json_float(v)} for n, v in done])
