@@ -639,20 +639,30 @@ def compare_study(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    def _add_study_flags(g: Any, study_default: str) -> None:
-        g.add_argument("--storage", metavar="URL",
-                       help="an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST"
-                            "/DB) or journal:///PATH; default: sqlite in --runs-dir "
-                            "(sweeps.sqlite3)")
-        g.add_argument("--study", metavar="NAME",
-                       help=f"the study's name (default: {study_default})")
+    """The commands that work across many specs, each registered with its own flags."""
+    for add in (_register_run, _register_sweep, _register_compare, _register_diff,
+                _register_expand):
+        add(sub)
 
+
+def _add_study_flags(g: Any, study_default: str) -> None:
+    g.add_argument("--storage", metavar="URL",
+                   help="an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST"
+                        "/DB) or journal:///PATH; default: sqlite in --runs-dir "
+                        "(sweeps.sqlite3)")
+    g.add_argument("--study", metavar="NAME",
+                   help=f"the study's name (default: {study_default})")
+
+
+def _register_run(sub: Any) -> None:
     p = _register(sub, "run", cmd_run, "train several specs one after another, then compare")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>")
     add_train_flags(p)
     _add_compare_flags(p)
 
+
+def _register_sweep(sub: Any) -> None:
     p = _register(sub, "sweep", cmd_sweep, "train every variant of a sweep spec, then compare")
     p.add_argument("file", metavar="SPEC")
     p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<variant>")
@@ -672,6 +682,8 @@ def register(sub: Any) -> None:
     g.add_argument("--grace", type=_positive_int, metavar="SECONDS",
                    help="a trial without a beat this long is re-queued (default 4 beats)")
 
+
+def _register_compare(sub: Any) -> None:
     p = _register(sub, "compare", cmd_compare, "compare finished runs side by side")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders or their parent")
     fmt = p.add_mutually_exclusive_group()
@@ -684,6 +696,8 @@ def register(sub: Any) -> None:
     g.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="with --study and no --storage: the study is in DIR/sweeps.sqlite3")
 
+
+def _register_diff(sub: Any) -> None:
     p = _register(sub, "diff", cmd_diff, "layers, shapes and params that differ between two specs")
     p.add_argument("a", metavar="A.cnn")
     p.add_argument("b", metavar="B.cnn")
@@ -691,6 +705,8 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     _add_max_params(p)
 
+
+def _register_expand(sub: Any) -> None:
     p = _register(sub, "expand", cmd_expand, "list the concrete variants of a sweep spec")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="names, choices and text of each variant")
