@@ -269,7 +269,9 @@ def test_flip_tta_averages_the_softmax_of_the_image_and_its_mirror():
     want_flip = np.mean(((plain + mirrored) / 2).argmax(1) == labels)
     assert want_plain != want_flip  # the example tells them apart
 
-    for images in (x, tf.data.Dataset.from_tensor_slices(x).batch(32)):
+    one_hot = np.eye(K, dtype=np.float32)[labels]
+    for images in (x, tf.data.Dataset.from_tensor_slices(x).batch(32),
+                   tf.data.Dataset.from_tensor_slices((x, one_hot)).batch(32)):
         got = flip_tta(model, images, labels)
         assert got.accuracy == pytest.approx(want_plain)
         assert got.flip_accuracy == pytest.approx(want_flip)

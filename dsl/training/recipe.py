@@ -215,12 +215,15 @@ def flip_tta(model: Any, images: Any, labels: np.ndarray) -> FlipTTA:
     """Evaluate with test-time horizontal flip.
 
     images: an NHWC array already scaled as the model expects, or a tf.data Dataset of such
-    batches without labels (the pipeline's `test(labels=False)`). labels: integer classes (N,).
+    batches, with or without labels (the pipeline's `test()` or `test(labels=False)`; labels
+    in it are ignored). labels: integer classes (N,), in the same order.
     Call inside `ema_weights(model)` to score the EMA weights.
     """
     import tensorflow as tf
 
     if isinstance(images, tf.data.Dataset):
+        if isinstance(images.element_spec, tuple):
+            images = images.map(lambda x, *_: x)
         plain = model.predict(images, verbose=0)
         mirrored = model.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=0)
     else:
