@@ -7,6 +7,7 @@ with a partially initialised module. Each module is imported alone in a fresh in
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,3 +68,14 @@ def test_front_end_commands_do_not_import_tensorflow(argv):
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["0"]
+
+
+def test_the_readme_names_every_module_of_the_experiments_layer():
+    """README's "What is here" row for `cnnspec.experiments` lists each of its modules, and the
+    training row the one plotting module: a module split off or added shows up there."""
+    rows = {line.split("|")[1].strip(" `"): line for line in
+            (ROOT / "README.md").read_text("utf-8").splitlines() if line.startswith("| `cnnspec.")}
+    listed = set(re.findall(r"`(\w+)`", rows["cnnspec.experiments"].split("|")[3]))
+    on_disk = {p.stem for p in (ROOT / "dsl" / "experiments").glob("*.py")} - {"__init__"}
+    assert on_disk <= listed, f"README lacks {sorted(on_disk - listed)}"
+    assert "`plots`" in rows["cnnspec.training"].split("|")[3]
