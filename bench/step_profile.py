@@ -26,6 +26,7 @@ import collections
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -78,8 +79,32 @@ def _bucket(op_type: str) -> str:
     return "other"
 
 
+# cnnspec's Keras layer names are "<word><numbers>_l<line>c<col>[_<n>]" (bn_l7c13, drop_25_l8c27)
+_LAYER_SCOPE = re.compile(r"^([a-z]+)[0-9_]*_l\d+c\d+")
+_KIND_OF_WORD = {"bn": "batch norm", "drop": "dropout", "conv": "conv", "dense": "dense",
+                 "pool": "pool", "relu": "relu", "flatten": "flatten"}
+_OPTIMIZER_SCOPES = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad")
+
+
+def _layer_kind(name: str) -> str:
+    """Which part of the model an op belongs to, from its scope: a layer kind, the optimizer,
+    or "outside layers" (the loss, the L2 penalty and its gradient, metrics)."""
+    for part in name.rsplit(":", 1)[0].split("/"):
+        found = _LAYER_SCOPE.match(part)
+        if found:
+            return _KIND_OF_WORD.get(found.group(1), found.group(1))
+        if part.split("_")[0] in _OPTIMIZER_SCOPES:
+            return "optimizer"
+    return "outside layers"
+
+
 def _op_profile(trace_dir: str, steps: int) -> dict[str, Any]:
-    """Milliseconds per step by op type from the profiler's xplane (TF ops on host threads)."""
+    """Thread-milliseconds per step by op type and by layer kind from the profiler's xplane.
+
+    Only TF op events count ("scope/name:OpType"); the executor's and the function's frames
+    (ExecutorState::Process, KernelAndDeviceFunc::Run, EagerLocalExecute) contain them and
+    would count every op twice.
+    """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     files = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
@@ -89,6 +114,7 @@ def _op_profile(trace_dir: str, steps: int) -> dict[str, Any]:
     space.ParseFromString(Path(files[0]).read_bytes())
     by_type: collections.Counter[str] = collections.Counter()
     by_name: collections.Counter[str] = collections.Counter()
+    by_kind: collections.Counter[str] = collections.Counter()
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
@@ -96,20 +122,23 @@ def _op_profile(trace_dir: str, steps: int) -> dict[str, Any]:
         for line in plane.lines:
             for ev in line.events:
                 name = names.get(ev.metadata_id, "")
-                # TF op events are "scope/name:OpType"; others (executor, function frames)
-                # contain them and would count twice
-                if ":" not in name or name.startswith(("tf_", "Thread", "$")):
+                if (":" not in name or "::" in name or "/" not in name
+                        or name.startswith(("tf_", "Thread", "$", "EagerLocalExecute"))):
                     continue
                 op_type = name.rsplit(":", 1)[1].strip()
                 if not op_type or " " in op_type:
                     continue
-                by_type[op_type] += ev.duration_ps / 1e9  # ms
-                by_name[name] += ev.duration_ps / 1e9
+                ms = ev.duration_ps / 1e9
+                by_type[op_type] += ms
+                by_name[name] += ms
+                kind = _layer_kind(name)
+                by_kind[kind + (" (casts)" if op_type == "Cast" else "")] += ms
     per_step = {k: v / steps for k, v in by_type.items()}
     buckets: collections.Counter[str] = collections.Counter()
     for k, v in per_step.items():
         buckets[_bucket(k)] += v
     return {"buckets": dict(buckets.most_common()),
+            "layers": {k: v / steps for k, v in by_kind.most_common()},
             "top_ops": dict(collections.Counter(per_step).most_common(25)),
             "top_names": {k: v / steps for k, v in by_name.most_common(40)}}
 
@@ -122,7 +151,12 @@ def worker(args: argparse.Namespace) -> None:
     from cnnspec.language.checker import check
     from cnnspec.language.settings import TrainSettings
     from cnnspec.training.data import load_cifar10
-    from cnnspec.training.train import _compile, _Pipeline, build_training_model
+    try:  # the training package's modules after its split; before it, all in train.py
+        from cnnspec.training.model import build_training_model
+        from cnnspec.training.model import compile_model as _compile
+        from cnnspec.training.pipeline import Pipeline as _Pipeline
+    except ImportError:
+        from cnnspec.training.train import _compile, _Pipeline, build_training_model
 
     keras = import_keras()
     import tensorflow as tf
@@ -132,7 +166,14 @@ def worker(args: argparse.Namespace) -> None:
     data = load_cifar10(args.data)
     settings = TrainSettings(optimizer="sgd", lr=0.01, batch=args.batch, epochs=1, seed=1)
     keras.utils.set_random_seed(1)
-    model = build_training_model(report, keras, args.precision)
+    # "bf16-fused": the bf16 model with cnnspec.backend.keras_model.prepare_training applied
+    # (fused batch norm), as the training loop builds it once it calls prepare_training
+    precision = args.precision.removesuffix("-fused")
+    model = build_training_model(report, keras, precision)
+    if args.precision.endswith("-fused"):
+        from cnnspec.backend.keras_model import prepare_training
+
+        prepare_training(model)
     _compile(model, keras, settings, 1)
     pipeline = _Pipeline(tf, data, args.batch, spec.classes)
     order = np.arange(len(data.x_train), dtype=np.int64)
@@ -188,7 +229,7 @@ def worker(args: argparse.Namespace) -> None:
         up = [tf.cast(d, tf.float32) for d in down]
         return tf.add_n([tf.reduce_sum(u[:1]) for u in up])
 
-    out["weight_casts_ms"] = _time(lambda: casts().numpy(), reps) if args.precision == "bf16" \
+    out["weight_casts_ms"] = _time(lambda: casts().numpy(), reps) if precision == "bf16" \
         else 0.0
     out["cast_ops_in_step"] = sum(
         1 for op in step.get_concrete_function((x, y)).graph.get_operations()
@@ -196,7 +237,10 @@ def worker(args: argparse.Namespace) -> None:
 
     # model.fit's epoch per step at steps_per_execution 1 and 8, alternated --fit-rounds times
     # (best of each: other processes only ever slow a round down)
+    # and the process's CPU time per step over the same epoch (all threads): less moved by
+    # other jobs on a shared machine than wall time
     fit_ms: dict[int, list[float]] = {1: [], 8: []}
+    fit_cpu_ms: dict[int, list[float]] = {1: [], 8: []}
     for _ in range(args.fit_rounds):
         for spe in (1, 8):
             _compile(model, keras, settings, spe)
@@ -204,11 +248,13 @@ def worker(args: argparse.Namespace) -> None:
             # a retrace (~1 s, more in bf16) would read as per-step cost
             tail = len(order) % args.batch or args.batch
             model.fit(pipeline.train(order[: args.batch * 2 + tail]), epochs=1, verbose=0)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             model.fit(pipeline.train(order), epochs=1, verbose=0)
             fit_ms[spe].append((time.perf_counter() - t) / steps * 1000)
+            fit_cpu_ms[spe].append((time.process_time() - cpu) / steps * 1000)
     for spe, times in fit_ms.items():
         out[f"fit_spe{spe}_ms"] = min(times)
+        out[f"fit_spe{spe}_cpu_ms"] = min(fit_cpu_ms[spe])
     if args.ops:
         _compile(model, keras, settings, 1)
         model.fit(pipeline.train(order[: args.batch * 8]), epochs=1, verbose=0)
@@ -226,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--specs", default="exp7,exp1")
     parser.add_argument("--batches", default="32,128")
-    parser.add_argument("--precisions", default="float32,bf16")
+    parser.add_argument("--precisions", default="float32,bf16,bf16-fused")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--ops", action="store_true", help="also a profiler trace by op type")
     parser.add_argument("--fit-rounds", type=int, default=1,
@@ -266,13 +312,16 @@ def main(argv: list[str] | None = None) -> None:
                       f"update {row['update_ms']:5.1f}  weight casts "
                       f"{row['weight_casts_ms']:5.1f} ({row['cast_ops_in_step']} Cast ops)  "
                       f"step {row['step_ms']:6.1f}  fit spe=1 {row['fit_spe1_ms']:6.1f}  "
-                      f"spe=8 {row['fit_spe8_ms']:6.1f} ms"
+                      f"spe=8 {row['fit_spe8_ms']:6.1f} ms; fit CPU-ms/step spe=1 "
+                      f"{row['fit_spe1_cpu_ms']:6.1f}"
                       f"{'  (XLA)' if row['jit_compile'] else ''}", flush=True)
                 if row.get("ops"):
                     buckets = row["ops"]["buckets"]
                     total = sum(buckets.values())
                     print("      ops/step (profiler, TF op time summed over threads): " + ", ".join(
                         f"{k} {v:.1f}" for k, v in buckets.items()) + f"; total {total:.1f} ms")
+                    print("      by layer kind: " + ", ".join(
+                        f"{k} {v:.1f}" for k, v in row["ops"]["layers"].items() if v >= 0.05))
                     print("      top ops: " + ", ".join(
                         f"{k} {v:.1f}" for k, v in list(row["ops"]["top_ops"].items())[:12]))
     print("ms per step (median); input = the tf.data pipeline alone; step = Keras's train_step "

@@ -159,14 +159,34 @@ def worker(args: argparse.Namespace) -> None:
             a.nbytes for a in (data.x_train, data.y_train, data.x_test, data.y_test))
         settings = TrainSettings(optimizer="sgd", lr=0.01, batch=args.batch, epochs=args.epochs,
                                  seed=SEED)
+        precision = args.precision
+        if precision.endswith("-fused"):
+            _fuse_when_built()
+            precision = precision.removesuffix("-fused")
         with tempfile.TemporaryDirectory() as tmp:
-            result = train(spec, settings, data, Path(tmp) / "run", precision=args.precision,
+            result = train(spec, settings, data, Path(tmp) / "run", precision=precision,
                            steps_per_execution=args.spe, progress="none", callbacks=[timer])
         out["test_accuracy"] = result.metrics["test_accuracy"]
     out["wall_seconds"] = time.perf_counter() - start
     out["epochs"] = timer.epochs
     out["peak_rss_delta"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def _fuse_when_built() -> None:
+    """Make this worker's trainer apply cnnspec.backend.keras_model.prepare_training (bf16 batch
+    norms through the fused kernel) to the model it builds, as the training loop does once it
+    calls prepare_training itself; until then this is the only way to time it through `train`.
+    The trainer imports build_model from keras_model when it builds, so rebinding it here works.
+    """
+    from cnnspec.backend import keras_model
+
+    plain = keras_model.build_model
+
+    def build_and_prepare(report: Any, keras: Any = None) -> Any:
+        return keras_model.prepare_training(plain(report, keras))
+
+    keras_model.build_model = build_and_prepare
 
 
 # -- orchestration -----------------------------------------------------------------------------
@@ -245,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="also print bf16 and float32 test accuracy after --epochs, side "
                              "by side, and whether bf16 is within 1 point")
     parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="skip the 'cnnspec bf16-fused' path (bf16 with prepare_training's "
+                             "fused batch norm)")
     parser.add_argument("--no-notebook", action="store_true",
                         help="skip the notebook path (only cnnspec float32 vs bf16)")
     parser.add_argument("--variants", action="store_true",
@@ -300,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_bf16:
                 plan.append((s, b, "cnnspec bf16", "cnnspec",
                              {"batch": b, "precision": "bf16"}))
+                if not args.no_fused:
+                    plan.append((s, b, "cnnspec bf16-fused", "cnnspec",
+                                 {"batch": b, "precision": "bf16-fused"}))
             if args.variants:
                 plan += [
                     (s, b, "cnnspec spe=8", "cnnspec", {"batch": b, "spe": 8}),
@@ -345,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         row = summarize(results[(s, b, label)], 6 * macs[s], gflops)
         table[(s, b, label)] = row
         base = table.get((s, b, "cnnspec float32"), row)
-        mm = limit["bf16" if extra.get("precision") == "bf16" else "float32"]
+        mm = limit["bf16" if str(extra.get("precision")).startswith("bf16") else "float32"]
         mm_fraction = row["steady_ips"] * 6 * macs[s] / (mm * 1e9)
         print(f"{s:5} {b:5} {label:24} {row['ips']:7.1f} {row['ips_median']:7.1f} "
               f"{row['steady_ips']:7.1f} {row['ips'] / base['ips']:5.2f}x "
@@ -362,16 +388,18 @@ def main(argv: list[str] | None = None) -> None:
                       f"epoch, {cs['steady_ips'] / nb['steady_ips']:.2f}x steady, "
                       f"{cs['cpu_ips'] / nb['cpu_ips']:.2f}x per CPU-second; inputs "
                       f"{nb['input_bytes'] / cs['input_bytes']:.1f}x smaller")
-            f32, bf16 = cs, table.get((s, b, "cnnspec bf16"))
-            if f32 and bf16:
-                line = (f"{s} batch {b}: bf16/float32 = {bf16['ips'] / f32['ips']:.2f}x per "
+            for name in ("bf16", "bf16-fused"):
+                f32, bf16 = cs, table.get((s, b, f"cnnspec {name}"))
+                if not (f32 and bf16):
+                    continue
+                line = (f"{s} batch {b}: {name}/float32 = {bf16['ips'] / f32['ips']:.2f}x per "
                         f"epoch ({f32['ips']:.0f} -> {bf16['ips']:.0f} img/s), "
                         f"{bf16['steady_ips'] / f32['steady_ips']:.2f}x steady, "
                         f"{bf16['cpu_ips'] / f32['cpu_ips']:.2f}x per CPU-second")
                 if args.accuracy:
                     gap = 100 * (bf16["accuracy"] - f32["accuracy"])
                     line += (f"; test accuracy after {args.epochs} epoch(s): float32 "
-                             f"{f32['accuracy']:.4f}, bf16 {bf16['accuracy']:.4f} "
+                             f"{f32['accuracy']:.4f}, {name} {bf16['accuracy']:.4f} "
                              f"({gap:+.1f} points: "
                              f"{'within' if abs(gap) <= 1 else 'NOT within'} 1 point)")
                 print(line)

@@ -143,3 +143,18 @@ def _model_name(name: str) -> str:
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-.") else "_" for c in name)
     # TensorFlow refuses a root scope name that does not start with [A-Za-z0-9.] (`]a`, `_x`)
     return cleaned if cleaned[:1].isalnum() or cleaned[:1] == "." else "cnnspec" + cleaned
+
+
+def prepare_training(model: Any) -> Any:
+    """`model` with the speed-ups that exist only while it trains in this process; returns it.
+
+    Call it on a model built for training and on one loaded from a checkpoint (a saved model is
+    plain Keras, so it loads without them). Today: bf16 batch norms train through TensorFlow's
+    fused kernel (cnnspec.backend.fused_bn). Nothing changes for float32 layers, in the model's
+    config or in what `model.save` writes, so `keras.models.load_model` reads the file with or
+    without cnnspec.
+    """
+    from cnnspec.backend.fused_bn import fuse_batch_norms
+
+    fuse_batch_norms(model)
+    return model
