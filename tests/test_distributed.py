@@ -323,6 +323,57 @@ def test_workers_started_with_different_data_are_refused(home: Path, tmp_path: P
     assert not (tmp_path / "w0").exists() and not (tmp_path / "w1").exists()
 
 
+SPE_SCRIPT = textwrap.dedent("""
+    import sys
+    import keras
+    from cnnspec import parse
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.train import train
+
+    spec_path, out, limit = sys.argv[1:4]
+    spec = parse(open(spec_path).read(), name="bnl2")
+    data = load_cifar10(env={}, limit=int(limit))
+
+    class Calls(keras.callbacks.Callback):
+        # the batch hooks come once per graph call, with the index of its last step
+        def on_epoch_begin(self, epoch, logs=None):
+            self.ends = []
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(batch)
+
+    for spe in (1, 2):
+        calls = Calls()
+        train(spec, settings_of(spec), data, f"{out}-{spe}", progress="none",
+              strategy="mirrored", steps_per_execution=spe, callbacks=[calls])
+        print("spe", spe, "batch ends", calls.ends)
+""")
+
+
+def test_steps_per_execution_is_honoured_under_a_strategy(home: Path, tmp_path: Path) -> None:
+    """steps_per_execution=2 under mirrored: 3 steps per epoch run as calls of 2 + 1 steps
+    (the batch hooks say so, as under model.fit), recorded, and training the same numbers as
+    one step per call (float32 rounding at most: the same ops, one graph call per 2 steps)."""
+    spec_file = tmp_path / "bnl2.cnn"
+    spec_file.write_text(BN_L2_SPEC)
+    out = tmp_path / "spe"
+    done = subprocess.run(
+        [sys.executable, "-c", SPE_SCRIPT, str(spec_file), str(out), str(BN_LIMIT)],
+        cwd=ROOT, env=env(home, CNNSPEC_CPU_DEVICES="2"), capture_output=True, text=True,
+        timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    steps = -(-BN_LIMIT // 32)  # 3: 32 + 32 + 21
+    assert f"spe 1 batch ends {list(range(steps))}" in done.stdout
+    assert "spe 2 batch ends [1, 2]" in done.stdout  # calls of steps 0-1, then step 2
+    one, two = Path(f"{out}-1"), Path(f"{out}-2")
+    assert records.read_json(two / records.SETTINGS_FILE)["steps_per_execution"] == 2
+    for a, b in zip(records.read_history(one), records.read_history(two), strict=True):
+        for key in ("loss", "val_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), (a["epoch"], key)
+        for key in ("accuracy", "val_accuracy"):
+            assert abs(a[key] - b[key]) <= 1.01 / BN_LIMIT, (a["epoch"], key)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path

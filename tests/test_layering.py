@@ -79,4 +79,5 @@ def test_argparse_and_rich_are_for_the_cli_only(module, path):
         return
     imported = {n.split(".")[0] for n in _imports(path)}
     assert "argparse" not in imported, f"{module} imports argparse"
+    assert "rich" not in imported, f"{module} imports rich (the progress bar is the CLI's)"
 

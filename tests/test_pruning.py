@@ -214,7 +214,7 @@ def test_defaults_are_none_validation_accuracy_eta_3_from_epoch_1():
     ({"min_resource": 1.5}, "--min-epochs 1.5"),
     ({"eta": 1}, "--reduction-factor 1: a whole number, at least 2"),
     ({"eta": True}, "--reduction-factor True"),
-    ({"max_epochs": 0}, "epochs 0"),
+    ({"max_epochs": 0}, "--epochs 0"),
     ({"warmup": 0}, "--warmup 0"),
     ({"startup": -1}, "--startup-trials -1"),
     ({"kind": "hyperband"}, "--prune hyperband needs the sweep's epochs"),
@@ -601,3 +601,19 @@ def test_finished_trials_reads_a_pruned_study_for_best_k():
         ("completed", 0.60, 4), ("pruned", 0.20, 1), ("pruned", 0.38, 2), ("pruned", 0.25, 1)]
     # trial 2 reached .38 and trial 3 .25; only trial 0 completed, so only it is picked
     assert [f.number for f in best_k(finished, 2)] == [0]
+
+
+def test_a_local_sweep_begins_and_finishes_each_variant_and_ranks_the_completed():
+    config = PrunerConfig(kind="halving", min_resource=1, eta=2, max_epochs=4)
+    study = pruning.local_study(config)
+    ended = []
+    for name, curve in zip("abcd", HAND, strict=True):
+        reporter = pruning.begin(study, name, config)
+        list(fake_training(curve, [reporter]))
+        ended.append(pruning.finish(study, reporter, curve[-1]))
+    assert ended == ["completed", "pruned", "pruned", "pruned"]
+    crashed = pruning.begin(study, "e", config)
+    assert pruning.finish(study, crashed, None) == "failed"
+    assert [(f.variant, f.state) for f in pruning.finished_trials(study, config)] == [
+        ("a", "completed"), ("b", "pruned"), ("c", "pruned"), ("d", "pruned"), ("e", "failed")]
+    assert [f.variant for f in best_k(pruning.finished_trials(study, config), 2)] == ["a"]

@@ -198,8 +198,11 @@ def say_precision(args: argparse.Namespace) -> None:
     args._precision_said = True
 
 
-def _progress(args: argparse.Namespace) -> str | None:
-    return None if args.progress == "auto" else args.progress
+def _progress(args: argparse.Namespace) -> Any:
+    """The ProgressReporter for --progress (rich on a terminal when auto)."""
+    from cnnspec.cli.progress import reporter
+
+    return reporter(None if args.progress == "auto" else args.progress)
 
 
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,

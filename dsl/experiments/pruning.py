@@ -144,7 +144,7 @@ def validate(config: PrunerConfig) -> list[str]:
         problems.append(f"--reduction-factor {c.eta!r}: a whole number, at least 2 "
                         "(about 1/eta of the trials reaching a rung go on)")
     if c.max_epochs is not None and (not _is_int(c.max_epochs) or c.max_epochs < 1):
-        problems.append(f"epochs {c.max_epochs!r}: a whole number, at least 1")
+        problems.append(f"--epochs {c.max_epochs!r}: a whole number, at least 1")
     if not _is_int(c.warmup) or c.warmup < 1:
         problems.append(f"--warmup {c.warmup!r}: the first epoch a trial may be stopped at, "
                         "at least 1")
@@ -344,6 +344,32 @@ def record_pruned(study: Any, trial: Any, decision: PruneDecision) -> None:
 
     trial.set_user_attr(A_PRUNED, decision.record)
     study.tell(trial, state=TrialState.PRUNED)
+
+
+def begin(study: Any, variant: str, config: PrunerConfig,
+          epochs: int | None = None) -> EpochReporter:
+    """A sweep without --study: a new trial of the local study for `variant`, and its epoch
+    hook (give it to the training loop). The study worker pops its trials instead and builds
+    `EpochReporter(optuna.Trial(study, trial_id), config, epochs)` itself."""
+    trial = study.ask()
+    trial.set_user_attr("variant", variant)
+    return EpochReporter(trial, config, epochs)
+
+
+def finish(study: Any, reporter: EpochReporter, value: float | None) -> str:
+    """End a local trial: pruned (with its why) if the hook stopped it, else completed with
+    `value` (the final validation accuracy), or failed when there is none. Returns the state
+    name: pruned | completed | failed."""
+    from optuna.trial import TrialState
+
+    if reporter.decision is not None:
+        record_pruned(study, reporter.trial, reporter.decision)
+        return "pruned"
+    if value is None or not math.isfinite(value):
+        study.tell(reporter.trial, state=TrialState.FAIL)
+        return "failed"
+    study.tell(reporter.trial, value)
+    return "completed"
 
 
 # then train the best K ----------------------------------------------------------------------

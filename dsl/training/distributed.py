@@ -16,9 +16,11 @@ the regularization losses / R; the optimizer sums the replicas' gradients, so a 
 the unsharded mean-loss gradient up to summation order. The learning rate is not scaled.
 
 Only the chief (worker 0, or the single process of `mirrored`) writes the run folder. Workers
-take the chief's weights, optimizer state, seed and starting epoch by a collective broadcast at
-the start (which is also how a resumed run reaches them), and compute validation metrics
-locally on the full test split with the same weights, so all agree without further collectives.
+take the chief's weights, optimizer state and its `Start` (seed, first epoch, refused, done) by
+one collective broadcast at the start (which is also how a resumed run reaches them). Everything
+else is the one loop of cnnspec.training.loop: validation is its evaluation, run locally on the
+full test split with the same weights on every worker, so all agree without further collectives.
+`steps_per_execution` is honoured as under `model.fit`: that many steps run in one graph call.
 
 This module never imports TensorFlow itself: cnnspec.training.train passes `tf` and `keras` in, once
 training starts, so the CLI's flag checks (parse_cluster, tf_config) stay instant.
@@ -29,7 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -142,6 +145,30 @@ def make_strategy(
     return strategy, chief, index
 
 
+@dataclass(frozen=True)
+class Start:
+    """What the chief decides before the first step and broadcasts to every worker.
+
+    refused: the chief refused the run (its error is raised there; the workers stop too);
+    done: the run is already completed; seed: the run's effective seed; first_epoch: the
+    0-based epoch to train next (the length of the resumed history).
+    """
+
+    refused: bool
+    done: bool
+    seed: int
+    first_epoch: int
+
+    def as_floats(self) -> list[float]:
+        """The broadcast's payload (exact: the seed is < 2**31, epochs are small)."""
+        return [float(self.refused), float(self.done), float(self.seed), float(self.first_epoch)]
+
+    @classmethod
+    def from_floats(cls, values: Sequence[float]) -> Start:
+        refused, done, seed, first = values
+        return cls(bool(refused), bool(done), int(seed), int(first))
+
+
 def run_key(*parts: str) -> float:
     """A 48-bit fingerprint (exact in float64) of what a run trains, to compare across workers."""
     digest = hashlib.sha256("\0".join(parts).encode()).digest()
@@ -149,10 +176,11 @@ def run_key(*parts: str) -> float:
 
 
 class Replicated:
-    """The training step, the epoch loop and local evaluation under a tf.distribute strategy."""
+    """How an epoch's steps are computed under a tf.distribute strategy (loop.Steps)."""
 
     def __init__(
-        self, tf: Any, keras: Any, strategy: Any, chief: bool, worker: int, batch: int
+        self, tf: Any, keras: Any, strategy: Any, chief: bool, worker: int, batch: int,
+        steps_per_execution: int = 1,
     ) -> None:
         self.tf, self.keras, self.strategy = tf, keras, strategy
         self.chief, self.worker = chief, worker
@@ -166,29 +194,38 @@ class Replicated:
                 f"{max(self.replicas, batch // self.replicas * self.replicas)}"
             )
         self.batch = batch
-        self._step: Any = None
-        self._eval: Any = None
+        self.steps_per_execution = steps_per_execution
+        self._calls: dict[int, Any] = {}  # steps per call -> its tf.function
 
-    def scope(self) -> Any:
-        return self.strategy.scope()
+    def build(self, make: Callable[[], Any]) -> Any:
+        """make() (the built, compiled model) inside the scope, with its optimizer built.
+
+        Every worker creates the same variables in the same order (under
+        MultiWorkerMirroredStrategy each creation is a collective); a checkpoint is then copied
+        in (checkpoint.load_into), loaded outside the scope so it creates no collective ones.
+        """
+        with self.strategy.scope():
+            model = make()
+            model.optimizer.build(model.trainable_variables)
+        return model
 
     # -- start: one collective that agrees on everything ----------------------------------------
 
-    def agree(self, model: Any, values: Sequence[float], key: float) -> list[float]:
-        """Broadcast `values` and the model's (and optimizer's) state from the chief.
+    def agree(self, model: Any, start: Start, key: float) -> Start:
+        """Broadcast the chief's `start` and the model's (and optimizer's) state.
 
         Also compares every worker's `key` (spec, settings, data): all workers raise the same
         DistributedError if they differ. With one worker nothing needs to move.
         """
         if self.workers == 1:
-            return list(values)
+            return start
         tf = self.tf
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         variables = list(model.variables) + list(model.optimizer.variables)
         keys = np.zeros(self.workers, np.float64)
         keys[self.worker] = key
-        head = np.asarray(list(values), np.float64)
+        head = np.asarray(start.as_floats(), np.float64)
 
         def contribution(v: Any) -> Any:
             value = tf.convert_to_tensor(v)
@@ -214,7 +251,7 @@ class Replicated:
             )
         for var, value in zip(variables, out[2:], strict=True):
             var.assign(tf.cast(value, var.dtype))
-        return out[1].numpy().tolist()
+        return Start.from_floats(out[1].numpy().tolist())
 
     # -- training --------------------------------------------------------------------------------
 
@@ -247,7 +284,10 @@ class Replicated:
         options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
         return self.strategy.distribute_datasets_from_function(make, options)
 
-    def _train_step(self, model: Any) -> Any:
+    def _call(self, model: Any, count: int) -> Any:
+        """A tf.function running `count` training steps; returns each step's (loss, correct)."""
+        if count in self._calls:
+            return self._calls[count]
         tf, keras, strategy = self.tf, self.keras, self.strategy
 
         def replica(images: Any, labels: Any, global_batch: Any) -> Any:
@@ -265,12 +305,16 @@ class Replicated:
             return loss, tf.reduce_sum(tf.cast(hits, tf.float32))
 
         @tf.function
-        def step(iterator: Any) -> Any:
-            loss, correct = strategy.run(replica, args=next(iterator))
-            return (strategy.reduce("sum", loss, axis=None),
-                    strategy.reduce("sum", correct, axis=None))
+        def steps(iterator: Any) -> Any:
+            out = []
+            for _ in range(count):  # unrolled: `count` steps in one graph call
+                loss, correct = strategy.run(replica, args=next(iterator))
+                out.append((strategy.reduce("sum", loss, axis=None),
+                            strategy.reduce("sum", correct, axis=None)))
+            return out
 
-        return step
+        self._calls[count] = steps
+        return steps
 
     def fit_epoch(
         self,
@@ -278,76 +322,40 @@ class Replicated:
         pipeline: Any,
         order: np.ndarray,
         epoch: int,
-        validation: bool,
         callbacks: Sequence[Any],
     ) -> dict[str, float]:
-        """One epoch; calls the Keras callbacks' hooks as model.fit would. Returns fit's logs."""
-        if self._step is None:
-            self._step = self._train_step(model)
+        """One epoch; calls the Keras callbacks' hooks as model.fit would. Returns fit's logs.
+
+        Steps run steps_per_execution at a time, and the batch hooks are called once per call,
+        with the index of its last batch, as model.fit does.
+        """
         for cb in callbacks:
             cb.set_model(model)
             cb.on_epoch_begin(epoch, {})
         iterator = iter(self._dataset(pipeline, order))
         n = len(order)
+        sizes = [min(self.batch, n - start) for start in range(0, n, self.batch)]
         seen = 0
         loss_sum = correct_sum = 0.0
-        for batch, start in enumerate(range(0, n, self.batch)):
-            m = min(self.batch, n - start)
+        logs: dict[str, float] = {}
+        for first in range(0, len(sizes), self.steps_per_execution):
+            chunk = sizes[first:first + self.steps_per_execution]
             for cb in callbacks:
-                cb.on_train_batch_begin(batch, {})
-            loss, correct = self._step(iterator)
-            seen += m
-            loss_sum += float(loss) * m
-            correct_sum += float(correct)
+                cb.on_train_batch_begin(first, {})
+            for (loss, correct), m in zip(self._call(model, len(chunk))(iterator), chunk,
+                                          strict=True):
+                seen += m
+                loss_sum += float(loss) * m
+                correct_sum += float(correct)
             logs = {"loss": loss_sum / seen, "accuracy": correct_sum / seen}
             for cb in callbacks:
-                cb.on_train_batch_end(batch, logs)
-        logs = {"loss": loss_sum / n, "accuracy": correct_sum / n}
-        if validation:
-            for cb in callbacks:
-                cb.on_test_begin({})
-            val = self.evaluate(model, pipeline)
-            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
-            for cb in callbacks:
-                cb.on_test_end({"loss": val["loss"], "accuracy": val["accuracy"]})
+                cb.on_train_batch_end(first + len(chunk) - 1, logs)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
         return logs
 
-    # -- evaluation: local, identical on every worker, no collectives ----------------------------
-
-    def evaluate(self, model: Any, pipeline: Any) -> dict[str, Any]:
-        """Loss (mean cross-entropy + regularization, as Keras's val_loss), accuracy, argmax."""
-        tf, keras = self.tf, self.keras
-        if self._eval is None:
-
-            @tf.function
-            def batch_eval(images: Any, labels: Any) -> Any:
-                probs = model(images, training=False)
-                per_example = tf.cast(
-                    keras.losses.categorical_crossentropy(labels, probs), tf.float32)
-                reg = (tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
-                       if model.losses else tf.constant(0.0))
-                return tf.reduce_sum(per_example), tf.argmax(probs, axis=1), reg
-
-            self._eval = batch_eval
-        total, reg, predicted = 0.0, 0.0, []
-        for images, labels in pipeline.test():
-            loss, pred, reg_t = self._eval(images, labels)
-            total += float(loss)
-            reg = float(reg_t)
-            predicted.append(pred.numpy())
-        predictions = np.concatenate(predicted) if predicted else np.zeros(0, np.int64)
-        truth = np.asarray(pipeline.y_test)
-        count = max(1, len(truth))
-        return {
-            "loss": total / count + reg,
-            "accuracy": float((predictions == truth).sum()) / count,
-            "predicted": predictions,
-        }
-
 
 __all__ = [
-    "CPU_DEVICES_ENV", "STRATEGIES", "DistributedError", "Replicated", "make_strategy",
+    "CPU_DEVICES_ENV", "STRATEGIES", "DistributedError", "Replicated", "Start", "make_strategy",
     "parse_cluster", "run_key", "split_cpu", "tf_config",
 ]

@@ -50,7 +50,7 @@ LOCK_FILE = ".lock"
 HISTORY_FIELDS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second",
 )
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 
 
 class RunFolderError(ValueError):

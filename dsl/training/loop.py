@@ -1,0 +1,358 @@
+"""The one epoch loop of every run, with or without a tf.distribute strategy.
+
+A run is: epochs (a step function trains one epoch; the one evaluation scores it), after each
+epoch its record, checkpoint, progress and hooks; then the final save and metrics; and one
+place that decides how the run ended (completed, stopped by a hook, diverged, interrupted,
+failed). What a strategy changes is only the `Steps` object: how an epoch's steps are computed
+and sharded (`LocalSteps` here: Keras's `model.fit`; `distributed.Replicated`: our own step
+over the replicas) and whether this process writes (the chief) - so a per-epoch feature
+(schedules, augmentation, pruning reports) is written once, here or as an epoch hook.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cnnspec.language.settings import TrainSettings
+from cnnspec.training import records
+from cnnspec.training.checkpoint import keep_interrupted, save_progress, write_checkpoint
+from cnnspec.training.evaluation import Evaluator, metrics
+from cnnspec.training.pipeline import Pipeline, epoch_order
+from cnnspec.training.progress import ProgressReporter
+
+
+class TrainingFailed(Exception):
+    """Training stopped because the run cannot go on (e.g. the loss became NaN).
+
+    str(exc) is a complete message for the user; `run_dir` is the folder whose status.json
+    now says "failed" with the same reason.
+    """
+
+    def __init__(self, message: str, run_dir: Path | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_dir = run_dir
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of `train`/`resume_run`.
+
+    status is "completed", "interrupted" or the status of an epoch hook's Stop ("pruned");
+    failures raise TrainingFailed instead. history has one dict per completed epoch with
+    records.HISTORY_FIELDS; metrics is metrics.json's content for a run that ended cleanly
+    (completed or stopped by a hook), else None.
+    """
+
+    run_dir: Path
+    status: str
+    epochs_planned: int
+    history: tuple[dict[str, Any], ...]
+    metrics: dict[str, Any] | None = None
+    reason: str | None = None
+    chief: bool = True  # False on a non-chief worker of a multiworker run: it wrote nothing
+
+    @property
+    def epochs_completed(self) -> int:
+        return len(self.history)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return None if self.metrics is None else self.metrics["test_accuracy"]
+
+
+# statuses an epoch hook may end a run with: "pruned" (a sweep gave up on it) or "completed"
+# (early stopping: the run is done, with fewer epochs than planned)
+STOP_STATUSES = ("pruned", "completed")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """An epoch hook's request to end the run now, cleanly, with `status` and `reason`."""
+
+    status: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.status not in STOP_STATUSES:
+            raise ValueError(
+                f"Stop status must be one of {', '.join(STOP_STATUSES)}, not {self.status!r}")
+
+
+# called after epoch `epoch` (1-based) has its record and checkpoint written, with its history
+# row; returns a Stop to end the run there, or None to go on
+EpochHook = Callable[[int, dict[str, Any]], "Stop | None"]
+
+
+class Steps(Protocol):
+    """How one epoch is trained: the part of a run that a strategy changes."""
+
+    chief: bool
+
+    def fit_epoch(self, model: Any, pipeline: Pipeline, order: np.ndarray, epoch: int,
+                  callbacks: Sequence[Any]) -> dict[str, float]: ...
+
+
+class LocalSteps:
+    """No strategy: Keras's `model.fit` for one epoch in this process (steps_per_execution is
+    compiled into the model)."""
+
+    chief = True
+    workers = 1
+
+    def build(self, make: Callable[[], Any]) -> Any:
+        return make()
+
+    def fit_epoch(self, model: Any, pipeline: Pipeline, order: np.ndarray, epoch: int,
+                  callbacks: Sequence[Any]) -> dict[str, float]:
+        """Trains epoch `epoch` on `order`; returns fit's logs (loss, accuracy)."""
+        fitted = model.fit(
+            pipeline.train(order),
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            verbose=0,
+            shuffle=False,  # the order is the shuffle
+            callbacks=list(callbacks),
+        )
+        return {k: v[-1] for k, v in fitted.history.items() if v}
+
+
+class Diverged(Exception):
+    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+        super().__init__(f"loss {loss} at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+def nonfinite_name(value: float) -> str:
+    """"nan", "inf" or "-inf": which way a loss left the finite numbers.
+
+    Which one a diverging run hits depends on the CPU (the same run overflows to inf on AMX
+    machines and to nan on AVX2-only ones), so every value is divergence and the message says
+    which it was. Finite values are returned as Python prints them.
+    """
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(float(value))
+
+
+def divergence_reason(
+    name: str, d: Diverged, epochs: int, steps: int, settings: TrainSettings
+) -> str:
+    kind = {"nan": "not a number", "inf": "infinite", "-inf": "infinite"}.get(
+        nonfinite_name(d.loss), "not finite")
+    return (
+        f"{name}: training diverged: the loss became {nonfinite_name(d.loss)} ({kind}) in epoch "
+        f"{d.epoch}/{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, "
+        f"lr={settings.lr:g}). The run stopped; {d.epoch - 1} epoch(s) completed before it. "
+        f"Lower the learning rate, e.g. `train lr={settings.lr / 10:g}`."
+    )
+
+
+def history_row(
+    epoch: int, logs: dict[str, Any], seconds: float, train_seconds: float, images: int
+) -> dict[str, Any]:
+    def value(key: str) -> float | None:
+        v = logs.get(key)
+        return None if v is None else float(v)
+
+    return {
+        "epoch": epoch,
+        "loss": value("loss"),
+        "accuracy": value("accuracy"),
+        "val_loss": value("val_loss"),
+        "val_accuracy": value("val_accuracy"),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / train_seconds, 1) if train_seconds > 0 else None,
+    }
+
+
+# -- Keras callbacks: the divergence guard and the reporter's batch updates --------------------
+
+
+def guard_callback(keras: Any) -> Any:
+    """A Keras callback that stops at the first batch whose running loss is NaN or infinite."""
+
+    class Guard(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                raise Diverged(self.epoch + 1, batch + 1, float(loss))
+
+    return Guard()
+
+
+def progress_callback(keras: Any, reporter: ProgressReporter) -> Any:
+    """A Keras callback that passes epoch starts and batch ends on to `reporter`."""
+
+    class Progress(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            reporter.epoch_start(epoch + 1)
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            reporter.batch_done(batch + 1, dict(logs or {}))
+
+    return Progress()
+
+
+# -- what a run writes as it goes --------------------------------------------------------------
+
+
+class RunRecords:
+    """What a run writes as it goes, the same with or without a strategy.
+
+    Under a strategy only the chief writes (`chief` False: a worker that writes nothing, yet
+    keeps the history in memory for its RunResult). `model` is set once the model exists.
+    """
+
+    def __init__(self, run_dir: Path, name: str, epochs: int, seed: int,
+                 history: list[dict[str, Any]], chief: bool = True) -> None:
+        self.run_dir, self.name, self.epochs, self.seed = run_dir, name, epochs, seed
+        self.history, self.chief = history, chief
+        self.model: Any = None
+
+    def status(self, status: str, reason: str | None = None) -> None:
+        if self.chief:
+            records.write_status(self.run_dir, status, reason,
+                                 epochs_completed=len(self.history), epochs_planned=self.epochs)
+
+    def save_progress(self) -> None:
+        if self.chief:
+            save_progress(self.run_dir, self.history, self.name)
+
+    def epoch_done(self, row: dict[str, Any]) -> None:
+        """One more epoch: its row, then the checkpoint, history and curve, then the status."""
+        self.history.append(row)
+        if self.chief:
+            write_checkpoint(self.run_dir, self.model, self.history, self.seed)
+        self.save_progress()
+        self.status("running")
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Loop:
+    """Everything the epochs of one run need, prepared by `train` (start or resume)."""
+
+    rec: RunRecords
+    steps: Steps
+    pipeline: Pipeline
+    evaluate: Evaluator
+    settings: TrainSettings
+    first_epoch: int
+    reporter: ProgressReporter
+    callbacks: Sequence[Any]  # Keras callbacks: the guard, the reporter's, the caller's
+    hooks: Sequence[EpochHook]
+    y_test: np.ndarray
+    label_names: Sequence[str]
+    divergence: Callable[[Diverged], str]
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """Train epoch `epoch` (0-based), validate, return its history row (nothing written)."""
+        order = epoch_order(self.rec.seed, epoch, self.pipeline.n_train, self.settings.shuffle)
+        start = time.perf_counter()
+        logs = self.steps.fit_epoch(self.rec.model, self.pipeline, order, epoch, self.callbacks)
+        trained = time.perf_counter()
+        if self.settings.validation == "test":
+            scores = self.evaluate(self.pipeline.test())
+            logs = {**logs, "val_loss": scores.loss, "val_accuracy": scores.accuracy}
+        end = time.perf_counter()
+        return history_row(epoch + 1, logs, end - start, trained - start, self.pipeline.n_train)
+
+    def hooks_say(self, epoch: int, row: dict[str, Any]) -> Stop | None:
+        """The first Stop an epoch hook asks for after this epoch, if any."""
+        for hook in self.hooks:
+            stop = hook(epoch, row)
+            if stop is not None:
+                if not isinstance(stop, Stop):
+                    raise TypeError(f"an epoch hook returned {stop!r}, not a Stop or None")
+                return stop
+        return None
+
+    def final_save(self) -> dict[str, Any] | None:
+        """model.keras and metrics.json (the chief's); returns the metrics."""
+        if not self.rec.chief:
+            return None
+        model, run_dir = self.rec.model, self.rec.run_dir
+        with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
+            model.save(tmp)
+        scored = metrics(self.evaluate(self.pipeline.test()), self.y_test,
+                         self.pipeline.classes, self.label_names)
+        scored["epochs"] = len(self.rec.history)
+        records.write_json(run_dir / records.METRICS_FILE, scored)
+        return scored
+
+    def body(self) -> tuple[dict[str, Any] | None, Stop | None]:
+        """The epochs and the final save: (metrics, the hook's Stop or None)."""
+        self.reporter.start(self.rec.epochs, math.ceil(self.pipeline.n_train
+                                                       / self.settings.batch))
+        stop = None
+        for epoch in range(self.first_epoch, self.rec.epochs):
+            row = self.epoch(epoch)
+            self.rec.epoch_done(row)
+            self.reporter.epoch_done(row)
+            stop = self.hooks_say(epoch + 1, row)
+            if stop is not None:
+                break
+        self.reporter.finish()
+        return self.final_save(), stop
+
+    def run(self) -> RunResult:
+        """Run the epochs and record how the run ended.
+
+        The one place for how a run ends, with or without a strategy: completed; stopped by
+        an epoch hook (its status and reason, the folder complete: history so far, model,
+        metrics); diverged (TrainingFailed, the epochs so far kept); interrupted (Ctrl-C: every
+        record rewound to the last checkpoint, a RunResult to resume from); any other error
+        (status failed, re-raised).
+        """
+        rec = self.rec
+        try:
+            scored, stop = self.body()
+        except Diverged as d:
+            self.reporter.finish()
+            reason = self.divergence(d)
+            if rec.history:
+                rec.save_progress()
+            rec.status("failed", reason)
+            raise TrainingFailed(reason, rec.run_dir if rec.chief else None) from None
+        except KeyboardInterrupt:
+            self.reporter.finish()
+            return self._interrupted()
+        except BaseException as exc:
+            self.reporter.finish()
+            rec.status("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        status, reason = ("completed", None) if stop is None else (stop.status, stop.reason)
+        rec.status(status, reason)
+        return RunResult(rec.run_dir, status, rec.epochs, tuple(rec.history), scored, reason,
+                         chief=rec.chief)
+
+    def _interrupted(self) -> RunResult:
+        rec = self.rec
+        if rec.chief:
+            rec.history[:] = keep_interrupted(rec.run_dir, rec.name)
+        done = len(rec.history)
+        where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs
+                 else "while saving the final model")
+        reason = (
+            f"interrupted (Ctrl-C) {where}; {done} epoch(s) completed and "
+            "checkpointed; resume to continue"
+        )
+        rec.status("interrupted", reason)
+        self.reporter.say(reason)
+        return RunResult(rec.run_dir, "interrupted", rec.epochs, tuple(rec.history), None,
+                         reason, chief=rec.chief)
