@@ -29,7 +29,7 @@ from cnnspec.language.parse import parse  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SPEC = ("input 8x8x3\nclasses 4\n"
-        "conv8 relu bn(m=.8) pool2 | dense6 bn(eps=.0001) relu\n")
+        "conv8 relu bn(m=.8) pool2 | dense6 l2(.01) bn(eps=.0001) relu\n")
 
 
 def _bn_model(shape: tuple[int, ...], policy: str, **options) -> tuple[object, object]:
@@ -187,6 +187,9 @@ def test_a_saved_bf16_model_is_plain_keras_that_loads_without_cnnspec(tmp_path: 
     assert len(layers) == 2
     assert all(layer["module"] == "keras.layers" and layer["registered_name"] is None
                for layer in layers)
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    assert dense["config"]["kernel_regularizer"]["class_name"] == "L2"
+    assert dense["config"]["kernel_regularizer"]["module"] == "keras.regularizers"
     expected = np.asarray(model.predict(x, verbose=0))
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)

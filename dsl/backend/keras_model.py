@@ -149,12 +149,15 @@ def prepare_training(model: Any) -> Any:
     """`model` with the speed-ups that exist only while it trains in this process; returns it.
 
     Call it on a model built for training and on one loaded from a checkpoint (a saved model is
-    plain Keras, so it loads without them). Today: bf16 batch norms train through TensorFlow's
-    fused kernel (cnnspec.backend.fused_bn). Nothing changes for float32 layers, in the model's
-    config or in what `model.save` writes, so `keras.models.load_model` reads the file with or
-    without cnnspec.
+    plain Keras, so it loads without them). For bf16 layers only: batch norms train through
+    TensorFlow's fused kernel (cnnspec.backend.fused_bn) and L2 penalties take one pass each
+    way (cnnspec.backend.l2_penalty). Nothing changes for float32 layers, in the model's config
+    or in what `model.save` writes, so `keras.models.load_model` reads the file with or without
+    cnnspec.
     """
     from cnnspec.backend.fused_bn import fuse_batch_norms
+    from cnnspec.backend.l2_penalty import speed_up_l2_penalties
 
     fuse_batch_norms(model)
+    speed_up_l2_penalties(model)
     return model
