@@ -184,7 +184,8 @@ def build_row(
 ) -> RunRow:
     """The one builder of a comparison row: everything derived from the per-epoch history
     (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
-    (`load_row`) and for studies (`cnnspec.experiments.study.study_view`) alike."""
+    (`load_row`) and for studies alike (`view.study_view`, and `results.result_record` for
+    what a trial stores)."""
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
     best = max(val, key=lambda t: t[0]) if val else (None, None)
     last = history[-1] if history else {}

@@ -128,9 +128,10 @@ class Worker:
         return tuple(trial.suggest_categorical(p.key, list(p.labels)) for p in self.sweep.points)
 
     def _run_trial(self, trial_id: int, frozen: Any, beat: Heartbeat) -> None:
+        """One popped trial: its variant, then a duplicate (TPE), a result recovered from a
+        lost worker, or training."""
         self._result: dict[str, Any] | None = None
         trial = self.optuna.Trial(self.study, trial_id)
-        number = trial.number
         labels = self._suggest(trial)
         variant = self.by_labels.get(labels)
         if variant is None:
@@ -139,26 +140,42 @@ class Worker:
         attrs = frozen.user_attrs
         if self.sweep.search == "tpe" and self._duplicate(trial, variant, attrs, beat):
             return
-        recorded = attrs.get("result")
-        source = "recorded by the lost worker"
-        if recorded is None:
-            for attempt in reversed(attrs.get("attempts", [])):
-                recorded = completed_folder(attempt.get("run_dir"))
-                if recorded is not None and recorded["value"] is not None:
-                    source = f"read from its completed run folder {attempt['run_dir']}"
-                    break
-        if recorded is not None and recorded.get("value") is not None:
-            # a lost trial whose variant did finish: record it, don't train it again
-            lost = frozen.system_attrs.get(S_RETRY_OF, [])
-            self.say(f"trial {number} {variant.name}: finished before its worker was lost "
-                     f"(trial {lost[-1] if lost else '?'}); result {source}")
-            if "result" not in attrs:
-                self._set(trial, "result", recorded)
-            self._set(trial, "recovered_from", lost[-1] if lost else None)
-            if recorded.get("run_dir"):
-                self._set(trial, "run_dir", recorded["run_dir"])
-            self._tell(trial, beat, recorded)
+        recovered = self._recovered(attrs)
+        if recovered is not None:
+            self._record_recovered(trial, beat, variant, frozen, *recovered)
             return
+        self._train(trial, trial_id, beat, variant, attrs)
+
+    def _recovered(self, attrs: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        """A re-queued trial's result that needs no training, and where it came from: the one
+        its lost worker recorded, else one of its attempts' run folders that completed."""
+        recorded = attrs.get("result")
+        if recorded is not None:
+            return (recorded, "recorded by the lost worker") \
+                if recorded.get("value") is not None else None
+        for attempt in reversed(attrs.get("attempts", [])):
+            recorded = completed_folder(attempt.get("run_dir"))
+            if recorded is not None and recorded["value"] is not None:
+                return recorded, f"read from its completed run folder {attempt['run_dir']}"
+        return None
+
+    def _record_recovered(self, trial: Any, beat: Heartbeat, variant: Variant, frozen: Any,
+                          recorded: dict[str, Any], source: str) -> None:
+        """A lost trial whose variant did finish: record it, don't train it again."""
+        lost = frozen.system_attrs.get(S_RETRY_OF, [])
+        self.say(f"trial {trial.number} {variant.name}: finished before its worker was lost "
+                 f"(trial {lost[-1] if lost else '?'}); result {source}")
+        if "result" not in frozen.user_attrs:
+            self._set(trial, "result", recorded)
+        self._set(trial, "recovered_from", lost[-1] if lost else None)
+        if recorded.get("run_dir"):
+            self._set(trial, "run_dir", recorded["run_dir"])
+        self._tell(trial, beat, recorded)
+
+    def _train(self, trial: Any, trial_id: int, beat: Heartbeat, variant: Variant,
+               attrs: dict[str, Any]) -> None:
+        """Train the variant into a run folder of its own and record what came of it."""
+        number = trial.number
         run_dir = self.runs_base / f"{safe_name(variant.name)}-t{number}"
         n_params, macs = self.sweep.models.get(variant.name, (None, None))
         self._set(trial, "run_dir", str(run_dir.resolve()))
@@ -174,7 +191,7 @@ class Worker:
             beat.stop()
             self.give_back(trial_id)
             raise Interrupted(f"interrupted during trial {number} ({variant.name}); "
-                               "it is back in the queue for any worker")
+                              "it is back in the queue for any worker")
         if outcome.status != "completed":
             self.trained.append(variant.name)
             self._set(trial, "partial", result_record(outcome.history, outcome.metrics, where))
