@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnspec.training import records
+from cnnspec.training import plots, records
 
 
 class ResumeRefused(records.RunFolderError):
@@ -73,7 +73,7 @@ def write_checkpoint(run_dir: Path, model: Any, history: list[dict[str, Any]], s
 def save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
     """history.json/.csv and the learning curve for the epochs so far."""
     records.write_history(run_dir, history)
-    records.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
+    plots.write_learning_curve(run_dir / records.CURVE_FILE, history, title=title)
 
 
 def keep_interrupted(run_dir: Path, title: str) -> list[dict[str, Any]]:

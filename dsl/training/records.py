@@ -364,12 +364,3 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         os.close(fd)  # closing the only descriptor releases the lock
 
-
-def write_learning_curve(
-    path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], title: str = ""
-) -> None:
-    """The drawing moved to `plots.write_learning_curve`; this forward is kept only while the
-    training loop's new modules still call it here. Remove it once they call `plots`."""
-    from cnnspec.training import plots
-
-    plots.write_learning_curve(path, rows, title=title)
