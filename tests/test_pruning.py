@@ -24,6 +24,7 @@ import pytest
 from cnnspec.experiments import pruning
 from cnnspec.experiments.pruning import EpochReporter, Finished, PrunerConfig, best_k
 from cnnspec.failures import UsageError
+from cnnspec.training.loop import Stop
 
 optuna = pytest.importorskip("optuna")
 TrialState = optuna.trial.TrialState
@@ -295,6 +296,7 @@ def test_the_stop_request_says_pruned_and_why_in_one_line():
         trial = study.ask()
         stops = [s for _, s in fake_training(curve, [EpochReporter(trial, config)]) if s]
     (stop,) = stops
+    assert isinstance(stop, Stop)  # what train(..., epoch_hooks=...) accepts
     assert stop.status == "pruned" and stop.epoch == 1
     assert trial.number == 1 and study.trials[1].state == TrialState.RUNNING  # not told yet
     assert stop.reason == ("successive halving (eta=2): at rung 0 (epoch 1) val_accuracy 0.2000 "
@@ -617,3 +619,44 @@ def test_a_local_sweep_begins_and_finishes_each_variant_and_ranks_the_completed(
     assert [(f.variant, f.state) for f in pruning.finished_trials(study, config)] == [
         ("a", "completed"), ("b", "pruned"), ("c", "pruned"), ("d", "pruned"), ("e", "failed")]
     assert [f.variant for f in best_k(pruning.finished_trials(study, config), 2)] == ["a"]
+
+
+# the real training loop ----------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_the_reporter_stops_real_training_and_the_run_folder_says_why(tmp_path, monkeypatch):
+    """train(..., epoch_hooks=[reporter]) on the tiny fixture spec (64 sample images): a first
+    trial scripted at 100 % makes the real one the worse of 2 at rung 0, so it stops after
+    epoch 1 with a complete run folder, and the study and status.json hold the same why."""
+    from conftest import ROOT
+
+    from cnnspec.language.parse import load
+    from cnnspec.language.settings import resolve_settings
+    from cnnspec.training import records
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import train
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    data = load_cifar10(env={}, limit=64)
+    spec = load(ROOT / "tests" / "fixtures" / "run-before-issue-11" / "spec.cnn")
+    settings = resolve_settings({s.key: s.value for s in spec.settings}).override(epochs=3)
+    config = PrunerConfig(kind="halving", min_resource=1, eta=2, max_epochs=3)
+    study = pruning.local_study(config)
+    scripted = pruning.begin(study, "perfect", config)
+    list(fake_training([1.0, 1.0, 1.0], [scripted]))
+    assert pruning.finish(study, scripted, 1.0) == "completed"
+
+    reporter = pruning.begin(study, "real", config, epochs=3)
+    out = tmp_path / "real"
+    result = train(spec, settings, data, out, progress="none", epoch_hooks=[reporter])
+    assert pruning.finish(study, reporter, None) == "pruned"
+    assert (result.status, result.epochs_completed) == ("pruned", 1)
+    status = records.read_status(out)
+    assert (status["status"], status["reason"]) == ("pruned", reporter.decision.reason)
+    assert [row["epoch"] for row in records.read_history(out)] == [1]
+    assert (out / records.MODEL_FILE).is_file() and (out / records.METRICS_FILE).is_file()
+    why = study.trials[1].user_attrs["pruned"]
+    assert (why["epoch"], why["rung"], why["cutoff"]) == (1, 0, 1.0)
+    assert why["value"] == records.read_history(out)[0]["val_accuracy"]

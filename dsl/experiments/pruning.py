@@ -1,8 +1,9 @@
 """Pruned sweeps: stop a variant that is visibly behind after a few epochs (issue 13).
 
-A trial reports its validation metric after every epoch (`EpochReporter`, a training-loop epoch
-hook); Optuna's pruner decides whether it goes on; a stopped trial is recorded as PRUNED with the
-*why*: the rule, the rung, its value and the values it was compared with. The decision is always
+A trial reports its validation metric after every epoch (`EpochReporter`, an epoch hook of the
+training loop, whose stop request is the loop's `Stop`); Optuna's pruner decides whether it goes
+on; a stopped trial is recorded as PRUNED with the *why*: the rule, the rung, its value and the
+values it was compared with. The decision is always
 Optuna's (`trial.should_prune()`); this module only reports, asks and explains.
 
 Steps are epochs counted from 1 (`step == epochs trained`), so `min_resource` is literally the
@@ -80,6 +81,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnspec.failures import UsageError
+from cnnspec.training.loop import Stop
 
 KINDS = ("none", "halving", "hyperband", "median")
 # metric -> True if larger is better
@@ -205,17 +207,13 @@ def local_study(config: PrunerConfig, name: str = "cnnspec-local") -> Any:
 
 
 @dataclass(frozen=True)
-class PruneDecision:
-    """A stop request for the training loop, with the why.
+class PruneDecision(Stop):
+    """The training loop's Stop (status "pruned", `reason` one line for people, which the run
+    folder's status.json keeps), with the epoch and the why as JSON (`record`, which the study
+    keeps in the trial user attr `pruned`)."""
 
-    status: always "pruned" (the run folder's status). reason: one line for people.
-    record: the JSON the study (trial user attr `pruned`) and the run folder's status keep.
-    """
-
-    epoch: int
-    reason: str
+    epoch: int = 0
     record: dict[str, Any] = field(default_factory=dict)
-    status: str = "pruned"
 
 
 def _json_float(x: float | None) -> float | None:
@@ -263,7 +261,7 @@ class EpochReporter:
                                 "value": _json_float(value), "trial": number}
         if math.isnan(value):
             base["compared"] = []
-            return PruneDecision(epoch, f"{metric} is NaN at epoch {epoch}", base)
+            return PruneDecision("pruned", f"{metric} is NaN at epoch {epoch}", epoch, base)
         if c.kind == "median":
             return self._explain_median(before, epoch, value, base)
         me = next((t for t in before if t.number == number), None)
@@ -291,7 +289,7 @@ class EpochReporter:
         reason = (f"{rule} (eta={c.eta}): at {where}rung {rung} (epoch {epoch}) {metric} "
                   f"{value:.4f} is not among the best {keep} of the {len(values)} trials that "
                   f"reached it (cut-off {cutoff:.4f})")
-        return PruneDecision(epoch, reason, base)
+        return PruneDecision("pruned", reason, epoch, base)
 
     def _worse(self, a: float, b: float) -> bool:
         return a < b if self.config.maximize else a > b
@@ -328,7 +326,7 @@ class EpochReporter:
         worse = "below" if c.maximize else "above"
         reason = (f"median rule: best {c.metric} so far {best:.4f} is {worse} the median "
                   f"{median:.4f} of the {len(done)} completed trials at epoch {epoch}")
-        return PruneDecision(epoch, reason, base)
+        return PruneDecision("pruned", reason, epoch, base)
 
     def trial_values(self, before: Sequence[Any]) -> list[float]:
         """This trial's earlier reported values (as stored, i.e. signed)."""
