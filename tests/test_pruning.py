@@ -237,10 +237,20 @@ def test_every_problem_is_named_at_once():
 
 def test_importing_the_module_does_not_import_optuna():
     code = ("import sys, cnnspec.experiments.pruning as p; p.PrunerConfig(kind='halving'); "
-            "print('optuna' in sys.modules)")
+            "print('optuna' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "False"
+    assert out.strip() == "False False"
+
+
+def test_a_reporter_refuses_a_study_whose_pruner_was_not_attached():
+    config = PrunerConfig(kind="halving", max_epochs=4)
+    study = optuna.create_study(direction="maximize")  # Optuna's default: a MedianPruner
+    with pytest.raises(ValueError, match="MedianPruner, not SuccessiveHalvingPruner: call "
+                                         r"pruning.attach\(study, config\) first"):
+        EpochReporter(study.ask(), config)
+    pruning.attach(study, config)
+    EpochReporter(study.ask(), config)
 
 
 def test_the_factory_builds_optunas_pruners_with_these_parameters():
@@ -308,16 +318,15 @@ def test_the_why_includes_a_value_that_arrived_between_its_read_and_the_pruners(
     config = PrunerConfig(kind="halving", min_resource=1, eta=2, max_epochs=4)
     study = pruning.local_study(config)
     mine, other = study.ask(), study.ask()
-    inner = study.pruner
 
-    class Racing(optuna.pruners.BasePruner):
+    class Racing(optuna.pruners.SuccessiveHalvingPruner):
         """Another worker writes its rung-0 value just as the pruner starts."""
 
         def prune(self, s, t):
             s._storage.set_trial_system_attr(other._trial_id, "completed_rung_0", 0.5)
-            return inner.prune(s, t)
+            return super().prune(s, t)
 
-    study.pruner = Racing()
+    study.pruner = Racing(min_resource=1, reduction_factor=2)
     stop = EpochReporter(mine, config)(1, {"val_accuracy": 0.3})
     assert stop is not None  # 0.3 is not the best 1 of {0.5, 0.3}
     assert (stop.record["compared"], stop.record["cutoff"]) == (
@@ -551,6 +560,8 @@ def test_a_pruned_trial_is_final_and_never_requeued_as_lost(tmp_path):
     study.tell(good, HAND[0][-1])
     stops = [s for _, s in fake_training(HAND[1], [EpochReporter(bad, config)]) if s]
     pruning.record_pruned(study, bad, stops[0])
+    # the lost worker trained one epoch (promoted at rung 0: .35 is the best so far), then died
+    assert next(fake_training(HAND[2], [EpochReporter(lost, config)])) == (1, None)
     time.sleep(2.5)  # every beat is now older than the grace period
     optuna.storages.fail_stale_trials(study)
     by_number = {t.number: t for t in study.get_trials()}
@@ -558,6 +569,9 @@ def test_a_pruned_trial_is_final_and_never_requeued_as_lost(tmp_path):
     assert by_number[lost.number].state == TrialState.FAIL  # the control: a lost RUNNING trial
     copies = [t for t in by_number.values() if t.state == TrialState.WAITING]
     assert [c.system_attrs[S_RETRY_OF] for c in copies] == [[lost.number]]
+    assert "pruned" not in by_number[lost.number].user_attrs  # lost, not counted as pruned
+    assert [(f.number, f.state) for f in pruning.finished_trials(study, config)] == [
+        (good.number, "completed"), (bad.number, "pruned"), (lost.number, "failed")]
     # nor can a worker's give-back (FAIL by compare-and-set) touch it
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(bad._trial_id, state=TrialState.FAIL)

@@ -70,6 +70,18 @@ again from the start, as any lost trial.
 
 Optuna is imported lazily, as in `cnnspec.experiments.queue`, so importing this module (the
 check path, the CLI's flag parsing) never imports it.
+
+Wiring (what the sweep command and the study worker call):
+
+* flags -> `PrunerConfig(kind, metric, min_resource, eta, max_epochs, warmup, startup)`; a bad
+  value raises UsageError naming the flag. All workers of a study must use the same config
+  (add `dataclasses.asdict(config)` to the study's recorded config).
+* a study: `attach(study, config)` after `create_or_join`/`load_study` in every worker; without
+  --study, `local_study(config)` and per variant `begin(...)`/`finish(...)`.
+* per trial: `EpochReporter(trial, config, epochs)` into `train(..., epoch_hooks=[...])`; when
+  the run ends "pruned", `record_pruned(study, trial, reporter.decision)` (after stopping the
+  trial's heartbeat) instead of telling a value.
+* then train the best K: `best_k(finished_trials(study, config), K, config.maximize)`.
 """
 
 from __future__ import annotations
@@ -230,6 +242,11 @@ class EpochReporter:
     """
 
     def __init__(self, trial: Any, config: PrunerConfig, epochs: int | None = None) -> None:
+        expected = type(make_pruner(config))
+        if not isinstance(trial.study.pruner, expected):
+            # Optuna's default pruner would decide, and the why would explain another rule
+            raise ValueError(f"the study's pruner is {type(trial.study.pruner).__name__}, not "
+                             f"{expected.__name__}: call pruning.attach(study, config) first")
         self.trial, self.config = trial, config
         self.epochs = epochs if epochs is not None else config.max_epochs
         self.sign = 1.0 if config.maximize else -1.0
