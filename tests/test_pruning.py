@@ -1,6 +1,7 @@
 """Pruned sweeps (issue 13): cnnspec.experiments.pruning against references written here.
 
-No TensorFlow: a fake trainer reports scripted validation curves through the epoch hook. The
+No TensorFlow (but in the last test, which stops a real run of the tiny fixture spec): a fake
+trainer reports scripted validation curves through the epoch hook. The
 expected stops come from references in this file, written from the rules as published (ASHA's
 asynchronous promotion, Hyperband's brackets, the median rule), and from cases worked by hand;
 the module only asks Optuna, so these tests hold Optuna's decisions, the wiring and the "why".
@@ -49,8 +50,10 @@ def fake_training(curve: list[float], hooks: list[Callable], metric: str = "val_
     for epoch, value in enumerate(curve, start=1):
         row = {"epoch": epoch, metric: value, "accuracy": 0.5}
         stop = None
-        for hook in hooks:
-            stop = hook(epoch, row) or stop
+        for hook in hooks:  # as the loop: the hooks in order, up to the first stop
+            stop = hook(epoch, row)
+            if stop is not None:
+                break
         yield epoch, stop
         if stop is not None:
             return
