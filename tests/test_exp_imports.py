@@ -7,6 +7,7 @@ with a partially initialised module. Each module is imported alone in a fresh in
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -55,19 +56,42 @@ def test_parser_is_complete_whatever_was_imported_first(first):
     ["parse", str(SPECS / "exp1.cnn")], ["fmt", "--check", str(SPECS / "exp1.cnn")],
 ])
 def test_front_end_commands_do_not_import_tensorflow(argv):
+    """Nor anything else heavy that only training, studies, plots or the editor need: these
+    commands answer in a fraction of a second, most of it Python's own start-up."""
     code = textwrap.dedent(f"""
         import contextlib, io, sys
         from cnnspec.cli.main import main
         with contextlib.redirect_stdout(io.StringIO()):
             code = main({argv!r})
-        heavy = sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("tensorflow", "keras", "pygls", "lsprotocol"))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
         print(code, ",".join(heavy))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["0"]
+
+
+HEAVY = ("tensorflow", "keras", "pygls", "lsprotocol", "numpy", "optuna", "matplotlib")
+
+
+def test_summary_of_a_good_spec_does_not_import_lark(tmp_path):
+    """Once the parser's tables are in the cache folder (the first run puts them there), a spec
+    that parses is read without importing Lark; Lark is for syntax errors."""
+    env = {**os.environ, "CNNSPEC_CACHE_DIR": str(tmp_path)}
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from cnnspec.cli.main import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(["summary", {str(SPECS / "exp7.cnn")!r}])
+        print(code, "lark" in sys.modules)
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=ROOT, env=env, timeout=300) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-2000:]
+    assert runs[0].stdout.split() == ["0", "True"]  # the tables were read from Lark, and kept
+    assert runs[1].stdout.split() == ["0", "False"]
+    assert list(tmp_path.glob("lalr-*.marshal"))
 
 
 def test_the_readme_names_every_module_of_the_experiments_layer():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import EXAMPLES, ROOT, SPECS
@@ -23,6 +24,8 @@ from test_properties import JUNK, LANGUAGE, mutated, spec_text
 import cnnspec
 from cnnspec.language import ir
 from cnnspec.language.checker import Row, _row
+from cnnspec.language.lalr_fast import Token as FastToken
+from cnnspec.language.lalr_fast import Tree as FastTree
 
 # `cnnspec.language.parse` the function shadows the module of the same name
 parse_module = sys.modules["cnnspec.language.parse"]
@@ -35,13 +38,14 @@ def _position(tok: Token) -> tuple:
     return tuple(getattr(tok, name) for name in Token.__slots__)
 
 
-def assert_same_tree(fast: Tree | Token, lark: Tree | Token) -> None:
-    """Equal shapes, rule names, token types and values, and every token position."""
+def assert_same_tree(fast: Any, lark: Tree | Token) -> None:
+    """Equal shapes, rule names, token types and values, and every token position. (The fast
+    path builds lalr_fast's own Tree and Token, which have the fields of Lark's.)"""
     if isinstance(lark, Token):
-        assert isinstance(fast, Token), (fast, lark)
+        assert isinstance(fast, FastToken), (fast, lark)
         assert _position(fast) == _position(lark), (fast, lark)
         return
-    assert isinstance(fast, Tree) and fast.data == lark.data, (fast, lark)
+    assert isinstance(fast, FastTree) and fast.data == lark.data, (fast, lark)
     assert len(fast.children) == len(lark.children), (fast, lark)
     for a, b in zip(fast.children, lark.children, strict=True):
         assert_same_tree(a, b)

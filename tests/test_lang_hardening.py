@@ -464,8 +464,10 @@ def _outcome(text: str, fast: bool) -> tuple[str, str]:
 
 
 @pytest.fixture
-def fresh_fast_path():
-    """Rebuild the fast parser under the test's patches, and again after them."""
+def fresh_fast_path(monkeypatch, tmp_path):
+    """Rebuild the fast parser under the test's patches, and again after them; its tables are
+    read from Lark again (an empty cache folder), not from the ones kept on disk."""
+    monkeypatch.setenv("CNNSPEC_CACHE_DIR", str(tmp_path))
     parse_module._fast.cache_clear()
     parse_module._FAST_FAILED.clear()
     reference = [_outcome(t, fast=False) for t in MISMATCH_TEXTS]
@@ -488,7 +490,8 @@ def _fail(*args, **kwargs):
 ])
 def test_a_lark_internals_mismatch_falls_back_to_lark(monkeypatch, fresh_fast_path, patch):
     if patch == "setup: Shift renamed":
-        monkeypatch.setattr(lalr_fast, "Shift", _NotShift)  # reductions[...] -> KeyError
+        monkeypatch.setattr(lalr_fast, "_shift_action", lambda: _NotShift)  # every action reads
+        # as a reduction -> KeyError
     elif patch == "setup: lalr_fast cannot be imported":
         monkeypatch.setitem(sys.modules, "cnnspec.language.lalr_fast", None)  # -> ImportError
     elif patch == "first use: AttributeError":  # passes the self-test, fails on real text

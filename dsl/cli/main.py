@@ -8,7 +8,6 @@ reported compiler-style (`file:line:col`, source line, caret, hint), never as a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -106,6 +105,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     spec = load(args.file)
     report = check(spec, max_params=args.max_params)
     if args.json:
+        import json
+
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
     console = _console()
@@ -239,7 +240,9 @@ def _register(sub: Any, name: str, func: Callable[[argparse.Namespace], int], he
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extras: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; extras=False leaves out the commands of cnnspec.cli.train and
+    cnnspec.cli.experiments (what `main` does for a front-end command: see _front_end)."""
     parser = argparse.ArgumentParser(
         prog="cnnspec",
         description="Check, compile, train and compare CNNs written in the cnnspec language.",
@@ -272,9 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _register(sub, "lsp", cmd_lsp, "run the language server on stdin/stdout (for editors)")
 
-    for register in _extra_commands():  # imported here: those modules import this one
+    for register in _extra_commands() if extras else ():  # imported here: they import this one
         register(sub)
     return parser
+
+
+# The commands defined in this module: they parse, check and print, and need nothing else.
+FRONT_END = ("check", "summary", "fmt", "parse", "lsp")
+
+
+def _front_end(argv: Sequence[str]) -> bool:
+    """Whether argv runs one of FRONT_END. Then the other commands are not registered: their
+    modules import the training and experiment layers (Optuna, numpy, ...), which cost more
+    than the whole of `cnnspec summary` otherwise. `cnnspec --help` and anything unknown get
+    the full parser, so every message about the command line is unchanged."""
+    return bool(argv) and argv[0] in FRONT_END  # the only options before it are -h, --version
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
@@ -294,7 +309,8 @@ def _extra_commands() -> list[Callable[[Any], None]]:
 def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (CUDA probes on CPU machines) is noise on a terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(extras=not _front_end(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -8,7 +8,6 @@ in equality, so `parse(format(spec)) == spec` compares meaning, not layout.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cached_property
@@ -575,10 +574,14 @@ def _decode(obj: Any) -> Any:
 
 def to_json(spec: Spec, indent: int | None = None) -> str:
     """The spec as JSON, spans included; `from_json(to_json(s))` rebuilds it exactly."""
+    import json  # here: parse, check and summary never need it
+
     return json.dumps(_encode(spec), indent=indent)
 
 
 def from_json(text: str) -> Spec:
+    import json
+
     import cnnspec.language.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
 
     spec = _decode(json.loads(text))

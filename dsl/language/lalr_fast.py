@@ -10,11 +10,16 @@ bookkeeping. This module runs the very same automaton faster. It does not know t
   strings such as `input` that the WORD pattern also matches, which Lark re-types after the
   match), so the same text lexes to the same terminals in the same parser state;
 * the parser walks Lark's computed parse table (`Lark.parser.parser.parser.parse_table`);
-* reductions build the same `Tree`/`Token` shapes Lark's tree builder does, from the rules'
-  own metadata: `_`-prefixed and anonymous punctuation terminals dropped, `_rule` children
-  inlined, `?rule` collapsed when it has one child, `-> alias` names. (One difference: a
-  tree's `data` is the plain str `"layer"` where Lark has the equal `Token('RULE', 'layer')`,
-  whose `__eq__` is Python code the builder would pay for at every comparison.)
+* reductions build the same tree shapes Lark's tree builder does, from the rules' own
+  metadata: `_`-prefixed and anonymous punctuation terminals dropped, `_rule` children
+  inlined, `?rule` collapsed when it has one child, `-> alias` names.
+
+The tree is made of this module's `Tree` and `Token`, which have the fields of Lark's (a
+tree's `data` is the plain str rule name). Why not Lark's own classes: importing anything from
+`lark` imports all of Lark (its grammar loader, Earley parser, ...), about 20 ms of every
+`cnnspec summary`. So the tables read from Lark (`tables_from_lark`) are plain data
+(`Tables`), kept on disk by `cached_tables` keyed by the grammar's text; a process that finds
+them there parses good text without importing Lark at all.
 
 On the seed specs this parses about 2.5-3x faster than `Lark.parse` (see
 bench/parse_throughput.py); the rest of `cnnspec.language.parse` is the tree -> IR builder.
@@ -22,21 +27,24 @@ bench/parse_throughput.py); the rest of `cnnspec.language.parse` is the tree -> 
 It only ever handles the good case. On any text it cannot take (an unexpected character or
 token, or the end of file too early) `parse` returns None and the caller runs Lark itself, so
 every error message is Lark's, as before. A grammar or Lark option this driver does not model
-makes the constructor raise `Unsupported`, and the caller keeps using Lark alone.
+makes `tables_from_lark` raise `Unsupported`, and the caller keeps using Lark alone.
 `tests/test_fast_parser.py` checks that both paths give equal trees, positions included.
 """
 
 from __future__ import annotations
 
+import marshal
+import os
 import re
+import zlib
 from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Tree
-from lark.lexer import PatternStr, UnlessCallback
-from lark.parsers.lalr_analysis import Shift
-
-__all__ = ["FastLALR", "Unsupported"]
+__all__ = [
+    "FastLALR", "Tables", "Token", "Tree", "Unsupported", "cached_tables", "tables_from_lark",
+]
 
 _END = "$END"
 _new_str = str.__new__
@@ -45,14 +53,255 @@ _new_str = str.__new__
 NodeBuilder = Callable[[list[Any]], Any]
 # A reduction on the value stack: pops a rule's right-hand side, pushes its left-hand side.
 StackOp = Callable[[list[Any]], None]
+# One rule as the driver needs it: (tree name, right-hand side length, kept children as
+# (index, splice), ?rule that collapses, _rule that is inlined, left-hand side)
+Rule = tuple[str, int, tuple[tuple[int, bool], ...], bool, bool, str]
 
 
 class Unsupported(Exception):
     """The Lark instance uses a feature this driver does not reproduce."""
 
 
+class Token(str):
+    """A terminal of the parse tree: its text, with Lark Token's type and position fields."""
+
+    __slots__ = ("type", "start_pos", "value", "line", "column", "end_line", "end_column",
+                 "end_pos")
+    type: str
+    start_pos: int | None
+    value: str
+    line: int | None
+    column: int | None
+    end_line: int | None
+    end_column: int | None
+    end_pos: int | None
+
+    def __new__(cls, type: str, value: str, start_pos: int | None = None,  # noqa: A002
+                line: int | None = None, column: int | None = None,
+                end_line: int | None = None, end_column: int | None = None,
+                end_pos: int | None = None) -> Token:
+        tok = _new_str(cls, value)
+        tok.type, tok.value, tok.start_pos = type, value, start_pos
+        tok.line, tok.column, tok.end_line, tok.end_column, tok.end_pos = (
+            line, column, end_line, end_column, end_pos)
+        return tok
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Token, (self.type, self.value, self.start_pos, self.line, self.column,
+                        self.end_line, self.end_column, self.end_pos))
+
+    def __repr__(self) -> str:
+        return f"Token({self.type!r}, {self.value!r})"
+
+
+class Tree:
+    """A rule's node in the parse tree: its name (`data`) and its children."""
+
+    __slots__ = ("data", "children")
+
+    def __init__(self, data: str, children: list[Any]) -> None:
+        self.data = data
+        self.children = children
+
+    def __repr__(self) -> str:
+        return f"Tree({self.data!r}, {self.children!r})"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Everything the driver reads from a Lark LALR parser, as plain data (marshal-able)."""
+
+    start_state: int
+    end_state: int
+    rules: tuple[Rule, ...]
+    # per state: terminal -> the state to shift to (>= 0), or ~rule index to reduce by (< 0)
+    actions: tuple[dict[str, int], ...]
+    # per state: rule name -> the state after reducing to it
+    gotos: tuple[dict[str, int], ...]
+    kept: tuple[str, ...]  # terminals some tree keeps; the others are stacked as None
+    # per state: Lark's scanner regex (pattern, flags), and its keyword re-typing
+    # (WORD "input" -> INPUT where INPUT is expected)
+    scanners: tuple[tuple[str, int], ...]
+    retype: tuple[dict[str, dict[str, str]], ...]
+    ignore: tuple[str, ...]
+    newline_types: tuple[str, ...]
+
+
+# -- reading the tables from Lark --------------------------------------------------------------
+
+
+def tables_from_lark(lark: Any) -> Tables:
+    """The tables of a Lark LALR parser with the contextual lexer, or Unsupported."""
+    _check_options(lark.options)
+    lalr = lark.parser.parser.parser
+    table = lalr.parse_table
+    if sorted(table.states) != list(range(len(table.states))):
+        raise Unsupported("parser states are not numbered 0..n-1")
+    (start,) = lark.options.start
+    rules, kept = _rules(lark)
+    actions, gotos = _parse_table(table, lark.rules)
+    scanners, retype, ignore, newline_types = _lexer_table(lark.parser.lexer, len(table.states))
+    return Tables(
+        start_state=table.start_states[start], end_state=table.end_states[start],
+        rules=rules, actions=actions, gotos=gotos, kept=kept, scanners=scanners, retype=retype,
+        ignore=ignore, newline_types=newline_types,
+    )
+
+
+def _check_options(options: Any) -> None:
+    """Refuse the Lark options whose effects this driver does not reproduce."""
+    if (options.parser != "lalr" or options.lexer != "contextual" or options.postlex
+            or options.transformer or options.propagate_positions or options.lexer_callbacks
+            or options.use_bytes or options.tree_class not in (None, _lark_tree_class())
+            or len(options.start) != 1):
+        raise Unsupported("only a plain LALR parser with the contextual lexer")
+
+
+def _lark_tree_class() -> type:
+    from lark import Tree as LarkTree
+
+    return LarkTree
+
+
+def _shift_action() -> type:
+    """Lark's Shift action (an import of Lark's internals: only used while reading tables)."""
+    from lark.parsers.lalr_analysis import Shift
+
+    return Shift
+
+
+def _rules(lark: Any) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """Each rule's tree building, as Lark's tree builder does it; and the kept terminals."""
+    options = lark.options
+    rules: list[Rule] = []
+    kept: set[str] = set()
+    for rule in lark.rules:
+        if options.maybe_placeholders and rule.options.empty_indices:
+            raise Unsupported("maybe_placeholders")  # `[x]` left out: Nones to insert
+        keep_all = rule.options.keep_all_tokens  # Lark folds the global option in here
+        keep = tuple(
+            (i, not sym.is_term and sym.name.startswith("_"))
+            for i, sym in enumerate(rule.expansion)
+            if keep_all or not (sym.is_term and sym.filter_out)
+        )
+        kept |= {rule.expansion[i].name for i, _ in keep if rule.expansion[i].is_term}
+        # Lark names trees by Token('RULE', name); here the plain str
+        name = str(rule.alias or rule.options.template_source or rule.origin.name)
+        inlined = rule.origin.name.startswith("_")
+        expand1 = bool(rule.options.expand1) and not rule.alias
+        if inlined and expand1:
+            raise Unsupported(f"?{rule.origin.name}: an inlined rule that may collapse")
+        rules.append((name, len(rule.expansion), keep, expand1, inlined, str(rule.origin.name)))
+    return tuple(rules), tuple(sorted(kept))
+
+
+def _parse_table(
+    table: Any, lark_rules: list[Any]
+) -> tuple[tuple[dict[str, int], ...], tuple[dict[str, int], ...]]:
+    """Per state: terminal -> shift target or ~rule index; rule name -> goto."""
+    shift = _shift_action()
+    index = {rule: i for i, rule in enumerate(lark_rules)}
+    rule_names = {str(rule.origin.name) for rule in lark_rules}
+    actions: list[dict[str, int]] = []
+    gotos: list[dict[str, int]] = []
+    for state in range(len(table.states)):
+        row = {str(symbol): action_arg for symbol, action_arg in table.states[state].items()}
+        actions.append({
+            symbol: (arg if action is shift else ~index[arg])
+            for symbol, (action, arg) in row.items() if symbol not in rule_names
+        })
+        gotos.append({symbol: arg for symbol, (_, arg) in row.items() if symbol in rule_names})
+    return tuple(actions), tuple(gotos)
+
+
+def _lexer_table(contextual: Any, states: int) -> tuple[Any, ...]:
+    """Lark's contextual lexer, per state: the scanner regex and the keyword re-typing."""
+    from lark.lexer import PatternStr, UnlessCallback
+
+    scanners: list[tuple[str, int]] = []
+    retypes: list[dict[str, dict[str, str]]] = []
+    ignore: set[str] = set()
+    newline_types: set[str] = set()
+    for state in range(states):
+        basic = contextual.lexers[state]
+        scanner = basic.scanner  # built on first use; also fills basic.callback
+        mres = scanner._mres
+        if len(mres) != 1:
+            raise Unsupported("a scanner split over several regexes")
+        retype: dict[str, dict[str, str]] = {}
+        for type_name, callback in basic.callback.items():
+            if not isinstance(callback, UnlessCallback):
+                raise Unsupported(f"lexer callback on {type_name}")
+            words: dict[str, str] = {}
+            for term in callback.scanner.terminals:  # Lark's fullmatch: first one wins
+                if not isinstance(term.pattern, PatternStr) or term.pattern.flags:
+                    raise Unsupported(f"keyword {term.name} with flags")
+                words.setdefault(term.pattern.value, term.name)
+            retype[type_name] = words
+        scanners.append((mres[0].pattern, mres[0].flags))
+        retypes.append(retype)
+        ignore |= basic.ignore_types
+        newline_types |= basic.newline_types
+    if ignore & newline_types:
+        raise Unsupported("an %ignore terminal that may hold a newline")
+    return tuple(scanners), tuple(retypes), tuple(sorted(ignore)), tuple(sorted(newline_types))
+
+
+# -- keeping them on disk ----------------------------------------------------------------------
+
+# Part of the cache key: bump it when Tables or its meaning changes.
+TABLES_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where the tables are kept: $CNNSPEC_CACHE_DIR, else the user's cache folder."""
+    if os.environ.get("CNNSPEC_CACHE_DIR"):
+        return Path(os.environ["CNNSPEC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cnnspec"
+
+
+def _source_stamp() -> tuple[int, int]:
+    """This driver's source file (size, mtime): tables are kept only for the code that tested
+    them (the self-test runs when they are read from Lark, not when read from disk)."""
+    try:
+        st = os.stat(__file__)
+    except OSError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def cached_tables(grammar: str, read: Callable[[], Tables]) -> Tables:
+    """The tables for this grammar text: from the cache folder when they are there for this
+    very grammar and driver, else `read()` (from Lark, self-tested by the caller) and kept.
+
+    A cache folder that cannot be read or written only costs the time to read the tables
+    from Lark again; a damaged file is ignored and replaced.
+    """
+    key = (TABLES_FORMAT, grammar, _source_stamp())
+    path = cache_dir() / f"lalr-{zlib.crc32(grammar.encode('utf-8')):08x}.marshal"
+    try:
+        stored_key, data = marshal.loads(path.read_bytes())
+        if stored_key == key:
+            return Tables(*data)
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    tables = read()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_bytes(marshal.dumps((key, astuple(tables))))
+        os.replace(partial, path)  # readers see the whole file or none
+    except (OSError, ValueError):
+        pass
+    return tables
+
+
+# -- the driver --------------------------------------------------------------------------------
+
+
 def _builder(
-    name: str, size: int, keep: list[tuple[int, bool]], expand1: bool, inlined: bool
+    name: str, size: int, keep: tuple[tuple[int, bool], ...], expand1: bool, inlined: bool
 ) -> NodeBuilder:
     """Lark's tree building for one rule (ParseTreeBuilder + ChildFilterLALR_NoPlaceholders +
     ExpandSingleChild), specialised. `keep` lists (index, splice) for the children the tree
@@ -90,11 +339,11 @@ def _builder(
 
 
 def _reduction(
-    name: str, size: int, keep: list[tuple[int, bool]], expand1: bool, inlined: bool
+    name: str, size: int, keep: tuple[tuple[int, bool], ...], expand1: bool, inlined: bool
 ) -> StackOp | None:
     """The stack operation of one reduction; None when the top value already is the result
     (`?rule: x`, which passes its one child up). The commonest shapes get their own code."""
-    if size == 1 and keep == [(0, False)]:
+    if size == 1 and keep == ((0, False),):
         if expand1 and not inlined:
             return None
         if inlined:
@@ -107,7 +356,7 @@ def _reduction(
             stack[-1] = Tree(name, [stack[-1]])
 
         return wrap_in_tree
-    if inlined and size >= 2 and keep == [(0, True), (size - 1, False)]:
+    if inlined and size >= 2 and keep == ((0, True), (size - 1, False)):
         drop = size - 1
 
         def append(stack: list[Any]) -> None:  # `__x : __x item`, `__x : __x "," item`
@@ -128,94 +377,58 @@ def _reduction(
     return reduce
 
 
+def _lazy_scanners(
+    scanners: tuple[tuple[str, int], ...]
+) -> list[Callable[[str, int], re.Match[str] | None]]:
+    """Per state, the scanner's `match`, each regex compiled the first time its state lexes.
+
+    Why lazily: compiling all of them costs more than a whole parse, and a spec visits a
+    fraction of the states. States with the same scanner share one compiled regex.
+    """
+    compiled: dict[tuple[str, int], Callable[[str, int], re.Match[str] | None]] = {}
+    matchers: list[Callable[[str, int], re.Match[str] | None]] = []
+
+    def first_use(state: int, scanner: tuple[str, int]) -> Callable[..., Any]:
+        def match(text: str, pos: int) -> re.Match[str] | None:
+            if scanner not in compiled:
+                compiled[scanner] = re.compile(*scanner).match
+            matchers[state] = compiled[scanner]
+            return matchers[state](text, pos)
+
+        return match
+
+    for state, scanner in enumerate(scanners):
+        matchers.append(first_use(state, (scanner[0], scanner[1])))
+    return matchers
+
+
 class FastLALR:
     """Parses text with a Lark LALR parser's own tables and lexer regexes, or returns None."""
 
-    def __init__(self, lark: Lark) -> None:
-        options = lark.options
-        if (options.parser != "lalr" or options.lexer != "contextual" or options.postlex
-                or options.transformer or options.propagate_positions or options.lexer_callbacks
-                or options.use_bytes or options.tree_class not in (None, Tree)
-                or len(options.start) != 1):
-            raise Unsupported("only a plain LALR parser with the contextual lexer")
-        frontend = lark.parser
-        lalr = frontend.parser.parser
-        table = lalr.parse_table
-        if sorted(table.states) != list(range(len(table.states))):
-            raise Unsupported("parser states are not numbered 0..n-1")
-        (start,) = options.start
-        self._start_state: int = table.start_states[start]
-        self._end_state: int = table.end_states[start]
-
+    def __init__(self, tables: Tables) -> None:
+        self._start_state = tables.start_state
+        self._end_state = tables.end_state
         # Reductions, as (length of the right-hand side, left-hand side, stack operation).
-        reductions: dict[Any, tuple[int, str, StackOp | None]] = {}
-        kept: set[str] = set()  # terminals some tree keeps; the others are stacked as None
-        for rule in lark.rules:
-            if options.maybe_placeholders and rule.options.empty_indices:
-                raise Unsupported("maybe_placeholders")  # `[x]` left out: Nones to insert
-            keep_all = rule.options.keep_all_tokens  # Lark folds the global option in here
-            keep = [
-                (i, not sym.is_term and sym.name.startswith("_"))
-                for i, sym in enumerate(rule.expansion)
-                if keep_all or not (sym.is_term and sym.filter_out)
-            ]
-            kept |= {rule.expansion[i].name for i, _ in keep if rule.expansion[i].is_term}
-            # Lark names trees by Token('RULE', name); a plain str compares equal, and faster
-            name = str(rule.alias or rule.options.template_source or rule.origin.name)
-            inlined = rule.origin.name.startswith("_")
-            expand1 = bool(rule.options.expand1) and not rule.alias
-            if inlined and expand1:
-                raise Unsupported(f"?{rule.origin.name}: an inlined rule that may collapse")
-            size = len(rule.expansion)
-            operation = _reduction(name, size, keep, expand1, inlined)
-            reductions[rule] = (size, str(rule.origin.name), operation)
-        self._kept: frozenset[str] = frozenset(kept)
-
+        reductions = [
+            (size, origin, _reduction(name, size, keep, expand1, inlined))
+            for name, size, keep, expand1, inlined, origin in tables.rules
+        ]
         # Per state: terminal -> shift target (an int) or reduction (a tuple); rule -> goto.
-        rule_names = {str(rule.origin.name) for rule in lark.rules}
-        self._actions: list[dict[str, int | tuple[int, str, StackOp | None]]] = []
-        self._gotos: list[dict[str, int]] = []
-        for state in range(len(table.states)):
-            row = {str(symbol): action_arg for symbol, action_arg in table.states[state].items()}
-            self._actions.append({
-                symbol: (arg if action is Shift else reductions[arg])
-                for symbol, (action, arg) in row.items() if symbol not in rule_names
-            })
-            self._gotos.append(
-                {symbol: arg for symbol, (_, arg) in row.items() if symbol in rule_names}
-            )
+        self._actions: list[dict[str, int | tuple[int, str, StackOp | None]]] = [
+            {symbol: (arg if arg >= 0 else reductions[~arg]) for symbol, arg in row.items()}
+            for row in tables.actions
+        ]
+        self._gotos: list[dict[str, int]] = list(tables.gotos)
+        self._kept = frozenset(tables.kept)
+        self._match = _lazy_scanners(tables.scanners)
+        self._retype: list[dict[str, dict[str, str]]] = list(tables.retype)
+        self._ignore = frozenset(tables.ignore)
+        self._newline_types = frozenset(tables.newline_types)
 
-        # The contextual lexer, per state: the scanner's match, and the keyword re-typing Lark
-        # applies after it (WORD "input" -> INPUT where INPUT is expected).
-        contextual = frontend.lexer
-        self._match: list[Callable[[str, int], re.Match[str] | None]] = []
-        self._retype: list[dict[str, dict[str, str]]] = []
-        ignore: set[str] = set()
-        newline_types: set[str] = set()
-        for state in range(len(table.states)):
-            basic = contextual.lexers[state]
-            scanner = basic.scanner  # built on first use; also fills basic.callback
-            mres = scanner._mres
-            if len(mres) != 1:
-                raise Unsupported("a scanner split over several regexes")
-            retype: dict[str, dict[str, str]] = {}
-            for type_name, callback in basic.callback.items():
-                if not isinstance(callback, UnlessCallback):
-                    raise Unsupported(f"lexer callback on {type_name}")
-                words: dict[str, str] = {}
-                for term in callback.scanner.terminals:  # Lark's fullmatch: first one wins
-                    if not isinstance(term.pattern, PatternStr) or term.pattern.flags:
-                        raise Unsupported(f"keyword {term.name} with flags")
-                    words.setdefault(term.pattern.value, term.name)
-                retype[type_name] = words
-            self._match.append(mres[0].match)
-            self._retype.append(retype)
-            ignore |= basic.ignore_types
-            newline_types |= basic.newline_types
-        if ignore & newline_types:
-            raise Unsupported("an %ignore terminal that may hold a newline")
-        self._ignore = frozenset(ignore)
-        self._newline_types = frozenset(newline_types)
+    @classmethod
+    def from_lark(cls, lark: Any) -> FastLALR:
+        """The driver for a Lark instance's own tables (Unsupported if it cannot be)."""
+        return cls(tables_from_lark(lark))
 
     def parse(self, text: str) -> Tree | None:
         """The tree Lark would build for text, or None where Lark would raise."""
@@ -236,7 +449,7 @@ class FastLALR:
                 kind = m.lastgroup
                 start, pos = pos, m.end()
                 if kind in ignore:
-                    continue  # (%ignore never holds a newline here: checked in __init__)
+                    continue  # (%ignore never holds a newline here: checked when read)
                 value = m.group()
                 token_line, column = line, start - line_start + 1
                 if kind in newline_types:

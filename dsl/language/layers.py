@@ -11,7 +11,6 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any
 
 from cnnspec.language import ir
@@ -560,6 +559,8 @@ def format_number(value: float | int) -> str:
         return str(value)
     text = repr(float(value))
     if "e" in text or "n" in text:  # 1e-05, inf, nan: Decimal writes the digits out
+        from decimal import Decimal  # here: rare, and the import costs a millisecond
+
         text = format(Decimal(text), "f")
     if "." not in text:
         text += ".0"

@@ -3,6 +3,10 @@
 Lark's own exceptions never leave this module: syntax errors become a SpecError with a position,
 what was expected in words a user knows, and a suggestion. Word-level problems (unknown words,
 bad numbers, misplaced l2) are collected for the whole file and raised together.
+
+Text that parses is read by the fast driver (lalr_fast) from tables kept on disk, without
+importing Lark: Lark is imported only to read those tables once, to report a syntax error, or
+when asked for (`fast=False`). Either way the builder sees lalr_fast's Tree and Token.
 """
 
 from __future__ import annotations
@@ -18,16 +22,13 @@ import stat
 import sys
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cnnspec.language import ir
 from cnnspec.language.checker import OWN_HEAD, check
 from cnnspec.language.errors import Diagnostic, Span, SpecError
+from cnnspec.language.lalr_fast import Token, Tree
 from cnnspec.language.layers import (
     KINDS,
     MAX_INT_DIGITS,
@@ -46,7 +47,10 @@ from cnnspec.language.layers import (
 from cnnspec.language.settings import SETTING_BY_NAME, SETTING_PARAMS
 
 if TYPE_CHECKING:
-    from cnnspec.language.lalr_fast import FastLALR
+    from lark import Lark
+    from lark.exceptions import UnexpectedInput
+
+    from cnnspec.language.lalr_fast import FastLALR, Tables
 
 KEYWORDS = ("input", "classes", "train", "let")
 MERGES = ("add", "concat")  # `add(...)`, `concat(...)`: keywords where an item can start
@@ -80,18 +84,33 @@ _TERMINAL_WORDS = {
 
 
 def _grammar_text() -> str:
-    try:
-        return resources.files("cnnspec.grammar").joinpath("cnnspec.lark").read_text("utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):  # running from a source tree
-        return (Path(__file__).parents[2] / "grammar" / "cnnspec.lark").read_text("utf-8")
+    """The grammar file: inside the installed package (cnnspec/grammar), or the source tree's
+    grammar/ folder; importlib.resources only for installs that are neither (a zip)."""
+    here = Path(__file__).resolve().parent
+    for path in (here.parent / "grammar" / "cnnspec.lark", here.parents[1] / "grammar" /
+                 "cnnspec.lark"):
+        if path.is_file():
+            return path.read_text("utf-8")
+    from importlib import resources
+
+    return resources.files("cnnspec.grammar").joinpath("cnnspec.lark").read_text("utf-8")
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    from lark import Lark
+
     # Spans come from the tokens (see _tree_span): Lark's propagate_positions doubles parse time.
     # cache=True keeps the LALR tables in a temp file keyed by the grammar's hash: ~30 ms less per
     # process start, which is most of what `cnnspec check` costs. A bad cache file is rebuilt.
     return Lark(_grammar_text(), parser="lalr", lexer="contextual", cache=True)
+
+
+def _syntax_error_type() -> type[UnexpectedInput]:
+    """Lark's syntax error (importing Lark: only called once something was raised)."""
+    from lark.exceptions import UnexpectedInput
+
+    return UnexpectedInput
 
 
 # Why the fast path was given up, if it was (see _fast): the reason is kept for tests and
@@ -112,24 +131,33 @@ _SELF_TEST = (
 def _fast() -> FastLALR | None:
     """The same grammar's tables in a tighter loop (see lalr_fast); None: use Lark alone.
 
-    lalr_fast reads Lark internals, which change between Lark versions (lark 1.1.2 keeps its
-    scanner regexes as tuples). Any failure to import or build it, or a tree that differs from
-    Lark's on _SELF_TEST, means Lark alone parses: slower, never wrong.
+    The tables come from the cache folder when they are there for this grammar (no Lark import
+    at all), else from Lark (see _tables_from_lark). lalr_fast reads Lark internals, which
+    change between Lark versions (lark 1.1.2 keeps its scanner regexes as tuples). Any failure
+    to import or build it, or a tree that differs from Lark's on _SELF_TEST, means Lark alone
+    parses: slower, never wrong.
     """
     try:
-        from cnnspec.language.lalr_fast import FastLALR
+        from cnnspec.language.lalr_fast import FastLALR, cached_tables
 
-        parser = FastLALR(_lark())
-        if not _same_tree(parser.parse(_SELF_TEST), _lark().parse(_SELF_TEST)):
-            raise RuntimeError("the fast parser's tree differs from Lark's")
-        return parser
+        return FastLALR(cached_tables(_grammar_text(), _tables_from_lark))
     except Exception as exc:  # Unsupported, AttributeError, KeyError, TypeError, ImportError...
         _FAST_FAILED.append(exc)
         return None
 
 
+def _tables_from_lark() -> Tables:
+    """The driver's tables read from Lark, kept only if they parse _SELF_TEST to Lark's tree."""
+    from cnnspec.language.lalr_fast import FastLALR, tables_from_lark
+
+    tables = tables_from_lark(_lark())
+    if not _same_tree(FastLALR(tables).parse(_SELF_TEST), _lark_tree(_SELF_TEST)):
+        raise RuntimeError("the fast parser's tree differs from Lark's")
+    return tables
+
+
 def _same_tree(a: Any, b: Any) -> bool:
-    """Equal trees, and equal token types and positions (Tree equality ignores those)."""
+    """Equal trees, and equal token types and positions (tree equality ignores those)."""
     if isinstance(a, Token) or isinstance(b, Token):
         return (isinstance(a, Token) and isinstance(b, Token) and a == b and a.type == b.type
                 and (a.line, a.column, a.end_line, a.end_column)
@@ -141,7 +169,7 @@ def _same_tree(a: Any, b: Any) -> bool:
 
 
 def _syntax_tree(text: str, fast: bool = True) -> Tree:
-    """The Lark tree of text that already ends in a newline; raises Lark's UnexpectedInput.
+    """The parse tree of text that already ends in a newline; raises Lark's UnexpectedInput.
 
     With fast=True the tree comes from FastLALR when it takes the text; anything it does not
     take (every syntax error) goes to Lark itself, so the errors are Lark's. If the fast path
@@ -154,7 +182,31 @@ def _syntax_tree(text: str, fast: bool = True) -> Tree:
             tree = parser.parse(text)
         except Exception as exc:  # not a syntax error: those return None
             _FAST_FAILED.append(exc)
-    return tree if tree is not None else _lark().parse(text)
+    return tree if tree is not None else _lark_tree(text)
+
+
+def _lark_tree(text: str) -> Tree:
+    """Lark's own parse of text, in lalr_fast's Tree and Token (so the builder reads one kind
+    of tree); raises Lark's UnexpectedInput."""
+    from lark import Token as LarkToken
+
+    root = _lark().parse(text)
+    # built without recursion: a valid spec can nest deeper than Python's recursion limit
+    # (the nesting limit is applied later, to the tree)
+    out = Tree(str(root.data), [])
+    stack = [(root, out)]
+    while stack:
+        lark_node, node = stack.pop()
+        for child in lark_node.children:
+            if isinstance(child, LarkToken):
+                node.children.append(Token(
+                    child.type, str(child), child.start_pos, child.line, child.column,
+                    child.end_line, child.end_column, child.end_pos))
+            else:
+                copy = Tree(str(child.data), [])
+                node.children.append(copy)
+                stack.append((child, copy))
+    return out
 
 
 def parse(
@@ -268,7 +320,7 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
         parsed += len(current)
         try:
             return _syntax_tree(current, fast), problems, skipped
-        except UnexpectedInput as exc:
+        except _syntax_error_type() as exc:  # evaluated only when something is raised
             diagnostic = _syntax_diagnostic(exc, current)
             problems.append(diagnostic)
             number = diagnostic.span.line if diagnostic.span else 0
@@ -424,6 +476,9 @@ def _open_paren_column(line_text: str) -> int | None:
 
 
 def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
+    """Lark's syntax error in words a user knows, at its place, with a hint where one helps."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
     # Lark counts lines by "\n" only; str.splitlines would also split at \f, \x1c, \u2028...
     lines = text.split("\n")
     line = getattr(exc, "line", None) or len(lines)
@@ -432,77 +487,102 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str) -> Diagnostic:
         line, col = max(len(lines), 1), 1
     line_text = lines[line - 1] if line <= len(lines) else ""
     if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
-        hint = None
-        if char == "-":
-            hint = "numbers are written without a sign; rates and penalties are >= 0"
-        elif char in "[]":
-            hint = "use ( ) for groups and { } for sweep alternatives"
-        return Diagnostic(
-            f"unexpected character {char!r}; expected {_describe_expected(set(exc.allowed))}",
-            Span.point(line, col),
-            hint,
-        )
+        return _unexpected_character(exc, text, line, col)
     if isinstance(exc, UnexpectedToken):
-        tok = exc.token
-        expected = set(exc.expected)
-        history = getattr(exc, "token_history", None) or []
-        prev = history[-1] if history else None
-        width = len(str(tok)) if tok.type != "_NL" else 1
-        if (prev is not None and prev.type == "WORD" and str(prev) in KEYWORDS
-                and prev.line == line):
-            # `conv32 | input 32x32x3`: the keyword was read as a word; point at it.
-            return Diagnostic(
-                f"`{prev}` starts its own line", _tok_span(prev), f"put `{prev} ...` on a new line"
-            )
-        if tok.type == "_NL" and "RPAR" in expected:
-            opened = _open_paren_column(line_text)
-            return Diagnostic(
-                "`(` is not closed on this line; expected `)`",
-                Span.point(line, opened or col),
-                "a group must open and close on one line",
-            )
-        if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
-            "LPAR", "_ARGS_OPEN", "LBRACE"
-        ):
-            what = {"LPAR": "group", "_ARGS_OPEN": "argument list", "LBRACE": "set of alternatives"}
-            example = {"LPAR": "(conv64 relu)x2", "_ARGS_OPEN": "conv64(k=5)",
-                       "LBRACE": "drop{.25,.5}"}
-            return Diagnostic(
-                f"empty {what[prev.type]} `{prev}{tok}`",
-                Span(prev.line, prev.column, tok.end_line, tok.end_column),
-                f"write something inside, as in {example[prev.type]}, or remove it",
-            )
-        if tok.type == "RPAR" and _open_paren_column(line_text[: col - 1]) is None:
-            return Diagnostic("unmatched `)`", Span.point(line, col), "remove it or add a `(`")
-        if tok.type == "RBRACE" and "{" not in line_text[: col - 1]:
-            return Diagnostic("unmatched `}`", Span.point(line, col), "remove it")
-        what = "end of the line" if tok.type == "_NL" else f"`{tok}`"
-        hint = None
-        if tok.type == "NUMBER" and "_NL" in expected and prev is not None and prev.type == "WORD":
-            hint = "a number belongs directly after its layer word, as in conv32 or drop.25"
-        elif tok.type == "REPEAT":
-            hint = "repeat a layer or a group: (conv64 relu)x2"
-        elif tok.type in ("INPUT", "CLASSES", "TRAIN", "LET"):
-            hint = f"`{tok}` starts its own line"
-        elif tok.type == "LBRACE":
-            hint = "alternatives do not nest: write drop{.25,.5}"
-        described = _describe_expected(expected)
-        if prev is not None and prev.type == "LET":
-            described = "a block name"
-        elif prev is not None and prev.type == "TRAIN":
-            described = "a setting such as lr=.01"
-        return Diagnostic(
-            f"unexpected {what}; expected {described}",
-            Span.point(line, col, width),
-            hint,
-        )
+        return _unexpected_token(exc, line, col, line_text)
     if isinstance(exc, UnexpectedEOF):
         return Diagnostic(
             f"unexpected end of file; expected {_describe_expected(set(exc.expected))}",
             Span.point(line, col),
         )
     return Diagnostic(str(exc).splitlines()[0], Span.point(line, col))
+
+
+def _unexpected_character(exc: Any, text: str, line: int, col: int) -> Diagnostic:
+    """A character no token starts with here (Lark's UnexpectedCharacters)."""
+    char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
+    hint = None
+    if char == "-":
+        hint = "numbers are written without a sign; rates and penalties are >= 0"
+    elif char in "[]":
+        hint = "use ( ) for groups and { } for sweep alternatives"
+    return Diagnostic(
+        f"unexpected character {char!r}; expected {_describe_expected(set(exc.allowed))}",
+        Span.point(line, col),
+        hint,
+    )
+
+
+def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnostic:
+    """A token the grammar does not take here (Lark's UnexpectedToken): the mistakes people
+    make with brackets and keywords get their own message, the rest says what was expected."""
+    tok = exc.token
+    expected = set(exc.expected)
+    history = getattr(exc, "token_history", None) or []
+    prev = history[-1] if history else None
+    misplaced = _misplaced_token(tok, prev, expected, line, col, line_text)
+    if misplaced is not None:
+        return misplaced
+    width = len(str(tok)) if tok.type != "_NL" else 1
+    what = "end of the line" if tok.type == "_NL" else f"`{tok}`"
+    described = _describe_expected(expected)
+    if prev is not None and prev.type == "LET":
+        described = "a block name"
+    elif prev is not None and prev.type == "TRAIN":
+        described = "a setting such as lr=.01"
+    return Diagnostic(
+        f"unexpected {what}; expected {described}",
+        Span.point(line, col, width),
+        _token_hint(tok, prev, expected),
+    )
+
+
+def _misplaced_token(
+    tok: Any, prev: Any, expected: set[str], line: int, col: int, line_text: str
+) -> Diagnostic | None:
+    """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`."""
+    if (prev is not None and prev.type == "WORD" and str(prev) in KEYWORDS
+            and prev.line == line):
+        # `conv32 | input 32x32x3`: the keyword was read as a word; point at it.
+        return Diagnostic(
+            f"`{prev}` starts its own line", _tok_span(prev), f"put `{prev} ...` on a new line"
+        )
+    if tok.type == "_NL" and "RPAR" in expected:
+        opened = _open_paren_column(line_text)
+        return Diagnostic(
+            "`(` is not closed on this line; expected `)`",
+            Span.point(line, opened or col),
+            "a group must open and close on one line",
+        )
+    if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
+        "LPAR", "_ARGS_OPEN", "LBRACE"
+    ):
+        what = {"LPAR": "group", "_ARGS_OPEN": "argument list", "LBRACE": "set of alternatives"}
+        example = {"LPAR": "(conv64 relu)x2", "_ARGS_OPEN": "conv64(k=5)",
+                   "LBRACE": "drop{.25,.5}"}
+        return Diagnostic(
+            f"empty {what[prev.type]} `{prev}{tok}`",
+            Span(prev.line, prev.column, tok.end_line, tok.end_column),
+            f"write something inside, as in {example[prev.type]}, or remove it",
+        )
+    if tok.type == "RPAR" and _open_paren_column(line_text[: col - 1]) is None:
+        return Diagnostic("unmatched `)`", Span.point(line, col), "remove it or add a `(`")
+    if tok.type == "RBRACE" and "{" not in line_text[: col - 1]:
+        return Diagnostic("unmatched `}`", Span.point(line, col), "remove it")
+    return None
+
+
+def _token_hint(tok: Any, prev: Any, expected: set[str]) -> str | None:
+    """What to write instead, for the unexpected tokens that have a usual cause."""
+    if tok.type == "NUMBER" and "_NL" in expected and prev is not None and prev.type == "WORD":
+        return "a number belongs directly after its layer word, as in conv32 or drop.25"
+    if tok.type == "REPEAT":
+        return "repeat a layer or a group: (conv64 relu)x2"
+    if tok.type in ("INPUT", "CLASSES", "TRAIN", "LET"):
+        return f"`{tok}` starts its own line"
+    if tok.type == "LBRACE":
+        return "alternatives do not nest: write drop{.25,.5}"
+    return None
 
 
 # -- tree -> IR --------------------------------------------------------------------------------
