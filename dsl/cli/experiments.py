@@ -37,7 +37,7 @@ from cnnspec.language.errors import SpecError
 from cnnspec.language.format import format_spec
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load
-from cnnspec.language.settings import settings_of
+from cnnspec.language.settings import SETTINGS, settings_of
 from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, check_all_variants, expand
 
 _OP_STYLE = {"same": "dim", "added": "green", "removed": "red", "changed": "yellow"}
@@ -473,9 +473,9 @@ class _CliTrainer:
         return self.data
 
     def settings(self, variant: Any) -> dict[str, Any]:
+        # every setting, as the run records it (the table decides which there are)
         s = resolved_settings(variant.spec, self.args)
-        return {"epochs": s.epochs, "lr": s.lr, "batch": s.batch, "optimizer": s.optimizer,
-                "data": self._load().describe()}
+        return {**SETTINGS.record(s), "data": self._load().describe()}
 
     def __call__(self, variant: Any, run_dir: Path) -> Any:
         from cnnspec.cli.train import train_one

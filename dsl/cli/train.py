@@ -27,10 +27,11 @@ from cnnspec.language import ir
 from cnnspec.language.checker import check
 from cnnspec.language.parse import load
 from cnnspec.language.settings import (
-    OPTIMIZERS,
     PROGRESS_MODES,
-    REQUESTABLE_PRECISIONS,
+    SETTINGS,
     STRATEGIES,
+    Setting,
+    SettingsTable,
     TrainSettings,
     settings_of,
     validate,
@@ -39,27 +40,25 @@ from cnnspec.language.settings import (
 EXIT_INTERRUPTED = 130
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that override a spec's training settings; shared by train, run and sweep."""
+def add_train_flags(p: argparse.ArgumentParser, table: SettingsTable = SETTINGS) -> None:
+    """Flags that override a spec's training settings; shared by train, run and sweep.
+
+    They come from the table of settings: a spec setting with a flag overrides the spec (its
+    default is None, "keep the spec's"); a run-only one (--limit, --precision) has its own.
+    """
     g = p.add_argument_group("training settings (override the spec's `train` line)")
-    g.add_argument("--epochs", type=_positive_int, metavar="N")
-    g.add_argument("--batch-size", type=_positive_int, metavar="N", dest="batch")
-    g.add_argument("--lr", type=_positive_float, metavar="X", help="learning rate")
-    g.add_argument("--momentum", type=float, metavar="X")
-    g.add_argument("--optimizer", choices=OPTIMIZERS)
-    g.add_argument("--seed", type=int, metavar="N", help="same seed, same history")
+    for entry in table.flag_entries:
+        if entry.scope == "both":
+            _add_setting_flag(g, entry)
     d = p.add_argument_group("data and output")
     d.add_argument("--data", metavar="DIR",
                    help="CIFAR-10 python batches (default: $CNNSPEC_DATA, the Keras cache, "
                         "then the bundled sample)")
-    d.add_argument("--limit", type=_positive_int, metavar="N",
-                   help="train on the first N training images")
+    for entry in table.flag_entries:
+        if entry.scope == "run":
+            _add_setting_flag(d, entry)
     d.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="where run folders go (default runs/)")
-    d.add_argument("--precision", choices=REQUESTABLE_PRECISIONS, default="auto",
-                   help="auto (default): bf16 where the CPU has native bf16 units (AMX or "
-                        "AVX-512 BF16), else float32; bf16: mixed bfloat16 (changes the "
-                        "numbers); float32: the notebook's numbers on every CPU")
     d.add_argument("--progress", choices=("auto", *PROGRESS_MODES), default="auto")
     add_verbose_flag(d)
     _add_max_params(p)
@@ -102,12 +101,31 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def resolved_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
-    """The spec's settings with command-line overrides applied."""
-    return settings_of(spec).override(
-        epochs=args.epochs, batch=args.batch, lr=args.lr, momentum=args.momentum,
-        optimizer=args.optimizer, seed=args.seed,
-    )
+def _cli_readers() -> dict[str, Any]:
+    """The table's `cli_type` names -> argparse type functions."""
+    return {"positive_int": _positive_int, "positive_float": _positive_float, "int": int,
+            "float": float}
+
+
+def _add_setting_flag(group: Any, entry: Setting) -> None:
+    """One setting's flag: its choices, reader, metavar and help from the table."""
+    kw: dict[str, Any] = {"dest": entry.name, "help": entry.help}
+    if entry.values:
+        kw["choices"] = entry.values
+    else:
+        kw["type"] = _cli_readers()[entry.cli_type or entry.kind]
+        kw["metavar"] = entry.metavar or ("N" if entry.kind == "int" else "X")
+    kw["default"] = entry.default if entry.scope == "run" else None
+    group.add_argument(entry.flag, **kw)
+
+
+def resolved_settings(spec: ir.Spec, args: argparse.Namespace,
+                      table: SettingsTable = SETTINGS) -> TrainSettings:
+    """The spec's settings with command-line overrides applied (a flag not given is None:
+    the spec's value stays)."""
+    return settings_of(spec, table).override(**{
+        e.name: e.coerce(getattr(args, e.name, None))
+        for e in table.flag_entries if e.in_spec})
 
 
 def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:

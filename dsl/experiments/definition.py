@@ -14,6 +14,7 @@ from typing import Any
 from cnnspec.failures import UsageError
 from cnnspec.language import ir
 from cnnspec.language.format import format_spec
+from cnnspec.language.settings import STUDY_FLAGS
 from cnnspec.language.sweep import (
     DEFAULT_MAX_VARIANTS,
     Point,
@@ -25,8 +26,8 @@ from cnnspec.language.sweep import (
 
 # The study's "same flags" check: the training settings every worker must train with. They are
 # stored in the study (A_CONFIG) by its creator, and a joining worker whose values differ is
-# refused. This tuple is the one list of them.
-TRAIN_FLAGS = ("epochs", "batch", "lr", "momentum", "optimizer", "seed", "limit", "precision")
+# refused. They are the settings with a command-line flag in the table of settings.
+TRAIN_FLAGS = STUDY_FLAGS
 # ... and with them the flags that choose the variants
 CONFIG_FLAGS = (*TRAIN_FLAGS, "max_params", "sample", "sample_seed")
 

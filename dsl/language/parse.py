@@ -44,7 +44,7 @@ from cnnspec.language.layers import (
     takes_bare,
     whole,
 )
-from cnnspec.language.settings import SETTING_BY_NAME, SETTING_PARAMS
+from cnnspec.language.settings import SETTINGS, SettingsTable
 
 if TYPE_CHECKING:
     from lark import Lark
@@ -210,11 +210,13 @@ def _lark_tree(text: str) -> Tree:
 
 
 def parse(
-    text: str, filename: str | None = None, name: str | None = None, *, fast: bool = True
+    text: str, filename: str | None = None, name: str | None = None, *, fast: bool = True,
+    settings: SettingsTable = SETTINGS,
 ) -> ir.Spec:
     """Parse .cnn text into a Spec. Raises SpecError (never a Lark or Python error) on bad input.
 
     fast=False parses with Lark alone (the reference the fast path is tested against).
+    settings is the table of training settings the `train` line may write.
     Text longer than MAX_SPEC_CHARS is refused before parsing, so no input makes it slow.
     """
     if len(text) > MAX_SPEC_CHARS:
@@ -228,13 +230,14 @@ def parse(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _parse(text, filename, name, fast)
+        return _parse(text, filename, name, fast, settings)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.Spec:
+def _parse(text: str, filename: str | None, name: str | None, fast: bool,
+           settings: SettingsTable = SETTINGS) -> ir.Spec:
     tree, syntax, skipped_blocks = _recovering_parse(
         text if text.endswith("\n") else text + "\n", fast)
     if tree is None:
@@ -242,7 +245,7 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool) -> ir.
     too_deep = _nesting_diagnostic(text)
     if too_deep is not None:  # later stages recurse once per level
         raise SpecError([too_deep], text, filename)
-    builder = _Builder(text, _let_names(tree))
+    builder = _Builder(text, _let_names(tree), settings)
     try:
         lines = tuple(builder.line(t) for t in tree.children)
     except _TooManyProblems:
@@ -750,8 +753,10 @@ def _bare_layer(text: str) -> tuple[type[ir.Layer], dict[str, Any]] | None:
 class _Builder:
     """Walks the Lark tree once, building IR and collecting every problem on the way."""
 
-    def __init__(self, text: str = "", let_names: set[str] | None = None) -> None:
+    def __init__(self, text: str = "", let_names: set[str] | None = None,
+                 settings: SettingsTable = SETTINGS) -> None:
         self.problems: list[Diagnostic] = []
+        self.settings = settings  # the table of training settings
         self.blocks: dict[str, int] = {}
         self.let_names = let_names or set()
         self.seen: set[str] = set()
@@ -876,17 +881,17 @@ class _Builder:
     def setting(self, tree: Tree) -> ir.Setting:
         key_tok, value = tree.children
         span = _tree_span(tree)
-        param = SETTING_BY_NAME.get(str(key_tok))
-        if param is None:
-            names = [n for p in SETTING_PARAMS for n in p.names]
-            close = suggest(str(key_tok), names)
+        entry = self.settings.by_key.get(str(key_tok))
+        if entry is None:
+            close = suggest(str(key_tok), list(self.settings.by_key))
             self.problem(
                 f"unknown training setting `{key_tok}`",
                 _tok_span(key_tok),
                 f"did you mean `{close}`?" if close else "known: " + ", ".join(
-                    p.names[0] for p in SETTING_PARAMS),
+                    e.name for e in self.settings.spec_entries),
             )
             return ir.Setting(str(key_tok), 0, span=span)
+        param = entry.param
         self.once(f"train {param.field}", key_tok)
         values = self.values(value)
         typed = []

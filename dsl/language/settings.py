@@ -1,39 +1,23 @@
-"""Training settings a spec can carry (`train lr=.01 batch=32`), with the notebook's defaults."""
+"""Training settings (`train lr=.01 batch=32`) as ONE declarative table, with the notebook's
+defaults.
+
+Every place that knows about a training setting reads `SETTINGS`: the spec parser (which keys
+exist, how their values read), `TrainSettings` (generated from the table), `check` and
+`validate` (ranges, choices), the command line's flags (`cnnspec.cli.train.add_train_flags`),
+the study's "same flags" check (`STUDY_FLAGS`), the run record (`record` / `from_record`), the
+editor's completion and hover, and the README's table (`render_markdown`; a test holds the
+README to it). Adding a setting is one `Setting(...)` entry plus its tests.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from cnnspec.language.layers import Param, format_number
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that decides a training run besides the network.
-
-    Defaults are the notebook's `model.compile(optimizer='sgd', loss='categorical_crossentropy')`
-    + `model.fit(batch_size=32, epochs=10, shuffle=True, validation_data=test)`.
-    """
-
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
-    batch: int = 32
-    epochs: int = 10
-    seed: int | None = None
-    shuffle: bool = True
-    loss: str = "categorical_crossentropy"
-    validation: str = "test"
-
-    def override(self, **changes: Any) -> TrainSettings:
-        """These settings with the given ones replaced; None means keep."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad")
 # The optimizers that take a momentum (cnnspec.training.train builds the others without one), so a
@@ -52,43 +36,110 @@ REQUESTABLE_PRECISIONS = ("auto", *PRECISIONS)
 PROGRESS_MODES = ("rich", "plain", "none")
 STRATEGIES = ("none", "mirrored", "multiworker")
 
-# key -> how its value is written; the first name is canonical
-SETTING_PARAMS: tuple[Param, ...] = (
-    Param("optimizer", "flag", ("optimizer", "opt"), flags=OPTIMIZERS, doc="optimizer"),
-    Param("lr", "float", ("lr", "learning_rate"), low=0, low_open=True, doc="learning rate (> 0)"),
-    Param("momentum", "float", ("momentum",), low=0, high=1, high_open=True, doc="SGD momentum"),
-    Param("batch", "int", ("batch", "batch_size"), low=1, high=MAX_COUNT,
-          doc="global batch size"),
-    Param("epochs", "int", ("epochs",), low=1, high=MAX_COUNT, doc="epochs"),
-    Param("seed", "int", ("seed",), low=0, high=MAX_SEED,
-          doc="random seed: same seed, same history"),
-    Param("shuffle", "flag", ("shuffle",), flags=("true", "false"), doc="shuffle every epoch"),
-    Param(
-        "loss", "flag", ("loss",), flags=("categorical_crossentropy",),
-        doc="loss (the notebook's categorical cross-entropy)",
-    ),
-    Param("validation", "flag", ("validation",), flags=("test", "none"), doc="validate on"),
-)
-
-SETTING_BY_NAME: dict[str, Param] = {name: p for p in SETTING_PARAMS for name in p.names}
-SETTING_FIELDS: frozenset[str] = frozenset(p.field for p in SETTING_PARAMS)
+# Where a setting can be given: in a spec's `train` line only, as a command-line flag only
+# (how a run is executed, recorded beside the settings), or both (the flag overrides the spec).
+SCOPES = ("spec", "run", "both")
+# kind -> the layers.PARAM_KINDS reader of its written value. "bool" is written true|false and
+# kept as that word in the IR (so `fmt` writes it back as written); TrainSettings holds a bool.
+_PARAM_KIND = {"int": "int", "float": "float", "choice": "flag", "bool": "flag"}
+_BOOL_WORDS = ("true", "false")
 
 
-def resolve_settings(pairs: dict[str, Any], base: TrainSettings | None = None) -> TrainSettings:
-    """Settings from canonical key -> value pairs (already validated by the parser)."""
-    values = dict(pairs)
-    if "shuffle" in values and isinstance(values["shuffle"], str):
-        values["shuffle"] = values["shuffle"] == "true"
-    if "lr" in values:
-        values["lr"] = float(values["lr"])
-    if "momentum" in values:
-        values["momentum"] = float(values["momentum"])
-    return (base or TrainSettings()).override(**values)
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: everything cnnspec knows about one training setting.
+
+    name is the canonical key: the spec's key as `fmt` writes it, the TrainSettings field, the
+    key in settings.json and the argparse dest. cli_type names the command line's reader of the
+    flag's text (cnnspec.cli.train maps the name to a function); None reads by kind.
+    """
+
+    name: str
+    kind: str  # "int" | "float" | "choice" | "bool"
+    default: Any
+    help: str  # one line: --help, editor hover/completion
+    aliases: tuple[str, ...] = ()
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    flag: str | None = None  # e.g. "--batch-size"; None: no command-line flag
+    metavar: str | None = None
+    cli_type: str | None = None
+    scope: str = "both"
+    meaning: str = ""  # the README's "meaning" column (markdown); the help when empty
+    default_text: str | None = None  # how the README shows the default, when not the value
+
+    def __post_init__(self) -> None:
+        if self.kind not in _PARAM_KIND:
+            raise ValueError(f"setting {self.name}: unknown kind {self.kind!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"setting {self.name}: scope must be one of {SCOPES}")
+        if self.scope != "spec" and self.flag is None:
+            raise ValueError(f"setting {self.name}: scope {self.scope} needs a flag")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The keys a spec may write, canonical first."""
+        return (self.name, *self.aliases)
+
+    @property
+    def in_spec(self) -> bool:
+        return self.scope != "run"
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The words it takes (choice and bool kinds); empty for numbers."""
+        return _BOOL_WORDS if self.kind == "bool" else self.choices
+
+    @property
+    def param(self) -> Param:
+        """How the parser reads its written value (cnnspec.language.layers.PARAM_KINDS)."""
+        return Param(self.name, _PARAM_KIND[self.kind], self.names, low=self.low,
+                     low_open=self.low_open, high=self.high, high_open=self.high_open,
+                     flags=self.values, doc=self.help)
+
+    def coerce(self, value: Any) -> Any:
+        """The TrainSettings value of a parsed (or recorded) one: `true` -> True, 1 -> 1.0."""
+        if self.kind == "bool" and isinstance(value, str):
+            return value == "true"
+        if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    def written(self, value: Any) -> str:
+        """The value as a spec (and the README) writes it."""
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return format_number(value)
+        return str(value)
+
+    def allowed(self) -> str:
+        """The values it takes, in words: `sgd`, `adam` / `> 0` / `0 … 2³²−1`."""
+        if self.values:
+            return ", ".join(f"`{v}`" for v in self.values)
+        lo = None if self.low is None else format_number(self.low)
+        hi = None if self.high is None else _big(self.high)
+        if lo is not None and hi is not None:
+            return (f"{'(' if self.low_open else '['}{lo}, {hi}"
+                    f"{')' if self.high_open else ']'}")
+        if lo is not None:
+            return f"{'>' if self.low_open else '≥'} {lo}"
+        if hi is not None:
+            return f"{'<' if self.high_open else '≤'} {hi}"
+        return "any"
 
 
-def settings_of(spec: Any) -> TrainSettings:
-    """The training settings a (sweep-free) spec writes, on top of the defaults."""
-    return resolve_settings({s.key: s.value for s in spec.settings})
+def _big(value: float) -> str:
+    """2³²−1 and 2³¹−1 as a reader knows them, other bounds as numbers."""
+    for bits in (31, 32):
+        if value == 2**bits - 1:
+            return f"2{'³¹' if bits == 31 else '³²'}−1"
+    return format_number(value)
 
 
 @dataclass(frozen=True)
@@ -103,67 +154,232 @@ class SettingProblem:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
-def _out_of_range(param: Param, value: float) -> str | None:
-    low_ok = param.low is None or (value > param.low if param.low_open else value >= param.low)
-    high_ok = param.high is None or (
-        value < param.high if param.high_open else value <= param.high)
+# A rule about several settings together (momentum needs an optimizer that takes it): it gets
+# the resolved settings and returns a problem or None.
+Rule = Callable[[Any], "SettingProblem | None"]
+
+
+def _settings_methods() -> dict[str, Any]:
+    def override(self: Any, **changes: Any) -> Any:
+        """These settings with the given ones replaced; None means keep."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self: Any) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    return {"override": override, "to_dict": to_dict}
+
+
+@dataclass(frozen=True)
+class SettingsTable:
+    """The table and what is derived from it. Pure: a copy with one more entry
+    (`with_setting`) has its own TrainSettings class, parser keys, flags and record."""
+
+    entries: tuple[Setting, ...]
+    rules: tuple[Rule, ...] = field(default=())
+
+    def with_setting(self, entry: Setting) -> SettingsTable:
+        return replace(self, entries=(*self.entries, entry))
+
+    @cached_property
+    def spec_entries(self) -> tuple[Setting, ...]:
+        """The settings a spec's `train` line may write (TrainSettings' fields), in order."""
+        return tuple(e for e in self.entries if e.in_spec)
+
+    @cached_property
+    def by_key(self) -> dict[str, Setting]:
+        """Every key a spec may write (aliases too) -> its entry."""
+        return {name: e for e in self.spec_entries for name in e.names}
+
+    @cached_property
+    def by_name(self) -> dict[str, Setting]:
+        return {e.name: e for e in self.entries}
+
+    @cached_property
+    def flag_entries(self) -> tuple[Setting, ...]:
+        """The settings with a command-line flag (spec ones override the spec)."""
+        return tuple(e for e in self.entries if e.flag is not None)
+
+    @cached_property
+    def settings_class(self) -> type:
+        """The frozen dataclass of a run's settings: one field per spec setting.
+
+        Defaults are the notebook's `model.compile(optimizer='sgd',
+        loss='categorical_crossentropy')` + `model.fit(batch_size=32, epochs=10, shuffle=True,
+        validation_data=test)`.
+        """
+        kinds = {"int": int, "float": float, "choice": str, "bool": bool}
+        cls = make_dataclass(
+            "TrainSettings",
+            [(e.name, kinds[e.kind] | None if e.default is None else kinds[e.kind],
+              field(default=e.default)) for e in self.spec_entries],
+            namespace=_settings_methods(), frozen=True)
+        cls.__module__ = __name__
+        cls.__doc__ = "Everything that decides a training run besides the network."
+        return cls
+
+    @cached_property
+    def params(self) -> tuple[Param, ...]:
+        return tuple(e.param for e in self.spec_entries)
+
+    def resolve(self, pairs: Mapping[str, Any], base: Any = None) -> Any:
+        """Settings from canonical key -> parsed value pairs (already validated by the parser)."""
+        values = {k: self.by_name[k].coerce(v) if k in self.by_name else v
+                  for k, v in pairs.items()}
+        return (base or self.settings_class()).override(**values)
+
+    def record(self, settings: Any) -> dict[str, Any]:
+        """settings.json's "settings" object."""
+        return settings.to_dict()  # type: ignore[no-any-return]
+
+    def from_record(self, recorded: Mapping[str, Any]) -> Any:
+        """The settings of a run record; keys recorded before a setting existed take its
+        default, so old run folders still resume."""
+        known = {k: self.by_name[k].coerce(v) for k, v in recorded.items()
+                 if k in self.by_name and self.by_name[k].in_spec}
+        return self.settings_class(**known)
+
+    def unknown_record_keys(self, recorded: Mapping[str, Any]) -> list[str]:
+        return sorted(set(recorded) - {e.name for e in self.spec_entries})
+
+    def problems(self, settings: Any) -> list[SettingProblem]:
+        """Everything about these settings that would make training fail, in table order."""
+        out = [p for e in self.spec_entries
+               if (p := _value_problem(e, getattr(settings, e.name))) is not None]
+        return out + [p for rule in self.rules if (p := rule(settings)) is not None]
+
+    def render_markdown(self) -> str:
+        """The README's settings table (a test checks the README holds exactly this)."""
+        rows = ["| setting | default | values | command line | meaning |",
+                "| --- | --- | --- | --- | --- |"]
+        for e in self.entries:
+            key = " / ".join(f"`{n}`" for n in e.names) if e.in_spec else "—"
+            default = e.default_text or f"`{e.written(e.default)}`"
+            flag = "—" if e.flag is None else f"`{e.flag}`" + (
+                " (run only)" if e.scope == "run" else "")
+            rows.append(f"| {key} | {default} | {e.allowed()} | {flag} | "
+                        f"{e.meaning or e.help} |")
+        return "\n".join(rows) + "\n"
+
+
+def _value_problem(e: Setting, value: Any) -> SettingProblem | None:
+    """Why one value cannot train, in the parser's wording; None when it can."""
+    if value is None:  # seed: none given, one is drawn
+        return None
+    if e.values:
+        written = ("true" if value else "false") if isinstance(value, bool) else value
+        if written not in e.values:
+            return SettingProblem(e.name, f"{e.name} must be one of {', '.join(e.values)}, "
+                                  f"not {written}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return SettingProblem(e.name, f"{e.name} must be a number, not {value!r}")
+    if e.kind == "int" and not isinstance(value, int):
+        return SettingProblem(
+            e.name, f"{e.name} must be a whole number, not {format_number(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return SettingProblem(e.name, f"{e.name} must be finite, not {value}")
+    message = _out_of_range(e, value)
+    return None if message is None else SettingProblem(e.name, message)
+
+
+def _out_of_range(e: Setting, value: float) -> str | None:
+    low_ok = e.low is None or (value > e.low if e.low_open else value >= e.low)
+    high_ok = e.high is None or (value < e.high if e.high_open else value <= e.high)
     if low_ok and high_ok:
         return None
     got = format_number(value)
-    if param.high is None and param.low is not None:  # the parser's wording (parse._check_range)
-        relation = "greater than" if param.low_open else "at least"
-        return f"{param.field} must be {relation} {format_number(param.low)}, got {got}"
-    lo = "(" if param.low_open else "["
-    hi = ")" if param.high_open else "]"
-    low = "-inf" if param.low is None else format_number(param.low)
-    high = "inf" if param.high is None else format_number(param.high)
-    return f"{param.field} must be in {lo}{low}, {high}{hi}, got {got}"
+    if e.high is None and e.low is not None:  # the parser's wording (layers.check_range)
+        relation = "greater than" if e.low_open else "at least"
+        return f"{e.name} must be {relation} {format_number(e.low)}, got {got}"
+    lo = "(" if e.low_open else "["
+    hi = ")" if e.high_open else "]"
+    low = "-inf" if e.low is None else format_number(e.low)
+    high = "inf" if e.high is None else format_number(e.high)
+    return f"{e.name} must be in {lo}{low}, {high}{hi}, got {got}"
 
 
-def setting_problems(settings: TrainSettings) -> list[SettingProblem]:
-    """Everything about these settings that would make training fail, in SETTING_PARAMS order.
+def _momentum_needs_its_optimizer(settings: Any) -> SettingProblem | None:
+    if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
+        return SettingProblem(
+            "momentum",
+            f"momentum applies to {' and '.join(MOMENTUM_OPTIMIZERS)}, not {settings.optimizer}",
+            f"remove momentum, or use optimizer=sgd (or rmsprop); {settings.optimizer} has "
+            "its own moment estimates",
+        )
+    return None
+
+
+SETTINGS = SettingsTable(
+    entries=(
+        Setting("optimizer", "choice", "sgd", "optimizer", aliases=("opt",),
+                choices=OPTIMIZERS, flag="--optimizer"),
+        Setting("lr", "float", 0.01, "learning rate", aliases=("learning_rate",), low=0,
+                low_open=True, flag="--lr", metavar="X", cli_type="positive_float",
+                meaning="learning rate (Keras SGD's default, which the notebook used)"),
+        Setting("momentum", "float", 0.0, "SGD momentum", low=0, high=1, high_open=True,
+                flag="--momentum", metavar="X", meaning="momentum (`sgd` and `rmsprop` only)"),
+        Setting("batch", "int", 32, "global batch size", aliases=("batch_size",), low=1,
+                high=MAX_COUNT, flag="--batch-size", metavar="N", cli_type="positive_int"),
+        Setting("epochs", "int", 10, "epochs", low=1, high=MAX_COUNT, flag="--epochs",
+                metavar="N", cli_type="positive_int"),
+        Setting("seed", "int", None, "same seed, same history", low=0, high=MAX_SEED,
+                flag="--seed", metavar="N",
+                meaning="with a seed, two runs give the same history to the last digit; "
+                        "without, one is drawn and recorded"),
+        Setting("shuffle", "bool", True, "reshuffle the training set every epoch",
+                scope="spec"),
+        Setting("loss", "choice", "categorical_crossentropy",
+                "loss (the notebook's categorical cross-entropy)",
+                choices=("categorical_crossentropy",), scope="spec"),
+        Setting("validation", "choice", "test", "validate on the test split every epoch "
+                "(`none` to skip)", choices=("test", "none"), scope="spec"),
+        Setting("limit", "int", None, "train on the first N training images", low=1,
+                flag="--limit", metavar="N", cli_type="positive_int", scope="run",
+                default_text="all"),
+        Setting("precision", "choice", "auto",
+                "auto (default): bf16 where the CPU has native bf16 units (AMX or AVX-512 "
+                "BF16), else float32; bf16: mixed bfloat16 (changes the numbers); float32: the "
+                "notebook's numbers on every CPU",
+                choices=REQUESTABLE_PRECISIONS, flag="--precision", scope="run",
+                meaning="what the run computes in (`auto`: bf16 on a CPU with native bf16 "
+                        "units, else float32)"),
+    ),
+    rules=(_momentum_needs_its_optimizer,),
+)
+
+TrainSettings: Any = SETTINGS.settings_class
+# The study's "same flags" check: every setting with a command-line flag must be the same on
+# every worker of a study (cnnspec.experiments.definition reads this).
+STUDY_FLAGS: tuple[str, ...] = tuple(e.name for e in SETTINGS.flag_entries)
+
+# key -> how its value is written; the first name is canonical (the parser reads these)
+SETTING_PARAMS: tuple[Param, ...] = SETTINGS.params
+SETTING_BY_NAME: dict[str, Param] = {name: p for p in SETTING_PARAMS for name in p.names}
+SETTING_FIELDS: frozenset[str] = frozenset(p.field for p in SETTING_PARAMS)
+
+
+def resolve_settings(pairs: dict[str, Any], base: Any = None) -> Any:
+    """Settings from canonical key -> value pairs (already validated by the parser)."""
+    return SETTINGS.resolve(pairs, base)
+
+
+def settings_of(spec: Any, table: SettingsTable = SETTINGS) -> Any:
+    """The training settings a (sweep-free) spec writes, on top of the defaults."""
+    return table.resolve({s.key: s.value for s in spec.settings})
+
+
+def setting_problems(settings: Any) -> list[SettingProblem]:
+    """Everything about these settings that would make training fail, in table order.
 
     The rule is "whatever `check` accepts must train": the checker reports these with the
     setting's position, and command-line overrides (`--optimizer adam --momentum .9`) are
     validated with the same function, so both paths refuse the same things.
     """
-    out: list[SettingProblem] = []
-    for param in SETTING_PARAMS:
-        value = getattr(settings, param.field)
-        if value is None:  # seed: none given, one is drawn
-            continue
-        if param.kind == "flag":
-            written = ("true" if value else "false") if isinstance(value, bool) else value
-            if written not in param.flags:
-                out.append(SettingProblem(
-                    param.field, f"{param.field} must be one of {', '.join(param.flags)}, "
-                    f"not {written}"))
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            out.append(SettingProblem(
-                param.field, f"{param.field} must be a number, not {value!r}"))
-            continue
-        if param.kind == "int" and not isinstance(value, int):
-            out.append(SettingProblem(
-                param.field, f"{param.field} must be a whole number, not {format_number(value)}"))
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            out.append(SettingProblem(param.field, f"{param.field} must be finite, not {value}"))
-            continue
-        message = _out_of_range(param, value)
-        if message is not None:
-            out.append(SettingProblem(param.field, message))
-    if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
-        out.append(SettingProblem(
-            "momentum",
-            f"momentum applies to {' and '.join(MOMENTUM_OPTIMIZERS)}, not {settings.optimizer}",
-            f"remove momentum, or use optimizer=sgd (or rmsprop); {settings.optimizer} has "
-            "its own moment estimates",
-        ))
-    return out
+    return SETTINGS.problems(settings)
 
 
-def validate(settings: TrainSettings) -> str | None:
+def validate(settings: Any) -> str | None:
     """None when these settings train; else one line saying what is wrong and how to fix it.
 
     For callers without a spec position to point at, such as the CLI after applying

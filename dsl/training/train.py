@@ -57,6 +57,7 @@ from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.language.settings import (
     PRECISIONS,
     REQUESTABLE_PRECISIONS,
+    SETTINGS,
     STRATEGIES,
     TrainSettings,
 )
@@ -450,8 +451,6 @@ def _read_run_state(
 
 def check_settings_record(recorded: Any, path: Path) -> None:
     """RunFolderError unless settings.json has what resume/evaluate read from it."""
-    from dataclasses import fields
-
     def bad(what: str) -> records.RunFolderError:
         return records.RunFolderError(f"{path}: corrupted record: {what}")
 
@@ -468,10 +467,9 @@ def check_settings_record(recorded: Any, path: Path) -> None:
     for key, kind in (("source", str), ("train_images", int), ("fingerprint", str)):
         if not isinstance(recorded["data"].get(key), kind):
             raise bad(f"'data.{key}' is missing")
-    names = {f.name for f in fields(TrainSettings)}
-    unknown = set(recorded["settings"]) - names
+    unknown = SETTINGS.unknown_record_keys(recorded["settings"])
     if unknown:  # missing ones take their defaults (a run recorded before they existed)
-        raise bad(f"unknown setting(s) {', '.join(sorted(unknown))}")
+        raise bad(f"unknown setting(s) {', '.join(unknown)}")
     for key in ("epochs", "batch"):
         value = recorded["settings"].get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -542,7 +540,7 @@ def _settings_record(
             "file": spec.filename,
             "sha256": _sha256(_spec_text(spec)),
         },
-        "settings": settings.to_dict(),
+        "settings": SETTINGS.record(settings),
         "effective_seed": seed,
         "precision": precision,
         **(choice or {}),
@@ -583,7 +581,7 @@ def _same_run_or_raise(
     problems = []
     if recorded["spec"]["sha256"] != _sha256(text):
         problems.append("the spec text differs")
-    if recorded["settings"] != settings.to_dict():
+    if SETTINGS.from_record(recorded["settings"]) != settings:
         problems.append("the training settings differ")
     if recorded["precision"] != precision:
         problems.append(f"precision was {recorded['precision']}, not {precision}")
@@ -670,7 +668,6 @@ def resume_run(
     as it is; a pruned one is refused (ResumeRefused; see `train`'s epoch_hooks).
     """
     from cnnspec.language.parse import parse
-    from cnnspec.language.settings import TrainSettings as _Settings
 
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
@@ -681,7 +678,7 @@ def resume_run(
         raise records.RunFolderError(
             f"{spec_path}: cannot read the run's spec ({exc}); the folder is damaged") from None
     spec = parse(text, filename=str(spec_path), name=recorded["spec"]["name"])
-    settings = _Settings(**recorded["settings"])
+    settings = SETTINGS.from_record(recorded["settings"])
     if data is None:
         data = _load_recorded_data(recorded)
     return train(
