@@ -240,17 +240,7 @@ def _register(sub: Any, name: str, func: Callable[[argparse.Namespace], int], he
     return p
 
 
-def build_parser(extras: bool = True) -> argparse.ArgumentParser:
-    """The whole command line; extras=False leaves out the commands of cnnspec.cli.train and
-    cnnspec.cli.experiments (what `main` does for a front-end command: see _front_end)."""
-    parser = argparse.ArgumentParser(
-        prog="cnnspec",
-        description="Check, compile, train and compare CNNs written in the cnnspec language.",
-    )
-    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = _register(sub, "check", cmd_check, "check specs; list every error (exit 1 if any)")
+def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_max_params(p)
@@ -258,38 +248,59 @@ def build_parser(extras: bool = True) -> argparse.ArgumentParser:
                    metavar="N",
                    help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
 
-    p = _register(sub, "summary", cmd_summary, "per-layer shapes, parameters and MACs")
+
+def _summary_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_max_params(p)
 
-    p = _register(sub, "fmt", cmd_fmt, "rewrite specs in canonical form")
+
+def _fmt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="change nothing; exit 1 if unformatted")
     mode.add_argument("--show", action="store_true",
                       help="print the canonical text (coloured on a terminal); change nothing")
 
-    p = _register(sub, "parse", cmd_parse, "print a spec's IR as JSON")
+
+def _file_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE")
 
-    _register(sub, "lsp", cmd_lsp, "run the language server on stdin/stdout (for editors)")
 
-    for register in _extra_commands() if extras else ():  # imported here: they import this one
+# The commands defined in this module (they parse, check and print, and need nothing else):
+# name -> (function, help, its arguments), in the order `--help` lists them.
+_FRONT_END: dict[str, tuple[Callable[[argparse.Namespace], int], str,
+                            Callable[[argparse.ArgumentParser], None]]] = {
+    "check": (cmd_check, "check specs; list every error (exit 1 if any)", _check_arguments),
+    "summary": (cmd_summary, "per-layer shapes, parameters and MACs", _summary_arguments),
+    "fmt": (cmd_fmt, "rewrite specs in canonical form", _fmt_arguments),
+    "parse": (cmd_parse, "print a spec's IR as JSON", _file_argument),
+    "lsp": (cmd_lsp, "run the language server on stdin/stdout (for editors)", lambda p: None),
+}
+FRONT_END = tuple(_FRONT_END)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; or, with `only` (one of FRONT_END), just that command.
+
+    Why `only`: `main` runs a front-end command with a parser that has nothing else. The other
+    commands' modules (cnnspec.cli.train, cnnspec.cli.experiments) import the training and
+    experiment layers, and argparse builds a parser per command: together more than the rest
+    of `cnnspec summary`. What that command accepts, its help and its usage errors are the
+    same either way (the top-level usage names COMMAND, not the list of commands).
+    """
+    parser = argparse.ArgumentParser(
+        prog="cnnspec",
+        description="Check, compile, train and compare CNNs written in the cnnspec language.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (func, help, arguments) in _FRONT_END.items():
+        if only is None or name == only:
+            arguments(_register(sub, name, func, help))
+    for register in _extra_commands() if only is None else ():  # here: they import this module
         register(sub)
     return parser
-
-
-# The commands defined in this module: they parse, check and print, and need nothing else.
-FRONT_END = ("check", "summary", "fmt", "parse", "lsp")
-
-
-def _front_end(argv: Sequence[str]) -> bool:
-    """Whether argv runs one of FRONT_END. Then the other commands are not registered: their
-    modules import the training and experiment layers (Optuna, numpy, ...), which cost more
-    than the whole of `cnnspec summary` otherwise. `cnnspec --help` and anything unknown get
-    the full parser, so every message about the command line is unchanged."""
-    return bool(argv) and argv[0] in FRONT_END  # the only options before it are -h, --version
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
@@ -310,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (CUDA probes on CPU machines) is noise on a terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(extras=not _front_end(argv))
+    # a front-end command is the first argument (the only options before it: -h, --version)
+    parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
-from functools import cached_property
 from typing import Any, ClassVar
 
 from cnnspec.language.errors import Span
@@ -354,12 +353,6 @@ class Spec:
     filename: str | None = field(default=None, compare=False, repr=False)
 
     def statements(self) -> tuple[Statement, ...]:
-        return self._statements
-
-    @cached_property
-    def _statements(self) -> tuple[Statement, ...]:
-        # Worked out once per spec (the lines never change): `check` asks for the settings,
-        # blocks and body several times, and each of those reads the statements.
         return tuple(ln.statement for ln in self.lines if ln.statement is not None)
 
     @property
@@ -534,8 +527,18 @@ class Spec:
                     return True
             return False
 
-        return (sweeps(self.body) or any(sweeps(items) for items in self.blocks.values())
-                or any(s.choices for s in self.settings))
+        # the body, the blocks (the last `let` of a name, as in `blocks`) and the settings,
+        # read in one pass over the statements: `check` asks this of every spec
+        blocks: dict[str, tuple[Item, ...]] = {}
+        for st in self.statements():
+            if isinstance(st, LayerLine):
+                if sweeps(st.items):
+                    return True
+            elif isinstance(st, LetDecl):
+                blocks[st.name] = st.items
+            elif isinstance(st, TrainDecl) and any(s.choices for s in st.settings):
+                return True
+        return any(sweeps(items) for items in blocks.values())
 
 
 # -- JSON --------------------------------------------------------------------------------------

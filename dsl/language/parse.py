@@ -250,7 +250,7 @@ def _parse(text: str, filename: str | None, name: str | None, fast: bool,
         lines = tuple(builder.line(t) for t in tree.children)
     except _TooManyProblems:
         raise SpecError(_in_order([*syntax, *builder.problems]), text, filename) from None
-    too_deep = _depth_diagnostic(lines)
+    too_deep = _depth_diagnostic(lines) if _may_nest_deeply(text) else None
     if too_deep is not None:  # later stages recurse once per level, blocks included
         raise SpecError(_in_order([*syntax, *builder.problems, too_deep]), text, filename)
     # a block whose `let` line had a syntax error is not reported again at each use
@@ -337,6 +337,20 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
 
 
 MAX_DEPTH = 128  # IR levels (groups, repeats, optionals, block uses) from a line to a layer
+
+
+def _may_nest_deeply(text: str) -> bool:
+    """Whether the IR of this text could be more than MAX_DEPTH levels deep (else the walk of
+    _depth_diagnostic is skipped: a spec of a few lines cannot nest that far).
+
+    Each level needs text of its own: a group or merge its `(`, a repeat its `x`, an optional
+    its `?`, and a block use a `let` line above (blocks only use blocks defined before them,
+    so a chain of uses has at most one level per `let`). So the depth is at most one more than
+    the count of those; counting every `x` and `let` in the text (sizes, comments) only makes
+    the bound looser.
+    """
+    return (1 + text.count("(") + text.count("x") + text.count("?") + text.count("let")
+            > MAX_DEPTH)
 
 
 def _depth_diagnostic(lines: tuple[ir.Line, ...]) -> Diagnostic | None:
