@@ -56,14 +56,16 @@ def test_parser_is_complete_whatever_was_imported_first(first):
     ["parse", str(SPECS / "exp1.cnn")], ["fmt", "--check", str(SPECS / "exp1.cnn")],
 ])
 def test_front_end_commands_do_not_import_tensorflow(argv):
-    """Nor anything else heavy that only training, studies, plots or the editor need: these
-    commands answer in a fraction of a second, most of it Python's own start-up."""
+    """Nor anything else heavy that only training, studies, plots or the editor need, nor the
+    modules of the other commands: these commands answer in a fraction of a second, most of it
+    Python's own start-up."""
     code = textwrap.dedent(f"""
         import contextlib, io, sys
         from cnnspec.cli.main import main
         with contextlib.redirect_stdout(io.StringIO()):
             code = main({argv!r})
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}
+                       or m in ("cnnspec.cli.train", "cnnspec.cli.experiments"))
         print(code, ",".join(heavy))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
