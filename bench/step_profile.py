@@ -13,7 +13,10 @@ tf.data pipeline as `cnnspec train`) into pieces, each timed alone in a fresh pr
               Python/host overhead)
 
 and, with --ops, TensorFlow's profiler trace of fit steps grouped by op type (convolutions,
-matmuls, casts, batch norm, dropout, optimizer, ...), which shows what is not matrix math.
+matmuls, casts, batch norm, dropout, optimizer, ...) and by the layer kind each op's scope names
+(conv, batch norm, dropout, ..., "outside layers": the loss and the L2 penalty), in
+thread-milliseconds per step, which shows what is not matrix math. Precisions: float32, bf16 (as
+the trainer builds it) and bf16-fused (with cnnspec.backend.keras_model.prepare_training).
 
     python bench/step_profile.py                         # exp7 and exp1, batch 32/128, both
     python bench/step_profile.py --specs exp7 --batches 32 --ops

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnspec.backend.keras_model import all_layers
+
 _FUSABLE_DTYPES = ("bfloat16",)
 
 
@@ -102,7 +104,7 @@ def fuse_batch_norms(model: Any) -> int:
     from keras import layers as keras_layers
 
     count = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if (isinstance(layer, keras_layers.BatchNormalization)
                 and layer.compute_dtype in _FUSABLE_DTYPES
                 and not isinstance(layer.call, FusedTrainingCall)):
@@ -114,11 +116,3 @@ def fuse_batch_norms(model: Any) -> int:
 def is_fused(layer: Any) -> bool:
     """Whether `layer` trains through the fused kernel (for tests and benches)."""
     return isinstance(getattr(layer, "call", None), FusedTrainingCall)
-
-
-def _all_layers(model: Any) -> list[Any]:
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.append(layer)
-        found += _all_layers(layer)
-    return found

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnspec.backend.keras_model import all_layers
+
 _FAST_DTYPES = ("bfloat16",)
 
 
@@ -43,7 +45,7 @@ def speed_up_l2_penalties(model: Any) -> int:
     from keras import regularizers
 
     count = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if getattr(layer, "compute_dtype", None) not in _FAST_DTYPES:
             continue
         for variable in layer.trainable_weights:
@@ -51,11 +53,3 @@ def speed_up_l2_penalties(model: Any) -> int:
                 variable.regularizer = FastL2(variable.regularizer.l2)
                 count += 1
     return count
-
-
-def _all_layers(model: Any) -> list[Any]:
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.append(layer)
-        found += _all_layers(layer)
-    return found
