@@ -225,3 +225,13 @@ def test_the_training_layer_has_no_rich_bar(progress: str, data, tmp_path: Path)
     with pytest.raises(ValueError, match="progress must be plain, none or a ProgressReporter"):
         train(spec, settings, data, tmp_path / "run", progress=progress)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_draws_the_rich_bar_through_the_reporter(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rich"
+    done = run_cli("train", str(TINY), "--limit", str(LIMIT), "--epochs", "1", "--out", str(out),
+                   "--precision", "float32", "--progress", "rich", env={"HOME": str(home)},
+                   timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch 1/1" in done.stdout and "2/2" in done.stdout  # the bar's epoch and steps
+    assert records.read_status(out)["status"] == "completed"
