@@ -185,3 +185,63 @@ def test_allcnn_c_writes_its_own_head(models):
     assert not any(isinstance(x, L.Dense) for x in ours.layers)
     assert [r.output_shape for r in report.rows if r.keras_class == "Conv2D"][-3:] == [
         (6, 6, 192), (6, 6, 192), (6, 6, 10)]
+
+
+# -- examples/cifar10-fast.cnn and the seed study's eighth experiment (issue 12) ---------------
+
+
+def cifar10_fast():
+    """The fast recipe's network as its comments describe it, by hand: three airbench-style
+    blocks (bias-free conv, max-pool 2, BN with momentum .9, ReLU, bias-free conv, BN, ReLU)
+    of 32, 64 and 128 filters, global max pooling, a bias-free Dense(10) scaled by 1/8."""
+    def block(filters):
+        return [L.Conv2D(filters, 3, padding="same", use_bias=False), L.MaxPooling2D(2),
+                L.BatchNormalization(momentum=0.9), L.Activation("relu"),
+                L.Conv2D(filters, 3, padding="same", use_bias=False),
+                L.BatchNormalization(momentum=0.9), L.Activation("relu")]
+
+    head = [L.GlobalMaxPooling2D(), L.Flatten(), L.Dense(10, use_bias=False),
+            L.Rescaling(0.125), L.Activation("softmax")]
+    return keras.Sequential([keras.Input((32, 32, 3)), *block(32), *block(64), *block(128),
+                             *head])
+
+
+def test_cifar10_fast_equals_its_hand_built_network():
+    spec = cnnspec.load(EXAMPLES / "cifar10-fast.cnn")
+    report = cnnspec.check(spec)
+    ours, theirs = cnnspec.to_keras(spec), cifar10_fast()
+    assert isinstance(ours, keras.Sequential) and report.own_head
+    assert [type(x) for x in ours.layers] == [type(x) for x in theirs.layers]
+    for row, a, b in zip(report.rows, ours.layers, theirs.layers, strict=True):
+        assert tuple(a.output.shape) == tuple(b.output.shape) == (None, *row.output_shape), a.name
+        assert _count(a.trainable_weights) == _count(b.trainable_weights) == row.trainable
+        assert _count(a.non_trainable_weights) == _count(b.non_trainable_weights) == (
+            row.non_trainable)
+        assert _config(a) == _config(b), a.name
+    widths = [(3, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    convs = sum(9 * cin * cout for cin, cout in widths)
+    bns = 4 * (32 + 32 + 64 + 64 + 128 + 128)  # gamma, beta, moving mean and variance
+    assert ours.count_params() == theirs.count_params() == report.params == (
+        convs + bns + 128 * 10) == 289_632
+
+
+def test_cifar10_fast_writes_the_recipe_in_its_train_lines():
+    spec = cnnspec.load(EXAMPLES / "cifar10-fast.cnn")
+    keys = {s.key for s in spec.settings}
+    assert {"lr", "augment", "nesterov", "weight_decay", "label_smoothing", "batch",
+            "epochs", "seed"} <= keys
+
+
+def test_seed_study_exp8_is_exp7_with_augmentation_and_a_schedule():
+    """The eighth experiment changes exactly two settings of exp7 and no layer."""
+    from conftest import SPECS
+
+    exp7 = cnnspec.load(SPECS / "exp7.cnn")
+    exp8 = cnnspec.load(EXAMPLES / "seed-study" / "exp8.cnn")
+    r7, r8 = cnnspec.check(exp7), cnnspec.check(exp8)
+    assert [(r.keras_class, r.output_shape, r.params) for r in r8.rows] == [
+        (r.keras_class, r.output_shape, r.params) for r in r7.rows]
+    s7 = {s.key: s.value for s in exp7.settings}
+    s8 = {s.key: s.value for s in exp8.settings}
+    changed = {k for k in s7.keys() | s8.keys() if s7.get(k) != s8.get(k)}
+    assert changed == {"lr", "augment"}
