@@ -58,6 +58,7 @@ class Run:
     wall: float
     epoch_times: dict[int, float]  # epoch (1-based) -> seconds from launch to its line
     history: list[dict[str, Any]]
+    metrics: dict[str, Any]
     precision: str
     precision_reason: str
     returncode: int
@@ -100,7 +101,8 @@ def train(label: str, spec: Path, data: Path, run_dir: Path, precision: str) -> 
         stderr = err.read()
     settings = _read_json(run_dir / "settings.json") or {}
     history = _read_json(run_dir / "history.json") or []
-    return Run(label, spec, run_dir, wall, epoch_times, history,
+    metrics = _read_json(run_dir / "metrics.json") or {}
+    return Run(label, spec, run_dir, wall, epoch_times, history, metrics,
                str(settings.get("precision", "?")), str(settings.get("precision_reason", "")),
                returncode, stderr)
 
@@ -172,6 +174,12 @@ def verdict(exp7: Run, fast: Run) -> tuple[list[str], bool]:
         f"{above:+.1f} points (target >= +{MARGIN_POINTS:.0f}): "
         f"{'met' if high_enough else 'NOT MET'}; vs exp7 final {100 * exp7.final:.1f} %: "
         f"{100 * (fast.final - exp7.final):+.1f} points")
+    for run in (exp7, fast):
+        extra = {k: v for k, v in run.metrics.items()
+                 if isinstance(v, float) and ("flip" in k or "tta" in k)}
+        if extra:  # test-time flip, reported beside the plain accuracy
+            lines.append(f"{run.label} test-time augmentation: " + ", ".join(
+                f"{k} {100 * v:.1f} %" for k, v in extra.items()))
     if exp7.precision != fast.precision:
         lines.append(f"warning: the runs used different precisions ({exp7.precision} vs "
                      f"{fast.precision})")
