@@ -146,8 +146,9 @@ def test_spec_settings_round_trip_through_the_record():
 
 
 def test_study_same_flags_are_the_settings_with_a_flag():
-    assert STUDY_FLAGS == ("optimizer", "lr", "momentum", "batch", "epochs", "seed", "limit",
-                           "precision")
+    assert STUDY_FLAGS == ("optimizer", "lr", "momentum", "batch", "epochs", "seed", "augment",
+                           "nesterov", "weight_decay", "label_smoothing", "tta", "patience",
+                           "monitor", "ema", "limit", "precision")
     assert set(STUDY_FLAGS) == {e.name for e in SETTINGS.entries if e.flag}
 
 

@@ -473,9 +473,13 @@ class _CliTrainer:
         return self.data
 
     def settings(self, variant: Any) -> dict[str, Any]:
-        # every setting, as the run records it (the table decides which there are)
+        # every setting, as the run records it (the table decides which there are); `lr`
+        # stays a number for the study's table (a schedule's top rate, its text beside it)
         s = resolved_settings(variant.spec, self.args)
-        return {**SETTINGS.record(s), "data": self._load().describe()}
+        record = SETTINGS.record(s)
+        if not isinstance(s.lr, float):
+            record.update(lr=s.lr.top, lr_schedule=SETTINGS.by_name["lr"].written(s.lr))
+        return {**record, "data": self._load().describe()}
 
     def __call__(self, variant: Any, run_dir: Path) -> Any:
         from cnnspec.cli.train import train_one

@@ -26,6 +26,7 @@ from cnnspec.cli.main import (
 from cnnspec.language import ir
 from cnnspec.language.checker import check
 from cnnspec.language.parse import load
+from cnnspec.language.setting_values import SCHEDULES
 from cnnspec.language.settings import (
     PROGRESS_MODES,
     SETTINGS,
@@ -101,10 +102,52 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _cli_readers() -> dict[str, Any]:
-    """The table's `cli_type` names -> argparse type functions."""
-    return {"positive_int": _positive_int, "positive_float": _positive_float, "int": int,
-            "float": float}
+def _spec_value(entry: Setting) -> Any:
+    """An argparse type reading a flag's text as the spec's `train` line would: `--lr
+    onecycle(.4,warm=.2)`, `--augment flip+crop4`, with the spec's messages."""
+    from cnnspec.language.errors import SpecError
+    from cnnspec.language.parse import parse
+
+    def read(text: str) -> Any:
+        if "\n" in text or "#" in text:
+            raise argparse.ArgumentTypeError(f"not a value: {text!r}")
+        try:
+            spec = parse(f"train {entry.name}={text}\n|")
+        except SpecError as exc:
+            d = exc.diagnostics[0]
+            hint = f" ({d.hint})" if d.hint else ""
+            raise argparse.ArgumentTypeError(f"{d.message}{hint}") from None
+        if len(spec.settings) != 1 or spec.settings[0].choices:
+            raise argparse.ArgumentTypeError(
+                f"one value, not {text!r} (sweep in the spec, or run `cnnspec sweep`)")
+        return spec.settings[0].value
+
+    read.__name__ = entry.name  # argparse names the type in some messages
+    return read
+
+
+def _positive_float_or_value(entry: Setting) -> Any:
+    """A positive number (the --lr of before, same messages), or a value such as a schedule."""
+    spec_value = _spec_value(entry)
+
+    def read(text: str) -> Any:
+        if "(" in text or text in SCHEDULES:  # a schedule; anything else reads as before
+            return spec_value(text)
+        return _positive_float(text)
+
+    return read
+
+
+def _cli_reader(entry: Setting) -> Any:
+    """The argparse type of a setting's flag, by the table's `cli_type` (else its kind)."""
+    simple = {"positive_int": _positive_int, "positive_float": _positive_float, "int": int,
+              "float": float}
+    name = entry.cli_type or entry.kind
+    if name in simple:
+        return simple[name]
+    if name == "positive_float_or_value":
+        return _positive_float_or_value(entry)
+    return _spec_value(entry)
 
 
 def _add_setting_flag(group: Any, entry: Setting) -> None:
@@ -113,7 +156,7 @@ def _add_setting_flag(group: Any, entry: Setting) -> None:
     if entry.values:
         kw["choices"] = entry.values
     else:
-        kw["type"] = _cli_readers()[entry.cli_type or entry.kind]
+        kw["type"] = _cli_reader(entry)
         kw["metavar"] = entry.metavar or ("N" if entry.kind == "int" else "X")
     kw["default"] = entry.default if entry.scope == "run" else None
     group.add_argument(entry.flag, **kw)
@@ -139,6 +182,11 @@ def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
     problem = validate(settings)
     if problem is not None:
         raise UsageError(f"{spec.name}: {problem} (after the command-line overrides)")
+    untrained = SETTINGS.untrained(settings)
+    if untrained:  # recorded but not applied would be a silent lie in the run folder
+        raise Failure(f"{spec.name}: this version's training loop does not apply "
+                      f"{', '.join(untrained)} yet (the spec language reads it); remove it "
+                      "to train")
     return settings
 
 

@@ -9,14 +9,15 @@ language server (cnnspec.editor.lsp) gives is tested here on plain text. Positio
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, Row, check
 from cnnspec.language.errors import Span, SpecError
 from cnnspec.language.layers import KINDS, fmt_shape
 from cnnspec.language.parse import parse
-from cnnspec.language.settings import SETTING_PARAMS, TrainSettings
+from cnnspec.language.setting_values import SCHEDULE_DOCS, SCHEDULE_EXAMPLES, SCHEDULES
+from cnnspec.language.settings import SETTINGS, Setting
 from cnnspec.language.sweep import check_all_variants, expand
 
 ERROR, WARNING = 1, 2  # LSP DiagnosticSeverity values
@@ -131,28 +132,35 @@ def _model_hover(report: Report) -> str:
             f"{fmt_shape(report.output_shape)}\n\n{totals(report.rows)}\n\n{head}")
 
 
-def _setting_param(key: str):
-    for p in SETTING_PARAMS:
-        if key in p.names or key == p.field:
-            return p
-    return None
+def _setting_entry(key: str) -> Setting | None:
+    """The table's entry for a key a spec may write (an alias too)."""
+    return SETTINGS.by_key.get(key)
 
 
 def setting_doc(key: str) -> str | None:
-    """Meaning, default and range of a training setting, or None for an unknown key."""
-    p = _setting_param(key)
-    if p is None:
+    """Meaning, default and values of a training setting (from the table), or None for an
+    unknown key."""
+    e = _setting_entry(key)
+    if e is None:
         return None
-    default = {f.name: f.default for f in fields(TrainSettings)}.get(p.field)
-    if p.flags:
-        allowed = " | ".join(p.flags)
+    default = e.default
+    if default is None or isinstance(default, bool):
+        shown = "none" if default is None else str(default).lower()
     else:
-        lo = "" if p.low is None else f"{'>' if p.low_open else '≥'} {p.low:g}"
-        hi = "" if p.high is None else f"{'<' if p.high_open else '≤'} {p.high:g}"
-        allowed = ", ".join(x for x in (lo, hi) if x) or "any"
-    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) \
-        else str(default)
-    return f"**{p.field}**: {p.doc}\n\ndefault: `{shown}` · values: {allowed}"
+        shown = str(default) if isinstance(default, int | float | str) else e.written(default)
+    flag = f" · command line: `{e.flag}`" if e.flag else ""
+    return (f"**{e.name}**: {e.help}\n\ndefault: `{shown}` · values: {e.allowed()}{flag}")
+
+
+def setting_value_completions(e: Setting) -> list[Completion]:
+    """What may follow `key=`: its words, or the forms of a schedule or an augmentation."""
+    if e.kind == "schedule":
+        return [Completion(example, e.name, SCHEDULE_DOCS.get(kind, ""), "value")
+                for kind, example in zip(SCHEDULES, SCHEDULE_EXAMPLES, strict=True)]
+    if e.kind == "augment":
+        return [Completion(w, e.name, e.help, "value")
+                for w in ("none", "flip", "crop4", "cutout8", "flip+crop4+cutout8")]
+    return [Completion(v, e.name, e.help, "value") for v in e.values]
 
 
 def layer_doc(word: str) -> str | None:
@@ -268,10 +276,10 @@ def completions(text: str, line: int, character: int) -> list[Completion]:
     if re.match(r"\s*train\b", before):
         m = re.search(r"([A-Za-z_]+)=[^\s=]*$", before)
         if m:
-            p = _setting_param(m.group(1))
-            return [Completion(v, p.field, p.doc, "value") for v in p.flags] if p else []
-        return [Completion(p.field, p.doc, setting_doc(p.field) or "", "setting")
-                for p in SETTING_PARAMS]
+            e = _setting_entry(m.group(1))
+            return setting_value_completions(e) if e else []
+        return [Completion(e.name, e.help, setting_doc(e.name) or "", "setting")
+                for e in SETTINGS.spec_entries]
     arg = re.search(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_.]*)\(([^()]*)$", before)
     kind = arg and (KINDS.get(arg.group(1)) or KINDS.get(_split_kind(arg.group(1))))
     if kind:

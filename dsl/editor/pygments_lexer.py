@@ -1,7 +1,8 @@
 """A Pygments lexer for `.cnn` files, registered as `cnnspec` (entry point `pygments.lexers`).
 
 Tokens follow grammar/cnnspec.lark: comments, headers (`input`, `classes`, `train` with its
-`key=value` settings), `let` blocks, layer words (the words of cnnspec.language.layers, their number
+`key=value` settings, whose values may be calls such as `onecycle(.4,warm=.2)` and `+` lists
+such as `flip+crop4`), `let` blocks, layer words (the words of cnnspec.language.layers, their number
 split off), numbers and shapes, argument lists touching a word, sweeps `{…}`, merges,
 groups, `|`, repeats `x2` and `?`. Anything else is plain text, never an Error token.
 """
@@ -74,10 +75,17 @@ class CnnspecLexer(RegexLexer):
             (r"\r?\n", Whitespace, "#pop"),
             include("common"),
             (r"([A-Za-z_][A-Za-z0-9_]*)(=)", bygroups(Name.Attribute, Operator)),
+            include("setting_value"),
             (r"[0-9]+(?:x[0-9]+)+", Number),
             (_NUM, Number),
             (r"[A-Za-z_][A-Za-z0-9_]*", Name.Constant),
             (r"[^\s#]", Text),
+        ],
+        # a setting's call, `onecycle(.4,warm=.2)` / `crop4(mode=zero)`, and `+` in flip+crop4
+        "setting_value": [
+            (r"([A-Za-z_][A-Za-z0-9_]*)(\()", bygroups(Name.Function, Punctuation), "args"),
+            (r"\+", Operator),
+            (r",", Punctuation),
         ],
         "args": [
             (r"\)", Punctuation, "#pop"),
@@ -94,7 +102,7 @@ class CnnspecLexer(RegexLexer):
             (r"\}", Punctuation, "#pop"),
             (r"\r?\n", Whitespace, "#pop"),
             (r"[ \t\f]+", Whitespace),
-            (r",", Punctuation),
+            include("setting_value"),
             (r"[0-9]+(?:x[0-9]+)+", Number),
             (_NUM, Number),
             (r"[A-Za-z_][A-Za-z0-9_]*(?:\.[0-9]+)?", Name.Variable),

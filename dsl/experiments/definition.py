@@ -14,7 +14,7 @@ from typing import Any
 from cnnspec.failures import UsageError
 from cnnspec.language import ir
 from cnnspec.language.format import format_spec
-from cnnspec.language.settings import STUDY_FLAGS
+from cnnspec.language.settings import STUDY_FLAGS, flag_record
 from cnnspec.language.sweep import (
     DEFAULT_MAX_VARIANTS,
     Point,
@@ -49,7 +49,8 @@ class SweepOptions:
         """The values of CONFIG_FLAGS, with the search: what the study records and compares."""
         own = {"max_params": self.max_params, "sample": self.sample,
                "sample_seed": self.sample_seed}
-        config = {k: own[k] if k in own else self.train.get(k) for k in CONFIG_FLAGS}
+        config = {k: own[k] if k in own else flag_record(k, self.train.get(k))
+                  for k in CONFIG_FLAGS}
         config.update(search=self.search, trials=self.trials)
         return config
 

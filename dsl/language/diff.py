@@ -7,9 +7,11 @@ is computed on the checked layer rows (the Keras layers), aligned like a text di
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from cnnspec.language.checker import Report, Row
+from cnnspec.language.format import format_value
+from cnnspec.language.setting_values import Augment, Schedule
 from cnnspec.language.settings import TrainSettings
 
 
@@ -111,6 +113,16 @@ def diff_reports(
             changes.extend(Change("added", None, r) for r in b.rows[j1:j2])
     setting_changes: list[tuple[str, object, object]] = []
     if settings_a is not None and settings_b is not None:
-        da, db = settings_a.to_dict(), settings_b.to_dict()
-        setting_changes = [(k, da[k], db[k]) for k in da if da[k] != db[k]]
+        names = [f.name for f in fields(settings_a)]
+        setting_changes = [
+            (k, _shown(getattr(settings_a, k)), _shown(getattr(settings_b, k)))
+            for k in names if getattr(settings_a, k) != getattr(settings_b, k)]
     return SpecDiff(a, b, tuple(changes), tuple(setting_changes))
+
+
+def _shown(value: object) -> object:
+    """A setting's value in a diff: numbers and words as they are (JSON keeps them typed); a
+    schedule or an augmentation as the spec writes it, `onecycle(.4,warm=.2)`."""
+    if isinstance(value, Schedule | Augment):
+        return format_value(value)
+    return value

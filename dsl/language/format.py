@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from cnnspec.language import ir
 from cnnspec.language.layers import format_layer, format_number
+from cnnspec.language.setting_values import Augment, Schedule, write_augment, write_schedule
 
 
 def format_value(value: ir.Value) -> str:
+    if isinstance(value, Schedule):
+        return write_schedule(value)
+    if isinstance(value, Augment):
+        return write_augment(value)
     if isinstance(value, tuple):
         return "x".join(str(v) for v in value)
     if isinstance(value, bool):

@@ -586,6 +586,7 @@ def from_json(text: str) -> Spec:
     import json
 
     import cnnspec.language.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
+    import cnnspec.language.setting_values  # noqa: F401  (schedules, augmentation)
 
     spec = _decode(json.loads(text))
     if not isinstance(spec, Spec):

@@ -44,6 +44,7 @@ from cnnspec.language.layers import (
     takes_bare,
     whole,
 )
+from cnnspec.language.setting_values import Arg, Written, WrittenProblem
 from cnnspec.language.settings import SETTINGS, SettingsTable
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ _TERMINAL_WORDS = {
     "LBRACE": "`{`",
     "RBRACE": "`}`",
     "COMMA": "`,`",
+    "PLUS": "`+`",
     "EQUAL": "`=`",
     "COMMENT": "a comment",
     "_NL": "the end of the line",
@@ -907,18 +909,51 @@ class _Builder:
             return ir.Setting(str(key_tok), 0, span=span)
         param = entry.param
         self.once(f"train {param.field}", key_tok)
-        values = self.values(value)
+        # `key={a,b}` is a sweep, and so is a call with alternatives inside, `onecycle({.2,.4})`
+        swept = isinstance(value, Tree) and value.data == "setting_choices"
+        written: list[Written] = []
+        for node in (value.children if swept else [value]):
+            alternatives, inner = self.setting_written(node)
+            written += alternatives
+            swept = swept or inner
+        if len(written) > MAX_LAYER_OPTIONS:
+            self.problem(f"`{key_tok}` has {len(written):,} alternatives, over the limit of "
+                         f"{MAX_LAYER_OPTIONS:,}", span, "sweep fewer values at a time")
+            return ir.Setting(param.field, None, span=span)
         typed = []
-        for tok in values:
+        for w in written:
             try:
-                typed.append(coerce(param, tok, param.field))
-            except _Problem as p:
-                self.problem(p.message, _tok_span(tok), p.hint)
+                typed.append(entry.read(w))
+            except WrittenProblem as p:
+                self.problem(p.message, p.span or w.span, p.hint)
                 typed.append(None)
-        choices = tuple(typed) if isinstance(value, Tree) else ()
+        choices = tuple(typed) if swept else ()
         if None not in choices and len(set(choices)) < len(choices):
             self.problem(f"`{key_tok}` lists the same value twice", span, "write each value once")
         return ir.Setting(param.field, typed[0], choices, span=span)
+
+    def setting_written(self, node: Token | Tree) -> tuple[list[Written], bool]:
+        """A setting's value as setting_values reads it, with its positions: one Written per
+        alternative (a call's arguments may be sweeps), and whether there were any."""
+        if isinstance(node, Token):
+            return [Written(str(node), node.type, span=_tok_span(node))], False
+        span = self.full_span(node)
+        if node.data == "terms":
+            parts = [self.setting_written(t) for t in node.children]
+            combos = list(itertools.islice(
+                itertools.product(*(alts for alts, _ in parts)), MAX_LAYER_OPTIONS + 1))
+            return ([Written("+", "PLUS", terms=tuple(c), span=span) for c in combos],
+                    any(inner for _, inner in parts))
+        name_tok, args_tree = node.children  # call: WORD args
+        options: list[list[Arg]] = []
+        for arg in args_tree.children:
+            arg_name = str(arg.children[0]) if arg.data == "named_arg" else None
+            arg_span = _tok_span(arg.children[0]) if arg_name else None
+            options.append([Arg(arg_name, Written(str(t), t.type, span=_tok_span(t)), arg_span)
+                            for t in self.values(arg.children[-1])])
+        combos = list(itertools.islice(itertools.product(*options), MAX_LAYER_OPTIONS + 1))
+        swept = any(isinstance(arg.children[-1], Tree) for arg in args_tree.children)
+        return [Written(str(name_tok), "CALL", args=tuple(c), span=span) for c in combos], swept
 
     def values(self, value: Token | Tree) -> list[Token]:
         return list(value.children) if isinstance(value, Tree) else [value]

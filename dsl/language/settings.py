@@ -18,6 +18,20 @@ from functools import cached_property
 from typing import Any
 
 from cnnspec.language.layers import Param, format_number
+from cnnspec.language.setting_values import (
+    SCHEDULE_EXAMPLES,
+    Augment,
+    Schedule,
+    Written,
+    augment_from_record,
+    read_atom,
+    read_augment,
+    read_schedule,
+    schedule_from_record,
+    schedule_record,
+    write_augment,
+    write_schedule,
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "adagrad")
 # The optimizers that take a momentum (cnnspec.training.train builds the others without one), so a
@@ -39,9 +53,14 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 # Where a setting can be given: in a spec's `train` line only, as a command-line flag only
 # (how a run is executed, recorded beside the settings), or both (the flag overrides the spec).
 SCOPES = ("spec", "run", "both")
-# kind -> the layers.PARAM_KINDS reader of its written value. "bool" is written true|false and
-# kept as that word in the IR (so `fmt` writes it back as written); TrainSettings holds a bool.
-_PARAM_KIND = {"int": "int", "float": "float", "choice": "flag", "bool": "flag"}
+# kind -> the layers.PARAM_KINDS kind of its Param (how a plain number or word reads). "bool" is
+# written true|false and kept as that word in the IR (so `fmt` writes it back as written);
+# TrainSettings holds a bool. "schedule" is a rate (a float) or a Schedule; "augment" an
+# Augment (cnnspec.language.setting_values reads and writes both).
+_PARAM_KIND = {"int": "int", "float": "float", "choice": "flag", "bool": "flag",
+               "schedule": "float", "augment": "flag"}
+_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "bool": bool,
+                             "schedule": float | Schedule, "augment": Augment}
 _BOOL_WORDS = ("true", "false")
 
 
@@ -70,6 +89,10 @@ class Setting:
     scope: str = "both"
     meaning: str = ""  # the README's "meaning" column (markdown); the help when empty
     default_text: str | None = None  # how the README shows the default, when not the value
+    # Which values the training loop applies today; None: all. A recipe setting the language
+    # reads before the loop applies it is refused by `cnnspec train` (never silently ignored);
+    # the loop's author sets this to None when wiring it.
+    trains: Callable[[Setting, Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _PARAM_KIND:
@@ -90,28 +113,61 @@ class Setting:
 
     @property
     def values(self) -> tuple[str, ...]:
-        """The words it takes (choice and bool kinds); empty for numbers."""
-        return _BOOL_WORDS if self.kind == "bool" else self.choices
+        """The words it takes (choice and bool kinds); empty for numbers and structured
+        values."""
+        return _BOOL_WORDS if self.kind == "bool" else (
+            () if self.kind == "augment" else self.choices)
 
     @property
     def param(self) -> Param:
         """How the parser reads its written value (cnnspec.language.layers.PARAM_KINDS)."""
         return Param(self.name, _PARAM_KIND[self.kind], self.names, low=self.low,
                      low_open=self.low_open, high=self.high, high_open=self.high_open,
-                     flags=self.values, doc=self.help)
+                     flags=self.values or self.choices, doc=self.help)
+
+    def trained(self, value: Any) -> bool:
+        """Whether training applies this value today (see `trains`)."""
+        return self.trains is None or self.trains(self, value)
+
+    def read(self, w: Written) -> Any:
+        """The IR value of one written value (a sweep's alternatives are read one by one);
+        WrittenProblem, with the place to point at, when the setting refuses it."""
+        if self.kind == "schedule":
+            return read_schedule(self.param, w)
+        if self.kind == "augment":
+            return read_augment(self.param, w)
+        return read_atom(self.param, w, self.name)
 
     def coerce(self, value: Any) -> Any:
-        """The TrainSettings value of a parsed (or recorded) one: `true` -> True, 1 -> 1.0."""
+        """The TrainSettings value of a parsed (or recorded) one: `true` -> True, 1 -> 1.0,
+        a recorded schedule or augmentation (a JSON object) -> its dataclass."""
         if self.kind == "bool" and isinstance(value, str):
             return value == "true"
-        if self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        if self.kind in ("float", "schedule") and isinstance(value, int) \
+                and not isinstance(value, bool):
             return float(value)
+        if self.kind == "schedule":
+            return schedule_from_record(value)
+        if self.kind == "augment":
+            return augment_from_record(value)
+        return value
+
+    def to_record(self, value: Any) -> Any:
+        """The value as settings.json holds it (JSON: a number, a word, an object)."""
+        if self.kind == "schedule":
+            return schedule_record(value)
+        if isinstance(value, Augment):
+            return value.params()
         return value
 
     def written(self, value: Any) -> str:
         """The value as a spec (and the README) writes it."""
         if value is None:
             return "none"
+        if isinstance(value, Schedule) or self.kind == "schedule":
+            return write_schedule(value)
+        if isinstance(value, Augment):
+            return write_augment(value)
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, int | float):
@@ -119,7 +175,13 @@ class Setting:
         return str(value)
 
     def allowed(self) -> str:
-        """The values it takes, in words: `sgd`, `adam` / `> 0` / `0 … 2³²−1`."""
+        """The values it takes, in words: `sgd`, `adam` / `> 0` / `[0, 2³²−1]`."""
+        if self.kind == "schedule":
+            return "> 0, or " + ", ".join(f"`{e}`" for e in SCHEDULE_EXAMPLES)
+        if self.kind == "augment":
+            return "`none`, or " + ", ".join(
+                f"`{t}`" for t in ("flip", "crop4", "crop(4,mode=zero)", "cutout8")) + (
+                " joined by `+`")
         if self.values:
             return ", ".join(f"`{v}`" for v in self.values)
         lo = None if self.low is None else format_number(self.low)
@@ -165,7 +227,11 @@ def _settings_methods() -> dict[str, Any]:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self: Any) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The settings as settings.json records them: JSON values only (a schedule or an
+        augmentation is an object)."""
+        table = type(self).table
+        return {f.name: table.by_name[f.name].to_record(getattr(self, f.name))
+                for f in fields(self)}
 
     return {"override": override, "to_dict": to_dict}
 
@@ -208,12 +274,11 @@ class SettingsTable:
         loss='categorical_crossentropy')` + `model.fit(batch_size=32, epochs=10, shuffle=True,
         validation_data=test)`.
         """
-        kinds = {"int": int, "float": float, "choice": str, "bool": bool}
         cls = make_dataclass(
             "TrainSettings",
-            [(e.name, kinds[e.kind] | None if e.default is None else kinds[e.kind],
+            [(e.name, _PY_TYPES[e.kind] | None if e.default is None else _PY_TYPES[e.kind],
               field(default=e.default)) for e in self.spec_entries],
-            namespace=_settings_methods(), frozen=True)
+            namespace={**_settings_methods(), "table": self}, frozen=True)
         cls.__module__ = __name__
         cls.__doc__ = "Everything that decides a training run besides the network."
         return cls
@@ -238,6 +303,24 @@ class SettingsTable:
         known = {k: self.by_name[k].coerce(v) for k, v in recorded.items()
                  if k in self.by_name and self.by_name[k].in_spec}
         return self.settings_class(**known)
+
+    def untrained(self, settings: Any) -> list[str]:
+        """`key=value` of each setting whose value training does not apply yet."""
+        return [f"{e.name}={e.written(getattr(settings, e.name))}" for e in self.spec_entries
+                if not e.trained(getattr(settings, e.name))]
+
+    def texts(self, recorded: Mapping[str, Any]) -> dict[str, str]:
+        """Each setting of a run record as a spec writes it (`lr` -> `onecycle(.4,warm=.2)`),
+        defaults filled in: for tables of runs that show the settings which differ."""
+        settings = self.from_record(recorded)
+        return {e.name: e.written(getattr(settings, e.name)) for e in self.spec_entries}
+
+    def differing(self, records: list[Mapping[str, Any]]) -> list[str]:
+        """The settings (in table order) whose written value is not the same in all these
+        run records."""
+        texts = [self.texts(r) for r in records]
+        return [e.name for e in self.spec_entries
+                if len({t[e.name] for t in texts}) > 1]
 
     def unknown_record_keys(self, recorded: Mapping[str, Any]) -> list[str]:
         return sorted(set(recorded) - {e.name for e in self.spec_entries})
@@ -266,6 +349,11 @@ def _value_problem(e: Setting, value: Any) -> SettingProblem | None:
     """Why one value cannot train, in the parser's wording; None when it can."""
     if value is None:  # seed: none given, one is drawn
         return None
+    if e.kind == "augment" or isinstance(value, Schedule):
+        # read (and range-checked) by setting_values, from the spec or a flag's text
+        if isinstance(value, Schedule if e.kind == "schedule" else Augment):
+            return None
+        return SettingProblem(e.name, f"{e.name} cannot be {value!r}")
     if e.values:
         written = ("true" if value else "false") if isinstance(value, bool) else value
         if written not in e.values:
@@ -299,6 +387,14 @@ def _out_of_range(e: Setting, value: float) -> str | None:
     return f"{e.name} must be in {lo}{low}, {high}{hi}, got {got}"
 
 
+def _default_only(entry: Setting, value: Any) -> bool:
+    return bool(value == entry.default)
+
+
+def _rate_only(entry: Setting, value: Any) -> bool:
+    return not isinstance(value, Schedule)
+
+
 def _momentum_needs_its_optimizer(settings: Any) -> SettingProblem | None:
     if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
         return SettingProblem(
@@ -310,13 +406,38 @@ def _momentum_needs_its_optimizer(settings: Any) -> SettingProblem | None:
     return None
 
 
+def _nesterov_needs_sgd_with_momentum(settings: Any) -> SettingProblem | None:
+    if not settings.nesterov:
+        return None
+    if settings.optimizer != "sgd":
+        return SettingProblem(
+            "nesterov", f"nesterov applies to sgd, not {settings.optimizer}",
+            "remove nesterov, or use optimizer=sgd with a momentum")
+    if not settings.momentum:
+        return SettingProblem("nesterov", "nesterov needs a momentum above 0",
+                              "add momentum=.9, as in the fast CIFAR-10 recipes")
+    return None
+
+
+def _patience_needs_validation(settings: Any) -> SettingProblem | None:
+    if settings.patience is not None and settings.validation == "none":
+        return SettingProblem(
+            "patience", "patience needs validation to watch, but validation=none",
+            "remove patience, or validate on the test split (validation=test)")
+    return None
+
+
 SETTINGS = SettingsTable(
     entries=(
         Setting("optimizer", "choice", "sgd", "optimizer", aliases=("opt",),
                 choices=OPTIMIZERS, flag="--optimizer"),
-        Setting("lr", "float", 0.01, "learning rate", aliases=("learning_rate",), low=0,
-                low_open=True, flag="--lr", metavar="X", cli_type="positive_float",
-                meaning="learning rate (Keras SGD's default, which the notebook used)"),
+        Setting("lr", "schedule", 0.01, "learning rate: a number, or a schedule such as "
+                "onecycle(.4,warm=.2)", aliases=("learning_rate",), low=0,
+                low_open=True, flag="--lr", metavar="X", cli_type="positive_float_or_value",
+                meaning="learning rate (Keras SGD's default, which the notebook used), or a "
+                        "schedule over all steps: see [Learning-rate schedules]"
+                        "(#learning-rate-schedules)",
+                trains=_rate_only),
         Setting("momentum", "float", 0.0, "SGD momentum", low=0, high=1, high_open=True,
                 flag="--momentum", metavar="X", meaning="momentum (`sgd` and `rmsprop` only)"),
         Setting("batch", "int", 32, "global batch size", aliases=("batch_size",), low=1,
@@ -334,6 +455,42 @@ SETTINGS = SettingsTable(
                 choices=("categorical_crossentropy",), scope="spec"),
         Setting("validation", "choice", "test", "validate on the test split every epoch "
                 "(`none` to skip)", choices=("test", "none"), scope="spec"),
+        Setting("augment", "augment", Augment(),
+                "augmentation of training batches: flip, crop (translate) with padding, "
+                "cutout", flag="--augment", metavar="A", cli_type="value",
+                meaning="random horizontal `flip`; random crop after padding by N pixels, "
+                        "`cropN` (the padding mirrors the image; `crop(N,mode=zero)` pads "
+                        "with zeros); `cutoutN` sets an N×N square to zero. Seeded per "
+                        "epoch and batch",
+                trains=_default_only),
+        Setting("nesterov", "bool", False, "Nesterov momentum (sgd with momentum only)",
+                flag="--nesterov",
+                trains=_default_only),
+        Setting("weight_decay", "float", None,
+                "decoupled weight decay (w -= lr·wd·w each step), not the layers' l2()",
+                low=0, flag="--weight-decay", metavar="X",
+                default_text="none (AdamW: Keras's .004)",
+                trains=_default_only),
+        Setting("label_smoothing", "float", 0.0, "label smoothing of the one-hot targets",
+                low=0, high=1, high_open=True, flag="--label-smoothing", metavar="X",
+                trains=_default_only),
+        Setting("tta", "choice", "none",
+                "test-time augmentation: `flip` also scores each test image mirrored, "
+                "reported beside the plain accuracy", choices=("none", "flip"), flag="--tta",
+                trains=_default_only),
+        Setting("patience", "int", None,
+                "stop after this many epochs without improvement of `monitor`; the best "
+                "epoch's weights are kept", low=1, high=MAX_COUNT, flag="--patience",
+                metavar="N", default_text="none (train every epoch)",
+                trains=_default_only),
+        Setting("monitor", "choice", "val_loss", "what `patience` watches",
+                choices=("val_loss", "val_accuracy"), flag="--monitor",
+                trains=_default_only),
+        Setting("ema", "float", None,
+                "exponential moving average of the weights with this momentum, evaluated "
+                "and saved instead of the trained weights", low=0, low_open=True, high=1,
+                high_open=True, flag="--ema", metavar="X", default_text="none (off)",
+                trains=_default_only),
         Setting("limit", "int", None, "train on the first N training images", low=1,
                 flag="--limit", metavar="N", cli_type="positive_int", scope="run",
                 default_text="all"),
@@ -345,7 +502,8 @@ SETTINGS = SettingsTable(
                 meaning="what the run computes in (`auto`: bf16 on a CPU with native bf16 "
                         "units, else float32)"),
     ),
-    rules=(_momentum_needs_its_optimizer,),
+    rules=(_momentum_needs_its_optimizer, _nesterov_needs_sgd_with_momentum,
+           _patience_needs_validation),
 )
 
 TrainSettings: Any = SETTINGS.settings_class
@@ -357,6 +515,13 @@ STUDY_FLAGS: tuple[str, ...] = tuple(e.name for e in SETTINGS.flag_entries)
 SETTING_PARAMS: tuple[Param, ...] = SETTINGS.params
 SETTING_BY_NAME: dict[str, Param] = {name: p for p in SETTING_PARAMS for name in p.names}
 SETTING_FIELDS: frozenset[str] = frozenset(p.field for p in SETTING_PARAMS)
+
+
+def flag_record(name: str, value: Any) -> Any:
+    """A flag's value as JSON (a study stores its workers' flags): a schedule or an
+    augmentation as its record, anything else as it is."""
+    entry = SETTINGS.by_name.get(name)
+    return value if entry is None or value is None else entry.to_record(value)
 
 
 def resolve_settings(pairs: dict[str, Any], base: Any = None) -> Any:
