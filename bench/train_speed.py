@@ -9,8 +9,8 @@ the matching one (training FLOPs = 6 x the checker's MACs per image), the memory
 take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs float32 per spec and
 batch, beside the CPU's bf16 capability (what `--precision auto` picks on it). bf16 is timed
 twice: "cnnspec bf16" as the trainer builds the model, and "cnnspec bf16-fused" with
-cnnspec.backend.keras_model.prepare_training applied (fused batch norm, one-pass L2, 16-bit
-dropout); the two are the same once the trainer calls prepare_training itself.
+cnnspec.backend.keras_model.prepare_training applied (fused batch norm, one-pass L2); the
+two are the same once the trainer calls prepare_training itself.
 
     python bench/train_speed.py                      # exp1 and exp7, batch 32 and 128, 1 epoch
     python bench/train_speed.py --specs exp7 --batches 32 --epochs 10 --accuracy --no-notebook
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--no-fused", action="store_true",
                         help="skip the 'cnnspec bf16-fused' path (bf16 with prepare_training's "
-                             "fused batch norm, L2 and dropout)")
+                             "fused batch norm and L2)")
     parser.add_argument("--no-plain-bf16", action="store_true",
                         help="skip the 'cnnspec bf16' path (bf16 as the trainer builds it)")
     parser.add_argument("--no-notebook", action="store_true",
