@@ -292,6 +292,9 @@ def test_the_why_names_the_rule_the_rung_the_value_and_the_values_compared():
     run_module(study, config, HAND)
     why = {t.number: t.user_attrs.get("pruned") for t in study.get_trials()}
     assert why[0] is None
+    # the one line for people goes with the record (status.json keeps the same line)
+    reason = why[2].pop("reason")
+    assert "rung 1 (epoch 2)" in reason and "0.3800" in reason and "cut-off 0.4000" in reason
     assert why[2] == {
         "rule": "halving", "epoch": 2, "metric": "val_accuracy", "value": 0.38, "trial": 2,
         "rung": 1, "rung_epoch": 2, "eta": 2, "keep": 1, "reached": 2, "cutoff": 0.40,

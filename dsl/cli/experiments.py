@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -150,7 +151,8 @@ def _compare_cells(r: Any) -> dict[str, Text | str]:
         "overfit": Text("yes", style="bold red") if r.overfitting else Text("no", style="green"),
         "s/epoch": "" if r.seconds_per_epoch is None else f"{r.seconds_per_epoch:.1f}",
         "img/s": "" if r.images_per_second is None else f"{r.images_per_second:,.0f}",
-        "status": Text(r.status, style="" if r.status == "completed" else "red"),
+        "status": Text(f"pruned at {r.pruned_at}", style="yellow") if r.status == "pruned"
+        else Text(r.status, style="" if r.status == "completed" else "red"),
     }
 
 
@@ -233,6 +235,13 @@ def print_comparison(
         for r, name in zip(rows, compare.display_names(rows), strict=True):
             if r.overfitting:
                 console.print(Text(f"overfitting: {name}: {r.overfitting_reason}"))
+        for r, name in zip(rows, compare.display_names(rows), strict=True):
+            if r.status == "pruned":
+                console.print(Text(f"pruned: {name} at epoch {r.pruned_at}"
+                                   + (f": {r.pruned_reason}" if r.pruned_reason else "")))
+        if any(r.status == "pruned" for r in rows):
+            console.print("pruned runs stopped before their last epoch: they are listed after "
+                          "the runs that finished, never ranked among them", style="dim")
         console.print(
             f"overfitting rule: final train−val accuracy gap > {compare.GAP_THRESHOLD * 100:.0f} "
             f"points, or val loss rising {compare.RISING_EPOCHS} epochs in a row while train "
@@ -313,7 +322,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
-                out_dir: Path | None) -> tuple[list[Path], list[tuple[str, str]]]:
+                out_dir: Path | None, local: LocalPruning | None = None,
+                ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Train checked specs (each with its report) one after another; a spec that fails is
     recorded and the next one trains. Each spec was checked once, by the caller, before the
     first one trained: the report goes with it to `train_one`, which does not check again.
@@ -321,7 +331,8 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     Any exception from training one spec (a Failure with its message, or an unexpected error,
     reported as `Type: message`) fails that spec only. Ctrl-C (an interrupted run) stops the
     batch. Returns the run folders to compare (failed runs whose folder holds settings too)
-    and (name, first line of the reason) per failure.
+    and (name, first line of the reason) per failure. With `local` (a pruned sweep without
+    --study) each spec is a trial of its local study, whose pruner may stop it after an epoch.
     """
     from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
 
@@ -344,9 +355,12 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                              f"{_duration(time.perf_counter() - started)}{eta})")
         run_dir = (out_dir / safe_name(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
+        hooks = {} if local is None else {"epoch_hooks": local.begin(spec)}
         try:
-            result = train_one(spec, args, data, run_dir, report=report)
+            result = train_one(spec, args, data, run_dir, report=report, **hooks)
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
+            if local is not None:
+                local.end(spec, None)
             why = str(exc) if isinstance(exc, Failure | SpecError | UsageError) \
                 else f"{type(exc).__name__}: {exc}"
             failed.append((spec.name, (why.splitlines() or [type(exc).__name__])[0]))
@@ -357,6 +371,11 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 discard_if_empty(run_dir)
             continue
         done.append(result.run_dir)
+        if local is not None:
+            local.end(spec, result)
+            if result.status == "pruned":
+                err.print(Text(f"{spec.name}: pruned after epoch {result.epochs_completed}: "
+                               f"{result.reason}", style="yellow"))
         if result.status == "interrupted":
             failed.append((spec.name, "interrupted"))
             break
@@ -427,6 +446,94 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish(done, failed, args, out_dir)
 
 
+class LocalPruning:
+    """A sweep without --study that prunes or ranks its variants (--prune, --then-train): each
+    variant is a trial of an in-memory Optuna study (`pruning.local_study`), begun before it
+    trains and finished after (completed with its final metric, pruned with the why, failed)."""
+
+    def __init__(self, config: Any, epochs: dict[str, int]) -> None:
+        from cnnspec.experiments import pruning
+
+        self.pruning, self.config, self.epochs = pruning, config, epochs
+        self.study = pruning.local_study(config)
+        self.reporters: dict[str, Any] = {}
+
+    def begin(self, spec: ir.Spec) -> list[Any]:
+        reporter = self.pruning.begin(self.study, spec.name, self.config,
+                                      self.epochs.get(spec.name))
+        self.reporters[spec.name] = reporter
+        return [reporter]
+
+    def end(self, spec: ir.Spec, result: Any | None) -> str:
+        """pruned | completed | failed; `result` None: the variant's training raised."""
+        reporter = self.reporters.pop(spec.name)
+        value = None
+        if result is not None and result.status == "completed" and result.history:
+            value = result.history[-1].get(self.config.metric)
+        return self.pruning.finish(self.study, reporter, value)
+
+    def finished(self) -> list[Any]:
+        return self.pruning.finished_trials(self.study, self.config)
+
+
+def pruner_config(args: argparse.Namespace, variants: list[Any]) -> Any:
+    """--prune and its parameters as a PrunerConfig (UsageError naming the flag), with the
+    sweep's epochs when every variant trains the same number (hyperband needs it)."""
+    from cnnspec.experiments.pruning import PrunerConfig
+
+    epochs = {resolved_settings(v.spec, args).epochs for v in variants}
+    return PrunerConfig(kind=args.prune, metric=args.prune_metric,
+                        min_resource=args.min_epochs, eta=args.reduction_factor,
+                        max_epochs=epochs.pop() if len(epochs) == 1 else None,
+                        warmup=args.warmup, startup=args.startup_trials)
+
+
+def check_then_train(args: argparse.Namespace, n_variants: int) -> None:
+    """--then-train K and --then-epochs N go together, and K fits the sweep (before training)."""
+    k, n = getattr(args, "then_train", None), getattr(args, "then_epochs", None)
+    if k is None and n is None:
+        return
+    if k is None:
+        raise UsageError("--then-epochs N goes with --then-train K (how many of the sweep's "
+                         "best variants to train again for N epochs)")
+    if n is None:
+        raise UsageError(f"--then-train {k} needs --then-epochs N: the winners' epochs "
+                         "(--epochs sets the sweep's)")
+    if k > n_variants:
+        raise UsageError(f"--then-train {k}: the sweep has only {n_variants} variant(s) to "
+                         f"train; use --then-train 1..{n_variants}")
+
+
+def winners(finished: list[Any], k: int, config: Any) -> list[Any]:
+    """The best k completed variants (pruning.best_k), or a Failure saying why there are
+    fewer: pruned and failed variants are never winners (they did not reach the last epoch)."""
+    from cnnspec.experiments.pruning import best_k
+
+    best = best_k(finished, k, config.maximize)
+    if len(best) < k:
+        count = {s: sum(1 for f in finished if f.state == s)
+                 for s in ("completed", "pruned", "failed")}
+        raise Failure(
+            f"--then-train {k}: only {len(best)} variant(s) completed the sweep with a final "
+            f"{config.metric} ({count['pruned']} pruned, {count['failed']} failed); nothing "
+            "was trained long. Prune less (--reduction-factor 2, --min-epochs 2, --prune none) "
+            "or ask for fewer winners")
+    return best
+
+
+def then_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags for the long phase: the sweep's, with --then-epochs as the epochs."""
+    return argparse.Namespace(**{**vars(args), "epochs": args.then_epochs})
+
+
+def _say_winners(err: Any, best: list[Any], config: Any, epochs: int, where: Path) -> None:
+    err.print(Text(
+        f"then-train: the best {len(best)} of the sweep by final {config.metric} ("
+        + ", ".join(f"{f.variant} {f.value:.4f}" for f in best)
+        + f") train again for {epochs} epochs, as fresh runs (new weights, not resumed), in "
+        f"{where}"), soft_wrap=True)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load(args.file)
     if any(getattr(args, k, None) is not None
@@ -434,6 +541,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return run_study_worker(spec, args)
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
+    config = pruner_config(args, variants)
+    check_then_train(args, len(variants))
     # every variant is checked before the first one trains, once: the reports go on to training
     reports = check_all_variants(spec, max_params=args.max_params,
                                  max_variants=args.max_variants, sample=args.sample,
@@ -442,7 +551,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
         f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    done, failed = _train_many([(v.spec, by_name[v.name]) for v in variants], args, out_dir)
+    local = None
+    if config.kind != "none" or args.then_train:
+        local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
+                                      for v in variants})
+    done, failed = _train_many([(v.spec, by_name[v.name]) for v in variants], args, out_dir,
+                               local)
+    if local is not None:
+        pruned = [f for f in local.finished() if f.state == "pruned"]
+        if config.kind != "none":
+            total = sum(local.epochs.values())
+            trained = sum(f.epochs for f in local.finished())
+            _console(stderr=True).print(
+                f"pruning ({config.kind}): {len(pruned)} of {len(variants)} variants pruned; "
+                f"{trained} of {total} epochs trained")
+    if local is not None and args.then_train and not any(w == "interrupted" for _, w in failed):
+        try:
+            best = winners(local.finished(), args.then_train, config)
+        except Failure as exc:
+            failed.append(("then-train", str(exc)))
+        else:
+            long_args, then_dir = then_args(args), out_dir / "then-train"
+            _say_winners(_console(stderr=True), best, config, args.then_epochs, then_dir)
+            by_variant = {v.name: v for v in variants}
+            more, failed_more = _train_many(
+                [(by_variant[f.variant].spec, by_name[f.variant]) for f in best], long_args,
+                then_dir)
+            done, failed = done + more, failed + failed_more
     return _finish(done, failed, args, out_dir)
 
 
@@ -481,14 +616,15 @@ class _CliTrainer:
             record.update(lr=s.lr.top, lr_schedule=SETTINGS.by_name["lr"].written(s.lr))
         return {**record, "data": self._load().describe()}
 
-    def __call__(self, variant: Any, run_dir: Path) -> Any:
+    def __call__(self, variant: Any, run_dir: Path, epoch_hooks: Any = ()) -> Any:
         from cnnspec.cli.train import train_one
         from cnnspec.experiments.results import Outcome
         from cnnspec.training import records
 
         self._load()
         try:
-            result = train_one(variant.spec, self.args, self.data, run_dir)
+            result = train_one(variant.spec, self.args, self.data, run_dir,
+                               epoch_hooks=epoch_hooks)
         except Failure as exc:
             return Outcome("failed", records.read_history(run_dir), None, str(exc))
         except Exception as exc:  # noqa: BLE001 - one variant's crash must not end the sweep
@@ -508,10 +644,12 @@ def _flag_seconds(args: argparse.Namespace) -> tuple[int, int]:
     return heartbeat, grace
 
 
-def sweep_options(args: argparse.Namespace) -> Any:
+def sweep_options(args: argparse.Namespace, prune: Any = None) -> Any:
     """The sweep's flags as the engine's SweepOptions: the one place the study's recorded
-    flags (`definition.TRAIN_FLAGS`) are read from the command line."""
+    flags (`definition.TRAIN_FLAGS`) are read from the command line. `prune`: the
+    PrunerConfig, recorded so that every worker prunes alike."""
     from cnnspec.experiments.definition import TRAIN_FLAGS, SweepOptions
+    from cnnspec.experiments.pruning import config_record
 
     return SweepOptions(
         search=getattr(args, "search", None) or "grid",
@@ -521,6 +659,7 @@ def sweep_options(args: argparse.Namespace) -> Any:
         max_variants=getattr(args, "max_variants", None) or DEFAULT_MAX_VARIANTS,
         max_params=getattr(args, "max_params", None),
         train={k: getattr(args, k, None) for k in TRAIN_FLAGS},
+        prune=None if prune is None else config_record(prune),
     )
 
 
@@ -556,31 +695,74 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
         raise UsageError("--search, --trials, --heartbeat and --grace need --study NAME "
                          "(and optionally --storage URL)")
     heartbeat, grace = _flag_seconds(args)
-    sweep = st.sweep_def(spec, sweep_options(args))
+    config = pruner_config(args, expand(spec, max_variants=args.max_variants,
+                                        sample=args.sample, seed=args.sample_seed))
+    sweep = st.sweep_def(spec, sweep_options(args, config))
+    check_then_train(args, sweep.trials)
     url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
     name = args.study or spec.name
     storage = st.open_storage(url, heartbeat, grace)
     study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
     say(f"study {name} in {st.redact_url(url)}: worker {socket.gethostname()}:{os.getpid()}, "
         f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
-        f"{storage.heartbeat_interval}s, grace {storage.grace_period}s")
+        f"{storage.heartbeat_interval}s, grace {storage.grace_period}s"
+        + ("" if config.kind == "none" else f", pruning {config.kind}"))
     runs_base = Path(args.out) if getattr(args, "out", None) \
         else Path(args.runs_dir) / safe_name(name)
     trainer = _CliTrainer(args, say)
-    worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings)
+    worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings,
+                       pruner=config)
+    if not _work(worker, say):
+        return 130
+    no_plots = getattr(args, "no_plots", False)
+    plot_dir = None if no_plots else Path(args.plots) if getattr(args, "plots", None) \
+        else runs_base
+    code = _print_study_comparison(storage, url, name, getattr(args, "sort", None), None,
+                                   plot_dir)
+    if not getattr(args, "then_train", None):
+        return code
+    # the long phase: a study of its own (`NAME.then-train`), so that its winners are trained
+    # once whatever the number of workers, and `compare --study NAME.then-train` shows it
+    from cnnspec.experiments import pruning
+
+    best = winners(pruning.finished_trials(st.load_study(storage, name), config),
+                   args.then_train, config)
+    long_args, then_name = then_args(args), f"{name}.then-train"
+    then_base = runs_base / "then-train"
+    _say_winners(err, best, config, args.then_epochs, then_base)
+    chosen = {f.variant for f in best}
+    full = st.sweep_def(spec, sweep_options(long_args))
+    long_sweep = dataclasses.replace(
+        full, variants=tuple(v for v in full.variants if v.name in chosen), trials=len(best),
+        search="grid", config={**full.config, "search": "grid", "trials": None,
+                               "then_train_of": name})
+    long_study, _ = st.create_or_join(storage, then_name, long_sweep, heartbeat, grace, say)
+    long_trainer = _CliTrainer(long_args, say)
+    long_trainer.data = trainer.data
+    long_worker = st.Worker(long_study, storage, long_sweep, long_trainer, then_base, say,
+                            long_trainer.settings)
+    if not _work(long_worker, say):
+        return 130
+    long_code = _print_study_comparison(storage, url, then_name, getattr(args, "sort", None),
+                                        None, None if no_plots else then_base)
+    return code or long_code
+
+
+def _work(worker: Any, say: Callable[[str], None]) -> bool:
+    """Run a study worker to the end; False when Ctrl-C/SIGTERM stopped it (trial re-queued)."""
+    from cnnspec.experiments import study as st
+
     try:
         with sigterm_as_interrupt():
             worker.run()
     except st.Interrupted as exc:
         say(str(exc))
-        return 130
+        return False
     say(f"worker done: trained {len(worker.trained)} variant(s) here"
-        + (f" ({', '.join(worker.trained)})" if worker.trained else ""))
-    no_plots = getattr(args, "no_plots", False)
-    plot_dir = None if no_plots else Path(args.plots) if getattr(args, "plots", None) \
-        else runs_base
-    return _print_study_comparison(storage, url, name, getattr(args, "sort", None), None,
-                                   plot_dir)
+        + (f" ({', '.join(worker.trained)})" if worker.trained else "")
+        + (f"; {len(worker.pruned)} pruned ({', '.join(worker.pruned)})"
+           if worker.pruned else ""))
+    return True
 
 
 def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str | None,
@@ -601,6 +783,8 @@ def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str 
         extra = []
         if view.requeued:
             extra.append(f"{view.requeued} lost trial(s) re-queued")
+        if view.pruned:
+            extra.append(f"{view.pruned} pruned")
         if view.duplicates:
             extra.append(f"{view.duplicates} duplicate TPE sample(s) not trained")
         console.print(
@@ -685,6 +869,34 @@ def _register_sweep(sub: Any) -> None:
                         "that creates the study")
     g.add_argument("--grace", type=_positive_int, metavar="SECONDS",
                    help="a trial without a beat this long is re-queued (default 4 beats)")
+    _add_prune_flags(p)
+
+
+def _add_prune_flags(p: argparse.ArgumentParser) -> None:
+    from cnnspec.experiments.pruning import KINDS, METRICS
+
+    g = p.add_argument_group(
+        "pruning (stop variants that are behind after an epoch) and the long phase")
+    g.add_argument("--prune", choices=KINDS, default="none",
+                   help="halving: asynchronous successive halving; hyperband; median: below "
+                        "the completed trials' median; none (default)")
+    g.add_argument("--prune-metric", choices=tuple(METRICS), default="val_accuracy",
+                   help="the validation metric judged after every epoch (default val_accuracy)")
+    g.add_argument("--min-epochs", type=int, default=1, metavar="N",
+                   help="halving/hyperband: epochs before a variant can first be stopped "
+                        "(default 1)")
+    g.add_argument("--reduction-factor", type=int, default=3, metavar="ETA",
+                   help="halving/hyperband: about 1/ETA of the variants reaching a rung go on "
+                        "(default 3)")
+    g.add_argument("--warmup", type=int, default=1, metavar="EPOCH",
+                   help="median: the first epoch a variant may be stopped at (default 1)")
+    g.add_argument("--startup-trials", type=int, default=3, metavar="N",
+                   help="median: nothing is stopped before N variants completed (default 3)")
+    g.add_argument("--then-train", type=_positive_int, metavar="K",
+                   help="after the sweep, train its best K completed variants again (fresh "
+                        "runs) for --then-epochs N, in <out>/then-train")
+    g.add_argument("--then-epochs", type=_positive_int, metavar="N",
+                   help="the epochs of the --then-train runs (--epochs is the sweep's)")
 
 
 def _register_compare(sub: Any) -> None:

@@ -272,9 +272,10 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
-              report: Any = None) -> Any:
+              report: Any = None, epoch_hooks: Any = ()) -> Any:
     """Check (unless `report`, the spec's checked report, is given), then train one spec;
-    returns the RunResult. TrainingFailed -> Failure."""
+    returns the RunResult. TrainingFailed -> Failure. `epoch_hooks` go to the training loop
+    (a pruned sweep's reporter)."""
     from cnnspec.training.distributed import DistributedError
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import TrainingFailed, train
@@ -292,7 +293,7 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     try:
         return train(spec, settings, data, run_dir, precision=args.precision,
                      progress=_progress(args), max_params=args.max_params,
-                     report=report, **_strategy_kwargs(args))
+                     report=report, epoch_hooks=epoch_hooks, **_strategy_kwargs(args))
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:

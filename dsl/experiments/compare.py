@@ -53,6 +53,9 @@ class RunRow:
     images_per_second: float | None
     lr: float | None
     batch: int | None
+    # a pruned run (a pruned sweep stopped it): the epoch it stopped at, and the pruner's why
+    pruned_at: int | None = None
+    pruned_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +70,10 @@ SORT_ALIASES = {
     "val_loss": "final_val_loss",
     "best": "best_val_accuracy",
 }
+# Fields a pruned run never reached (or reached fewer epochs of): a sort by one of them places
+# every pruned run after the others, whatever its value (`sort_rows`).
+RESULT_KEYS = ("best_val_accuracy", "final_val_accuracy", "final_train_accuracy",
+               "final_val_loss", "test_accuracy", "gap", "overfitting", "best_epoch", "epochs")
 
 
 def overfitting(history: Sequence[dict[str, Any]]) -> tuple[bool, str]:
@@ -162,11 +169,12 @@ def load_row(run_dir: Path) -> RunRow:
             raise _damaged(run_dir / records.SETTINGS_FILE, f"{key} is not an object")
     model = settings.get("model", {})
     train_settings = settings.get("settings", {})
+    state = _str(status.get("status")) or "unknown"
     return build_row(
         run=run_dir.name,
         path=str(run_dir),
         spec=_str(settings.get("spec", {}).get("name")) or run_dir.name,
-        status=_str(status.get("status")) or "unknown",
+        status=state,
         history=history,
         test_accuracy=_number(metrics.get("test_accuracy")),
         params=_number(model.get("params"), int),
@@ -174,6 +182,7 @@ def load_row(run_dir: Path) -> RunRow:
         epochs_planned=_number(train_settings.get("epochs"), int),
         lr=_number(train_settings.get("lr")),
         batch=_number(train_settings.get("batch"), int),
+        pruned_reason=(_str(status.get("reason")) or "") if state == "pruned" else "",
     )
 
 
@@ -181,11 +190,12 @@ def build_row(
     *, run: str, path: str, spec: str, status: str, history: Sequence[dict[str, Any]],
     test_accuracy: float | None, params: int | None, macs: int | None,
     epochs_planned: int | None, lr: float | None, batch: int | None,
+    pruned_reason: str = "",
 ) -> RunRow:
     """The one builder of a comparison row: everything derived from the per-epoch history
     (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
     (`load_row`) and for studies alike (`view.study_view`, and `results.result_record` for
-    what a trial stores)."""
+    what a trial stores). A pruned run's `pruned_at` is its last epoch."""
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
     best = max(val, key=lambda t: t[0]) if val else (None, None)
     last = history[-1] if history else {}
@@ -214,6 +224,8 @@ def build_row(
             [h["images_per_second"] for h in history if h.get("images_per_second")]),
         lr=lr,
         batch=batch,
+        pruned_at=(last.get("epoch") or len(history)) if status == "pruned" else None,
+        pruned_reason=pruned_reason,
     )
 
 
@@ -228,12 +240,26 @@ def _str(value: Any) -> str | None:
 
 
 def sort_rows(rows: list[RunRow], key: str | None, descending: bool | None = None) -> list[RunRow]:
-    """Rows sorted by a field; accuracies sort best first, everything else ascending."""
+    """Rows sorted by a field; accuracies sort best first, everything else ascending.
+
+    Pruned runs come after the others, in their own order, when there is no key and when the
+    key is a result (RESULT_KEYS): a run stopped at epoch 2 did not reach the final epoch its
+    value would be compared at, so it is never ranked above (nor among) the runs that did.
+    """
+    key = SORT_ALIASES.get(key, key) if key else key
+    if key and key not in SORT_KEYS:
+        raise KeyError(key)
+    if not key or key in RESULT_KEYS:
+        return (_sorted(rows, key, descending, lambda r: r.status != "pruned")
+                + _sorted(rows, key, descending, lambda r: r.status == "pruned"))
+    return _sorted(rows, key, descending, lambda r: True)
+
+
+def _sorted(rows: list[RunRow], key: str | None, descending: bool | None,
+            keep: Any) -> list[RunRow]:
+    rows = [r for r in rows if keep(r)]
     if not key:
         return rows
-    key = SORT_ALIASES.get(key, key)
-    if key not in SORT_KEYS:
-        raise KeyError(key)
     if descending is None:
         descending = "accuracy" in key or key == "images_per_second"
     present = [r for r in rows if getattr(r, key) is not None]
@@ -279,6 +305,7 @@ EXPORT_FIELDS = (
     "spec", "run", "status", "params", "macs", "epochs", "best_val_accuracy", "best_epoch",
     "final_val_accuracy", "final_train_accuracy", "gap", "overfitting", "overfitting_reason",
     "test_accuracy", "seconds_per_epoch", "images_per_second", "lr", "batch", "path",
+    "pruned_at", "pruned_reason",
 )
 
 
@@ -331,7 +358,9 @@ def _plotted(row: RunRow) -> bool:
 def curves_figure(run_dirs: Sequence[Path], rows: Sequence[RunRow]) -> Any:
     """The learning-curves Figure: validation (solid, circles) and training (dashed,
     triangles) accuracy and loss per epoch, one colour per run. A run that stopped early
-    (failed, interrupted, still running) shows the epochs it has, its label says which.
+    (failed, interrupted, still running) shows the epochs it has, its label says which; a
+    pruned run is drawn in the pruned styles (dotted and faded: it stopped by design, not a
+    result to read at its last epoch), and its legend entry says the epoch and the style.
     The drawing is `cnnspec.training.plots`'; this says what to draw."""
     from cnnspec.training import plots
 
@@ -348,15 +377,24 @@ def curves_figure(run_dirs: Sequence[Path], rows: Sequence[RunRow]) -> Any:
         if not history:
             continue
         epochs = tuple(h["epoch"] for h in history)
+        pruned = row.status == "pruned"
+        val_style, train_style = ("pruned", "pruned-training") if pruned \
+            else ("validation", "training")
         for lines, key in ((acc, "accuracy"), (loss, "loss")):
             lines.append(plots.Series(epochs, tuple(h.get("val_" + key) for h in history),
-                                      "validation", color))
+                                      val_style, color))
             lines.append(plots.Series(epochs, tuple(h.get(key) for h in history),
-                                      "training", color))
-        runs.append((name if row.status == "completed" else f"{name} ({row.status})", color))
+                                      train_style, color))
+        if pruned:
+            runs.append(plots.RunKey(f"{name} (pruned at epoch {row.pruned_at or len(history)})",
+                                     color, "pruned"))
+        else:
+            runs.append((name if row.status == "completed" else f"{name} ({row.status})", color))
+    note = plots.STYLE_NOTE + ("\n" + plots.PRUNED_NOTE if any(
+        isinstance(r, plots.RunKey) and r.style == "pruned" for r in runs) else "")
     return plots.curves_figure(
-        (plots.Panel(f"accuracy per epoch\n{plots.STYLE_NOTE}", "accuracy", tuple(acc)),
-         plots.Panel(f"loss per epoch\n{plots.STYLE_NOTE}", "loss", tuple(loss))),
+        (plots.Panel(f"accuracy per epoch\n{note}", "accuracy", tuple(acc)),
+         plots.Panel(f"loss per epoch\n{note}", "loss", tuple(loss))),
         runs=runs)
 
 
@@ -371,7 +409,8 @@ def plot_curves(run_dirs: Sequence[Path], rows: Sequence[RunRow], path: Path) ->
 def accuracy_params_figure(rows: Sequence[RunRow]) -> Any:
     """Final validation accuracy against parameter count: one labelled point per completed run
     (x log scale), in the run's colour from the curves plot; overfitting runs ringed in black.
-    Runs without a result (failed, running, interrupted) are not points: a note names them."""
+    Runs without a result (failed, running, interrupted, pruned) are not points: a note names
+    them."""
     from cnnspec.training import plots
 
     points, left_out = [], []

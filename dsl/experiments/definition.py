@@ -34,8 +34,9 @@ CONFIG_FLAGS = (*TRAIN_FLAGS, "max_params", "sample", "sample_seed")
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """How to turn a sweep spec into a study: the search, the variants taken, and the training
-    settings (`train`, keyed by TRAIN_FLAGS; a missing one is None, i.e. the spec's own)."""
+    """How to turn a sweep spec into a study: the search, the variants taken, the training
+    settings (`train`, keyed by TRAIN_FLAGS; a missing one is None, i.e. the spec's own) and
+    the pruning (`prune`, the PrunerConfig as `pruning.config_record` gives it)."""
 
     search: str = "grid"
     trials: int | None = None
@@ -44,6 +45,7 @@ class SweepOptions:
     max_variants: int = DEFAULT_MAX_VARIANTS
     max_params: int | None = None
     train: Mapping[str, Any] = field(default_factory=dict)
+    prune: Mapping[str, Any] | None = None  # pruning.config_record(...), None: not pruned
 
     def config(self) -> dict[str, Any]:
         """The values of CONFIG_FLAGS, with the search: what the study records and compares."""
@@ -52,6 +54,8 @@ class SweepOptions:
         config = {k: own[k] if k in own else flag_record(k, self.train.get(k))
                   for k in CONFIG_FLAGS}
         config.update(search=self.search, trials=self.trials)
+        if self.prune is not None:  # every worker attaches its own pruner: they must agree
+            config["prune"] = dict(self.prune)
         return config
 
 

@@ -89,7 +89,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cnnspec.failures import UsageError
@@ -178,6 +178,38 @@ def validate(config: PrunerConfig) -> list[str]:
         problems.append(f"--warmup {c.warmup} is not below the sweep's {c.max_epochs} epochs: "
                         "nothing could be stopped early")
     return problems
+
+
+def config_record(config: PrunerConfig) -> dict[str, Any]:
+    """The config as the study records it (`cnnspec.config["prune"]`): every worker of a study
+    must prune alike, since each attaches its own pruner (`attach`)."""
+    return asdict(config)
+
+
+# PrunerConfig field -> the flag that sets it (also the order `flags_text` names them in)
+FLAGS = {"kind": "--prune", "metric": "--prune-metric", "min_resource": "--min-epochs",
+         "eta": "--reduction-factor", "warmup": "--warmup", "startup": "--startup-trials"}
+
+
+def flags_text(record: Mapping[str, Any] | None) -> str:
+    """A recorded config as the flags that give it (`--prune halving --min-epochs 1 ...`); the
+    parameters the rule does not use are left out. None (a study made before pruning): none."""
+    if not record or record.get("kind", "none") == "none":
+        return "--prune none"
+    used = {"halving": ("metric", "min_resource", "eta"),
+            "hyperband": ("metric", "min_resource", "eta"),
+            "median": ("metric", "warmup", "startup")}.get(record["kind"], tuple(FLAGS)[1:])
+    return " ".join(f"{FLAGS[k]} {record.get(k)}" for k in ("kind", *used))
+
+
+def same_pruning(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Whether two recorded configs prune alike. A study made before pruning existed (None)
+    is unpruned; two unpruned configs agree whatever their unused parameters."""
+    kind_a = (a or {}).get("kind", "none")
+    kind_b = (b or {}).get("kind", "none")
+    if kind_a == kind_b == "none":
+        return True
+    return dict(a or {}) == dict(b or {})
 
 
 def make_pruner(config: PrunerConfig) -> Any:
@@ -352,12 +384,13 @@ class EpochReporter:
 
 
 def record_pruned(study: Any, trial: Any, decision: PruneDecision) -> None:
-    """Finish a trial the pruner stopped: the why in user attr `pruned`, then state PRUNED
+    """Finish a trial the pruner stopped: the why in user attr `pruned` (the record, with the
+    one-line `reason` the run folder's status.json also keeps), then state PRUNED
     (final: never failed as stale, never re-queued). The value Optuna then stores is the last
     reported one (negated for a minimised metric); nothing should rank by it."""
     from optuna.trial import TrialState
 
-    trial.set_user_attr(A_PRUNED, decision.record)
+    trial.set_user_attr(A_PRUNED, {**decision.record, "reason": decision.reason})
     study.tell(trial, state=TrialState.PRUNED)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnspec.experiments.definition import SweepDef
+from cnnspec.experiments.pruning import flags_text, same_pruning
 from cnnspec.failures import Failure, UsageError
 
 QUEUE_WAIT = 120.0  # seconds a joining worker waits for the creator to fill the queue
@@ -126,7 +127,11 @@ def _same_sweep_or_fail(attrs: dict[str, Any], sweep: SweepDef, name: str) -> No
         problems.append("the variant names differ (is the spec file named differently?)")
     theirs = attrs.get(A_CONFIG, {})
     for key, mine in sweep.config.items():
-        if theirs.get(key) != mine:
+        if key == "prune":
+            if not same_pruning(theirs.get(key), mine):
+                problems.append(f"pruning: study has {flags_text(theirs.get(key))}, "
+                                f"this worker {flags_text(mine)}")
+        elif theirs.get(key) != mine:
             problems.append(f"{key}: study has {theirs.get(key)!r}, this worker {mine!r}")
     if problems:
         raise Failure(f"study {name} holds a different sweep: " + "; ".join(problems)

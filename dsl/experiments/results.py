@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cnnspec.experiments import compare
-from cnnspec.language.sweep import Variant
 from cnnspec.training import records
 
 
 @dataclass
 class Outcome:
-    """What training one variant gave: status completed | failed | interrupted."""
+    """What training one variant gave: status completed | failed | interrupted | pruned (an
+    epoch hook stopped it; the worker records the trial PRUNED, not FAIL)."""
 
     status: str
     history: list[dict[str, Any]]
@@ -29,7 +29,9 @@ class Outcome:
     run_dir: Path | None = None  # where it really went, if not the folder asked for
 
 
-Trainer = Callable[[Variant, Path], Outcome]
+# trainer(variant, run_dir) -> Outcome; a pruned sweep's worker also passes
+# epoch_hooks=[...] (the training loop's hooks: `cnnspec.training.train.train`)
+Trainer = Callable[..., Outcome]
 
 
 def _finite(x: Any) -> Any:

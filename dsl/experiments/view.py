@@ -5,6 +5,7 @@ compared from any machine that reaches its storage, not only the ones holding th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class StudyView:
     failed: list[tuple[str, str]] = field(default_factory=list)
     requeued: int = 0
     duplicates: int = 0
+    pruned: int = 0  # trials the pruner stopped (shown, status "pruned"; not the duplicates)
     variants: int = 0
     search: str = "grid"
 
@@ -49,16 +51,21 @@ def study_view(study: Any) -> StudyView:
 
 def _shown_trials(trials: list[Any], view: StudyView) -> list[tuple[Any, str]]:
     """The trials that get a row, each with its status; counts every trial into `view` (the
-    lost trials that were re-queued and the TPE duplicates are counted, not shown)."""
+    lost trials that were re-queued and the TPE duplicates are counted, not shown). Both a TPE
+    duplicate and a pruned trial are PRUNED in Optuna: the duplicate has `duplicate_of`, the
+    pruned trial the pruner's why (`pruned`)."""
     TrialState = quiet_optuna().trial.TrialState
     retried = {n for t in trials for n in t.system_attrs.get(S_RETRY_OF, [])}
     shown = []
     for t in trials:
         u = t.user_attrs
-        if t.state == TrialState.PRUNED or "duplicate_of" in u:
+        if "duplicate_of" in u or (t.state == TrialState.PRUNED and "pruned" not in u):
             view.duplicates += 1
             continue
-        if t.state == TrialState.FAIL and "failure" not in u:
+        if t.state == TrialState.PRUNED:
+            view.pruned += 1
+            status = "pruned"
+        elif t.state == TrialState.FAIL and "failure" not in u:
             if t.number in retried:
                 view.requeued += 1
                 continue
@@ -88,6 +95,7 @@ def _trial_row(trial: Any, status: str, models: dict[str, list[int]]) -> tuple[c
     run) and its run folder (a placeholder path when it never had one)."""
     u = trial.user_attrs
     result = u.get("result") or u.get("partial") or {}
+    why = u.get("pruned") or {}
     worker = u.get("worker") or {}
     run_dir = u.get("run_dir") or result.get("run_dir")
     variant = u.get("variant")
@@ -103,5 +111,9 @@ def _trial_row(trial: Any, status: str, models: dict[str, list[int]]) -> tuple[c
         epochs_planned=worker.get("epochs"),
         lr=worker.get("lr"),
         batch=worker.get("batch"),
+        pruned_reason=str(why.get("reason") or why.get("rule") or "") if status == "pruned"
+        else "",
     )
+    if status == "pruned" and why.get("epoch") is not None:  # the epoch the pruner judged
+        row = dataclasses.replace(row, pruned_at=why["epoch"])
     return row, Path(run_dir) if run_dir else Path(f"trial-{trial.number}")

@@ -5,7 +5,15 @@ storage methods) so that one finding the queue empty stops: `ask()` would have t
 invent a new, non-enqueued trial. Before each pop and while idle it fails stale trials (and
 the one worker whose FAIL succeeds re-queues them). With TPE a sampled variant is claimed by
 writing it to the trial and then reading the study (write-then-read: two workers can both back
-off, never both train); a backed-off sample is a PRUNED duplicate and its slot is replaced.
+off, never both train); a backed-off sample is a PRUNED duplicate (user attr `duplicate_of`)
+and its slot is replaced.
+
+Pruned sweeps (`pruner`, a `pruning.PrunerConfig`): the worker attaches the pruner to its study,
+gives the trainer an epoch hook (`pruning.EpochReporter`) that reports the metric after every
+epoch and stops the run when the pruner says so; such a trial is recorded PRUNED with the why
+(user attr `pruned`, `pruning.record_pruned`), its history in `partial`. PRUNED is final, so it
+is never failed as stale nor re-queued; and its history is never a `result` (the commit point
+a re-queued copy would be told as a completed value).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnspec.experiments import pruning
 from cnnspec.experiments.definition import SweepDef
 from cnnspec.experiments.heartbeat import Heartbeat
 from cnnspec.experiments.queue import S_RETRY_OF, quiet_optuna, requeue
@@ -41,14 +50,20 @@ class Worker:
 
     def __init__(self, study: Any, storage: Any, sweep: SweepDef, trainer: Trainer,
                  runs_base: Path, say: Callable[[str], None] = lambda _: None,
-                 settings: Callable[[Variant], dict[str, Any]] = lambda _: {}) -> None:
+                 settings: Callable[[Variant], dict[str, Any]] = lambda _: {},
+                 pruner: pruning.PrunerConfig | None = None) -> None:
         self.study, self.storage, self.sweep = study, storage, sweep
+        # None: the trainer is called without epoch hooks (as before pruned sweeps existed)
+        self.pruner = pruner
+        if pruner is not None:
+            pruning.attach(study, pruner)
         self.trainer, self.runs_base, self.say, self.settings = trainer, runs_base, say, settings
         self.optuna = quiet_optuna()
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self.by_labels = sweep.by_labels()
         self.by_name = {v.name: v for v in sweep.variants}
         self.trained: list[str] = []  # variant names this worker trained
+        self.pruned: list[str] = []  # ... of which the pruner stopped these
         self.recorded = 0  # trials this worker finished (trained, recovered or duplicates)
         self._result: dict[str, Any] | None = None  # the trial's result once training ended
 
@@ -178,20 +193,37 @@ class Worker:
         number = trial.number
         run_dir = self.runs_base / f"{safe_name(variant.name)}-t{number}"
         n_params, macs = self.sweep.models.get(variant.name, (None, None))
+        settings = self.settings(variant)
         self._set(trial, "run_dir", str(run_dir.resolve()))
         self._set(trial, "worker", {"id": self.id, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "n_params": n_params, "macs": macs,
-                                    **self.settings(variant)})
+                                    "n_params": n_params, "macs": macs, **settings})
         if "variant" not in attrs:
             self._set(trial, "variant", variant.name)
         self.say(f"trial {number}: {variant.name} on {self.id} -> {run_dir}")
-        outcome = self.trainer(variant, run_dir)
+        reporter = None
+        if self.pruner is None:
+            outcome = self.trainer(variant, run_dir)
+        else:
+            epochs = settings.get("epochs")
+            reporter = pruning.EpochReporter(
+                trial, self.pruner, epochs if isinstance(epochs, int) else None)
+            outcome = self.trainer(variant, run_dir, epoch_hooks=[reporter])
         where = outcome.run_dir or run_dir
         if outcome.status == "interrupted":
             beat.stop()
             self.give_back(trial_id)
             raise Interrupted(f"interrupted during trial {number} ({variant.name}); "
                               "it is back in the queue for any worker")
+        if outcome.status == "pruned" and reporter is not None and reporter.decision is not None:
+            self.trained.append(variant.name)
+            self.pruned.append(variant.name)
+            self._set(trial, "partial", result_record(outcome.history, outcome.metrics, where))
+            beat.stop()
+            pruning.record_pruned(self.study, trial, reporter.decision)
+            self.recorded += 1
+            self.say(f"trial {number} {variant.name} pruned after epoch "
+                     f"{reporter.decision.epoch}: {reporter.decision.reason}")
+            return
         if outcome.status != "completed":
             self.trained.append(variant.name)
             self._set(trial, "partial", result_record(outcome.history, outcome.metrics, where))
@@ -212,8 +244,9 @@ class Worker:
         TrialState = self.optuna.trial.TrialState
         self._set(trial, "variant", variant.name)
         holders = [
-            t for t in self.study.get_trials(deepcopy=False,
-                                             states=(TrialState.RUNNING, TrialState.COMPLETE))
+            t for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE,
+                                        TrialState.PRUNED))
             if t.number != trial.number and t.user_attrs.get("variant") == variant.name
             and "duplicate_of" not in t.user_attrs
         ]
@@ -236,7 +269,8 @@ class Worker:
         After two duplicates in a row the slot is fixed to a random untaken variant."""
         TrialState = self.optuna.trial.TrialState
         taken = {t.user_attrs.get("variant") for t in self.study.get_trials(deepcopy=False)
-                 if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING)
+                 if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING,
+                                TrialState.PRUNED)
                  and "duplicate_of" not in t.user_attrs}
         free = [v for v in self.sweep.variants if v.name not in taken]
         if not free:

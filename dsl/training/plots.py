@@ -27,8 +27,12 @@ from cnnspec.training import records
 STYLES: dict[str, dict[str, Any]] = {
     "validation": {"ls": "-", "marker": "o", "ms": 5, "lw": 1.8},
     "training": {"ls": "--", "marker": "^", "ms": 4, "lw": 1.2, "alpha": 0.75},
+    # a run a pruned sweep stopped early: faded, dotted, crosses (it is shorter by design)
+    "pruned": {"ls": ":", "marker": "x", "ms": 5, "lw": 1.6, "alpha": 0.45},
+    "pruned-training": {"ls": ":", "marker": "x", "ms": 4, "lw": 1.0, "alpha": 0.3},
 }
 STYLE_NOTE = "validation: solid, circles · training: dashed, triangles"
+PRUNED_NOTE = "pruned runs: dotted, faded, crosses (stopped early by the sweep's pruner)"
 CURVE_DPI = 100  # a run's learning_curve.png
 COMPARE_DPI = 110  # the comparison PNGs
 
@@ -48,6 +52,16 @@ class Series:
     def drawn(self) -> bool:
         """Whether the line has any point to draw."""
         return any(v is not None for v in self.values)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A run's entry in a figure's legend: its label and colour, with its line drawn in a
+    style of STYLES (a plain (label, colour) pair is a solid line)."""
+
+    label: str
+    color: Any
+    style: str = "validation"
 
 
 @dataclass(frozen=True)
@@ -110,12 +124,13 @@ def _epoch_ticks(ax: Any, last_epoch: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def curves_figure(panels: Sequence[Panel], runs: Sequence[tuple[str, Any]] = (),
+def curves_figure(panels: Sequence[Panel], runs: Sequence[tuple[str, Any] | RunKey] = (),
                   title: str = "", size: tuple[float, float] = (13, 5),
                   dpi: float = COMPARE_DPI) -> Any:
-    """Panels side by side, each a set of lines per epoch. `runs` (label, colour) makes one
-    figure legend below the panels, as many columns as the longest label leaves room for;
-    lines with labels get a legend inside their panel."""
+    """Panels side by side, each a set of lines per epoch. `runs` ((label, colour) or a
+    RunKey, whose line shows its style) makes one figure legend below the panels, as many
+    columns as the longest label leaves room for; lines with labels get a legend inside their
+    panel."""
     width, height = size
     fig = _figure(width, height, dpi)
     last_epoch = 1
@@ -138,9 +153,12 @@ def curves_figure(panels: Sequence[Panel], runs: Sequence[tuple[str, Any]] = (),
         return fig
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=color, lw=2.5, label=label) for label, color in runs]
+    keys = [r if isinstance(r, RunKey) else RunKey(r[0], r[1], "") for r in runs]
+    handles = [Line2D([], [], color=k.color, lw=2.5, label=k.label) if not k.style
+               else Line2D([], [], color=k.color, label=k.label,
+                           **{**STYLES[k.style], "lw": 2.5}) for k in keys]
     # as many legend columns as the longest name leaves room for (13 in at 110 dpi: 1350 px)
-    longest = max(len(label) for label, _ in runs)
+    longest = max(len(k.label) for k in keys)
     ncol = max(1, min(6, len(handles), int(width / 13 * 1350 / (longest * 6.5 + 60))))
     legend_rows = -(-len(handles) // ncol)
     fig.set_size_inches(width, height + 0.22 * legend_rows)
