@@ -204,3 +204,35 @@ def test_plots_use_no_pyplot_and_check_loads_no_matplotlib(tmp_path):
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["front", "False", "drawn", "True", "False"]
+
+
+def test_a_pruned_run_is_drawn_shorter_dotted_and_faded_with_its_own_legend_entry(tmp_path):
+    done = _run(tmp_path, "done", "a", 1000, 4)
+    pruned = _run(tmp_path, "cut", "b", 1000, 2, status="pruned", acc0=0.05)
+    rows = [compare.load_row(d) for d in (done, pruned)]
+    fig = compare.curves_figure([done, pruned], rows)
+    colors = plots.run_colors(2)
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        # the completed run: solid validation, dashed training, 4 epochs
+        assert sorted(ln.get_linestyle() for ln in lines if len(ln.get_xdata()) == 4) == [
+            "-", "--"]
+        # the pruned run: both of its lines dotted, 2 epochs, faded, in its colour
+        short = [ln for ln in lines if len(ln.get_xdata()) == 2]
+        assert len(short) == 2
+        assert all(line.get_linestyle() == ":" for line in short)
+        assert all((line.get_alpha() or 1.0) < 1.0 for line in short)
+        assert all(_rgba(line)[:3] == colors[1][:3] for line in short)
+        assert "pruned runs: dotted" in ax.get_title()
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["a", "b (pruned at epoch 2)"]
+    handles = legend.legend_handles
+    assert handles[0].get_linestyle() == "-" and handles[1].get_linestyle() == ":"
+
+
+def test_no_pruned_note_without_a_pruned_run(tmp_path):
+    dirs = [_run(tmp_path, "done", "a", 1000, 2), _run(tmp_path, "bad", "b", 1000, 1, "failed")]
+    fig = compare.curves_figure(dirs, [compare.load_row(d) for d in dirs])
+    assert all("pruned" not in ax.get_title() for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b (failed)"]
