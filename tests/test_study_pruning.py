@@ -213,3 +213,20 @@ def test_the_study_keeps_a_run_folder_path_per_pruned_trial(tmp_path):
     _worker(url, name, sweep, CurveTrainer(delay=0), tmp_path, HALVING).run(poll=0.1)
     for t in _trials(url, name):
         assert Path(t.user_attrs["run_dir"]).parent == (tmp_path / "runs").resolve()
+
+
+def test_a_sampled_grid_is_pruned_like_the_full_one(tmp_path):
+    """--sample K: the study holds K variants, and they are pruned as any grid's."""
+    url, name = _url("sqlite", tmp_path), "sampled"
+    options = study.SweepOptions(sample=6, sample_seed=3, train={"epochs": EPOCHS},
+                                 prune=pruning.config_record(HALVING))
+    sweep = study.sweep_def(parse(WIDE, "wide.cnn"), options)
+    assert len(sweep.variants) == 6
+    trainer = CurveTrainer(delay=0)
+    _worker(url, name, sweep, trainer, tmp_path, HALVING).run(poll=0.1)
+    trials = sorted(_trials(url, name), key=lambda t: t.number)
+    assert [t.user_attrs["variant"] for t in trials] == [v.name for v in sweep.variants]
+    assert sorted(trainer.calls) == sorted(v.name for v in sweep.variants)
+    _assert_every_stop_is_justified(trials)
+    # one worker, trials in order: the first trial is never stopped (first at every rung)
+    assert trials[0].state == TrialState.COMPLETE
