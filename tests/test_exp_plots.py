@@ -223,7 +223,7 @@ def test_a_pruned_run_is_drawn_shorter_dotted_and_faded_with_its_own_legend_entr
         assert all(line.get_linestyle() == ":" for line in short)
         assert all((line.get_alpha() or 1.0) < 1.0 for line in short)
         assert all(_rgba(line)[:3] == colors[1][:3] for line in short)
-        assert "pruned runs: dotted" in ax.get_title()
+        assert "pruned runs (stopped early): dotted" in ax.get_title()
     legend = fig.legends[0]
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["a", "b (pruned at epoch 2)"]

@@ -71,11 +71,13 @@ again from the start, as any lost trial.
 Optuna is imported lazily, as in `cnnspec.experiments.queue`, so importing this module (the
 check path, the CLI's flag parsing) never imports it.
 
-Wiring (what the sweep command and the study worker call):
+Wiring (what the sweep command, `cnnspec.cli.experiments`, and the study worker,
+`cnnspec.experiments.worker.Worker(..., pruner=config)`, call):
 
 * flags -> `PrunerConfig(kind, metric, min_resource, eta, max_epochs, warmup, startup)`; a bad
-  value raises UsageError naming the flag. All workers of a study must use the same config
-  (add `dataclasses.asdict(config)` to the study's recorded config).
+  value raises UsageError naming the flag. All workers of a study must use the same config:
+  `config_record(config)` is in the study's recorded config (`SweepOptions.prune`), and a
+  joining worker whose config differs is refused (`same_pruning`, worded by `flags_text`).
 * a study: `attach(study, config)` after `create_or_join`/`load_study` in every worker; without
   --study, `local_study(config)` and per variant `begin(...)`/`finish(...)`.
 * per trial: `EpochReporter(trial, config, epochs)` into `train(..., epoch_hooks=[...])`; when

@@ -32,7 +32,7 @@ STYLES: dict[str, dict[str, Any]] = {
     "pruned-training": {"ls": ":", "marker": "x", "ms": 4, "lw": 1.0, "alpha": 0.3},
 }
 STYLE_NOTE = "validation: solid, circles · training: dashed, triangles"
-PRUNED_NOTE = "pruned runs: dotted, faded, crosses (stopped early by the sweep's pruner)"
+PRUNED_NOTE = "pruned runs (stopped early): dotted, faded, crosses"
 CURVE_DPI = 100  # a run's learning_curve.png
 COMPARE_DPI = 110  # the comparison PNGs
 
