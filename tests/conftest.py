@@ -37,6 +37,20 @@ def snapshot(folder: Path, lock: bool = True) -> dict[str, bytes]:
             if p.is_file() and (lock or p.name != ".lock")}
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty HOME for the whole module: no Keras cache, no ~/.keras config from the machine.
+
+    Test files whose HOME needs more (a data cache, an env dict) define their own `home`.
+    """
+    path = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(path))
+        mp.delenv("KERAS_HOME", raising=False)
+        mp.delenv("CNNSPEC_DATA", raising=False)
+        yield path
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -39,17 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty HOME for the whole module: no Keras cache, no ~/.keras config from the machine."""
-    path = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(path))
-        mp.delenv("KERAS_HOME", raising=False)
-        mp.delenv("CNNSPEC_DATA", raising=False)
-        yield path
-
-
-@pytest.fixture(scope="module")
 def data(home: Path):
     data = load_cifar10(env={}, limit=LIMIT)
     assert data.origin == "bundled sample" and len(data.x_train) == LIMIT
