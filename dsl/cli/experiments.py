@@ -873,25 +873,27 @@ def _register_sweep(sub: Any) -> None:
 
 
 def _add_prune_flags(p: argparse.ArgumentParser) -> None:
-    from cnnspec.experiments.pruning import KINDS, METRICS
+    from cnnspec.experiments.pruning import KINDS, METRICS, PrunerConfig
 
+    d = PrunerConfig()  # the defaults live there once; the help texts quote them
     g = p.add_argument_group(
         "pruning (stop variants that are behind after an epoch) and the long phase")
-    g.add_argument("--prune", choices=KINDS, default="none",
+    g.add_argument("--prune", choices=KINDS, default=d.kind,
                    help="halving: asynchronous successive halving; hyperband; median: below "
-                        "the completed trials' median; none (default)")
-    g.add_argument("--prune-metric", choices=tuple(METRICS), default="val_accuracy",
-                   help="the validation metric judged after every epoch (default val_accuracy)")
-    g.add_argument("--min-epochs", type=int, default=1, metavar="N",
+                        f"the completed trials' median; none. Default: {d.kind}")
+    g.add_argument("--prune-metric", choices=tuple(METRICS), default=d.metric,
+                   help=f"the validation metric judged after every epoch (default {d.metric})")
+    g.add_argument("--min-epochs", type=int, default=d.min_resource, metavar="N",
                    help="halving/hyperband: epochs before a variant can first be stopped "
-                        "(default 1)")
-    g.add_argument("--reduction-factor", type=int, default=3, metavar="ETA",
+                        f"(default {d.min_resource})")
+    g.add_argument("--reduction-factor", type=int, default=d.eta, metavar="ETA",
                    help="halving/hyperband: about 1/ETA of the variants reaching a rung go on "
-                        "(default 3)")
-    g.add_argument("--warmup", type=int, default=1, metavar="EPOCH",
-                   help="median: the first epoch a variant may be stopped at (default 1)")
-    g.add_argument("--startup-trials", type=int, default=3, metavar="N",
-                   help="median: nothing is stopped before N variants completed (default 3)")
+                        f"(default {d.eta})")
+    g.add_argument("--warmup", type=int, default=d.warmup, metavar="EPOCH",
+                   help=f"median: the first epoch a variant may be stopped at (default {d.warmup})")
+    g.add_argument("--startup-trials", type=int, default=d.startup, metavar="N",
+                   help="median: nothing is stopped before N variants completed "
+                        f"(default {d.startup})")
     g.add_argument("--then-train", type=_positive_int, metavar="K",
                    help="after the sweep, train its best K completed variants again (fresh "
                         "runs) for --then-epochs N, in <out>/then-train")
