@@ -239,3 +239,27 @@ def test_training_resumed_from_a_saved_bf16_model_is_identical(tmp_path: Path) -
     resumed.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, shuffle=False, verbose=0)
     for a, b in zip(straight.variables, resumed.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()), a.path)
+
+
+def test_the_trainer_prepares_new_and_resumed_bf16_models(tmp_path: Path) -> None:
+    """The training loop's two ways to get a model both carry the speed-ups, or neither would
+    match the other on resume: build_training_model (new) and load_checkpoint (resumed)."""
+    from cnnspec.training.checkpoint import load_checkpoint
+    from cnnspec.training.model import build_training_model
+    from cnnspec.training.records import checkpoint_dir
+
+    def fused(model: object) -> list[bool]:
+        return [is_fused(layer) for layer in model.layers
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    report = check(parse(SPEC, "tiny.cnn"))
+    new = build_training_model(report, keras, "bf16")
+    assert fused(new) == [True, True]
+    assert fused(build_training_model(report, keras, "float32")) == [False, False]
+    new.compile(optimizer="sgd", loss="categorical_crossentropy")
+    checkpoint_dir(tmp_path).mkdir(parents=True)
+    new.save(checkpoint_dir(tmp_path) / "model.keras")
+    seeds = [[int(v) for v in np.asarray(var.value).ravel()] for var in new.non_trainable_variables
+             if var.path.endswith("seed_generator_state")]
+    state = {"model": "model.keras", "seed_states": seeds}
+    assert fused(load_checkpoint(keras, tmp_path, state)) == [True, True]

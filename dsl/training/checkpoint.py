@@ -128,10 +128,14 @@ def check_state_record(state: Any, run_dir: Path) -> None:
 
 def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
     """The checkpoint's model with its dropout RNG states; ResumeRefused naming the file if it
-    does not load (damaged, truncated) or does not fit the run (another model's checkpoint)."""
+    does not load (damaged, truncated) or does not fit the run (another model's checkpoint).
+    The model gets the training-only speed-ups build_training_model gives a new one (a saved
+    model is plain Keras), so a resumed bf16 run computes what an uninterrupted one does."""
+    from cnnspec.backend.keras_model import prepare_training
+
     path = records.checkpoint_dir(run_dir) / state["model"]
     try:
-        model = keras.models.load_model(path)
+        model = prepare_training(keras.models.load_model(path))
         restore_seed_states(model, state["seed_states"])
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -42,9 +42,12 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32")
 
     "bf16" builds every layer under Keras's mixed_bfloat16 policy (bfloat16 compute, float32
     weights) except the final softmax, which stays float32 so probabilities and the loss are
-    computed in full precision. The global policy is restored afterwards.
+    computed in full precision. The global policy is restored afterwards. A bf16 model also
+    gets the training-only speed-ups (cnnspec.backend.keras_model.prepare_training: fused batch
+    norms, one-pass L2 penalties); load_checkpoint applies the same to a resumed model, so a
+    resumed run computes exactly what an uninterrupted one does.
     """
-    from cnnspec.backend.keras_model import build_model
+    from cnnspec.backend.keras_model import build_model, prepare_training
 
     if precision == "float32":
         return build_model(report, keras)
@@ -55,7 +58,7 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32")
     finally:
         keras.config.set_dtype_policy(previous)
     model.layers[-1].dtype_policy = "float32"  # the implicit classifier softmax
-    return model
+    return prepare_training(model)
 
 
 def compile_model(model: Any, keras: Any, settings: TrainSettings,
