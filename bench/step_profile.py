@@ -16,7 +16,8 @@ and, with --ops, TensorFlow's profiler trace of fit steps grouped by op type (co
 matmuls, casts, batch norm, dropout, optimizer, ...) and by the layer kind each op's scope names
 (conv, batch norm, dropout, ..., "outside layers": the loss and the L2 penalty), in
 thread-milliseconds per step, which shows what is not matrix math. Precisions: float32, bf16 (as
-the trainer builds it) and bf16-fused (with cnnspec.backend.keras_model.prepare_training).
+the trainer builds it, with cnnspec.backend.keras_model.prepare_training's fused batch norm and
+one-pass L2) and bf16-plain (the same model without them: the "before").
 
     python bench/step_profile.py                         # exp7 and exp1, batch 32/128, both
     python bench/step_profile.py --specs exp7 --batches 32 --ops
@@ -169,14 +170,10 @@ def worker(args: argparse.Namespace) -> None:
     data = load_cifar10(args.data)
     settings = TrainSettings(optimizer="sgd", lr=0.01, batch=args.batch, epochs=1, seed=1)
     keras.utils.set_random_seed(1)
-    # "bf16-fused": the bf16 model with cnnspec.backend.keras_model.prepare_training applied
-    # (fused batch norm), as the training loop builds it once it calls prepare_training
-    precision = args.precision.removesuffix("-fused")
-    model = build_training_model(report, keras, precision)
-    if args.precision.endswith("-fused"):
-        from cnnspec.backend.keras_model import prepare_training
-
-        prepare_training(model)
+    precision = args.precision.removesuffix("-plain")
+    # "bf16-plain": the bf16 model without prepare_training's speed-ups (the "before")
+    model = build_training_model(report, keras, precision,
+                                 prepare=not args.precision.endswith("-plain"))
     _compile(model, keras, settings, 1)
     pipeline = _Pipeline(tf, data, args.batch, spec.classes)
     order = np.arange(len(data.x_train), dtype=np.int64)
@@ -275,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--specs", default="exp7,exp1")
     parser.add_argument("--batches", default="32,128")
-    parser.add_argument("--precisions", default="float32,bf16,bf16-fused")
+    parser.add_argument("--precisions", default="float32,bf16-plain,bf16")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--ops", action="store_true", help="also a profiler trace by op type")
     parser.add_argument("--fit-rounds", type=int, default=1,

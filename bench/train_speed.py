@@ -7,10 +7,9 @@ hits both alike. It also prints the machine's matmul limits (numpy sgemm, and Te
 2048² matmul in float32 and bfloat16, measured in the same run) and each path as a fraction of
 the matching one (training FLOPs = 6 x the checker's MACs per image), the memory the inputs
 take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs float32 per spec and
-batch, beside the CPU's bf16 capability (what `--precision auto` picks on it). bf16 is timed
-twice: "cnnspec bf16" as the trainer builds the model, and "cnnspec bf16-fused" with
-cnnspec.backend.keras_model.prepare_training applied (fused batch norm, one-pass L2); the
-two are the same once the trainer calls prepare_training itself.
+batch, beside the CPU's bf16 capability (what `--precision auto` picks on it). "cnnspec bf16"
+is the model as the trainer builds it, with cnnspec.backend.keras_model.prepare_training
+(fused batch norm, one-pass L2) applied.
 
     python bench/train_speed.py                      # exp1 and exp7, batch 32 and 128, 1 epoch
     python bench/train_speed.py --specs exp7 --batches 32 --epochs 10 --accuracy --no-notebook
@@ -163,9 +162,6 @@ def worker(args: argparse.Namespace) -> None:
         settings = TrainSettings(optimizer="sgd", lr=0.01, batch=args.batch, epochs=args.epochs,
                                  seed=SEED)
         precision = args.precision
-        if precision.endswith("-fused"):
-            _fuse_when_built()
-            precision = precision.removesuffix("-fused")
         with tempfile.TemporaryDirectory() as tmp:
             result = train(spec, settings, data, Path(tmp) / "run", precision=precision,
                            steps_per_execution=args.spe, progress="none", callbacks=[timer])
@@ -174,25 +170,6 @@ def worker(args: argparse.Namespace) -> None:
     out["epochs"] = timer.epochs
     out["peak_rss_delta"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
     print("RESULT " + json.dumps(out), flush=True)
-
-
-def _fuse_when_built() -> None:
-    """Make this worker's trainer apply cnnspec.backend.keras_model.prepare_training (bf16 batch
-    norms through the fused kernel) to the model it builds, as the training loop does once it
-    calls prepare_training itself; until then this is the only way to time it through `train`.
-    The trainer imports build_model from keras_model when it builds, so rebinding it here works.
-    """
-    from cnnspec.backend import keras_model
-
-    plain = keras_model.build_model
-
-    def build_and_prepare(report: Any, keras: Any = None) -> Any:
-        return keras_model.prepare_training(plain(report, keras))
-
-    keras_model.build_model = build_and_prepare
-
-
-# -- orchestration -----------------------------------------------------------------------------
 
 
 def sgemm_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -268,11 +245,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="also print bf16 and float32 test accuracy after --epochs, side "
                              "by side, and whether bf16 is within 1 point")
     parser.add_argument("--no-bf16", action="store_true")
-    parser.add_argument("--no-fused", action="store_true",
-                        help="skip the 'cnnspec bf16-fused' path (bf16 with prepare_training's "
-                             "fused batch norm and L2)")
-    parser.add_argument("--no-plain-bf16", action="store_true",
-                        help="skip the 'cnnspec bf16' path (bf16 as the trainer builds it)")
     parser.add_argument("--no-notebook", action="store_true",
                         help="skip the notebook path (only cnnspec float32 vs bf16)")
     parser.add_argument("--variants", action="store_true",
@@ -326,12 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                 plan.append((s, b, "notebook", "notebook", {"batch": b}))
             plan.append((s, b, "cnnspec float32", "cnnspec", {"batch": b}))
             if not args.no_bf16:
-                if not args.no_plain_bf16:
-                    plan.append((s, b, "cnnspec bf16", "cnnspec",
-                                 {"batch": b, "precision": "bf16"}))
-                if not args.no_fused:
-                    plan.append((s, b, "cnnspec bf16-fused", "cnnspec",
-                                 {"batch": b, "precision": "bf16-fused"}))
+                plan.append((s, b, "cnnspec bf16", "cnnspec", {"batch": b, "precision": "bf16"}))
             if args.variants:
                 plan += [
                     (s, b, "cnnspec spe=8", "cnnspec", {"batch": b, "spe": 8}),
@@ -394,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"epoch, {cs['steady_ips'] / nb['steady_ips']:.2f}x steady, "
                       f"{cs['cpu_ips'] / nb['cpu_ips']:.2f}x per CPU-second; inputs "
                       f"{nb['input_bytes'] / cs['input_bytes']:.1f}x smaller")
-            for name in ("bf16", "bf16-fused"):
+            for name in ("bf16",):
                 f32, bf16 = cs, table.get((s, b, f"cnnspec {name}"))
                 if not (f32 and bf16):
                     continue

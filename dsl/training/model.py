@@ -37,7 +37,8 @@ def make_optimizer(keras: Any, s: TrainSettings) -> Any:
     return getattr(keras.optimizers, classes[s.optimizer])(learning_rate=s.lr)
 
 
-def build_training_model(report: Report, keras: Any, precision: str = "float32") -> Any:
+def build_training_model(report: Report, keras: Any, precision: str = "float32", *,
+                         prepare: bool = True) -> Any:
     """The spec's Keras model under the given precision (not compiled).
 
     "bf16" builds every layer under Keras's mixed_bfloat16 policy (bfloat16 compute, float32
@@ -45,7 +46,8 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32")
     computed in full precision. The global policy is restored afterwards. A bf16 model also
     gets the training-only speed-ups (cnnspec.backend.keras_model.prepare_training: fused batch
     norms, one-pass L2 penalties); load_checkpoint applies the same to a resumed model, so a
-    resumed run computes exactly what an uninterrupted one does.
+    resumed run computes exactly what an uninterrupted one does. `prepare=False` leaves them
+    out (bench/step_profile.py times the model before and after them).
     """
     from cnnspec.backend.keras_model import build_model, prepare_training
 
@@ -58,7 +60,7 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32")
     finally:
         keras.config.set_dtype_policy(previous)
     model.layers[-1].dtype_policy = "float32"  # the implicit classifier softmax
-    return prepare_training(model)
+    return prepare_training(model) if prepare else model
 
 
 def compile_model(model: Any, keras: Any, settings: TrainSettings,
