@@ -17,7 +17,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cnnspec.training import records
@@ -30,6 +30,9 @@ STYLES: dict[str, dict[str, Any]] = {
     # a run a pruned sweep stopped early: faded, dotted, crosses (it is shorter by design)
     "pruned": {"ls": ":", "marker": "x", "ms": 5, "lw": 1.6, "alpha": 0.45},
     "pruned-training": {"ls": ":", "marker": "x", "ms": 4, "lw": 1.0, "alpha": 0.3},
+    # a panel's second quantity on its own y axis (a run's learning rate): grey and dashed,
+    # without markers, so it reads as context behind the metrics rather than one of them
+    "secondary": {"ls": "--", "lw": 1.3, "color": "0.45", "alpha": 0.9},
 }
 STYLE_NOTE = "validation: solid, circles · training: dashed, triangles"
 PRUNED_NOTE = "pruned runs (stopped early): dotted, faded, crosses"
@@ -66,11 +69,17 @@ class RunKey:
 
 @dataclass(frozen=True)
 class Panel:
-    """One axes of a curves figure: its title, y label and lines (x is always the epoch)."""
+    """One axes of a curves figure: its title, y label and lines (x is always the epoch).
+
+    `twin` is a line on a second y axis at the right, labelled `twin_label`: a quantity of
+    another unit and scale (a run's learning rate beside its loss) that would squash the
+    panel's own lines if it shared their axis."""
 
     title: str
     ylabel: str
     series: tuple[Series, ...]
+    twin: Series | None = None
+    twin_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,16 @@ def _draw(ax: Any, series: Series) -> None:
     ax.plot(list(series.epochs), values, label=series.label, **kwargs)
 
 
+def _draw_twin(ax: Any, series: Series, label: str) -> Any:
+    """The series on a second y axis of ax (sharing its epochs), labelled; returns that axes.
+    Its scale starts at 0 so a rate's warm-up and decay are seen in proportion."""
+    twin = ax.twinx()
+    _draw(twin, series)
+    twin.set_ylabel(label, color=STYLES[series.style].get("color"))
+    twin.set_ylim(bottom=0)
+    return twin
+
+
 def _epoch_ticks(ax: Any, last_epoch: int) -> None:
     """Whole epochs only: every epoch a tick up to 20 (with room around a single one)."""
     from matplotlib.ticker import MaxNLocator
@@ -142,7 +161,14 @@ def curves_figure(panels: Sequence[Panel], runs: Sequence[tuple[str, Any] | RunK
                 last_epoch = max(last_epoch, *series.epochs)
         ax.set(title=panel.title, xlabel="epoch", ylabel=panel.ylabel)
         ax.grid(alpha=0.3)
-        if any(s.label and s.drawn() for s in panel.series):
+        if panel.twin is not None and panel.twin.drawn():
+            twin = _draw_twin(ax, panel.twin, panel.twin_label)
+            last_epoch = max(last_epoch, *panel.twin.epochs)
+            # one legend for both axes, on the twin: it is drawn last, so no line covers it
+            labelled = [line for a in (ax, twin) for line in a.get_lines()
+                        if not line.get_label().startswith("_")]
+            twin.legend(handles=labelled, loc="best")
+        elif any(s.label and s.drawn() for s in panel.series):
             ax.legend(loc="best")
     for ax in axes:
         _epoch_ticks(ax, last_epoch)
@@ -211,8 +237,22 @@ def save_png(fig: Any, path: str | os.PathLike[str], dpi: float | None = None) -
     records.atomic_write_bytes(path, buffer.getvalue())
 
 
+LR_LABEL = "learning rate"
+
+
+def learning_rates(rows: Sequence[Mapping[str, Any]]) -> tuple[float | None, ...] | None:
+    """Each row's learning rate ("lr": the epoch's last step's), when it is worth drawing:
+    None when no row records one (runs from before "lr" was recorded) or every recorded one
+    is the same (a constant rate: a flat line would say nothing the settings do not)."""
+    lrs = tuple(r.get("lr") for r in rows)
+    return lrs if len({v for v in lrs if v is not None}) > 1 else None
+
+
 def learning_curve_panels(rows: Sequence[Mapping[str, Any]]) -> tuple[Panel, Panel]:
-    """A run's history as two panels, loss and accuracy, training and validation in each."""
+    """A run's history as two panels, loss and accuracy, training and validation in each.
+
+    A learning rate that changes from epoch to epoch (a schedule) is drawn on a second axis of
+    the loss panel: the loss is what a rate change moves first, so the two read together."""
     epochs = tuple(r["epoch"] for r in rows)
 
     def panel(key: str) -> Panel:
@@ -222,13 +262,24 @@ def learning_curve_panels(rows: Sequence[Mapping[str, Any]]) -> tuple[Panel, Pan
                    label="validation"),
         ))
 
-    return panel("loss"), panel("accuracy")
+    loss = panel("loss")
+    lrs = learning_rates(rows)
+    if lrs is not None:
+        loss = replace(loss, twin=Series(epochs, lrs, "secondary", label=LR_LABEL),
+                       twin_label=LR_LABEL)
+    return loss, panel("accuracy")
+
+
+def learning_curve_figure(rows: Sequence[Mapping[str, Any]], title: str = "") -> Any:
+    """The Figure of a run's learning_curve.png (`write_learning_curve`), for callers and
+    tests that look at what is drawn rather than at pixels."""
+    return curves_figure(learning_curve_panels(rows), title=title, size=(9, 3.6),
+                         dpi=CURVE_DPI)
 
 
 def write_learning_curve(
     path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], title: str = ""
 ) -> None:
-    """A run's learning_curve.png: loss and accuracy per epoch, training and validation."""
-    fig = curves_figure(learning_curve_panels(rows), title=title, size=(9, 3.6),
-                        dpi=CURVE_DPI)
-    save_png(fig, path)
+    """A run's learning_curve.png: loss and accuracy per epoch, training and validation, and
+    the learning rate when it changes."""
+    save_png(learning_curve_figure(rows, title), path)
