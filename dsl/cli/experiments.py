@@ -172,7 +172,10 @@ def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, li
         count = {name: [r.spec for r in rows].count(name) for name in {r.spec for r in rows}}
         runs = [label if count[r.spec] > 1 else ""
                 for r, label in zip(rows, compare.run_labels(rows), strict=True)]
-    cells = [_compare_cells(r) for r in rows]
+    # the settings that differ between the runs, after the names: what tells the runs apart
+    recipe = compare.recipe_columns(rows)
+    cells = [{**{n: Text(r.settings.get(n, "")) for n in recipe}, **_compare_cells(r)}
+             for r in rows]
     hidden: list[str] = []
 
     def build() -> Table:
@@ -180,10 +183,10 @@ def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, li
         table.add_column("spec", overflow="fold")
         if runs is not None:
             table.add_column("run", overflow="fold")
-        shown = [c for c in _COMPARE_COLUMNS if c not in hidden]
+        shown = [c for c in (*recipe, *_COMPARE_COLUMNS) if c not in hidden]
         for col in shown:
-            table.add_column(col, justify="left" if col in ("overfit", "status") else "right",
-                             no_wrap=True)
+            table.add_column(col, justify="left" if col in ("overfit", "status", *recipe)
+                             else "right", no_wrap=True)
         for i, r in enumerate(rows):
             names = [Text(r.spec)] + ([Text(runs[i])] if runs is not None else [])
             table.add_row(*names, *(cells[i][c] for c in shown))
@@ -193,7 +196,9 @@ def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, li
     if width is None:
         return table, hidden
     measure = Console(width=10_000, markup=False, emoji=False)
-    for col in _HIDE_ORDER:
+    # a narrow terminal drops the recipe (last column first) after the speed and size columns
+    split = _HIDE_ORDER.index("params") + 1
+    for col in (*_HIDE_ORDER[:split], *reversed(recipe), *_HIDE_ORDER[split:]):
         if Measurement.get(measure, measure.options, table).maximum <= width:
             break
         hidden.append(col)

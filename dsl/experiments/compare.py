@@ -10,11 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnspec.language.settings import SETTINGS
 from cnnspec.training import records
 
 # A run overfits when its final train accuracy exceeds its final validation accuracy by more
@@ -56,12 +57,16 @@ class RunRow:
     # a pruned run (a pruned sweep stopped it): the epoch it stopped at, and the pruner's why
     pruned_at: int | None = None
     pruned_reason: str = ""
+    # every training setting as a spec writes it (`setting_texts`), for the recipe columns
+    # (`recipe_columns`); empty when the rows come from somewhere without settings.json
+    settings: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "settings": dict(self.settings)}
 
 
-SORT_KEYS = tuple(RunRow.__dataclass_fields__)
+# `settings` is not a sort key: it is many columns, each a text (`recipe_columns`)
+SORT_KEYS = tuple(k for k in RunRow.__dataclass_fields__ if k != "settings")
 # Short names people type (`--sort val_accuracy`) for the row fields they mean.
 SORT_ALIASES = {
     "val_accuracy": "final_val_accuracy",
@@ -97,6 +102,46 @@ def overfitting(history: Sequence[dict[str, Any]]) -> tuple[bool, str]:
             return True, (f"val loss rose {run} epochs in a row while train loss fell "
                           f"(to epoch {cur.get('epoch')})")
     return False, ""
+
+
+# Settings the recipe columns never show: the table already has the epochs a run trained,
+# and a run without a seed records the one it drew, so seeds differ between nearly all runs
+# and a seed column would only push the settings that matter off the screen.
+RECIPE_EXCLUDED = ("epochs", "seed")
+UNREADABLE = "?"  # a recorded setting value cnnspec cannot read back (a damaged record)
+
+
+def setting_texts(recorded: Mapping[str, Any]) -> dict[str, str]:
+    """Each training setting of a settings.json "settings" object as a spec writes it
+    (`SETTINGS.texts`: defaults for settings recorded before they existed). A value that does
+    not read back (a hand-edited or damaged record) is shown as UNREADABLE rather than
+    failing the whole comparison, as the row's other odd fields are shown as unknown."""
+    try:
+        return SETTINGS.texts(recorded)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    good, bad = {}, []
+    for key, value in recorded.items():
+        try:
+            SETTINGS.texts({key: value})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            bad.append(key)
+        else:
+            good[key] = value
+    texts = SETTINGS.texts(good)
+    return {**texts, **{k: UNREADABLE for k in bad if k in texts}}
+
+
+def recipe_columns(rows: Sequence[RunRow]) -> list[str]:
+    """The settings (in the settings table's order) whose written value is not the same in
+    all rows: what tells the compared runs' recipes apart. `SETTINGS.differing`'s rule,
+    applied to the texts the rows hold (so a damaged value counts as its own value);
+    RECIPE_EXCLUDED and rows without settings (a study's) are left out."""
+    texts = [r.settings for r in rows if r.settings]
+    if len(texts) < 2:
+        return []
+    return [e.name for e in SETTINGS.spec_entries
+            if e.name not in RECIPE_EXCLUDED and len({t.get(e.name, "") for t in texts}) > 1]
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -183,6 +228,7 @@ def load_row(run_dir: Path) -> RunRow:
         lr=_number(train_settings.get("lr")),
         batch=_number(train_settings.get("batch"), int),
         pruned_reason=(_str(status.get("reason")) or "") if state == "pruned" else "",
+        settings=setting_texts(train_settings),
     )
 
 
@@ -190,12 +236,13 @@ def build_row(
     *, run: str, path: str, spec: str, status: str, history: Sequence[dict[str, Any]],
     test_accuracy: float | None, params: int | None, macs: int | None,
     epochs_planned: int | None, lr: float | None, batch: int | None,
-    pruned_reason: str = "",
+    pruned_reason: str = "", settings: Mapping[str, str] | None = None,
 ) -> RunRow:
     """The one builder of a comparison row: everything derived from the per-epoch history
     (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
     (`load_row`) and for studies alike (`view.study_view`, and `results.result_record` for
-    what a trial stores). A pruned run's `pruned_at` is its last epoch."""
+    what a trial stores). A pruned run's `pruned_at` is its last epoch. `settings` are the
+    run's setting texts (`setting_texts`), when its settings record is at hand."""
     val = [(h["val_accuracy"], h["epoch"]) for h in history if h.get("val_accuracy") is not None]
     best = max(val, key=lambda t: t[0]) if val else (None, None)
     last = history[-1] if history else {}
@@ -226,6 +273,7 @@ def build_row(
         batch=batch,
         pruned_at=(last.get("epoch") or len(history)) if status == "pruned" else None,
         pruned_reason=pruned_reason,
+        settings=dict(settings or {}),
     )
 
 
@@ -310,17 +358,33 @@ EXPORT_FIELDS = (
 
 
 def to_csv(rows: Sequence[RunRow]) -> str:
+    """EXPORT_FIELDS, then a `settings.NAME` column per recipe column (`recipe_columns`):
+    prefixed, because `lr` and `batch` are already numeric columns."""
+    recipe = recipe_columns(rows)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=[*EXPORT_FIELDS, *(f"settings.{n}" for n in recipe)],
+                            lineterminator="\n")
     writer.writeheader()
     for r in rows:
         d = r.to_dict()
-        writer.writerow({k: ("" if d[k] is None else d[k]) for k in EXPORT_FIELDS})
+        writer.writerow({**{k: ("" if d[k] is None else d[k]) for k in EXPORT_FIELDS},
+                         **{f"settings.{n}": r.settings.get(n, "") for n in recipe}})
     return out.getvalue()
 
 
 def to_json(rows: Sequence[RunRow]) -> str:
-    return json.dumps([{k: r.to_dict()[k] for k in EXPORT_FIELDS} for r in rows], indent=2)
+    """EXPORT_FIELDS per row and, when some settings differ between the rows, a "settings"
+    object of those (`recipe_columns`), name -> text as a spec writes it."""
+    recipe = recipe_columns(rows)
+
+    def record(r: RunRow) -> dict[str, Any]:
+        d = r.to_dict()
+        out = {k: d[k] for k in EXPORT_FIELDS}
+        if recipe:
+            out["settings"] = {n: r.settings.get(n, "") for n in recipe}
+        return out
+
+    return json.dumps([record(r) for r in rows], indent=2)
 
 
 def _pct(x: float | None) -> str:
@@ -328,8 +392,11 @@ def _pct(x: float | None) -> str:
 
 
 def to_markdown(rows: Sequence[RunRow]) -> str:
+    """The table as markdown: the names, the recipe columns (`recipe_columns`), the results."""
     runs = run_labels(rows) if names_repeat(rows) else None
+    recipe = recipe_columns(rows)
     head = ("| spec | " + ("run | " if runs is not None else "")
+            + "".join(f"{n} | " for n in recipe)
             + "params | epochs | best val acc % | final val acc % | train acc % | "
             "gap | overfitting | s/epoch | img/s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -338,6 +405,7 @@ def to_markdown(rows: Sequence[RunRow]) -> str:
 
     for i, r in enumerate(rows):
         run = f" {cell(runs[i])} |" if runs is not None else ""
+        run += "".join(f" {cell(r.settings.get(n, ''))} |" for n in recipe)
         params = "" if r.params is None else f"{r.params:,}"
         lines.append(
             f"| {cell(r.spec)} |{run} {params} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
