@@ -392,19 +392,3 @@ def test_cli_expand_lists_the_recipe_variants(cli, tmp_path: Path):
     names = [v["name"] for v in json.loads(result.stdout)]
     assert names == ["s[lr=onecycle(.2),augment=none]", "s[lr=onecycle(.2),augment=flip+crop4]",
                      "s[lr=onecycle(.4),augment=none]", "s[lr=onecycle(.4),augment=flip+crop4]"]
-
-
-def test_settings_training_does_not_apply_yet_are_refused_not_ignored(cli, tmp_path: Path):
-    """Until the loop applies a recipe setting, `cnnspec train` refuses it by name (a run
-    folder recording a setting that was not applied would be wrong); defaults train."""
-    spec = tmp_path / "t.cnn"
-    spec.write_text("train lr=onecycle(.4) augment=flip momentum=.9 nesterov=true\n|\n")
-    result = cli("train", str(spec), "--runs-dir", str(tmp_path / "runs"))
-    assert result.returncode == 1
-    assert ("does not apply lr=onecycle(.4), augment=flip, nesterov=true yet"
-            in result.stderr)
-    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
-    assert SETTINGS.untrained(TrainSettings()) == []
-    assert SETTINGS.untrained(TrainSettings(lr=0.5, patience=None)) == []
-    assert SETTINGS.untrained(TrainSettings(ema=0.99, monitor="val_accuracy")) == [
-        "monitor=val_accuracy", "ema=.99"]

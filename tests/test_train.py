@@ -80,7 +80,7 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path: Path) -> None:
 
 def test_history_csv_round_trips_full_precision(tmp_path: Path) -> None:
     rows = [{"epoch": 1, "loss": 0.1 + 0.2, "accuracy": 1 / 3, "val_loss": None,
-             "val_accuracy": None, "seconds": 1.5, "images_per_second": 100.0}]
+             "val_accuracy": None, "seconds": 1.5, "images_per_second": 100.0, "lr": 0.1 / 3}]
     records.write_history(tmp_path, rows)
     assert records.read_history_csv(tmp_path / records.HISTORY_CSV) == rows
     assert records.read_history(tmp_path) == rows

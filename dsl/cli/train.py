@@ -182,11 +182,6 @@ def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
     problem = validate(settings)
     if problem is not None:
         raise UsageError(f"{spec.name}: {problem} (after the command-line overrides)")
-    untrained = SETTINGS.untrained(settings)
-    if untrained:  # recorded but not applied would be a silent lie in the run folder
-        raise Failure(f"{spec.name}: this version's training loop does not apply "
-                      f"{', '.join(untrained)} yet (the spec language reads it); remove it "
-                      "to train")
     return settings
 
 
@@ -363,9 +358,16 @@ def report_result(result: Any) -> int:
             + "; the chief (task 0) wrote the run folder")
         return EXIT_OK
     acc = result.test_accuracy
+    scored = result.metrics or {}
+    if scored.get("best_epoch") is not None:  # early stopping kept that epoch's weights
+        console.print(f"stopped early: {result.reason}" if result.reason else
+                      f"patience: kept the weights of epoch {scored['best_epoch']}, the best")
+        last = result.history[scored["best_epoch"] - 1]
+    flip = scored.get("test_accuracy_flip")
     console.print(
         f"done: {result.epochs_completed} epochs, "
         + (f"test accuracy {acc:.4f}, " if acc is not None else "")
+        + (f"with test-time flip {flip:.4f}, " if flip is not None else "")
         + (f"val loss {last['val_loss']:.4f}, " if last.get("val_loss") is not None else "")
         + f"run folder {result.run_dir}"
     )

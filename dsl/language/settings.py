@@ -89,10 +89,6 @@ class Setting:
     scope: str = "both"
     meaning: str = ""  # the README's "meaning" column (markdown); the help when empty
     default_text: str | None = None  # how the README shows the default, when not the value
-    # Which values the training loop applies today; None: all. A recipe setting the language
-    # reads before the loop applies it is refused by `cnnspec train` (never silently ignored);
-    # the loop's author sets this to None when wiring it.
-    trains: Callable[[Setting, Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _PARAM_KIND:
@@ -124,10 +120,6 @@ class Setting:
         return Param(self.name, _PARAM_KIND[self.kind], self.names, low=self.low,
                      low_open=self.low_open, high=self.high, high_open=self.high_open,
                      flags=self.values or self.choices, doc=self.help)
-
-    def trained(self, value: Any) -> bool:
-        """Whether training applies this value today (see `trains`)."""
-        return self.trains is None or self.trains(self, value)
 
     def read(self, w: Written) -> Any:
         """The IR value of one written value (a sweep's alternatives are read one by one);
@@ -304,11 +296,6 @@ class SettingsTable:
                  if k in self.by_name and self.by_name[k].in_spec}
         return self.settings_class(**known)
 
-    def untrained(self, settings: Any) -> list[str]:
-        """`key=value` of each setting whose value training does not apply yet."""
-        return [f"{e.name}={e.written(getattr(settings, e.name))}" for e in self.spec_entries
-                if not e.trained(getattr(settings, e.name))]
-
     def texts(self, recorded: Mapping[str, Any]) -> dict[str, str]:
         """Each setting of a run record as a spec writes it (`lr` -> `onecycle(.4,warm=.2)`),
         defaults filled in: for tables of runs that show the settings which differ."""
@@ -387,14 +374,6 @@ def _out_of_range(e: Setting, value: float) -> str | None:
     return f"{e.name} must be in {lo}{low}, {high}{hi}, got {got}"
 
 
-def _default_only(entry: Setting, value: Any) -> bool:
-    return bool(value == entry.default)
-
-
-def _rate_only(entry: Setting, value: Any) -> bool:
-    return not isinstance(value, Schedule)
-
-
 def _momentum_needs_its_optimizer(settings: Any) -> SettingProblem | None:
     if settings.momentum and settings.optimizer not in MOMENTUM_OPTIMIZERS:
         return SettingProblem(
@@ -436,8 +415,7 @@ SETTINGS = SettingsTable(
                 low_open=True, flag="--lr", metavar="X", cli_type="positive_float_or_value",
                 meaning="learning rate (Keras SGD's default, which the notebook used), or a "
                         "schedule over all steps: see [Learning-rate schedules]"
-                        "(#learning-rate-schedules)",
-                trains=_rate_only),
+                        "(#learning-rate-schedules)"),
         Setting("momentum", "float", 0.0, "SGD momentum", low=0, high=1, high_open=True,
                 flag="--momentum", metavar="X", meaning="momentum (`sgd` and `rmsprop` only)"),
         Setting("batch", "int", 32, "global batch size", aliases=("batch_size",), low=1,
@@ -461,36 +439,28 @@ SETTINGS = SettingsTable(
                 meaning="random horizontal `flip`; random crop after padding by N pixels, "
                         "`cropN` (the padding mirrors the image; `crop(N,mode=zero)` pads "
                         "with zeros); `cutoutN` sets an N×N square to zero. Seeded per "
-                        "epoch and batch",
-                trains=_default_only),
+                        "epoch and batch"),
         Setting("nesterov", "bool", False, "Nesterov momentum (sgd with momentum only)",
-                flag="--nesterov",
-                trains=_default_only),
+                flag="--nesterov"),
         Setting("weight_decay", "float", None,
                 "decoupled weight decay (w -= lr·wd·w each step), not the layers' l2()",
                 low=0, flag="--weight-decay", metavar="X",
-                default_text="none (AdamW: Keras's .004)",
-                trains=_default_only),
+                default_text="none (AdamW: Keras's .004)"),
         Setting("label_smoothing", "float", 0.0, "label smoothing of the one-hot targets",
-                low=0, high=1, high_open=True, flag="--label-smoothing", metavar="X",
-                trains=_default_only),
+                low=0, high=1, high_open=True, flag="--label-smoothing", metavar="X"),
         Setting("tta", "choice", "none",
                 "test-time augmentation: `flip` also scores each test image mirrored, "
-                "reported beside the plain accuracy", choices=("none", "flip"), flag="--tta",
-                trains=_default_only),
+                "reported beside the plain accuracy", choices=("none", "flip"), flag="--tta"),
         Setting("patience", "int", None,
                 "stop after this many epochs without improvement of `monitor`; the best "
                 "epoch's weights are kept", low=1, high=MAX_COUNT, flag="--patience",
-                metavar="N", default_text="none (train every epoch)",
-                trains=_default_only),
+                metavar="N", default_text="none (train every epoch)"),
         Setting("monitor", "choice", "val_loss", "what `patience` watches",
-                choices=("val_loss", "val_accuracy"), flag="--monitor",
-                trains=_default_only),
+                choices=("val_loss", "val_accuracy"), flag="--monitor"),
         Setting("ema", "float", None,
                 "exponential moving average of the weights with this momentum, evaluated "
                 "and saved instead of the trained weights", low=0, low_open=True, high=1,
-                high_open=True, flag="--ema", metavar="X", default_text="none (off)",
-                trains=_default_only),
+                high_open=True, flag="--ema", metavar="X", default_text="none (off)"),
         Setting("limit", "int", None, "train on the first N training images", low=1,
                 flag="--limit", metavar="N", cli_type="positive_int", scope="run",
                 default_text="all"),

@@ -70,6 +70,33 @@ def write_checkpoint(run_dir: Path, model: Any, history: list[dict[str, Any]], s
     records.prune_checkpoints(run_dir, keep=name)
 
 
+def keep_best(run_dir: Path, model: Any, epoch: int) -> None:
+    """checkpoint/best.npz: the weights (all of them, batch-norm statistics too) of `epoch`,
+    the best so far for early stopping, with its number. Written atomically before that
+    epoch's checkpoint, so a resumed run never has a checkpoint newer than a best it lacks."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, epoch=np.int64(epoch),
+             **{f"w{i:04d}": w for i, w in enumerate(model.get_weights())})
+    records.checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    records.atomic_write_bytes(records.checkpoint_dir(run_dir) / records.BEST_WEIGHTS,
+                               buffer.getvalue())
+
+
+def restore_best(run_dir: Path, model: Any) -> int | None:
+    """Put checkpoint/best.npz's weights into `model`; the epoch they are from, or None when
+    there is none (no epoch had a finite value to be best on)."""
+    path = records.checkpoint_dir(run_dir) / records.BEST_WEIGHTS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        weights = [saved[f"w{i:04d}"] for i in range(len(saved.files) - 1)]
+        epoch = int(saved["epoch"])
+    model.set_weights(weights)
+    return epoch
+
+
 def save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
     """history.json/.csv and the learning curve for the epochs so far."""
     records.write_history(run_dir, history)

@@ -180,7 +180,7 @@ class Replicated:
 
     def __init__(
         self, tf: Any, keras: Any, strategy: Any, chief: bool, worker: int, batch: int,
-        steps_per_execution: int = 1,
+        steps_per_execution: int = 1, label_smoothing: float = 0.0,
     ) -> None:
         self.tf, self.keras, self.strategy = tf, keras, strategy
         self.chief, self.worker = chief, worker
@@ -195,6 +195,7 @@ class Replicated:
             )
         self.batch = batch
         self.steps_per_execution = steps_per_execution
+        self.label_smoothing = label_smoothing  # the compiled loss's, in our own step
         self._calls: dict[int, Any] = {}  # steps per call -> its tf.function
 
     def build(self, make: Callable[[], Any]) -> Any:
@@ -255,8 +256,12 @@ class Replicated:
 
     # -- training --------------------------------------------------------------------------------
 
-    def _dataset(self, pipeline: Any, order: np.ndarray) -> Any:
-        """This worker's per-replica slices of each global batch, local replica by replica."""
+    def _dataset(self, pipeline: Any, order: np.ndarray, epoch: int) -> Any:
+        """This worker's per-replica slices of each global batch, local replica by replica.
+
+        The slice of replica g in global batch k is augmented (if the run augments) with key
+        k * replicas + g: a function of where it is in the epoch, not of which worker runs it.
+        """
         tf = self.tf
         n, big, r = len(order), self.batch, self.replicas
         rows = []
@@ -265,14 +270,15 @@ class Replicated:
             bounds = [start + (g * m) // r for g in range(r + 1)]
             for j in range(self.local):
                 g = self.worker * self.local + j
-                rows.append((bounds[g], bounds[g + 1] - bounds[g], m))
-        table = tf.constant(np.asarray(rows, np.int64).reshape(-1, 3))
+                rows.append((bounds[g], bounds[g + 1] - bounds[g], m, start // big * r + g))
+        table = tf.constant(np.asarray(rows, np.int64).reshape(-1, 4))
         order_t = tf.constant(order)
         x, y, classes = pipeline.x_train, pipeline.y_train, pipeline.classes
 
         def grab(row: Any) -> Any:
             index = order_t[row[0]:row[0] + row[1]]
-            images = scale_images(tf, tf.gather(x, index))
+            images = pipeline.augmented(tf.gather(x, index), epoch, row[3])
+            images = scale_images(tf, images)
             labels = tf.one_hot(tf.gather(y, index), classes, dtype=tf.float32)
             return images, labels, row[2]
 
@@ -293,7 +299,8 @@ class Replicated:
         def replica(images: Any, labels: Any, global_batch: Any) -> Any:
             with tf.GradientTape() as tape:
                 probs = model(images, training=True)
-                per_example = keras.losses.categorical_crossentropy(labels, probs)
+                per_example = keras.losses.categorical_crossentropy(
+                    labels, probs, label_smoothing=self.label_smoothing)
                 per_example = tf.cast(per_example, tf.float32)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
                 if model.losses:
@@ -332,7 +339,7 @@ class Replicated:
         for cb in callbacks:
             cb.set_model(model)
             cb.on_epoch_begin(epoch, {})
-        iterator = iter(self._dataset(pipeline, order))
+        iterator = iter(self._dataset(pipeline, order, epoch))
         n = len(order)
         sizes = [min(self.batch, n - start) for start in range(0, n, self.batch)]
         seen = 0

@@ -34,6 +34,7 @@ class Evaluator:
     def __init__(self, tf: Any, keras: Any, model: Any) -> None:
         self.tf, self.keras, self.model = tf, keras, model
         self._step: Any = None
+        self._metrics: tuple[Any, Any] = ()
 
     def _make_step(self) -> Any:
         tf, model = self.tf, self.model
@@ -52,8 +53,12 @@ class Evaluator:
         """Scores over `batches` (images, one-hot labels), e.g. the pipeline's test split."""
         if self._step is None:
             self._step = self._make_step()
-        loss_mean = self.keras.metrics.Mean()
-        hits = self.keras.metrics.CategoricalAccuracy()
+            # made once and reset per call: new metric objects each call would retrace the
+            # step every epoch (tf.function keys its cache on the objects passed in)
+            self._metrics = (self.keras.metrics.Mean(), self.keras.metrics.CategoricalAccuracy())
+        loss_mean, hits = self._metrics
+        loss_mean.reset_state()
+        hits.reset_state()
         predicted = [self._step(images, labels, loss_mean, hits).numpy()
                      for images, labels in batches]
         return Scores(

@@ -11,6 +11,7 @@ over the replicas) and whether this process writes (the chief) - so a per-epoch 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +23,23 @@ import numpy as np
 
 from cnnspec.language.settings import TrainSettings
 from cnnspec.training import records
-from cnnspec.training.checkpoint import keep_interrupted, save_progress, write_checkpoint
+from cnnspec.training.checkpoint import (
+    keep_best,
+    keep_interrupted,
+    restore_best,
+    save_progress,
+    write_checkpoint,
+)
 from cnnspec.training.evaluation import Evaluator, metrics
 from cnnspec.training.pipeline import Pipeline, epoch_order
 from cnnspec.training.progress import ProgressReporter
+from cnnspec.training.recipe import (
+    EarlyStopping,
+    StopDecision,
+    early_stopping,
+    ema_weights,
+    flip_tta,
+)
 
 
 class TrainingFailed(Exception):
@@ -114,7 +128,7 @@ class LocalSteps:
                   callbacks: Sequence[Any]) -> dict[str, float]:
         """Trains epoch `epoch` on `order`; returns fit's logs (loss, accuracy)."""
         fitted = model.fit(
-            pipeline.train(order),
+            pipeline.train(order, epoch),
             epochs=epoch + 1,
             initial_epoch=epoch,
             verbose=0,
@@ -149,16 +163,20 @@ def divergence_reason(
 ) -> str:
     kind = {"nan": "not a number", "inf": "infinite", "-inf": "infinite"}.get(
         nonfinite_name(d.loss), "not finite")
+    plain = isinstance(settings.lr, int | float)
+    lr = f"{settings.lr:g}" if plain else settings.table.by_name["lr"].written(settings.lr)
+    lower = f"e.g. `train lr={settings.lr / 10:g}`" if plain else "e.g. a lower schedule peak"
     return (
         f"{name}: training diverged: the loss became {nonfinite_name(d.loss)} ({kind}) in epoch "
         f"{d.epoch}/{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, "
-        f"lr={settings.lr:g}). The run stopped; {d.epoch - 1} epoch(s) completed before it. "
-        f"Lower the learning rate, e.g. `train lr={settings.lr / 10:g}`."
+        f"lr={lr}). The run stopped; {d.epoch - 1} epoch(s) completed before it. "
+        f"Lower the learning rate, {lower}."
     )
 
 
 def history_row(
-    epoch: int, logs: dict[str, Any], seconds: float, train_seconds: float, images: int
+    epoch: int, logs: dict[str, Any], seconds: float, train_seconds: float, images: int,
+    lr: float | None = None,
 ) -> dict[str, Any]:
     def value(key: str) -> float | None:
         v = logs.get(key)
@@ -172,6 +190,7 @@ def history_row(
         "val_accuracy": value("val_accuracy"),
         "seconds": round(seconds, 3),
         "images_per_second": round(images / train_seconds, 1) if train_seconds > 0 else None,
+        "lr": lr,
     }
 
 
@@ -231,9 +250,13 @@ class RunRecords:
         if self.chief:
             save_progress(self.run_dir, self.history, self.name)
 
-    def epoch_done(self, row: dict[str, Any]) -> None:
-        """One more epoch: its row, then the checkpoint, history and curve, then the status."""
+    def epoch_done(self, row: dict[str, Any], best: bool = False) -> None:
+        """One more epoch: its row, then (if it is early stopping's best so far) its weights
+        as scored, then the checkpoint, history and curve, then the status."""
         self.history.append(row)
+        if self.chief and best:
+            with ema_weights(self.model):
+                keep_best(self.run_dir, self.model, len(self.history))
         if self.chief:
             write_checkpoint(self.run_dir, self.model, self.history, self.seed)
         self.save_progress()
@@ -259,6 +282,9 @@ class Loop:
     y_test: np.ndarray
     label_names: Sequence[str]
     divergence: Callable[[Diverged], str]
+    lr_at_epoch: Callable[[int], float] = lambda epoch: math.nan  # its last step's rate
+    stopping: EarlyStopping | None = None  # `patience=`: stop, and keep the best weights
+    tta: str = "none"  # "flip": the final metrics also score each test image mirrored
 
     def epoch(self, epoch: int) -> dict[str, Any]:
         """Train epoch `epoch` (0-based), validate, return its history row (nothing written)."""
@@ -267,10 +293,19 @@ class Loop:
         logs = self.steps.fit_epoch(self.rec.model, self.pipeline, order, epoch, self.callbacks)
         trained = time.perf_counter()
         if self.settings.validation == "test":
-            scores = self.evaluate(self.pipeline.test())
+            with ema_weights(self.rec.model):  # with `ema=`, the averaged weights are scored
+                scores = self.evaluate(self.pipeline.test())
             logs = {**logs, "val_loss": scores.loss, "val_accuracy": scores.accuracy}
         end = time.perf_counter()
-        return history_row(epoch + 1, logs, end - start, trained - start, self.pipeline.n_train)
+        return history_row(epoch + 1, logs, end - start, trained - start, self.pipeline.n_train,
+                           self.lr_at_epoch(epoch))
+
+    def stop_decision(self, row: dict[str, Any]) -> StopDecision | None:
+        """Early stopping's verdict on the history with this row added (None without it): a
+        pure function of the rows, so a resumed run decides as the uninterrupted one."""
+        if self.stopping is None:
+            return None
+        return early_stopping([*self.rec.history, row], self.stopping)
 
     def hooks_say(self, epoch: int, row: dict[str, Any]) -> Stop | None:
         """The first Stop an epoch hook asks for after this epoch, if any."""
@@ -282,16 +317,39 @@ class Loop:
                 return stop
         return None
 
+    def early_stop(self, decision: StopDecision) -> Stop:
+        """The Stop early stopping ends a run with: completed, with the why."""
+        rule = self.stopping
+        assert rule is not None
+        best = ("no epoch had a finite value" if decision.best_epoch is None else
+                f"best epoch {decision.best_epoch} ({rule.monitor} "
+                f"{decision.best_value:.4f}), whose weights are kept")
+        return Stop("completed", f"early stopping: {rule.monitor} did not improve for "
+                                 f"{decision.epochs_since_best} epoch(s) (patience "
+                                 f"{rule.patience}); {best}")
+
     def final_save(self) -> dict[str, Any] | None:
         """model.keras and metrics.json (the chief's); returns the metrics."""
         if not self.rec.chief:
             return None
         model, run_dir = self.rec.model, self.rec.run_dir
-        with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
-            model.save(tmp)
-        scored = metrics(self.evaluate(self.pipeline.test()), self.y_test,
-                         self.pipeline.classes, self.label_names)
+        best = restore_best(run_dir, model) if self.stopping is not None else None
+        # the weights the run is judged by: early stopping's best (already as scored), else
+        # the EMA of the weights with `ema=`, else the trained ones
+        with contextlib.nullcontext() if best is not None else ema_weights(model):
+            with records.atomic_path(run_dir / records.MODEL_FILE) as tmp:
+                model.save(tmp)
+            scored = metrics(self.evaluate(self.pipeline.test()), self.y_test,
+                             self.pipeline.classes, self.label_names)
+            if self.tta == "flip":
+                tta = flip_tta(model, self.pipeline.test(labels=False), self.y_test)
+                scored["test_accuracy_flip"] = tta.flip_accuracy
         scored["epochs"] = len(self.rec.history)
+        if best is not None and self.stopping is not None:
+            scored["best_epoch"] = best
+            scored["monitor"] = self.stopping.monitor
+            scored["best_" + self.stopping.monitor] = self.rec.history[best - 1].get(
+                self.stopping.monitor)
         records.write_json(run_dir / records.METRICS_FILE, scored)
         return scored
 
@@ -302,9 +360,13 @@ class Loop:
         stop = None
         for epoch in range(self.first_epoch, self.rec.epochs):
             row = self.epoch(epoch)
-            self.rec.epoch_done(row)
+            decision = self.stop_decision(row)
+            self.rec.epoch_done(row, best=decision is not None
+                                and decision.best_epoch == epoch + 1)
             self.reporter.epoch_done(row)
             stop = self.hooks_say(epoch + 1, row)
+            if stop is None and decision is not None and decision.stop:
+                stop = self.early_stop(decision)
             if stop is not None:
                 break
         self.reporter.finish()

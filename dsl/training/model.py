@@ -6,35 +6,68 @@ only when training starts, so parse/check/summary and the CLI's flag checks stay
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from cnnspec.language.checker import Report
 from cnnspec.language.settings import TrainSettings
+from cnnspec.training.recipe import OptimizerChoice, make_loss
+from cnnspec.training.schedules import (
+    Constant,
+    Horizon,
+    Schedule,
+    keras_learning_rate,
+    make_schedule,
+)
 
 _MIXED_POLICY = {"bf16": "mixed_bfloat16"}
 
 
 def import_tf() -> tuple[Any, Any]:
-    """(tensorflow, keras), imported now: the first call costs seconds, later ones nothing."""
+    """(tensorflow, keras), imported now: the first call costs seconds, later ones nothing.
+
+    Keras also learns cnnspec's learning-rate schedule class here, so a checkpoint or
+    model.keras of a scheduled run loads wherever training code loads one."""
     from cnnspec.backend.keras_model import import_keras
+    from cnnspec.training.schedules import register_keras_objects
 
     keras = import_keras()
     import tensorflow as tf
 
+    register_keras_objects()
+
     return tf, keras
 
 
-def make_optimizer(keras: Any, s: TrainSettings) -> Any:
-    if s.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=s.lr, momentum=s.momentum)
-    if s.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=s.lr, momentum=s.momentum)
-    if s.momentum:
-        raise ValueError(f"momentum applies to sgd and rmsprop, not {s.optimizer}")
-    classes = {"adam": "Adam", "adamw": "AdamW", "nadam": "Nadam", "adagrad": "Adagrad"}
-    if s.optimizer not in classes:
-        raise ValueError(f"unknown optimizer {s.optimizer!r}")
-    return getattr(keras.optimizers, classes[s.optimizer])(learning_rate=s.lr)
+def learning_rate_schedule(settings: TrainSettings) -> Schedule:
+    """The run's learning rate as a cnnspec.training.schedules schedule: the spec's schedule
+    (`lr=onecycle(.4,warm=.2)`), or a constant for a plain rate (`lr=.01`)."""
+    lr = settings.lr
+    if isinstance(lr, int | float):
+        return Constant(lr=float(lr))
+    return make_schedule(lr.kind, **lr.params())
+
+
+def horizon_of(settings: TrainSettings, train_images: int) -> Horizon:
+    """Steps per epoch (the last batch may be short) and epochs: what a schedule spans."""
+    return Horizon(math.ceil(train_images / settings.batch), settings.epochs)
+
+
+def make_optimizer(keras: Any, s: TrainSettings, horizon: Horizon | None = None) -> Any:
+    """The Keras optimizer the settings name, with their momentum, Nesterov, decoupled weight
+    decay and EMA (cnnspec.training.recipe.OptimizerChoice), stepping the learning-rate
+    schedule over `horizon`. A plain rate is handed to Keras as the float it always was, so
+    runs without a schedule keep their numbers. ValueError for a combination that cannot
+    train (momentum with adam)."""
+    if isinstance(s.lr, int | float):
+        rate: Any = float(s.lr)
+    elif horizon is None:
+        raise ValueError("a learning-rate schedule needs the run's horizon (steps, epochs)")
+    else:
+        rate = keras_learning_rate(learning_rate_schedule(s), horizon)
+    choice = OptimizerChoice(name=s.optimizer, momentum=s.momentum, nesterov=s.nesterov,
+                             weight_decay=s.weight_decay, ema=s.ema)
+    return choice.build(keras, rate)
 
 
 def build_training_model(report: Report, keras: Any, precision: str = "float32", *,
@@ -64,11 +97,13 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32",
 
 
 def compile_model(model: Any, keras: Any, settings: TrainSettings,
-                  steps_per_execution: int) -> None:
-    """The notebook's compile: its loss on one-hot labels, the optimizer, accuracy."""
+                  steps_per_execution: int, horizon: Horizon | None = None) -> None:
+    """The notebook's compile: its loss on one-hot labels (with the settings' label
+    smoothing, if any), the optimizer, accuracy."""
     model.compile(
-        optimizer=make_optimizer(keras, settings),
-        loss=settings.loss,  # "categorical_crossentropy", as in the notebook
+        optimizer=make_optimizer(keras, settings, horizon),
+        # "categorical_crossentropy", as in the notebook, unless label smoothing is asked for
+        loss=make_loss(keras, settings.label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )

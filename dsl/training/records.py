@@ -45,10 +45,14 @@ CURVE_FILE = "learning_curve.png"
 STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.json"
+BEST_WEIGHTS = "best.npz"  # in checkpoint/: early stopping's best epoch so far (its weights)
 LOCK_FILE = ".lock"
 
+# "lr": the learning rate of the epoch's last step (the schedule's, or the constant rate);
+# absent (None) in runs recorded before it existed
 HISTORY_FIELDS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second",
+    "lr",
 )
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import platform
 import secrets
 import time
@@ -62,6 +61,7 @@ from cnnspec.language.settings import (
     TrainSettings,
 )
 from cnnspec.training import records
+from cnnspec.training.augment import Augment
 from cnnspec.training.checkpoint import (
     ResumeRefused,
     check_state_record,
@@ -85,11 +85,14 @@ from cnnspec.training.loop import (
 from cnnspec.training.model import (
     build_training_model,
     compile_model,
+    horizon_of,
     import_tf,
+    learning_rate_schedule,
     make_optimizer,
 )
 from cnnspec.training.pipeline import Pipeline, epoch_order
 from cnnspec.training.progress import NoProgress, ProgressReporter, resolve_progress
+from cnnspec.training.recipe import EarlyStopping, ema_callback
 
 if TYPE_CHECKING:
     from cnnspec.training.data import Cifar10
@@ -281,7 +284,7 @@ def _make_steps(job: _Job, cluster: str | Sequence[str] | None,
     tf, keras = import_tf()
     dist, chief, worker = make_strategy(tf, job.strategy, cluster, task_index)
     return Replicated(tf, keras, dist, chief, worker, job.settings.batch,
-                      job.steps_per_execution)
+                      job.steps_per_execution, job.settings.label_smoothing)
 
 
 def _decide_start(
@@ -303,7 +306,8 @@ def _prepare_model(job: _Job, steps: Any, keras: Any, state: dict[str, Any] | No
     in. ResumeRefused, with the folder untouched, if the checkpoint does not load or fit."""
     def build() -> Any:
         model = build_training_model(job.report, keras, job.precision)
-        compile_model(model, keras, job.settings, job.steps_per_execution)
+        compile_model(model, keras, job.settings, job.steps_per_execution,
+                      horizon_of(job.settings, len(job.data.x_train)))
         return model
 
     if state is not None and isinstance(steps, LocalSteps):
@@ -405,20 +409,29 @@ def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str,
     settings, epochs = job.settings, job.settings.epochs
     rec = RunRecords(job.run_dir, job.spec.name, epochs, start.seed, history, steps.chief)
     rec.model = model
-    batches = math.ceil(len(job.data.x_train) / settings.batch)
+    horizon = horizon_of(settings, len(job.data.x_train))
+    schedule = learning_rate_schedule(settings)
+    recipe_callbacks = [ema_callback(keras)] if settings.ema is not None else []
     return Loop(
         rec=rec,
         steps=steps,
-        pipeline=Pipeline(tf, job.data, settings.batch, job.spec.classes),
+        pipeline=Pipeline(tf, job.data, settings.batch, job.spec.classes,
+                          augment=Augment(**settings.augment.params()), seed=start.seed),
         evaluate=Evaluator(tf, keras, model),
         settings=settings,
         first_epoch=start.first_epoch,
         reporter=reporter,
-        callbacks=[guard_callback(keras), progress_callback(keras, reporter), *callbacks],
+        callbacks=[guard_callback(keras), progress_callback(keras, reporter),
+                   *recipe_callbacks, *callbacks],
         hooks=hooks,
         y_test=job.data.y_test,
         label_names=job.data.label_names,
-        divergence=lambda d: divergence_reason(job.spec.name, d, epochs, batches, settings),
+        divergence=lambda d: divergence_reason(job.spec.name, d, epochs,
+                                               horizon.steps_per_epoch, settings),
+        lr_at_epoch=lambda e: schedule.lr_at((e + 1) * horizon.steps_per_epoch - 1, horizon),
+        stopping=None if settings.patience is None else EarlyStopping(
+            settings.patience, monitor=settings.monitor),
+        tta=settings.tta,
     )
 
 
