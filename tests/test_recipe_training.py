@@ -279,3 +279,27 @@ def test_a_mirrored_run_applies_the_recipe_as_the_unsharded_one(home: Path,
     assert 0 <= scored["test_accuracy_flip"] <= 1
     augmented = run(tmp_path / "augmented", "--augment", "flip+crop4")
     assert augmented[0]["loss"] != mirrored[0]["loss"]
+
+
+def test_a_sweep_over_recipe_settings_trains_each_and_compare_shows_them(
+        home: Path, tmp_path: Path) -> None:
+    """`lr={.01,onecycle(.05)}` x `augment={none,flip+crop4}`: four variants trained, each
+    with its own recipe recorded, and compare's table has the two settings as columns."""
+    path = tmp_path / "sweep.cnn"
+    path.write_text("input 32x32x3\nclasses 10\n"
+                    "train batch=32 seed=2 lr={.01,onecycle(.05)} augment={none,flip+crop4}\n"
+                    "conv8 relu pool2 | dense16 relu\n")
+    out = tmp_path / "sweep"
+    env = {"HOME": str(home), "CNNSPEC_DATA": ""}
+    done = run_cli("sweep", str(path), "--out", str(out), "--limit", "64", "--epochs", "1",
+                   "--precision", "float32", "--progress", "none", env=env, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = sorted(
+        (json.dumps(s["settings"]["lr"]), json.dumps(s["settings"]["augment"]["flip"]))
+        for s in (json.loads(p.read_text()) for p in out.glob("*/settings.json")))
+    assert len(recorded) == 4 and len(set(recorded)) == 4
+    table = run_cli("compare", str(out), env=env)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "onecycle(.05)" in table.stdout and "flip+crop4" in table.stdout
+    header = next(line for line in table.stdout.splitlines() if "augment" in line)
+    assert " lr " in f" {header} "
