@@ -303,3 +303,13 @@ def test_a_sweep_over_recipe_settings_trains_each_and_compare_shows_them(
     assert "onecycle(.05)" in table.stdout and "flip+crop4" in table.stdout
     header = next(line for line in table.stdout.splitlines() if "augment" in line)
     assert " lr " in f" {header} "
+
+
+def test_evaluate_rescores_a_scheduled_ema_run_as_its_metrics_say(reference: Path,
+                                                                  home: Path) -> None:
+    """`cnnspec evaluate` loads a model.keras whose optimizer has a cnnspec schedule and EMA."""
+    scored = json.loads((reference / records.METRICS_FILE).read_text())
+    done = run_cli("evaluate", str(reference), env={"HOME": str(home), "CNNSPEC_DATA": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"test accuracy {scored['test_accuracy']:.4f}" in done.stdout
+    assert f"test loss {scored['test_loss']:.4f}" in done.stdout
