@@ -50,8 +50,15 @@ def read_sweep(folder: Path) -> list[Variant]:
     return sorted(out, key=lambda v: v.started)
 
 
+# history columns a what-if may judge by beyond --prune-metric's choices (training accuracy and
+# loss, which are not comparable across runs with different augmentation or regularisers)
+WHAT_IF_METRICS = {"accuracy": True, "loss": False}
+
+
 def parse_setting(text: str, epochs: int) -> pruning.PrunerConfig:
     kind, metric, a, b = text.split(":")
+    if metric not in pruning.METRICS and metric in WHAT_IF_METRICS:
+        pruning.METRICS[metric] = WHAT_IF_METRICS[metric]  # this process only: a what-if
     if kind == "median":
         return pruning.PrunerConfig(kind=kind, metric=metric, warmup=int(a), startup=int(b),
                                     max_epochs=epochs)

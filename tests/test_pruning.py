@@ -211,9 +211,35 @@ def test_defaults_are_none_validation_accuracy_eta_3_from_epoch_1():
     assert PrunerConfig(kind="hyperband", max_epochs=9).rung_epoch(0, bracket=2) == 9
 
 
+def test_a_training_metric_prunes_but_the_validation_metric_ranks_the_winners():
+    """--prune-metric accuracy: trials are stopped on the training accuracy (B, best on
+    validation at epoch 1, is stopped for its training accuracy), and the long phase ranks the
+    completed ones by their final val_accuracy, as a local sweep tells them."""
+    config = PrunerConfig(kind="halving", metric="accuracy", min_resource=1, eta=3,
+                          max_epochs=3)
+    assert config.ranked_by == "val_accuracy" and config.maximize
+    assert PrunerConfig(metric="loss").ranked_by == "val_loss"
+    assert PrunerConfig(metric="val_loss").ranked_by == "val_loss"
+    study = pruning.local_study(config)
+    curves = {"A": ([.40, .50, .60], [.20, .25, .30]),  # (accuracy, val_accuracy) per epoch
+              "B": ([.20, .30, .40], [.50, .55, .60]),
+              "C": ([.45, .55, .65], [.25, .30, .35])}
+    states = {}
+    for name, (train, val) in curves.items():
+        reporter = pruning.begin(study, name, config, epochs=3)
+        for epoch in (1, 2, 3):
+            row = {"epoch": epoch, "accuracy": train[epoch - 1], "val_accuracy": val[epoch - 1]}
+            if reporter(epoch, row) is not None:
+                break
+        states[name] = pruning.finish(study, reporter, val[epoch - 1])
+    assert states == {"A": "completed", "B": "pruned", "C": "completed"}
+    ranked = best_k(pruning.finished_trials(study, config), 2, config.maximize)
+    assert [(f.variant, f.value) for f in ranked] == [("C", .35), ("A", .30)]
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"kind": "asha"}, "--prune 'asha': choose one of none, halving, hyperband, median"),
-    ({"metric": "accuracy"}, "--prune-metric 'accuracy'"),
+    ({"metric": "val_auc"}, "--prune-metric 'val_auc'"),
     ({"min_resource": 0}, "--min-epochs 0"),
     ({"min_resource": 1.5}, "--min-epochs 1.5"),
     ({"eta": 1}, "--reduction-factor 1: a whole number, at least 2"),

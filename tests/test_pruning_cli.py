@@ -274,7 +274,7 @@ def test_a_worker_with_other_pruning_flags_is_refused(study_sweep):
      "--min-epochs 3 is not below the sweep's 3 epochs"),
     (("--prune", "median", "--warmup", "0"), 2, "--warmup 0: the first epoch"),
     (("--prune", "median", "--startup-trials", "-1"), 2, "--startup-trials -1: a whole number"),
-    (("--prune-metric", "accuracy"), 2, "argument --prune-metric: invalid choice"),
+    (("--prune-metric", "val_auc"), 2, "argument --prune-metric: invalid choice"),
     (("--then-train", "2"), 2, "--then-train 2 needs --then-epochs N"),
     (("--then-epochs", "9"), 2, "--then-epochs N goes with --then-train K"),
     (("--then-train", "5", "--then-epochs", "2"), 2,

@@ -474,7 +474,7 @@ class LocalPruning:
         reporter = self.reporters.pop(spec.name)
         value = None
         if result is not None and result.status == "completed" and result.history:
-            value = result.history[-1].get(self.config.metric)
+            value = result.history[-1].get(self.config.ranked_by)
         return self.pruning.finish(self.study, reporter, value)
 
     def finished(self) -> list[Any]:
@@ -520,7 +520,7 @@ def winners(finished: list[Any], k: int, config: Any) -> list[Any]:
                  for s in ("completed", "pruned", "failed")}
         raise Failure(
             f"--then-train {k}: only {len(best)} variant(s) completed the sweep with a final "
-            f"{config.metric} ({count['pruned']} pruned, {count['failed']} failed); nothing "
+            f"{config.ranked_by} ({count['pruned']} pruned, {count['failed']} failed); nothing "
             "was trained long. Prune less (--reduction-factor 2, --min-epochs 2, --prune none) "
             "or ask for fewer winners")
     return best
@@ -533,7 +533,7 @@ def then_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def _say_winners(err: Any, best: list[Any], config: Any, epochs: int, where: Path) -> None:
     err.print(Text(
-        f"then-train: the best {len(best)} of the sweep by final {config.metric} ("
+        f"then-train: the best {len(best)} of the sweep by final {config.ranked_by} ("
         + ", ".join(f"{f.variant} {f.value:.4f}" for f in best)
         + f") train again for {epochs} epochs, as fresh runs (new weights, not resumed), in "
         f"{where}"), soft_wrap=True)
@@ -887,7 +887,10 @@ def _add_prune_flags(p: argparse.ArgumentParser) -> None:
                    help="halving: asynchronous successive halving; hyperband; median: below "
                         f"the completed trials' median; none. Default: {d.kind}")
     g.add_argument("--prune-metric", choices=tuple(METRICS), default=d.metric,
-                   help=f"the validation metric judged after every epoch (default {d.metric})")
+                   help="the metric judged after every epoch: a validation one (default "
+                        f"{d.metric}), or the training accuracy or loss (steadier in the first "
+                        "epochs of batch-norm nets, but it favours the least regularised "
+                        "variants); winners are ranked by the validation metric either way")
     g.add_argument("--min-epochs", type=int, default=d.min_resource, metavar="N",
                    help="halving/hyperband: epochs before a variant can first be stopped "
                         f"(default {d.min_resource})")

@@ -98,8 +98,9 @@ from cnnspec.failures import UsageError
 from cnnspec.training.loop import Stop
 
 KINDS = ("none", "halving", "hyperband", "median")
-# metric -> True if larger is better
-METRICS = {"val_accuracy": True, "val_loss": False}
+# metric -> True if larger is better. The training ones are judged as reported (the epoch's
+# running mean on the training images) but never rank winners: `PrunerConfig.ranked_by`.
+METRICS = {"val_accuracy": True, "val_loss": False, "accuracy": True, "loss": False}
 A_PRUNED = "pruned"  # trial user attr: the PruneDecision record of a pruned trial
 RUNG_KEY = "completed_rung_{}"  # Optuna's SuccessiveHalvingPruner system attr
 
@@ -137,6 +138,13 @@ class PrunerConfig:
     @property
     def maximize(self) -> bool:
         return METRICS[self.metric]
+
+    @property
+    def ranked_by(self) -> str:
+        """The metric that ranks completed variants (then-train, the winner): the validation
+        one, also when a training metric decides the pruning (`accuracy` -> `val_accuracy`),
+        since the training accuracy favours the least regularised variants."""
+        return self.metric if self.metric.startswith("val_") else "val_" + self.metric
 
     def rung_epoch(self, rung: int, bracket: int = 0) -> int:
         """The epoch at which rung `rung` of bracket `bracket` ends."""
@@ -460,21 +468,24 @@ def best_k(finished: Iterable[Finished], k: int, maximize: bool = True) -> list[
 
 
 def finished_trials(study: Any, config: PrunerConfig) -> list[Finished]:
-    """The study's finished trials for `best_k`: the final metric from the trial's `result`
-    attr when a worker recorded one, else its last reported value. TPE duplicates (PRUNED
-    without training) are left out."""
+    """The study's finished trials for `best_k`: the final `ranked_by` metric from the trial's
+    `result` attr when a worker recorded one, else (a local sweep) the value it was completed
+    with, else its last reported value. TPE duplicates (PRUNED without training) are left
+    out."""
     from optuna.trial import TrialState
 
     names = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
              TrialState.FAIL: "failed"}
     sign = 1.0 if config.maximize else -1.0
-    field_name = "final_val_accuracy" if config.maximize else "final_val_loss"
+    field_name = "final_" + config.ranked_by
     out = []
     for t in study.get_trials(deepcopy=False, states=tuple(names)):
         if "duplicate_of" in t.user_attrs:
             continue
         result = t.user_attrs.get("result") or {}
         value = result.get(field_name)
+        if value is None and t.state == TrialState.COMPLETE and t.value is not None:
+            value = t.value  # a local sweep's trial: told its final `ranked_by` value
         if value is None and t.intermediate_values:
             value = sign * t.intermediate_values[max(t.intermediate_values)]
         epochs = result.get("epochs") or (max(t.intermediate_values)
