@@ -11,10 +11,13 @@ has the same curve in both: the pruned sweep's winner is also looked up in the f
 
 The full size (16 variants x 6 epochs of exp7 on 5,000 images) takes about 20 minutes on an AMX
 CPU at bf16; `--variants N` (a --sample of the grid), `--epochs N` and `--limit N` run it
-smaller. Pruning's defaults are the CLI's (`--min-epochs 1 --reduction-factor 3`); pass others
-with `--prune-flags "..."`.
+smaller. Pruning's defaults are the CLI's (`--prune-metric val_accuracy --min-epochs 1
+--reduction-factor 3`); pass others with `--prune-flags "..."`. To choose them, keep one full
+sweep (`--keep DIR`) and replay its curves through the pruners with bench/pruning_replay.py
+(seconds instead of 20 minutes a setting), then measure the chosen one here.
 
     .venv/bin/python bench/pruning.py [--variants 16] [--epochs 6] [--limit N] [--data DIR]
+    .venv/bin/python bench/pruning.py --prune-flags "--prune-metric accuracy --reduction-factor 4"
 """
 
 from __future__ import annotations
