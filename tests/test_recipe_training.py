@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, kill_when, run_cli
 
 from cnnspec.training import records
 
@@ -174,23 +172,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_history(
          str(LIMIT), "--precision", "float32", "--progress", "none"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = records.checkpoint_dir(out) / records.CHECKPOINT_STATE
-    try:
-        deadline = time.monotonic() + 240
-        while not state.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training ended before it was killed: "
-                            f"{proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("training never wrote its first checkpoint")
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, state.exists, "its first checkpoint", poll=0.02)
     assert records.read_status(out)["status"] == "running"
     assert records.read_checkpoint_state(out)["epochs_completed"] < EPOCHS
 

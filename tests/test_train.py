@@ -11,16 +11,15 @@ import json
 import math
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import kill_when
 
 from cnnspec import load
 from cnnspec.language.settings import TrainSettings, resolve_settings
@@ -200,22 +199,7 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(reference, home, tmp_pa
         [sys.executable, "-c", KILL_SCRIPT, str(EXP1), str(out), str(marker), str(LIMIT)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training process ended early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("training process never reached epoch 2")
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, marker.exists, "epoch 2")
     assert records.read_status(out)["status"] == "running"  # it never got to say anything else
     assert records.read_checkpoint_state(out)["epochs_completed"] == 1
     assert [row["epoch"] for row in records.read_history(out)] == [1]
