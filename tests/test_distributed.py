@@ -488,3 +488,53 @@ def test_batch_not_divisible_by_the_replicas_is_refused(where: str, home: Path,
     assert "divisible by the 2 replicas" in done.stderr + done.stdout
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+EARLY_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import keras
+    from cnnspec import load
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.train import train
+
+    spec_path, out, limit, cluster, index = sys.argv[1:6]
+    spec = load(spec_path)
+
+    class Wreck(keras.callbacks.Callback):
+        # every weight x50 after epoch 2's training: its val_loss is far worse than epoch 1's
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.set_weights([w * 50 for w in self.model.get_weights()])
+
+    result = train(spec, settings_of(spec), load_cifar10(env={}, limit=int(limit)), out,
+                   progress="none", callbacks=[Wreck()], strategy="multiworker",
+                   cluster=cluster, task_index=int(index))
+    print("RESULT", result.status, result.epochs_completed)
+""")
+
+
+def test_multiworker_early_stopping_and_flip_tta_end_together(home: Path,
+                                                              tmp_path: Path) -> None:
+    """patience=1 under two multiworker processes: every worker stops after epoch 2 on the
+    chief's word (one collective), the chief keeps epoch 1's weights, and its test-time flip
+    is scored without a collective the other worker would never join."""
+    spec = tmp_path / "early.cnn"
+    spec.write_text("input 32x32x3\nclasses 10\n"
+                    "train batch=32 epochs=4 seed=3 lr=.05 momentum=.9 patience=1 tta=flip\n"
+                    "conv8 relu pool2 | dense16 relu\n")
+    cluster = cluster_of(2)
+    results = run_workers(
+        [[sys.executable, "-c", EARLY_SCRIPT, str(spec), str(tmp_path / f"w{i}"), str(LIMIT),
+          cluster, str(i)] for i in range(2)], env(home))
+    for code, text in results:
+        assert code == 0, text[-3000:]
+        assert "RESULT completed 2" in text
+    chief = tmp_path / "w0"
+    scored = json.loads((chief / "metrics.json").read_text())
+    history = records.read_history(chief)
+    assert scored["best_epoch"] == 1 and scored["test_loss"] == history[0]["val_loss"]
+    assert 0 <= scored["test_accuracy_flip"] <= 1
+    assert "early stopping" in records.read_status(chief)["reason"]
+    assert not (tmp_path / "w1").exists()

@@ -185,6 +185,19 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_history(
                 == json.loads((reference / records.METRICS_FILE).read_text())[key])
 
 
+def wreck_at_epoch_2():
+    """A Keras callback class that scales every weight 50x at the end of epoch 2's training
+    (before its validation): that epoch's val_loss is then far worse than epoch 1's."""
+    import keras
+
+    class Wreck(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.set_weights([w * 50 for w in self.model.get_weights()])
+
+    return Wreck
+
+
 EARLY = ("input 32x32x3\nclasses 10\n"
          "train batch=64 epochs=6 seed=3 lr=.05 momentum=.9 patience=1\n"
          "conv8 relu pool2 | dense16 relu\n")
@@ -195,18 +208,13 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(home: Path,
     """Epoch 2's weights are wrecked on purpose (a callback scales them up 50x before its
     validation), so val_loss gets worse; patience=1 stops there, and the run's model is epoch
     1's: re-scored from model.keras it gives epoch 1's val_loss to the last bit."""
-    import keras
 
     from cnnspec import load
     from cnnspec.language.settings import settings_of
     from cnnspec.training.data import load_cifar10
     from cnnspec.training.train import evaluate_run, train
 
-    class Wreck(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                self.model.set_weights([w * 50 for w in self.model.get_weights()])
-
+    Wreck = wreck_at_epoch_2()
     path = tmp_path / "early.cnn"
     path.write_text(EARLY)
     spec = load(path)
@@ -295,3 +303,48 @@ def test_evaluate_rescores_a_scheduled_ema_run_as_its_metrics_say(reference: Pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"test accuracy {scored['test_accuracy']:.4f}" in done.stdout
     assert f"test loss {scored['test_loss']:.4f}" in done.stdout
+
+
+def test_a_run_interrupted_after_early_stopping_decided_resumes_to_the_same_end(
+        home: Path, tmp_path: Path) -> None:
+    """Ctrl-C after the epoch that ends the run (here: in an epoch hook, before the final
+    save): the message says it was saving the final model, and `--resume` trains no further
+    epoch, keeps epoch 1's weights and ends as the uninterrupted run did."""
+    from cnnspec import load
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import resume_run, train
+
+    def ctrl_c_after_epoch_2(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "early.cnn"
+    path.write_text(EARLY)
+    spec = load(path)
+    data = load_cifar10(env={}, limit=LIMIT)
+    out = tmp_path / "run"
+    stopped = train(spec, settings_of(spec), data, out, progress="none",
+                    callbacks=[wreck_at_epoch_2()()], epoch_hooks=[ctrl_c_after_epoch_2])
+    assert stopped.status == "interrupted" and stopped.epochs_completed == 2
+    assert "while saving the final model" in records.read_status(out)["reason"]
+    finished = resume_run(out, data, progress="none")
+    assert finished.status == "completed" and finished.epochs_completed == 2
+    assert "early stopping: val_loss did not improve" in finished.reason
+    assert finished.metrics["best_epoch"] == 1
+    assert finished.metrics["test_loss"] == records.read_history(out)[0]["val_loss"]
+
+
+def test_an_augmentation_larger_than_the_images_is_refused_before_anything_runs(
+        home: Path, tmp_path: Path) -> None:
+    """From the command line (the spec itself is refused by `check`, see
+    tests/errors/augment_larger_than_image.cnn): one line, exit 2, no run folder."""
+    path = tmp_path / "small.cnn"
+    path.write_text("input 32x32x3\nclasses 10\nconv8 relu pool2 | dense10\n")
+    out = tmp_path / "run"
+    done = run_cli("train", str(path), "--out", str(out), "--augment", "flip+cutout40",
+                   env={"HOME": str(home), "CNNSPEC_DATA": ""})
+    assert done.returncode == 2
+    assert ("small: augment: cutout40 is larger than the 32x32 images (after the "
+            "command-line overrides)") in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

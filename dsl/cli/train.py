@@ -34,6 +34,7 @@ from cnnspec.language.settings import (
     Setting,
     SettingsTable,
     TrainSettings,
+    augment_problem,
     settings_of,
     validate,
 )
@@ -179,7 +180,7 @@ def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
     momentum), and it must stop here, before data, TensorFlow or a run folder.
     """
     settings = resolved_settings(spec, args)
-    problem = validate(settings)
+    problem = validate(settings) or augment_problem(settings, spec.input_shape)
     if problem is not None:
         raise UsageError(f"{spec.name}: {problem} (after the command-line overrides)")
     return settings
@@ -360,7 +361,8 @@ def report_result(result: Any) -> int:
     acc = result.test_accuracy
     scored = result.metrics or {}
     if scored.get("best_epoch") is not None:  # early stopping kept that epoch's weights
-        console.print(f"stopped early: {result.reason}" if result.reason else
+        early = result.status == "completed" and result.reason
+        console.print(f"stopped early: {result.reason}" if early else
                       f"patience: kept the weights of epoch {scored['best_epoch']}, the best")
         last = result.history[scored["best_epoch"] - 1]
     flip = scored.get("test_accuracy_flip")

@@ -482,9 +482,11 @@ def finished_trials(study: Any, config: PrunerConfig) -> list[Finished]:
     for t in study.get_trials(deepcopy=False, states=tuple(names)):
         if "duplicate_of" in t.user_attrs:
             continue
-        result = t.user_attrs.get("result") or {}
+        recorded = t.user_attrs.get("result")
+        result = recorded or {}
         value = result.get(field_name)
-        if value is None and t.state == TrialState.COMPLETE and t.value is not None:
+        if (value is None and recorded is None and t.state == TrialState.COMPLETE
+                and t.value is not None):
             value = t.value  # a local sweep's trial: told its final `ranked_by` value
         if value is None and t.intermediate_values:
             value = sign * t.intermediate_values[max(t.intermediate_values)]

@@ -22,7 +22,12 @@ from cnnspec.language.layers import (
     format_layer,
     kind_of,
 )
-from cnnspec.language.settings import SETTING_FIELDS, resolve_settings, setting_problems
+from cnnspec.language.settings import (
+    SETTING_FIELDS,
+    augment_problem,
+    resolve_settings,
+    setting_problems,
+)
 
 DEFAULT_MAX_PARAMS = 10**9
 MAX_LAYERS = 10_000  # far above any real CNN; keeps a checker run well under a second
@@ -521,10 +526,13 @@ def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:
         if setting.key in SETTING_FIELDS and setting.value is not None:
             spans[setting.key] = setting.span
             values[setting.key] = setting.value
-    return [
-        Diagnostic(p.message, spans.get(p.key), p.hint)
-        for p in setting_problems(resolve_settings(values))
-    ]
+    settings = resolve_settings(values)
+    out = [Diagnostic(p.message, spans.get(p.key), p.hint) for p in setting_problems(settings)]
+    fits = augment_problem(settings, spec.input_shape)
+    if fits is not None:
+        out.append(Diagnostic(fits, spans.get("augment"),
+                              "use a smaller crop or cutout (or crop(N,mode=zero))"))
+    return out
 
 
 def _error(spec: ir.Spec, problems: list[Diagnostic]) -> SpecError:

@@ -302,6 +302,17 @@ class Augment:
     def active(self) -> bool:
         return self.flip or self.crop > 0 or self.cutout > 0
 
+    def problem_with(self, height: int, width: int) -> str | None:
+        """Why these sizes cannot augment height x width images (None when they can): the
+        rule cnnspec.training.augment.Augment.check_image applies in the graph, checked before
+        anything trains."""
+        if self.crop and self.crop_mode == "reflect" and self.crop >= min(height, width):
+            return (f"augment: reflect padding of {self.crop} needs images larger than "
+                    f"{self.crop} pixels, not {height}x{width}")
+        if self.cutout > max(height, width):
+            return f"augment: cutout{self.cutout} is larger than the {height}x{width} images"
+        return None
+
 
 ir.NODE_TYPES["Augment"] = Augment
 

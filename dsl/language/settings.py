@@ -514,6 +514,15 @@ def setting_problems(settings: Any) -> list[SettingProblem]:
     return SETTINGS.problems(settings)
 
 
+def augment_problem(settings: Any, input_shape: Any) -> str | None:
+    """Why the settings' augmentation cannot apply to images of `input_shape` (H, W, C), or
+    None: `check` reports it at the setting, the command line after its overrides."""
+    augment = settings.augment
+    if augment is None or len(input_shape) < 2:
+        return None
+    return augment.problem_with(int(input_shape[0]), int(input_shape[1]))  # type: ignore[no-any-return]
+
+
 def validate(settings: Any) -> str | None:
     """None when these settings train; else one line saying what is wrong and how to fix it.
 

@@ -254,6 +254,22 @@ class Replicated:
             var.assign(tf.cast(value, var.dtype))
         return Start.from_floats(out[1].numpy().tolist())
 
+    def chief_says(self, flag: bool) -> bool:
+        """The chief's `flag` on every worker: one small collective (a sum in which only the
+        chief's replicas count), for decisions all workers must take together, such as early
+        stopping, which only the chief can judge on a resumed run's whole history."""
+        if self.workers == 1:
+            return flag
+        tf = self.tf
+        mine = tf.constant(1.0 if flag and self.chief else 0.0, tf.float64)
+
+        @tf.function
+        def broadcast() -> Any:
+            local = self.strategy.run(lambda: tf.identity(mine))
+            return self.strategy.reduce("sum", local, axis=None)
+
+        return bool(float(broadcast()) > 0)
+
     # -- training --------------------------------------------------------------------------------
 
     def _dataset(self, pipeline: Any, order: np.ndarray, epoch: int) -> Any:

@@ -35,6 +35,7 @@ class Evaluator:
         self.tf, self.keras, self.model = tf, keras, model
         self._step: Any = None
         self._metrics: tuple[Any, Any] = ()
+        self._flip: Any = None
 
     def _make_step(self) -> Any:
         tf, model = self.tf, self.model
@@ -66,6 +67,29 @@ class Evaluator:
             float(hits.result()),
             np.concatenate(predicted) if predicted else np.zeros(0, np.int64),
         )
+
+    def flip_accuracy(self, batches: Any) -> float:
+        """Accuracy with test-time flip over `batches` (images, one-hot labels): the mean of
+        the softmax of each image and of its mirror image. Like `__call__`, a plain
+        tf.function outside any strategy (Keras's `predict` would gather across workers)."""
+        if self._flip is None:
+            self._flip = _flip_step(self.tf, self.model)
+        hits = seen = 0
+        for images, labels in batches:
+            hits += int(self._flip(images, labels))
+            seen += int(images.shape[0])
+        return hits / seen if seen else float("nan")
+
+
+def _flip_step(tf: Any, model: Any) -> Any:
+    @tf.function
+    def step(images: Any, labels: Any) -> Any:
+        probs = tf.cast(model(images, training=False), tf.float32)
+        mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
+        hits = tf.equal(tf.argmax((probs + mirrored) / 2, axis=1), tf.argmax(labels, axis=1))
+        return tf.reduce_sum(tf.cast(hits, tf.int64))
+
+    return step
 
 
 def metrics(

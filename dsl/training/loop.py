@@ -38,7 +38,6 @@ from cnnspec.training.recipe import (
     StopDecision,
     early_stopping,
     ema_weights,
-    flip_tta,
 )
 
 
@@ -113,6 +112,10 @@ class Steps(Protocol):
     def fit_epoch(self, model: Any, pipeline: Pipeline, order: np.ndarray, epoch: int,
                   callbacks: Sequence[Any]) -> dict[str, float]: ...
 
+    def chief_says(self, flag: bool) -> bool:
+        """The chief's `flag`, on every worker (a decision all must take together)."""
+        ...
+
 
 class LocalSteps:
     """No strategy: Keras's `model.fit` for one epoch in this process (steps_per_execution is
@@ -123,6 +126,9 @@ class LocalSteps:
 
     def build(self, make: Callable[[], Any]) -> Any:
         return make()
+
+    def chief_says(self, flag: bool) -> bool:
+        return flag
 
     def fit_epoch(self, model: Any, pipeline: Pipeline, order: np.ndarray, epoch: int,
                   callbacks: Sequence[Any]) -> dict[str, float]:
@@ -300,6 +306,14 @@ class Loop:
         return history_row(epoch + 1, logs, end - start, trained - start, self.pipeline.n_train,
                            self.lr_at_epoch(epoch))
 
+    def stopped_already(self) -> Stop | None:
+        """Early stopping's Stop for a resumed run whose history already ends it (interrupted
+        while saving its final model), so no epoch is trained beyond the uninterrupted run's."""
+        if self.stopping is None or not self.rec.history:
+            return None
+        decision = early_stopping(self.rec.history, self.stopping)
+        return self.early_stop(decision) if self.steps.chief_says(decision.stop) else None
+
     def stop_decision(self, row: dict[str, Any]) -> StopDecision | None:
         """Early stopping's verdict on the history with this row added (None without it): a
         pure function of the rows, so a resumed run decides as the uninterrupted one."""
@@ -341,9 +355,8 @@ class Loop:
                 model.save(tmp)
             scored = metrics(self.evaluate(self.pipeline.test()), self.y_test,
                              self.pipeline.classes, self.label_names)
-            if self.tta == "flip":
-                tta = flip_tta(model, self.pipeline.test(labels=False), self.y_test)
-                scored["test_accuracy_flip"] = tta.flip_accuracy
+            if self.tta == "flip":  # the evaluator's own step: no collective, as above
+                scored["test_accuracy_flip"] = self.evaluate.flip_accuracy(self.pipeline.test())
         scored["epochs"] = len(self.rec.history)
         if best is not None and self.stopping is not None:
             scored["best_epoch"] = best
@@ -357,18 +370,21 @@ class Loop:
         """The epochs and the final save: (metrics, the hook's Stop or None)."""
         self.reporter.start(self.rec.epochs, math.ceil(self.pipeline.n_train
                                                        / self.settings.batch))
-        stop = None
+        stop = self.stopped_already()
         for epoch in range(self.first_epoch, self.rec.epochs):
+            if stop is not None:
+                break
             row = self.epoch(epoch)
             decision = self.stop_decision(row)
             self.rec.epoch_done(row, best=decision is not None
                                 and decision.best_epoch == epoch + 1)
             self.reporter.epoch_done(row)
             stop = self.hooks_say(epoch + 1, row)
-            if stop is None and decision is not None and decision.stop:
+            # under a multiworker strategy only the chief holds a resumed run's whole history,
+            # so its verdict is the one every worker follows
+            if (stop is None and decision is not None
+                    and self.steps.chief_says(decision.stop)):
                 stop = self.early_stop(decision)
-            if stop is not None:
-                break
         self.reporter.finish()
         return self.final_save(), stop
 
@@ -408,7 +424,9 @@ class Loop:
         if rec.chief:
             rec.history[:] = keep_interrupted(rec.run_dir, rec.name)
         done = len(rec.history)
-        where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs
+        stopped = self.stopping is not None and bool(rec.history) and early_stopping(
+            rec.history, self.stopping).stop
+        where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs and not stopped
                  else "while saving the final model")
         reason = (
             f"interrupted (Ctrl-C) {where}; {done} epoch(s) completed and "

@@ -218,8 +218,9 @@ def read_history_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         out.append({
-            k: (None if row[k] == "" else int(row[k]) if k == "epoch" else float(row[k]))
-            for k in HISTORY_FIELDS
+            k: (None if row.get(k, "") in ("", None) else int(row[k]) if k == "epoch"
+                else float(row[k]))
+            for k in HISTORY_FIELDS  # a column added later ("lr") is None in older files
         })
     return out
 
