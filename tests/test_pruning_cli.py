@@ -298,3 +298,21 @@ def test_the_flags_are_in_the_help():
                  "--reduction-factor", "--warmup", "--startup-trials", "--then-train K",
                  "--then-epochs N"):
         assert flag in help_text
+
+
+@pytest.mark.parametrize("flags", [("--prune", "halving"), ("--prune", "median"),
+                                   ("--then-train", "1", "--then-epochs", "2"),
+                                   ("--prune", "halving", "--study", "s")])
+def test_pruning_a_sweep_without_validation_is_refused_up_front(tmp_path, flags):
+    """Pruning judges, and --then-train ranks, the validation metric of each epoch: a variant
+    with validation=none would leave every trial failed; it is refused before anything runs."""
+    spec = tmp_path / "unvalidated.cnn"
+    spec.write_text("input 32x32x3\nclasses 10\ntrain validation=none lr={.01,.05} epochs=3\n"
+                    "conv8 relu |\n")
+    result = run_cli("sweep", str(spec), "--out", str(tmp_path / "out"), "--progress", "none",
+                     *flags, cwd=tmp_path, env=_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    _no_traceback(result)
+    assert ("unvalidated[lr=.01] has validation=none, but pruning and --then-train need the "
+            "validation metric of every epoch" in " ".join(result.stderr.split()))
+    assert not (tmp_path / "out").exists()

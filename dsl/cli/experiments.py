@@ -486,7 +486,14 @@ def pruner_config(args: argparse.Namespace, variants: list[Any]) -> Any:
     sweep's epochs when every variant trains the same number (hyperband needs it)."""
     from cnnspec.experiments.pruning import PrunerConfig
 
-    epochs = {resolved_settings(v.spec, args).epochs for v in variants}
+    settings = {v.name: resolved_settings(v.spec, args) for v in variants}
+    if args.prune != "none" or getattr(args, "then_train", None):
+        unvalidated = [name for name, v in settings.items() if v.validation == "none"]
+        if unvalidated:
+            raise UsageError(
+                f"{unvalidated[0]} has validation=none, but pruning and --then-train need "
+                "the validation metric of every epoch; remove validation=none")
+    epochs = {v.epochs for v in settings.values()}
     return PrunerConfig(kind=args.prune, metric=args.prune_metric,
                         min_resource=args.min_epochs, eta=args.reduction_factor,
                         max_epochs=epochs.pop() if len(epochs) == 1 else None,
