@@ -48,10 +48,10 @@ def test_bad_settings_are_refused_with_a_message(kwargs, words):
 
 
 def test_sizes_that_do_not_fit_the_image_are_refused():
-    with pytest.raises(ValueError, match="reflect padding of 8"):
+    with pytest.raises(ValueError, match="reflect padding of 8 needs images larger than 8 pixels"):
         Augment(crop=8).check_image(8, 8)
     Augment(crop=8, crop_mode="zero").check_image(8, 8)  # zero padding has no such limit
-    with pytest.raises(ValueError, match="cutout 9 is larger"):
+    with pytest.raises(ValueError, match="cutout9 is larger than the 8x8 images"):
         Augment(cutout=9).check_image(8, 8)
 
 

@@ -303,15 +303,20 @@ class Augment:
         return self.flip or self.crop > 0 or self.cutout > 0
 
     def problem_with(self, height: int, width: int) -> str | None:
-        """Why these sizes cannot augment height x width images (None when they can): the
-        rule cnnspec.training.augment.Augment.check_image applies in the graph, checked before
-        anything trains."""
-        if self.crop and self.crop_mode == "reflect" and self.crop >= min(height, width):
-            return (f"augment: reflect padding of {self.crop} needs images larger than "
-                    f"{self.crop} pixels, not {height}x{width}")
-        if self.cutout > max(height, width):
-            return f"augment: cutout{self.cutout} is larger than the {height}x{width} images"
-        return None
+        """Why these sizes cannot augment height x width images (None when they can)."""
+        return augment_size_problem(self.crop, self.crop_mode, self.cutout, height, width)
+
+
+def augment_size_problem(crop: int, crop_mode: str, cutout: int, height: int,
+                         width: int) -> str | None:
+    """The one rule for augmentation sizes against the image size: `check` applies it to the
+    spec, the command line after its overrides, and cnnspec.training.augment in the graph."""
+    if crop and crop_mode == "reflect" and crop >= min(height, width):
+        return (f"augment: reflect padding of {crop} needs images larger than {crop} pixels, "
+                f"not {height}x{width}")
+    if cutout > max(height, width):
+        return f"augment: cutout{cutout} is larger than the {height}x{width} images"
+    return None
 
 
 ir.NODE_TYPES["Augment"] = Augment

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cnnspec.language.setting_values import augment_size_problem
+
 CROP_MODES = ("reflect", "zero")
 
 # A constant mixed into every augmentation key, so the augmentation stream of seed s is not the
@@ -79,14 +81,11 @@ class Augment:
         return self.flip or self.crop > 0 or self.cutout > 0
 
     def check_image(self, height: int, width: int) -> None:
-        """ValueError unless these sizes can be applied to height x width images."""
-        if self.crop and self.crop_mode == "reflect" and self.crop >= min(height, width):
-            raise ValueError(
-                f"reflect padding of {self.crop} needs images larger than {self.crop} pixels, "
-                f"not {height}x{width}; use a smaller crop or crop_mode 'zero'")
-        if self.cutout > max(height, width):
-            raise ValueError(
-                f"cutout {self.cutout} is larger than the {height}x{width} images")
+        """ValueError unless these sizes can be applied to height x width images (the
+        language's rule, cnnspec.language.setting_values.augment_size_problem)."""
+        problem = augment_size_problem(self.crop, self.crop_mode, self.cutout, height, width)
+        if problem:
+            raise ValueError(problem)
 
 
 def _problem(flip: Any, crop: Any, crop_mode: Any, cutout: Any) -> str | None:
