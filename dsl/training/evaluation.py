@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnspec.training.recipe import flip_probabilities
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -84,9 +86,8 @@ class Evaluator:
 def _flip_step(tf: Any, model: Any) -> Any:
     @tf.function
     def step(images: Any, labels: Any) -> Any:
-        probs = tf.cast(model(images, training=False), tf.float32)
-        mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
-        hits = tf.equal(tf.argmax((probs + mirrored) / 2, axis=1), tf.argmax(labels, axis=1))
+        _, averaged = flip_probabilities(tf, model, images)
+        hits = tf.equal(tf.argmax(averaged, axis=1), tf.argmax(labels, axis=1))
         return tf.reduce_sum(tf.cast(hits, tf.int64))
 
     return step

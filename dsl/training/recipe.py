@@ -211,26 +211,33 @@ class FlipTTA:
     flip_probabilities: np.ndarray  # (softmax(x) + softmax(flip(x))) / 2
 
 
-def flip_tta(model: Any, images: Any, labels: np.ndarray) -> FlipTTA:
+def flip_probabilities(tf: Any, model: Any, images: Any) -> tuple[Any, Any]:
+    """(softmax of the images, mean of it and the softmax of their mirror images), float32:
+    the maths of test-time flip, for one batch, eagerly or inside a tf.function. A plain call
+    of the model, never Keras's `predict`, which under a multiworker strategy gathers across
+    workers (cnnspec.training.evaluation scores on the chief alone)."""
+    plain = tf.cast(model(images, training=False), tf.float32)
+    mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
+    return plain, (plain + mirrored) / 2
+
+
+def flip_tta(model: Any, images: Any, labels: np.ndarray, batch: int = 256) -> FlipTTA:
     """Evaluate with test-time horizontal flip.
 
-    images: an NHWC array already scaled as the model expects, or a tf.data Dataset of such
-    batches, with or without labels (the pipeline's `test()` or `test(labels=False)`; labels
-    in it are ignored). labels: integer classes (N,), in the same order.
-    Call inside `ema_weights(model)` to score the EMA weights.
+    images: an NHWC array already scaled as the model expects (scored `batch` at a time), or
+    a tf.data Dataset of such batches, with or without labels (the pipeline's `test()` or
+    `test(labels=False)`; labels in it are ignored). labels: integer classes (N,), in the
+    same order. Call inside `ema_weights(model)` to score the EMA weights.
     """
     import tensorflow as tf
 
-    if isinstance(images, tf.data.Dataset):
-        if isinstance(images.element_spec, tuple):
-            images = images.map(lambda x, *_: x)
-        plain = model.predict(images, verbose=0)
-        mirrored = model.predict(images.map(lambda x: tf.reverse(x, axis=[2])), verbose=0)
-    else:
-        plain = model.predict(images, verbose=0)
-        mirrored = model.predict(np.ascontiguousarray(np.asarray(images)[:, :, ::-1]), verbose=0)
-    plain = np.asarray(plain, dtype=np.float32)
-    averaged = (plain + np.asarray(mirrored, dtype=np.float32)) / np.float32(2)
+    if not isinstance(images, tf.data.Dataset):
+        images = tf.data.Dataset.from_tensor_slices(np.asarray(images)).batch(batch)
+    if isinstance(images.element_spec, tuple):
+        images = images.map(lambda x, *_: x)
+    pairs = [flip_probabilities(tf, model, x) for x in images]
+    plain = np.concatenate([np.asarray(p) for p, _ in pairs])
+    averaged = np.concatenate([np.asarray(a) for _, a in pairs])
     truth = np.asarray(labels)
     return FlipTTA(
         accuracy=float(np.mean(plain.argmax(axis=1) == truth)),
