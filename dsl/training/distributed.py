@@ -197,6 +197,7 @@ class Replicated:
         self.steps_per_execution = steps_per_execution
         self.label_smoothing = label_smoothing  # the compiled loss's, in our own step
         self._calls: dict[int, Any] = {}  # steps per call -> its tf.function
+        self._broadcast_flag: Any = None  # chief_says's tf.function
 
     def build(self, make: Callable[[], Any]) -> Any:
         """make() (the built, compiled model) inside the scope, with its optimizer built.
@@ -261,14 +262,16 @@ class Replicated:
         if self.workers == 1:
             return flag
         tf = self.tf
+        if self._broadcast_flag is None:  # traced once, not once per epoch
+
+            @tf.function
+            def broadcast(mine: Any) -> Any:
+                local = self.strategy.run(lambda: tf.identity(mine))
+                return self.strategy.reduce("sum", local, axis=None)
+
+            self._broadcast_flag = broadcast
         mine = tf.constant(1.0 if flag and self.chief else 0.0, tf.float64)
-
-        @tf.function
-        def broadcast() -> Any:
-            local = self.strategy.run(lambda: tf.identity(mine))
-            return self.strategy.reduce("sum", local, axis=None)
-
-        return bool(float(broadcast()) > 0)
+        return bool(float(self._broadcast_flag(mine)) > 0)
 
     # -- training --------------------------------------------------------------------------------
 
