@@ -260,10 +260,10 @@ class RunRecords:
         """One more epoch: its row, then (if it is early stopping's best so far) its weights
         as scored, then the checkpoint, history and curve, then the status."""
         self.history.append(row)
-        if self.chief and best:
-            with ema_weights(self.model):
-                keep_best(self.run_dir, self.model, len(self.history))
         if self.chief:
+            if best:
+                with ema_weights(self.model):
+                    keep_best(self.run_dir, self.model, len(self.history))
             write_checkpoint(self.run_dir, self.model, self.history, self.seed)
         self.save_progress()
         self.status("running")
@@ -309,10 +309,17 @@ class Loop:
     def stopped_already(self) -> Stop | None:
         """Early stopping's Stop for a resumed run whose history already ends it (interrupted
         while saving its final model), so no epoch is trained beyond the uninterrupted run's."""
+        decision = self.history_decision()
+        if decision is None:
+            return None
+        return self.early_stop(decision) if self.steps.chief_says(decision.stop) else None
+
+    def history_decision(self) -> StopDecision | None:
+        """Early stopping's verdict on the history as it stands (None without the rule or
+        before the first epoch)."""
         if self.stopping is None or not self.rec.history:
             return None
-        decision = early_stopping(self.rec.history, self.stopping)
-        return self.early_stop(decision) if self.steps.chief_says(decision.stop) else None
+        return early_stopping(self.rec.history, self.stopping)
 
     def stop_decision(self, row: dict[str, Any]) -> StopDecision | None:
         """Early stopping's verdict on the history with this row added (None without it): a
@@ -424,8 +431,8 @@ class Loop:
         if rec.chief:
             rec.history[:] = keep_interrupted(rec.run_dir, rec.name)
         done = len(rec.history)
-        stopped = self.stopping is not None and bool(rec.history) and early_stopping(
-            rec.history, self.stopping).stop
+        decision = self.history_decision()
+        stopped = decision is not None and decision.stop
         where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs and not stopped
                  else "while saving the final model")
         reason = (
