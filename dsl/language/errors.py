@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnnspec.language.frozen import fast_init
 
+
+@fast_init  # built for every token the parser keeps
 @dataclass(frozen=True)
 class Span:
     """Where a piece of IR came from: 1-based line and column, end column exclusive."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 from cnnspec.language.errors import Span
+from cnnspec.language.frozen import fast_init
 
 Shape = tuple[int, ...]
 Value = int | float | str | tuple[int, ...]
@@ -592,3 +593,11 @@ def from_json(text: str) -> Spec:
     if not isinstance(spec, Spec):
         raise ValueError("JSON does not hold a cnnspec Spec")
     return spec
+
+
+# Every node is built with the faster __init__ of cnnspec.language.frozen (same signature and
+# behaviour, fields stored without a call each): the parser builds thousands per second.
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and is_dataclass(_cls) and _cls.__module__ == __name__:
+        fast_init(_cls)
+del _cls

@@ -25,11 +25,13 @@ from typing import Any
 
 from cnnspec.language import ir
 from cnnspec.language.errors import Span
+from cnnspec.language.frozen import fast_init
 from cnnspec.language.layers import Param, ValueProblem, format_number, read_value
 
 MAX_STEPS = 2**31 - 1
 
 
+@fast_init
 @dataclass(frozen=True)
 class Written:
     """One written setting value. token is NUMBER, WORD or SHAPE for a single token, CALL for
@@ -50,6 +52,7 @@ class Written:
         return self.text
 
 
+@fast_init
 @dataclass(frozen=True)
 class Arg:
     """One argument of a call: `warm=.2` (name "warm") or `.4` (name None)."""

@@ -114,9 +114,12 @@ class Setting:
         return _BOOL_WORDS if self.kind == "bool" else (
             () if self.kind == "augment" else self.choices)
 
-    @property
+    @cached_property
     def param(self) -> Param:
-        """How the parser reads its written value (cnnspec.language.layers.PARAM_KINDS)."""
+        """How the parser reads its written value (cnnspec.language.layers.PARAM_KINDS).
+
+        Worked out once per entry (the parser reads it for every setting of every spec); a
+        frozen dataclass without slots keeps it in its __dict__, outside the fields."""
         return Param(self.name, _PARAM_KIND[self.kind], self.names, low=self.low,
                      low_open=self.low_open, high=self.high, high_open=self.high_open,
                      flags=self.values or self.choices, doc=self.help)
@@ -283,7 +286,9 @@ class SettingsTable:
         """Settings from canonical key -> parsed value pairs (already validated by the parser)."""
         values = {k: self.by_name[k].coerce(v) if k in self.by_name else v
                   for k, v in pairs.items()}
-        return (base or self.settings_class()).override(**values)
+        if base is None:  # the defaults overridden: built in one go (check does this per spec)
+            return self.settings_class(**{k: v for k, v in values.items() if v is not None})
+        return base.override(**values)
 
     def record(self, settings: Any) -> dict[str, Any]:
         """settings.json's "settings" object."""
@@ -314,9 +319,22 @@ class SettingsTable:
 
     def problems(self, settings: Any) -> list[SettingProblem]:
         """Everything about these settings that would make training fail, in table order."""
-        out = [p for e in self.spec_entries
-               if (p := _value_problem(e, getattr(settings, e.name))) is not None]
+        defaults = self._default_problems
+        out = []
+        for e in self.spec_entries:
+            value = getattr(settings, e.name)
+            default, problem = defaults[e.name]
+            if value is not default:  # a setting left at its default: its verdict is known
+                problem = _value_problem(e, value)
+            if problem is not None:
+                out.append(problem)
         return out + [p for rule in self.rules if (p := rule(settings)) is not None]
+
+    @cached_property
+    def _default_problems(self) -> dict[str, tuple[Any, SettingProblem | None]]:
+        """Each spec setting's default and what _value_problem says of it (worked out once:
+        `check` asks `problems` of every spec, and most settings keep their default)."""
+        return {e.name: (e.default, _value_problem(e, e.default)) for e in self.spec_entries}
 
     def render_markdown(self) -> str:
         """The README's settings table (a test checks the README holds exactly this)."""
