@@ -174,6 +174,9 @@ class Report:
         }
 
 
+_new_row = object.__new__
+
+
 def _row(**fields: Any) -> Row:
     """Row(**fields), every field given, without the frozen dataclass __init__'s per-field
     object.__setattr__ calls: a third of the time, and a report has a row per layer."""
@@ -202,17 +205,36 @@ OWN_HEAD = "softmax ends the network, so it writes its own head"
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
+_TEXTS = "_checker_texts"  # where _texts keeps its answer in a layer node's __dict__
+
+
+def _keras_word(text: str) -> str:
+    """The part of a layer's canonical text that names its Keras layer: `conv64` of
+    `conv64(k=5) l2(.01)`, `flatten` for `|`."""
+    word = text.partition(" ")[0].partition("(")[0]  # no modifiers/args
+    if word == "|":
+        word = "flatten"
+    if not (word.isascii() and word.isalnum()):
+        word = _NOT_NAME.sub("_", word).strip("_")
+    return word
+
+
+def _texts(layer: ir.Layer) -> tuple[str, str]:
+    """format_layer(layer) and its _keras_word, worked out once per node: a node is frozen,
+    and a repeat, a block used twice or the variants of a sweep share their nodes."""
+    try:
+        return layer.__dict__[_TEXTS]  # type: ignore[no-any-return]
+    except KeyError:
+        text = format_layer(layer)
+        texts = layer.__dict__[_TEXTS] = (text, _keras_word(text))
+        return texts
 
 
 def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
     """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`.
 
     text is the layer's canonical text when the caller has it already."""
-    word = (text or format_layer(layer)).partition(" ")[0].partition("(")[0]  # no modifiers/args
-    if word == "|":
-        word = "flatten"
-    if not (word.isascii() and word.isalnum()):
-        word = _NOT_NAME.sub("_", word).strip("_")
+    word = _keras_word(text or format_layer(layer))
     span = layer.span
     if implicit or span is None:
         return f"classifier_{word}"
@@ -339,8 +361,11 @@ class _Walk:
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
         kind: LayerKind = kind_of(layer)
-        text = f"dense{self.classes}" if implicit and isinstance(layer, ir.Dense) else (
-            format_layer(layer))
+        if implicit and isinstance(layer, ir.Dense):
+            text = f"dense{self.classes}"
+            word = text
+        else:
+            text, word = _texts(layer)
         if isinstance(layer, ir.Flatten) and layer.bar:
             self.bars += 1
             if self.bars == 2:
@@ -360,25 +385,28 @@ class _Walk:
             self.shape_known = False
             return
         trainable, frozen = kind.params(layer, shape)
-        self.advance_receptive_field(kind.window(layer))
-        name = _unique(self.used_names, keras_name(layer, implicit, text))
-        self.rows.append(_row(
-            layer=layer,
-            text=text,
-            keras_class=kind.keras_class,
-            keras_name=name,
-            input_shape=shape,
-            output_shape=out,
-            trainable=trainable,
-            non_trainable=frozen,
-            macs=kind.macs(layer, shape, out),
-            activation_bytes=math.prod(out) * BYTES_PER_VALUE,
-            receptive_field=self.rf,
-            implicit=implicit,
-            used_at=used_at,
-            inputs=(self.source,) if self.graph else (),
-            depth=len(self.frames),
-        ))
+        window = kind.window(layer)
+        if window is None:  # a layer without a window sees everything
+            rf = self.rf = (self.input_shape[0], self.input_shape[1])
+        else:  # grown by the layer's window (advance_receptive_field, inlined)
+            (kh, kw), (sh, sw) = window
+            (rh, rw), (jh, jw) = self.rf, self.jump
+            rf = self.rf = (min(rh + (kh - 1) * jh, self.input_shape[0]),
+                            min(rw + (kw - 1) * jw, self.input_shape[1]))
+            self.jump = (jh * sh, jw * sw)
+        span = layer.span
+        name = _unique(self.used_names, f"classifier_{word}" if implicit or span is None
+                       else f"{word}_l{span.line}c{span.column}")  # keras_name, inlined
+        row = _new_row(Row)
+        row.__dict__.update({  # every field of Row (see _row)
+            "layer": layer, "text": text, "keras_class": kind.keras_class, "keras_name": name,
+            "input_shape": shape, "output_shape": out, "trainable": trainable,
+            "non_trainable": frozen, "macs": kind.macs(layer, shape, out),
+            "activation_bytes": math.prod(out) * BYTES_PER_VALUE, "receptive_field": rf,
+            "implicit": implicit, "used_at": used_at,
+            "inputs": (self.source,) if self.graph else (), "depth": len(self.frames),
+        })
+        self.rows.append(row)
         self.shape = out
         self.source = name
 
