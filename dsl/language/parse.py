@@ -909,6 +909,13 @@ class _Builder:
             return ir.Setting(str(key_tok), 0, span=span)
         param = entry.param
         self.once(f"train {param.field}", key_tok)
+        if isinstance(value, Token):  # one number or word, the usual case: the loops below
+            w = Written(str(value), value.type, span=_tok_span(value))  # (setting_written)
+            try:
+                return ir.Setting(param.field, entry.read(w), (), span=span)
+            except WrittenProblem as p:
+                self.problem(p.message, p.span or w.span, p.hint)
+                return ir.Setting(param.field, None, (), span=span)
         # `key={a,b}` is a sweep, and so is a call with alternatives inside, `onecycle({.2,.4})`
         swept = isinstance(value, Tree) and value.data == "setting_choices"
         written: list[Written] = []
@@ -1191,6 +1198,23 @@ class _Builder:
     def sequence(self, tree: Tree) -> tuple[ir.Item, ...]:
         out: list[ir.Item] = []
         for item in tree.children:
+            # the commonest item by far, a layer word alone (`relu`, `conv64`), read here
+            # without the calls item -> layer -> bare_word make for it (same checks, in order)
+            if len(item.children) == 1:
+                first = item.children[0]
+                if (first.__class__ is Tree and first.data == "layer"
+                        and len(first.children) == 1):
+                    word_tok = first.children[0]
+                    text = str(word_tok)
+                    if (text != self.defining and text not in self.templates
+                            and text not in self.blocks):
+                        known = _bare_layer(text)
+                        if known is not None:
+                            if self.env is not None:  # counted as in build
+                                self.expanded += 1
+                            node, values = known
+                            out.append(node(**values, span=_tok_span(word_tok)))
+                            continue
             built = self.item(item, out)
             if built is not None:
                 out.append(built)
