@@ -354,7 +354,14 @@ class Spec:
     filename: str | None = field(default=None, compare=False, repr=False)
 
     def statements(self) -> tuple[Statement, ...]:
-        return tuple(ln.statement for ln in self.lines if ln.statement is not None)
+        """The lines' statements, in order. Kept on the (frozen) spec once worked out: `check`
+        asks for them several times (settings, blocks, body, sweeps)."""
+        try:
+            return self.__dict__["_statements"]  # type: ignore[no-any-return]
+        except KeyError:
+            found = self.__dict__["_statements"] = tuple(
+                ln.statement for ln in self.lines if ln.statement is not None)
+            return found
 
     @property
     def input_shape(self) -> Shape:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from functools import cached_property
 from typing import Any
 
+from cnnspec.language.frozen import fast_init
 from cnnspec.language.layers import Param, format_number
 from cnnspec.language.setting_values import (
     SCHEDULE_EXAMPLES,
@@ -276,6 +277,7 @@ class SettingsTable:
             namespace={**_settings_methods(), "table": self}, frozen=True)
         cls.__module__ = __name__
         cls.__doc__ = "Everything that decides a training run besides the network."
+        fast_init(cls)  # `check` builds one per spec
         return cls
 
     @cached_property
@@ -319,11 +321,9 @@ class SettingsTable:
 
     def problems(self, settings: Any) -> list[SettingProblem]:
         """Everything about these settings that would make training fail, in table order."""
-        defaults = self._default_problems
         out = []
-        for e in self.spec_entries:
+        for e, default, problem in self._default_problems:
             value = getattr(settings, e.name)
-            default, problem = defaults[e.name]
             if value is not default:  # a setting left at its default: its verdict is known
                 problem = _value_problem(e, value)
             if problem is not None:
@@ -331,10 +331,10 @@ class SettingsTable:
         return out + [p for rule in self.rules if (p := rule(settings)) is not None]
 
     @cached_property
-    def _default_problems(self) -> dict[str, tuple[Any, SettingProblem | None]]:
-        """Each spec setting's default and what _value_problem says of it (worked out once:
-        `check` asks `problems` of every spec, and most settings keep their default)."""
-        return {e.name: (e.default, _value_problem(e, e.default)) for e in self.spec_entries}
+    def _default_problems(self) -> tuple[tuple[Setting, Any, SettingProblem | None], ...]:
+        """Each spec setting with its default and what _value_problem says of it (worked out
+        once: `check` asks `problems` of every spec, and most settings keep their default)."""
+        return tuple((e, e.default, _value_problem(e, e.default)) for e in self.spec_entries)
 
     def render_markdown(self) -> str:
         """The README's settings table (a test checks the README holds exactly this)."""
