@@ -205,7 +205,7 @@ OWN_HEAD = "softmax ends the network, so it writes its own head"
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
-_TEXTS = "_checker_texts"  # where _texts keeps its answer in a layer node's __dict__
+_TEXTS = "_checker_texts"  # where layer_texts keeps its answer in a layer node's __dict__
 
 
 def _keras_word(text: str) -> str:
@@ -219,7 +219,7 @@ def _keras_word(text: str) -> str:
     return word
 
 
-def _texts(layer: ir.Layer) -> tuple[str, str]:
+def layer_texts(layer: ir.Layer) -> tuple[str, str]:
     """format_layer(layer) and its _keras_word, worked out once per node: a node is frozen,
     and a repeat, a block used twice or the variants of a sweep share their nodes."""
     try:
@@ -365,7 +365,7 @@ class _Walk:
             text = f"dense{self.classes}"
             word = text
         else:
-            text, word = _texts(layer)
+            text, word = layer_texts(layer)
         if isinstance(layer, ir.Flatten) and layer.bar:
             self.bars += 1
             if self.bars == 2:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnspec.language import ir
-from cnnspec.language.checker import OWN_HEAD, check
+from cnnspec.language.checker import OWN_HEAD, check, layer_texts
 from cnnspec.language.errors import Diagnostic, Span, SpecError
 from cnnspec.language.lalr_fast import Token, Tree
 from cnnspec.language.layers import (
@@ -748,14 +748,15 @@ def _shape_neutral(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @lru_cache(maxsize=1024)
-def _bare_layer(text: str) -> tuple[type[ir.Layer], dict[str, Any]] | None:
-    """The node class and field values of a layer word written alone (`conv64`, `relu`,
-    `drop.25`) when it builds as written; None for anything else (a modifier, a word that is
-    not a layer, a bad number), which the builder reads and reports itself.
+def _bare_layer(text: str) -> ir.Layer | None:
+    """The node of a layer word written alone (`conv64`, `relu`, `drop.25`), without a span,
+    when it builds as written; None for anything else (a modifier, a word that is not a
+    layer, a bad number), which the builder reads and reports itself.
 
     Why cached: the result depends on the text alone, and a spec (or a batch of specs) repeats
-    a handful of words, so each is split, checked and given its defaults once. The dict is
-    shared between calls and never changed: nodes are built from it with `**`.
+    a handful of words, so each is split, checked and given its defaults once. Each place the
+    word is written gets a copy with its own span (_placed), which carries what the checker
+    works out from the node alone (its canonical text, see checker.layer_texts): also once.
     """
     split = split_word(text)
     if split is None or KINDS[split[0]].modifier:
@@ -763,7 +764,24 @@ def _bare_layer(text: str) -> tuple[type[ir.Layer], dict[str, Any]] | None:
     kind = KINDS[split[0]]
     probe = _Builder()  # its problems are thrown away: the real builder reports them in place
     values = probe.layer_values(kind, Token("WORD", text, 0, 1, 1, 1, 1, 1), split[1], ())
-    return None if values is None or probe.problems else (kind.node, values)
+    if values is None or probe.problems:
+        return None
+    node = kind.node(**values)
+    layer_texts(node)
+    return node
+
+
+_new_object = object.__new__
+
+
+def _placed(node: ir.Layer, span: Span) -> ir.Layer:
+    """A copy of a frozen node (all it holds: its fields and what is kept with them) at span:
+    what `dataclasses.replace(node, span=span)` gives, without the call to __init__."""
+    copy = _new_object(node.__class__)
+    fields = copy.__dict__
+    fields.update(node.__dict__)
+    fields["span"] = span
+    return copy  # type: ignore[no-any-return]
 
 
 class _Builder:
@@ -1212,8 +1230,7 @@ class _Builder:
                         if known is not None:
                             if self.env is not None:  # counted as in build
                                 self.expanded += 1
-                            node, values = known
-                            out.append(node(**values, span=_tok_span(word_tok)))
+                            out.append(_placed(known, _tok_span(word_tok)))
                             continue
             built = self.item(item, out)
             if built is not None:
@@ -1331,8 +1348,7 @@ class _Builder:
             return None
         if self.env is not None:  # counted as in build: a use's layers are bounded
             self.expanded += 1
-        node, values = known
-        return node(**values, span=_tok_span(word_tok))
+        return _placed(known, _tok_span(word_tok))
 
     def layer_word(
         self,
