@@ -205,7 +205,7 @@ OWN_HEAD = "softmax ends the network, so it writes its own head"
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
-_TEXTS = "_checker_texts"  # where layer_texts keeps its answer in a layer node's __dict__
+_FACTS = "_checker_facts"  # where layer_facts keeps its answer in a layer node's __dict__
 
 
 def _keras_word(text: str) -> str:
@@ -219,15 +219,17 @@ def _keras_word(text: str) -> str:
     return word
 
 
-def layer_texts(layer: ir.Layer) -> tuple[str, str]:
-    """format_layer(layer) and its _keras_word, worked out once per node: a node is frozen,
-    and a repeat, a block used twice or the variants of a sweep share their nodes."""
+def layer_facts(layer: ir.Layer) -> tuple[str, str, LayerKind, Any]:
+    """What a row takes from its node alone, worked out once per node (a node is frozen, and
+    a repeat, a block used twice or the variants of a sweep share their nodes): the canonical
+    text (format_layer), its Keras word, the table entry and its window (kernel, stride)."""
     try:
-        return layer.__dict__[_TEXTS]  # type: ignore[no-any-return]
+        return layer.__dict__[_FACTS]  # type: ignore[no-any-return]
     except KeyError:
         text = format_layer(layer)
-        texts = layer.__dict__[_TEXTS] = (text, _keras_word(text))
-        return texts
+        kind = kind_of(layer)
+        facts = layer.__dict__[_FACTS] = (text, _keras_word(text), kind, kind.window(layer))
+        return facts
 
 
 def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
@@ -360,12 +362,9 @@ class _Walk:
     def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
-        kind: LayerKind = kind_of(layer)
+        text, word, kind, window = layer_facts(layer)
         if implicit and isinstance(layer, ir.Dense):
-            text = f"dense{self.classes}"
-            word = text
-        else:
-            text, word = layer_texts(layer)
+            text = word = f"dense{self.classes}"
         if isinstance(layer, ir.Flatten) and layer.bar:
             self.bars += 1
             if self.bars == 2:
@@ -385,7 +384,6 @@ class _Walk:
             self.shape_known = False
             return
         trainable, frozen = kind.params(layer, shape)
-        window = kind.window(layer)
         if window is None:  # a layer without a window sees everything
             rf = self.rf = (self.input_shape[0], self.input_shape[1])
         else:  # grown by the layer's window (advance_receptive_field, inlined)

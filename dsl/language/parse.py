@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnspec.language import ir
-from cnnspec.language.checker import OWN_HEAD, check, layer_texts
+from cnnspec.language.checker import OWN_HEAD, check, layer_facts
 from cnnspec.language.errors import Diagnostic, Span, SpecError
 from cnnspec.language.lalr_fast import Token, Tree
 from cnnspec.language.layers import (
@@ -756,7 +756,7 @@ def _bare_layer(text: str) -> ir.Layer | None:
     Why cached: the result depends on the text alone, and a spec (or a batch of specs) repeats
     a handful of words, so each is split, checked and given its defaults once. Each place the
     word is written gets a copy with its own span (_placed), which carries what the checker
-    works out from the node alone (its canonical text, see checker.layer_texts): also once.
+    works out from the node alone (its canonical text, see checker.layer_facts): also once.
     """
     split = split_word(text)
     if split is None or KINDS[split[0]].modifier:
@@ -767,7 +767,7 @@ def _bare_layer(text: str) -> ir.Layer | None:
     if values is None or probe.problems:
         return None
     node = kind.node(**values)
-    layer_texts(node)
+    layer_facts(node)
     return node
 
 
