@@ -213,7 +213,7 @@ def test_a_saved_bf16_model_is_plain_keras_that_loads_without_cnnspec(tmp_path: 
 def test_training_resumed_from_a_saved_bf16_model_is_identical(tmp_path: Path) -> None:
     """2 epochs straight == 1 epoch, save, load, prepare_training, 1 more (same machine).
 
-    With dropout, the fused batch norm and the one-pass L2 all in the model."""
+    With dropout (fast bf16 masks), the fused batch norm and the one-pass L2 all in the model."""
     x, y = _data()
 
     def start() -> object:

@@ -150,17 +150,19 @@ def prepare_training(model: Any) -> Any:
 
     Call it on a model built for training and on one loaded from a checkpoint (a saved model is
     plain Keras, so it loads without them). For bf16 layers only: batch norms train through
-    TensorFlow's fused kernel (cnnspec.backend.fused_bn) and L2 penalties take one pass each
-    way (cnnspec.backend.l2_penalty). Nothing changes for float32 layers, in the model's config
+    TensorFlow's fused kernel (cnnspec.backend.fused_bn), L2 penalties take one pass each way
+    (cnnspec.backend.l2_penalty) and dropout draws 8 or 16 random bits per value
+    (cnnspec.backend.fast_dropout). Nothing changes for float32 layers, in the model's config
     or in what `model.save` writes, so `keras.models.load_model` reads the file with or without
-    cnnspec. (A 16-bit dropout was tried and removed: faster, but exp7's 10-epoch accuracy was
-    lower with it in both seeds tried; see README, Performance.)
+    cnnspec.
     """
+    from cnnspec.backend.fast_dropout import speed_up_dropouts
     from cnnspec.backend.fused_bn import fuse_batch_norms
     from cnnspec.backend.l2_penalty import speed_up_l2_penalties
 
     fuse_batch_norms(model)
     speed_up_l2_penalties(model)
+    speed_up_dropouts(model)
     return model
 
 
