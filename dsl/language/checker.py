@@ -236,8 +236,11 @@ def keras_name(layer: ir.Layer, implicit: bool, text: str | None = None) -> str:
     """A Keras layer name that points back at the text: `conv64_l3c1`, `classifier_dense10`.
 
     text is the layer's canonical text when the caller has it already."""
-    word = _keras_word(text or format_layer(layer))
-    span = layer.span
+    return _keras_name(_keras_word(text or format_layer(layer)), implicit, layer.span)
+
+
+def _keras_name(word: str, implicit: bool, span: Span | None) -> str:
+    """keras_name from the layer's Keras word (see layer_facts) and its place."""
     if implicit or span is None:
         return f"classifier_{word}"
     return f"{word}_l{span.line}c{span.column}"
@@ -384,23 +387,14 @@ class _Walk:
             self.shape_known = False
             return
         trainable, frozen = kind.params(layer, shape)
-        if window is None:  # a layer without a window sees everything
-            rf = self.rf = (self.input_shape[0], self.input_shape[1])
-        else:  # grown by the layer's window (advance_receptive_field, inlined)
-            (kh, kw), (sh, sw) = window
-            (rh, rw), (jh, jw) = self.rf, self.jump
-            rf = self.rf = (min(rh + (kh - 1) * jh, self.input_shape[0]),
-                            min(rw + (kw - 1) * jw, self.input_shape[1]))
-            self.jump = (jh * sh, jw * sw)
-        span = layer.span
-        name = _unique(self.used_names, f"classifier_{word}" if implicit or span is None
-                       else f"{word}_l{span.line}c{span.column}")  # keras_name, inlined
+        self.advance_receptive_field(window)
+        name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
         row = _new_row(Row)
         row.__dict__.update({  # every field of Row (see _row)
             "layer": layer, "text": text, "keras_class": kind.keras_class, "keras_name": name,
             "input_shape": shape, "output_shape": out, "trainable": trainable,
             "non_trainable": frozen, "macs": kind.macs(layer, shape, out),
-            "activation_bytes": math.prod(out) * BYTES_PER_VALUE, "receptive_field": rf,
+            "activation_bytes": math.prod(out) * BYTES_PER_VALUE, "receptive_field": self.rf,
             "implicit": implicit, "used_at": used_at,
             "inputs": (self.source,) if self.graph else (), "depth": len(self.frames),
         })
