@@ -99,7 +99,10 @@ def build_training_model(report: Report, keras: Any, precision: str = "float32",
 def compile_model(model: Any, keras: Any, settings: TrainSettings,
                   steps_per_execution: int, horizon: Horizon | None = None) -> None:
     """The notebook's compile: its loss on one-hot labels (with the settings' label
-    smoothing, if any), the optimizer, accuracy."""
+    smoothing, if any), the optimizer, accuracy. A bf16 model's L2 penalties under plain SGD
+    are then applied inside the update step (cnnspec.backend.l2_penalty.fold_l2_into_sgd)."""
+    from cnnspec.backend.l2_penalty import fold_l2_into_sgd
+
     model.compile(
         optimizer=make_optimizer(keras, settings, horizon),
         # "categorical_crossentropy", as in the notebook, unless label smoothing is asked for
@@ -107,3 +110,4 @@ def compile_model(model: Any, keras: Any, settings: TrainSettings,
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+    fold_l2_into_sgd(model)  # bf16 layers' L2 under plain SGD: applied in the update step
