@@ -8,8 +8,9 @@ hits both alike. It also prints the machine's matmul limits (numpy sgemm, and Te
 the matching one (training FLOPs = 6 x the checker's MACs per image), the memory the inputs
 take (uint8 vs float32 arrays, and each process's peak RSS), and bf16 vs float32 per spec and
 batch, beside the CPU's bf16 capability (what `--precision auto` picks on it). "cnnspec bf16"
-is the model as the trainer builds it, with cnnspec.backend.keras_model.prepare_training
-(fused batch norm, one-pass L2) applied.
+is the model as the trainer builds and compiles it: cnnspec.backend.keras_model.prepare_training
+(fused batch norm, one-pass L2, dropout from 8 random bits per value) and, under plain SGD, the
+L2 step folded into the optimizer's update (cnnspec.backend.l2_penalty.fold_l2_into_sgd).
 
     python bench/train_speed.py                      # exp1 and exp7, batch 32 and 128, 1 epoch
     python bench/train_speed.py --specs exp7 --batches 32 --epochs 10 --accuracy --no-notebook
