@@ -43,6 +43,25 @@ from cnnspec.training.data import scale_images
 CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
 
 
+
+def replica_slices(n: int, batch: int, replicas: int, worker: int,
+                   local: int) -> list[tuple[int, int, int, int]]:
+    """(first, count, global batch size, augmentation key) of each slice this worker's `local`
+    replicas train on, global batch by global batch, over an epoch of `n` images.
+
+    Global batch k (the last may be short) is split as evenly as it goes over all `replicas`;
+    replica g = worker * local + j takes slice g, augmented with key k * replicas + g, so every
+    slice of the epoch has its own key whichever worker trains it.
+    """
+    rows = []
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        bounds = [start + (g * m) // replicas for g in range(replicas + 1)]
+        for j in range(local):
+            g = worker * local + j
+            rows.append((bounds[g], bounds[g + 1] - bounds[g], m, start // batch * replicas + g))
+    return rows
+
 class DistributedError(ValueError):
     """A strategy that cannot be set up as asked; str(exc) is the message for the user."""
 
@@ -282,14 +301,7 @@ class Replicated:
         k * replicas + g: a function of where it is in the epoch, not of which worker runs it.
         """
         tf = self.tf
-        n, big, r = len(order), self.batch, self.replicas
-        rows = []
-        for start in range(0, n, big):
-            m = min(big, n - start)
-            bounds = [start + (g * m) // r for g in range(r + 1)]
-            for j in range(self.local):
-                g = self.worker * self.local + j
-                rows.append((bounds[g], bounds[g + 1] - bounds[g], m, start // big * r + g))
+        rows = replica_slices(len(order), self.batch, self.replicas, self.worker, self.local)
         table = tf.constant(np.asarray(rows, np.int64).reshape(-1, 4))
         order_t = tf.constant(order)
         x, y, classes = pipeline.x_train, pipeline.y_train, pipeline.classes
