@@ -174,9 +174,6 @@ class Report:
         }
 
 
-_new_row = object.__new__
-
-
 def _row(**fields: Any) -> Row:
     """Row(**fields), every field given, without the frozen dataclass __init__'s per-field
     object.__setattr__ calls: a third of the time, and a report has a row per layer."""
@@ -389,16 +386,14 @@ class _Walk:
         trainable, frozen = kind.params(layer, shape)
         self.advance_receptive_field(window)
         name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
-        row = _new_row(Row)
-        row.__dict__.update({  # every field of Row (see _row)
-            "layer": layer, "text": text, "keras_class": kind.keras_class, "keras_name": name,
-            "input_shape": shape, "output_shape": out, "trainable": trainable,
-            "non_trainable": frozen, "macs": kind.macs(layer, shape, out),
-            "activation_bytes": math.prod(out) * BYTES_PER_VALUE, "receptive_field": self.rf,
-            "implicit": implicit, "used_at": used_at,
-            "inputs": (self.source,) if self.graph else (), "depth": len(self.frames),
-        })
-        self.rows.append(row)
+        self.rows.append(_row(
+            layer=layer, text=text, keras_class=kind.keras_class, keras_name=name,
+            input_shape=shape, output_shape=out, trainable=trainable, non_trainable=frozen,
+            macs=kind.macs(layer, shape, out),
+            activation_bytes=math.prod(out) * BYTES_PER_VALUE, receptive_field=self.rf,
+            implicit=implicit, used_at=used_at,
+            inputs=(self.source,) if self.graph else (), depth=len(self.frames),
+        ))
         self.shape = out
         self.source = name
 

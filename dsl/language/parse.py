@@ -1226,11 +1226,9 @@ class _Builder:
                     text = str(word_tok)
                     if (text != self.defining and text not in self.templates
                             and text not in self.blocks):
-                        known = _bare_layer(text)
+                        known = self.known_layer(word_tok, text)
                         if known is not None:
-                            if self.env is not None:  # counted as in build
-                                self.expanded += 1
-                            out.append(_placed(known, _tok_span(word_tok)))
+                            out.append(known)
                             continue
             built = self.item(item, out)
             if built is not None:
@@ -1343,6 +1341,11 @@ class _Builder:
             return self.block_use(word_tok, None, None, _tok_span(word_tok))
         if text in self.blocks:
             return ir.BlockRef(text, span=_tok_span(word_tok))
+        return self.known_layer(word_tok, text)
+
+    def known_layer(self, word_tok: Token, text: str) -> ir.Layer | None:
+        """The layer a word written alone builds as written (_bare_layer's node, placed at the
+        word); None for anything else."""
         known = _bare_layer(text)
         if known is None:
             return None

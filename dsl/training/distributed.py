@@ -43,7 +43,6 @@ from cnnspec.training.data import scale_images
 CPU_DEVICES_ENV = "CNNSPEC_CPU_DEVICES"
 
 
-
 def replica_slices(n: int, batch: int, replicas: int, worker: int,
                    local: int) -> list[tuple[int, int, int, int]]:
     """(first, count, global batch size, augmentation key) of each slice this worker's `local`
@@ -61,6 +60,7 @@ def replica_slices(n: int, batch: int, replicas: int, worker: int,
             g = worker * local + j
             rows.append((bounds[g], bounds[g + 1] - bounds[g], m, start // batch * replicas + g))
     return rows
+
 
 class DistributedError(ValueError):
     """A strategy that cannot be set up as asked; str(exc) is the message for the user."""
