@@ -106,3 +106,14 @@ def test_float32_inference_and_noise_shape_stay_keras_own() -> None:
     assert (y == y[:, :1, :]).all()  # Keras's call: one mask value per noise_shape cell
     np.testing.assert_array_equal(np.asarray(tf.cast(layer(x, training=False), tf.float32)), 1.0)
     assert speed_up_dropouts(model) == 0  # not wrapped twice
+
+
+def test_a_value_is_dropped_exactly_when_its_bits_are_below_the_threshold() -> None:
+    """rate 1/256 drops the values whose byte is 0 (threshold 1): one in 256. Keeping values
+    whose bits equal the threshold out (`>` for `>=`) would drop two in 256."""
+    model, layer = _dropout_model("mixed_bfloat16", 1 / 256)
+    speed_up_dropouts(model)
+    y = layer(tf.ones((400, 40, 50), tf.bfloat16), training=True)
+    dropped = float(np.mean(np.asarray(tf.cast(y, tf.float32)) == 0))
+    sd = (1 / 256 * 255 / 256 / 800_000) ** 0.5  # ~7e-5
+    assert abs(dropped - 1 / 256) < 5 * sd

@@ -152,10 +152,9 @@ def prepare_training(model: Any) -> Any:
     plain Keras, so it loads without them). For bf16 layers only: batch norms train through
     TensorFlow's fused kernel (cnnspec.backend.fused_bn), L2 penalties take one pass each way
     (cnnspec.backend.l2_penalty; under plain SGD their gradient is folded into the update step)
-    and dropout draws 8 or 16 random bits per value
-    (cnnspec.backend.fast_dropout). Nothing changes for float32 layers, in the model's config
-    or in what `model.save` writes, so `keras.models.load_model` reads the file with or without
-    cnnspec.
+    and dropout draws 8 or 16 random bits per value (cnnspec.backend.fast_dropout). Nothing
+    changes for float32 layers, in the model's config or in what `model.save` writes, so
+    `keras.models.load_model` reads the file with or without cnnspec.
     """
     from cnnspec.backend.fast_dropout import speed_up_dropouts
     from cnnspec.backend.fused_bn import fuse_batch_norms
