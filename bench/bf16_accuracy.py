@@ -60,6 +60,15 @@ def train(spec: Path, precision: str, seed: int, epochs: int, data: Path, out: P
             "best": max(val)}
 
 
+def seed_list(text: str) -> list[int]:
+    """--seeds: comma-separated integers (argparse reports anything else as a usage error)."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}") from None
+
+
 def mean_and_error(values: list[float]) -> tuple[float, float]:
     """Mean and its standard error (0 for a single value)."""
     mean = statistics.fmean(values)
@@ -70,7 +79,7 @@ def mean_and_error(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "exp7.cnn")
-    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--seeds", type=seed_list, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--precisions", default="float32,bf16")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
@@ -78,7 +87,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every run's readings here")
     args = parser.parse_args()
     data = args.data or default_data()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     precisions = args.precisions.split(",")
     print(cpu_line())
     print(f"{args.spec.name}, {args.epochs} epochs, seeds {seeds}, data {data}")
