@@ -9,7 +9,8 @@ them. Everything else stays the dataclass's own: equality, hashing, repr, `repla
 assignment after construction still raises FrozenInstanceError.
 
 Classes it cannot give the same behaviour (slots, InitVar, init=False fields, default
-factories) keep the generated `__init__`.
+factories) keep the generated `__init__`, and so does every class on a Python whose
+`dataclasses` lacks the private markers `_supported` reads (tests/test_frozen.py).
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ def _supported(cls: type) -> bool:
     if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
             and cls.__dataclass_params__.init and "__slots__" not in cls.__dict__):
         return False
+    # Telling an InitVar from a field takes dataclasses' private markers; a Python without
+    # them gets the generated __init__ (slower, never wrong) rather than an import error.
+    plain = getattr(dataclasses, "_FIELD", None)
+    classvar = getattr(dataclasses, "_FIELD_CLASSVAR", None)
+    if plain is None or classvar is None:
+        return False
     all_fields = cls.__dataclass_fields__.values()
-    if any(f._field_type is not dataclasses._FIELD for f in all_fields  # type: ignore[attr-defined]
-           if f._field_type is not dataclasses._FIELD_CLASSVAR):  # type: ignore[attr-defined]
-        return False  # an InitVar
+    kinds = [getattr(f, "_field_type", None) for f in all_fields]
+    if any(kind is not plain and kind is not classvar for kind in kinds):
+        return False  # an InitVar, or a field this version marks some other way
     return all(f.init and f.default_factory is dataclasses.MISSING
                for f in dataclasses.fields(cls))
 
@@ -59,5 +66,6 @@ def fast_init(cls: T) -> T:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # inspect.signature, get_type_hints
     cls.__init__ = init  # type: ignore[misc]
     return cls
