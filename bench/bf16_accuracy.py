@@ -14,8 +14,8 @@ and the paired difference bf16 - float32 with its standard error over seeds, its
 (Student's t), and two verdicts: is the mean within ±1 point, and (non-inferiority, the
 question for a speed-up) is a loss of 1 point or more ruled out at 95 %. (The validation
 set is the test set, as in the notebook.) Every run is the real command line in a fresh
-process, with the bf16 speed-ups the trainer applies (fused batch norm, one-pass L2, 16-bit
-dropout masks).
+process, with the bf16 speed-ups the trainer applies (fused batch norm, one-pass L2 folded
+into plain SGD's step, dropout masks from 8 random bits per value).
 
     python bench/bf16_accuracy.py                        # exp7, seeds 1-3, 10 epochs
     python bench/bf16_accuracy.py --seeds 1,2,3,4 --jobs 2
