@@ -15,6 +15,7 @@ from typing import Any
 from cnnspec.language import ir
 from cnnspec.language.errors import Diagnostic, Span, SpecError
 from cnnspec.language.layers import (
+    UNIT_WINDOW,
     LayerKind,
     ShapeProblem,
     count_text,
@@ -362,10 +363,11 @@ class _Walk:
     def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
-        text, word, kind, window = layer_facts(layer)
+        facts = layer.__dict__.get(_FACTS)
+        text, word, kind, window = facts if facts is not None else layer_facts(layer)
         if implicit and isinstance(layer, ir.Dense):
             text = word = f"dense{self.classes}"
-        if isinstance(layer, ir.Flatten) and layer.bar:
+        if layer.__class__ is ir.Flatten and layer.bar:  # type: ignore[attr-defined]
             self.bars += 1
             if self.bars == 2:
                 self.problems.append(Diagnostic(
@@ -384,16 +386,25 @@ class _Walk:
             self.shape_known = False
             return
         trainable, frozen = kind.params(layer, shape)
-        self.advance_receptive_field(window)
-        name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
-        self.rows.append(_row(
-            layer=layer, text=text, keras_class=kind.keras_class, keras_name=name,
-            input_shape=shape, output_shape=out, trainable=trainable, non_trainable=frozen,
-            macs=kind.macs(layer, shape, out),
-            activation_bytes=math.prod(out) * BYTES_PER_VALUE, receptive_field=self.rf,
-            implicit=implicit, used_at=used_at,
-            inputs=(self.source,) if self.graph else (), depth=len(self.frames),
-        ))
+        if window is not UNIT_WINDOW:  # a 1×1 stride-1 window leaves the field as it is
+            self.advance_receptive_field(window)
+        span = layer.span
+        name = (f"classifier_{word}" if implicit or span is None
+                else f"{word}_l{span.line}c{span.column}")  # _keras_name, inlined
+        used = self.used_names
+        count = used[name] = used.get(name, 0) + 1
+        if count > 1:  # _unique: a repeat or a second block use made this name already
+            name = f"{name}_{count}"
+        row = _new_object(Row)
+        _set_dict(row, "__dict__", {
+            "layer": layer, "text": text, "keras_class": kind.keras_class, "keras_name": name,
+            "input_shape": shape, "output_shape": out, "trainable": trainable,
+            "non_trainable": frozen, "macs": kind.macs(layer, shape, out),
+            "activation_bytes": _prod(out) * BYTES_PER_VALUE, "receptive_field": self.rf,
+            "implicit": implicit, "used_at": used_at,
+            "inputs": (self.source,) if self.graph else (), "depth": len(self.frames),
+        })
+        self.rows.append(row)
         self.shape = out
         self.source = name
 
@@ -432,6 +443,7 @@ def _in_use(used_at: Span | None) -> str:
 
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
+_new_object, _set_dict, _prod = object.__new__, object.__setattr__, math.prod
 _MARKERS = frozenset((ir.Fork, ir.NextBranch, ir.Join))
 
 

@@ -178,6 +178,11 @@ def takes_bare(param: Param, word: str) -> bool:
     return PARAM_KINDS[param.kind].bare and word in param.flags
 
 
+# The window of a layer that sees one position (relu, bn, dropout): it leaves the receptive
+# field as it is, which the checker tells by identity
+UNIT_WINDOW = ((1, 1), (1, 1))
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """Everything cnnspec knows about one layer word."""
@@ -199,7 +204,7 @@ class LayerKind:
     macs: Callable[[Any, Shape, Shape], int] = lambda layer, s, out: 0
     # (kernel, stride) along rows and cols for the receptive field; None: covers everything
     window: Callable[[Any], tuple[tuple[int, int], tuple[int, int]] | None] = (
-        lambda layer: ((1, 1), (1, 1))
+        lambda layer: UNIT_WINDOW
     )
     # build(layer, keras, name) -> a Keras layer
     keras: Callable[[Any, Any, str], Any] | None = None
