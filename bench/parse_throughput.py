@@ -1,6 +1,10 @@
 """Parse + check throughput on the seven seed specs, in specs per second (target >= 5,000/s),
 and the time to check every variant of a 256-variant sweep (target: well under a second).
 
+Beside the rates it prints where a spec's time goes, in microseconds: the syntax tree (the
+contextual lexer and the LALR driver, `lalr_fast`), the tree -> IR builder (the rest of
+`parse`) and `check`, each measured alone on the same specs.
+
 Each figure is the median of several rounds measured in this run (the machine is shared, so a
 single round means little); the ratio to the target is printed beside it.
 
@@ -18,6 +22,7 @@ from pathlib import Path
 from machine import cpu_line  # bench/machine.py: beside this script
 
 import cnnspec
+from cnnspec.language.parse import _syntax_tree  # the first stage of parse, timed alone
 from cnnspec.language.sweep import check_all_variants, variant_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,18 +77,40 @@ def main() -> None:
         assert len(reports) == 256
         return time.perf_counter() - start
 
+    lines = [t if t.endswith("\n") else t + "\n" for t in texts]  # as parse hands them on
+    specs = [cnnspec.parse(text) for text in texts]
+
+    def trees_only() -> int:
+        for text in lines:
+            _syntax_tree(text)
+        return len(lines)
+
+    def check_only() -> int:
+        for spec in specs:
+            cnnspec.check(spec)
+        return len(specs)
+
     slice_s = args.seconds / args.rounds
-    both, alone, sweeps = [], [], []
+    both, alone, sweeps, trees, checks = [], [], [], [], []
     for _ in range(args.rounds):  # interleaved, so load on the machine hits every figure alike
         both.append(rate(parse_and_check_all, slice_s))
         alone.append(rate(parse_all, slice_s / 2))
         sweeps.append(check_sweep())
-    checked, parsed, swept = (statistics.median(x) for x in (both, alone, sweeps))
+        trees.append(rate(trees_only, slice_s / 4))
+        checks.append(rate(check_only, slice_s / 4))
+    checked, parsed, swept, treed, check_rate = (
+        statistics.median(x) for x in (both, alone, sweeps, trees, checks))
     print(f"parse only        {parsed:10,.0f} specs/s  (median of {args.rounds} rounds)")
     print(f"parse + check     {checked:10,.0f} specs/s  ({checked / TARGET:.2f}x the 5,000/s "
           f"target; rounds {min(both):,.0f}-{max(both):,.0f})")
     print(f"256-variant sweep {swept * 1000:10,.0f} ms to parse, expand and check every variant "
           f"({swept / SWEEP_TARGET_S:.2f} of the 1 s budget; {256 / swept:,.0f} variants/s)")
+    tree_us, parse_us, check_us = 1e6 / treed, 1e6 / parsed, 1e6 / check_rate
+    parts = {"syntax tree": tree_us, "tree -> IR": parse_us - tree_us, "check": check_us}
+    total = sum(parts.values())
+    print("per spec          " + ", ".join(
+        f"{name} {us:,.0f} us ({us / total:.0%})" for name, us in parts.items())
+        + f"; the target is {1e6 / TARGET:,.0f} us in all")
 
 
 if __name__ == "__main__":
