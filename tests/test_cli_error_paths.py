@@ -180,6 +180,39 @@ def test_a_sample_over_the_variant_limit(home: Path, files: dict[str, Path]) -> 
             "sample fewer, or raise the limit with --max-variants")
 
 
+def test_check_takes_the_sample_its_hint_offers(home: Path, tmp_path: Path,
+                                                files: dict[str, Path]) -> None:
+    """`check` on a sweep over the limit says "sample some with --sample K": that works on check
+    itself, and checks the very variants `expand` samples with the same seed (half of this
+    sweep's variants have a pool too large for the input, so each sample's verdict shows which
+    variants were checked)."""
+    from cnnspec.language.parse import parse
+    from cnnspec.language.sweep import expand
+
+    refused(cli(home, "check", str(files["sweep4"]), "--max-variants", "2"), 1,
+            "this sweep has 4 variants, over the limit of 2",
+            "sample some with --sample K, or raise the limit with --max-variants")
+    assert cli(home, "check", str(files["sweep4"]), "--max-variants", "2", "--sample", "2",
+               "--sample-seed", "5").stdout.split() == [
+        "ok", str(files["sweep4"]), "2", "sampled", "variants", "(--sample-seed", "5),", "all",
+        "check"]
+    text = "conv8 relu pool{2,64} drop{.1,.2,.3,.4} | dense16\n"
+    spec_file = tmp_path / "halfbad.cnn"
+    spec_file.write_text(text)
+    verdicts = set()
+    for seed in range(6):
+        names = [v.name for v in expand(parse(text, name="halfbad"), sample=2, seed=seed)]
+        bad = [n for n in names if "pool=64" in n]
+        result = cli(home, "check", str(spec_file), "--sample", "2", "--sample-seed", str(seed))
+        if bad:
+            stderr = refused(result, 1, *(f"in variant {n}: pool64" for n in bad))
+            assert stderr.count("error:") == len(bad)
+        else:
+            assert result.returncode == 0, result.stderr
+        verdicts.add(bool(bad))
+    assert verdicts == {True, False}, "the seeds should give samples with and without pool64"
+
+
 # -- folders the CLI is told to write into (exit 1) ---------------------------------------------
 
 
@@ -509,7 +542,7 @@ def test_evaluate_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp
     before = snapshot(run, lock=False)
     refused(cli(home, "evaluate", str(run)), 1,
             "cnnspec: error: cannot evaluate: the run's data is not readable any more: "
-            f"--data {gone}: no such directory", "; pass --data DIR")
+            f"recorded data folder {gone}: no such directory", "; pass --data DIR")
     assert snapshot(run, lock=False) == before
 
 
@@ -519,7 +552,7 @@ def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_p
     gone = _move_data_away(run, tmp_path)
     before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run)), 1,
-            f"cnnspec: error: cannot resume {run}: --data {gone}: no such directory",
+            f"cnnspec: error: cannot resume {run}: recorded data folder {gone}: no such directory",
             "; pass --data DIR")
     assert snapshot(run, lock=False) == before
 

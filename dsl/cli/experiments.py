@@ -23,13 +23,14 @@ from cnnspec.cli.main import (
     Failure,
     UsageError,
     _add_max_params,
+    _add_sweep_size,
     _console,
     _positive_int,
     _register,
     _si,
     print_spec_error,
 )
-from cnnspec.cli.train import _index, add_train_flags, resolved_settings
+from cnnspec.cli.train import add_train_flags, resolved_settings
 from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
@@ -946,12 +947,3 @@ def _register_expand(sub: Any) -> None:
     p.add_argument("--write", metavar="DIR", help="write each variant as DIR/<name>.cnn")
     _add_sweep_size(p)
     _add_max_params(p)
-
-
-def _add_sweep_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-variants", type=_positive_int, default=DEFAULT_MAX_VARIANTS,
-                   metavar="N",
-                   help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
-    p.add_argument("--sample", type=_positive_int, metavar="K", help="take K variants at random")
-    p.add_argument("--sample-seed", type=_index, default=0, metavar="N",
-                   help="seed for --sample (default 0)")

@@ -85,7 +85,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             spec = load(file)
             reports = check_all_variants(spec, max_params=args.max_params,
-                                         max_variants=args.max_variants)
+                                         max_variants=args.max_variants, sample=args.sample,
+                                         seed=args.sample_seed)
         except SpecError as exc:
             print_spec_error(exc, err)
             bad += 1
@@ -94,6 +95,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             if len(reports) == 1:
                 r = reports[0]
                 out.print(f"ok  {file}  {r.params:,} params, {_si(r.macs)} MACs")
+            elif args.sample is not None and len(reports) == args.sample:
+                out.print(f"ok  {file}  {len(reports)} sampled variants "
+                          f"(--sample-seed {args.sample_seed}), all check")
             else:
                 out.print(f"ok  {file}  {len(reports)} variants, all check")
     if bad and len(args.files) > 1:
@@ -240,13 +244,32 @@ def _register(sub: Any, name: str, func: Callable[[argparse.Namespace], int], he
     return p
 
 
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def _add_sweep_size(p: argparse.ArgumentParser) -> None:
+    """The flags that bound a sweep's variants: the same on check, expand and sweep, so a
+    sample that `check` passes is the sample that `expand` lists and `sweep` trains."""
+    p.add_argument("--max-variants", type=_positive_int, default=DEFAULT_MAX_VARIANTS,
+                   metavar="N",
+                   help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
+    p.add_argument("--sample", type=_positive_int, metavar="K", help="take K variants at random")
+    p.add_argument("--sample-seed", type=_index, default=0, metavar="N",
+                   help="seed for --sample (default 0)")
+
+
 def _check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_max_params(p)
-    p.add_argument("--max-variants", type=_positive_int, default=DEFAULT_MAX_VARIANTS,
-                   metavar="N",
-                   help=f"refuse sweeps with more variants (default {DEFAULT_MAX_VARIANTS})")
+    _add_sweep_size(p)
 
 
 def _summary_arguments(p: argparse.ArgumentParser) -> None:

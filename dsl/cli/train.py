@@ -20,6 +20,7 @@ from cnnspec.cli.main import (
     UsageError,
     _add_max_params,
     _console,
+    _index,
     _positive_int,
     _register,
 )
@@ -81,16 +82,6 @@ def add_verbose_flag(p: Any) -> None:
     """--verbose for every command that starts TensorFlow (hidden lines are noise otherwise)."""
     p.add_argument("--verbose", action=_ShowTfLogs, nargs=0, default=False,
                    help="show TensorFlow's own log lines (oneDNN, CUDA probing, ...)")
-
-
-def _index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
 
 
 def _positive_float(text: str) -> float:
