@@ -45,6 +45,9 @@ def test_evaluate_rescores_the_saved_model(trained, cli, home):
     recorded = json.loads((out / "metrics.json").read_text())["test_accuracy"]
     assert f"test accuracy {recorded:.4f}" in result.stdout
     assert "airplane" in result.stdout
+    # the data line says how the run found its data (the bundled sample), not `--data`
+    assert "test images from " in result.stderr and "(bundled sample)" in result.stderr
+    assert "(--data)" not in result.stderr
 
 
 def test_resume_of_a_completed_run_changes_nothing(trained, cli, home):

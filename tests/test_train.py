@@ -203,8 +203,12 @@ def test_sigkill_mid_epoch_then_resume_continues_exactly(reference, home, tmp_pa
     assert records.read_status(out)["status"] == "running"  # it never got to say anything else
     assert records.read_checkpoint_state(out)["epochs_completed"] == 1
     assert [row["epoch"] for row in records.read_history(out)] == [1]
+    recorded = json.loads((out / "settings.json").read_text())["data"]
+    assert recorded["origin"] == "bundled sample"
 
     result = resume_run(out, progress="none")  # reloads the recorded data source itself
+    # ... and the record still says how that source was found, not `--data`
+    assert json.loads((out / "settings.json").read_text())["data"] == recorded
     assert result.status == "completed"
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert records.read_history(out) == list(result.history)

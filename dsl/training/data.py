@@ -406,20 +406,32 @@ def _read_label_names(folder: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
+RECORDED = "recorded data folder"  # how errors name a run's recorded folder (load_cifar10)
+
+
 def load_cifar10(
     explicit: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     limit: int | None = None,
+    *,
+    recorded_origin: str | None = None,
 ) -> Cifar10:
     """Load CIFAR-10 from the folder `find_data_dir(explicit, env)` picks.
 
     Reads all five `data_batch_*` files and `test_batch` (each may hold any number of images),
     and label names from `batches.meta` when present. Images stay uint8 in 0..255: scaling
     happens in the training graph. `limit` keeps the first `limit` training images.
+
+    recorded_origin: `explicit` is a folder a run recorded (resume, evaluate), not the user's
+    `--data`; the data keeps the origin the run recorded for it ("bundled sample", ...), and a
+    missing folder is named as the recorded one.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of images, got {limit}")
-    folder, origin = find_data_dir(explicit, env)
+    if recorded_origin is not None and explicit is not None:
+        folder, origin = _require(Path(explicit).expanduser(), RECORDED), recorded_origin
+    else:
+        folder, origin = find_data_dir(explicit, env)
     train = [_read_batch(folder / name) for name in TRAIN_FILES]
     x_test, y_test = _read_batch(folder / TEST_FILE)
     x_train = np.concatenate([x for x, _ in train])

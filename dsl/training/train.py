@@ -655,7 +655,8 @@ def recorded_data(recorded: dict[str, Any]) -> Cifar10:
     from cnnspec.training.data import load_cifar10
 
     info = recorded["data"]
-    return load_cifar10(info["source"], limit=info["train_images"])
+    return load_cifar10(info["source"], limit=info["train_images"],
+                        recorded_origin=info.get("origin") or "")
 
 
 _load_recorded_data = recorded_data
