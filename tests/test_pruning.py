@@ -706,3 +706,24 @@ def test_the_reporter_stops_real_training_and_the_run_folder_says_why(tmp_path, 
     why = study.trials[1].user_attrs["pruned"]
     assert (why["epoch"], why["rung"], why["cutoff"]) == (1, 0, 1.0)
     assert why["value"] == records.read_history(out)[0]["val_accuracy"]
+
+
+def test_the_readme_sweep_is_the_benchs_sweep_and_every_variant_checks() -> None:
+    """README's `cnnspec sweep exp7-sweep.cnn --prune halving ...` names a file the README
+    writes out just above it: the sweep bench/pruning.py measures, so the figures beside it are
+    about this very sweep."""
+    import re
+    from pathlib import Path
+
+    from cnnspec.language.parse import parse
+    from cnnspec.language.sweep import check_all_variants
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"```\n(# exp7, swept: 16 variants.*?)```\n", readme, re.S)
+    bench = re.search(r'^SPEC = """(.*?)"""', (root / "bench" / "pruning.py").read_text(),
+                      re.S | re.M)
+    assert block is not None and bench is not None
+    assert block.group(1) == bench.group(1)
+    assert "cnnspec sweep exp7-sweep.cnn --prune halving" in readme[block.end():]
+    assert len(check_all_variants(parse(block.group(1), name="exp7-sweep"))) == 16
