@@ -123,6 +123,30 @@ def test_python_api_to_keras_prints_no_tensorflow_log_lines(home: Path, tmp_path
     assert done.stderr == "", done.stderr
 
 
+RETRACING = textwrap.dedent("""
+    import cnnspec
+    cnnspec.to_keras(cnnspec.parse("input 32x32x3\\nclasses 10\\nconv8 relu | dense10\\n"))
+    import tensorflow as tf
+    for i in range(8):  # a new tf.function each time, as a sweep's new model per variant
+        tf.function(lambda x: x + 1)(tf.constant(float(i)))
+    print("traced")
+""")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflows_retracing_warning_only_with_verbose(verbose: bool, home: Path,
+                                                         tmp_path: Path) -> None:
+    """TensorFlow's Python logger warns "triggered tf.function retracing" when functions are
+    traced again and again, as in a sweep; that is noise between the progress lines, kept
+    only for `--verbose` ($CNNSPEC_TF_LOGS=1), like the start-up lines."""
+    extra = {"CNNSPEC_TF_LOGS": "1"} if verbose else {}
+    done = subprocess.run([sys.executable, "-c", RETRACING], cwd=tmp_path,
+                          env=_env(home, **extra), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["traced"]
+    assert ("triggered tf.function retracing" in done.stderr) is verbose, done.stderr[-2000:]
+
+
 def test_an_import_failure_is_still_shown(capfd: pytest.CaptureFixture[str]) -> None:
     from cnnspec.backend.keras_model import _stderr_fd_silenced
 

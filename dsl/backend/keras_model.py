@@ -7,6 +7,7 @@ that `cnnspec summary` printed; nothing is decided here that the checker did not
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -76,8 +77,9 @@ def import_keras() -> Any:
 
     The lines are noise for every user of `train`, `evaluate` and `to_keras` on a CPU machine;
     `--verbose` ($CNNSPEC_TF_LOGS=1) keeps them. Later C++ log lines are filtered by
-    TF_CPP_MIN_LOG_LEVEL=3 (a user's own setting is respected) and absl's Python logger is
-    limited to errors.
+    TF_CPP_MIN_LOG_LEVEL=3 (a user's own setting is respected), and absl's and TensorFlow's
+    Python loggers are limited to errors: a sweep builds a new model per variant, and
+    TensorFlow's logger warned "triggered tf.function retracing" between its progress lines.
     """
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         import keras
@@ -94,6 +96,7 @@ def import_keras() -> Any:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
 
 
