@@ -569,3 +569,22 @@ def test_front_end_does_not_import_tensorflow():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("text", [
+    "conv64(k={3,5}) gap\n", "conv8(bias={true,false}) gap\n", "conv8(s={1,2}) gap\n",
+    "pool2(s={1,2}) gap\n", "gap | dense8(bias={true,false})\n", "conv8({valid,same}) gap\n",
+    "drop.25 conv16(k={1,3},s={1,2}) gap\n",
+])
+def test_fmt_keeps_the_number_of_a_layer_whose_arguments_are_swept(text: str) -> None:
+    """fmt wrote `conv64(k={3,5})` as `conv(k={3,5})`, a spec that no longer checks: the
+    canonical text of a sweep point over arguments keeps the layer's number."""
+    from cnnspec.language.format import format_spec
+    from cnnspec.language.sweep import expand
+
+    spec = cnnspec.parse(text, name="s")
+    canonical = format_spec(spec)
+    assert canonical == text  # each is written canonically already
+    again = cnnspec.parse(canonical, name="s")
+    assert again == spec
+    assert [v.name for v in expand(again)] == [v.name for v in expand(spec)]

@@ -70,6 +70,8 @@ def conv(draw, sweep: bool = False) -> str:
     if draw(st.booleans()):
         key = draw(st.sampled_from(["k", "kernel"]))
         args.append(f"{key}={draw(st.sampled_from(['1', '2', '3', '5', '1x3', '3x1', '2x3']))}")
+        if sweep and draw(st.booleans()):  # a swept argument, the number kept: conv4(k={3,5})
+            args[-1] = f"{key}={{3,5}}"
     if draw(st.booleans()):
         key = draw(st.sampled_from(["s", "stride"]))
         args.append(f"{key}={draw(st.sampled_from(['1', '2', '3', '2x1', '1x2']))}")

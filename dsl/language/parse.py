@@ -1418,8 +1418,11 @@ class _Builder:
             self.problem(f"`{word}` lists the same alternative twice", span,
                          "write each value once")
             return None
+        # the number as written when only the arguments are swept: `conv64(k={3,5})`
+        head = word if choices is not None or written_number[0] is None else (
+            word + format_number(_num_value(written_number[0])))  # type: ignore[arg-type]
         return ir.Alternatives(
-            text=_alternatives_text(word, choices, args),
+            text=_alternatives_text(head, choices, args),
             key=word,
             labels=tuple(labels),
             options=tuple(options),
