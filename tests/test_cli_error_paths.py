@@ -86,6 +86,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["check", "--max-params", "many", "{good}"],
      "argument --max-params: not a whole number: many"),
     (["check", "--max-params", "0", "{good}"], "argument --max-params: must be at least 1: 0"),
+    (["check", "--max-params", "1e999", "{good}"],  # a float infinity, not a ValueError
+     "argument --max-params: not a whole number: 1e999"),
+    (["expand", "{sweep}", "--sample", "1E400"], "argument --sample: not a whole number: 1E400"),
     (["train", "{good}", "--lr", "fast"], "argument --lr: not a number: fast"),
     (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive number: inf"),
     (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
@@ -656,3 +659,64 @@ def test_resume_with_a_damaged_checkpoint_model(home: Path, tiny_run: Path, tmp_
     refused(cli(home, "train", "--resume", str(run), "--progress", "none"), 1,
             "cnnspec: error: cannot resume", state["model"])
     assert snapshot(run, lock=False) == before
+
+
+# -- fmt's rewrite, and output that cannot be written --------------------------------------------
+
+UNFORMATTED = "conv8   gap\n"
+
+
+def test_fmt_through_a_link_rewrites_the_file_it_names(home: Path, tmp_path: Path) -> None:
+    real, link = tmp_path / "real.cnn", tmp_path / "link.cnn"
+    real.write_text(UNFORMATTED)
+    link.symlink_to(real.name)
+    result = cli(home, "fmt", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and real.read_text() == "conv8 gap\n"
+
+
+def test_fmt_of_a_pipe_is_refused(home: Path) -> None:
+    read, write = os.pipe()
+    os.write(write, UNFORMATTED.encode())
+    os.close(write)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cnnspec", "fmt", f"/dev/fd/{read}"], pass_fds=(read,),
+            cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+            env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
+    finally:
+        os.close(read)
+    refused(result, 1, f"cnnspec: error: /dev/fd/{read}: fmt rewrites files only",
+            "`fmt --show` prints the canonical text")
+
+
+def test_fmt_where_no_file_can_be_written(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    spec = folder / "a.cnn"
+    spec.write_text(UNFORMATTED)
+    # root writes through chmod, so the folder is made immutable (where the file system can)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        result = cli(home, "fmt", str(spec))
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    refused(result, 1, f"cnnspec: error: cannot rewrite {spec}: ", "it is unchanged")
+    assert spec.read_text() == UNFORMATTED
+    assert sorted(p.name for p in folder.iterdir()) == ["a.cnn"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+@pytest.mark.parametrize("command", ["parse", "check", "summary"])
+def test_output_to_a_full_disk(home: Path, files: dict[str, Path], command: str) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "cnnspec", command, str(files["good"])], stdout=full,
+            stderr=subprocess.PIPE, cwd=ROOT, text=True, timeout=TIMEOUT,
+            env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, \
+        result.stderr
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "cnnspec: error: cannot write the output: No space left on device"]

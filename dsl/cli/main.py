@@ -8,6 +8,7 @@ reported compiler-style (`file:line:col`, source line, caret, hint), never as a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -193,9 +194,22 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         if args.check:
             out.print(f"would reformat {file}")
             status = EXIT_BAD_SPEC
-        else:
-            write_atomic(Path(file), canonical)
-            out.print(f"reformatted {file}")
+            continue
+        # a link is followed: the file it names is reformatted and the link stays a link
+        target = Path(file).resolve()
+        if not target.is_file():
+            err.print(f"cnnspec: error: {file}: fmt rewrites files only (this is a pipe or a "
+                      "device); `fmt --show` prints the canonical text", soft_wrap=True)
+            status = EXIT_BAD_SPEC
+            continue
+        try:
+            write_atomic(target, canonical)
+        except OSError as exc:  # a folder that takes no new file beside it, a full disk
+            err.print(f"cnnspec: error: cannot rewrite {file}: {exc.strerror or exc}; it is "
+                      "unchanged (`fmt --show` prints the canonical text)", soft_wrap=True)
+            status = EXIT_BAD_SPEC
+            continue
+        out.print(f"reformatted {file}")
     return status
 
 
@@ -230,7 +244,7 @@ def _add_max_params(p: argparse.ArgumentParser) -> None:
 def _positive_int(text: str) -> int:
     try:
         value = int(float(text)) if "e" in text.lower() else int(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # 1e999 is a float infinity
         raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
@@ -367,6 +381,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # the output cannot be written: a full disk, /dev/full, ...
+        _quiet_stdout()  # else Python's own flush at exit fails again, with a traceback
+        with contextlib.suppress(OSError):
+            _console(stderr=True).print(
+                f"cnnspec: error: cannot write the output: {exc.strerror or exc}",
+                soft_wrap=True)
+        return EXIT_BAD_SPEC
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, dropping what could not be written."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":
