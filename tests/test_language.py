@@ -473,7 +473,23 @@ def test_error_shows_the_right_line_despite_odd_line_breaks():
     # \f, \x1c and \u2028 are line breaks to str.splitlines but not to the parser
     err = error("# a\u2028b\x1cc\nrelu\fcnov |")
     assert err.line == 2
-    assert "    relu\fcnov |" in str(err).split("\n")
+    # ... and the line is shown with its form feed as a visible sign, so the caret line below
+    # it is the very next line of the terminal, under the same characters
+    shown = str(err).split("\n")
+    assert shown[1:3] == ["    relu\u240ccnov |", "         ^^^^"]
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("conv8 \x1b[31m zz\n", "    conv8 \u241b[31m zz"),  # an escape cannot recolour the terminal
+    ("conv32 relu\rpool2 gap\r", "    conv32 relu\u240dpool2 gap"),  # CR-only line endings
+    ("add()\x0b\u2029gap\n", "    add()\u240b\ufffdgap"),
+    ("conv8 \x7f gap\n", "    conv8 \u2421 gap"),
+])
+def test_control_characters_in_the_shown_line_are_visible_signs(text: str, shown: str) -> None:
+    lines = str(error(text)).split("\n")
+    assert lines[1] == shown
+    assert lines[2].strip() and set(lines[2].strip()) == {"^"}
+    assert all(ch.isprintable() for line in lines for ch in line)
 
 
 # -- the layer table against Keras -------------------------------------------------------------

@@ -50,6 +50,20 @@ def _window(text: str, start: int, width: int) -> tuple[str, str]:
 MAX_MESSAGE = 400
 
 
+def _visible(text: str) -> str:
+    """text with every character a terminal would act on instead of show (escape, carriage
+    return, form feed, line and paragraph separators, other controls) as one visible
+    character: a spec cannot recolour the terminal or break the one line the caret sits under,
+    and the caret still counts one column per character. C0 controls become their Control
+    Pictures sign (ESC is ␛, CR ␍), DEL ␡, anything else U+FFFD."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else
+        chr(0x2400 + ord(ch)) if ord(ch) < 0x20 else "\u2421" if ch == "\x7f" else "\ufffd"
+        for ch in text)
+
+
 def _clip(text: str) -> str:
     """A message or hint cut to MAX_MESSAGE characters: whatever text a message quotes, the
     terminal never gets a megabyte of it."""
@@ -74,7 +88,7 @@ class Diagnostic:
 
         lines is source already split at "\n" (SpecError splits once for all its problems)."""
         name = filename or "<spec>"
-        message = _clip(self.message)
+        message = _visible(_clip(self.message))
         if self.span is None:
             out = [f"{name}: error: {message}"]
         else:
@@ -84,7 +98,7 @@ class Diagnostic:
             if lines is None:
                 lines = source.split("\n") if source is not None else []
             if 0 < self.span.line <= len(lines):
-                text = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
+                text = _visible(lines[self.span.line - 1].rstrip("\r").expandtabs(1))
                 width = (
                     self.span.end_column - self.span.column
                     if self.span.end_line == self.span.line
@@ -94,7 +108,7 @@ class Diagnostic:
                 out.append(f"    {shown}")
                 out.append("    " + caret)
         if self.hint:
-            out.append(f"  hint: {_clip(self.hint)}")
+            out.append(f"  hint: {_visible(_clip(self.hint))}")
         return "\n".join(out)
 
 
