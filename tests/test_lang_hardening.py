@@ -729,3 +729,15 @@ def test_the_same_alternative_twice_is_refused(text):
     err = error(text)
     (d,) = err.diagnostics
     assert "twice" in d.message and d.span.line == 1
+
+
+@pytest.mark.parametrize(("total", "text"), [
+    (10**30 - 1, "about 1.0e+30"),  # 9.99...e+29 rounds up to the next power, not "10.0e+29"
+    (15 * 10**29, "about 1.5e+30"),
+    (2 * 10**40, "about 2.0e+40"),
+    (10**24 - 1, f"{10**24 - 1:,}"),  # below 10**24 the count is exact
+])
+def test_count_text_rounds_into_the_next_power_of_ten(total: int, text: str) -> None:
+    from cnnspec.language.layers import count_text
+
+    assert count_text(total) == text

@@ -579,7 +579,10 @@ def count_text(total: int) -> str:
         return f"{total:,}"
     exponent = math.log10(total)
     whole = math.floor(exponent)
-    return f"about {10 ** (exponent - whole):.1f}e+{whole}"
+    mantissa = round(10 ** (exponent - whole), 1)
+    if mantissa >= 10:  # 9.96e+29 rounds to 1.0e+30, not 10.0e+29
+        mantissa, whole = mantissa / 10, whole + 1
+    return f"about {mantissa:.1f}e+{whole}"
 
 
 def format_layer(layer: ir.Layer) -> str:
