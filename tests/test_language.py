@@ -604,3 +604,11 @@ def test_fmt_keeps_the_number_of_a_layer_whose_arguments_are_swept(text: str) ->
     again = cnnspec.parse(canonical, name="s")
     assert again == spec
     assert [v.name for v in expand(again)] == [v.name for v in expand(spec)]
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n",
+                                  "input 32x32x3\ntrain epochs=2\n"])
+def test_a_spec_without_layers_says_so(text: str) -> None:
+    err = error(text)
+    assert [d.message for d in err.diagnostics] == ["the spec has no layers"]
+    assert "conv32 relu pool2 | dense64" in str(err)

@@ -425,6 +425,10 @@ class _Walk:
                       written: list[ir.Layer], layer: ir.Layer) -> Diagnostic:
         """A shape rule's refusal, placed at the layer; for the implicit head, at the last
         written layer (the user did not write the classifier)."""
+        if implicit and not written:  # an empty file, or one with settings only
+            return Diagnostic(
+                "the spec has no layers", None,
+                "write the network on a line of its own, e.g. `conv32 relu pool2 | dense64`")
         if implicit:
             last = written[-1] if written else None
             return Diagnostic(
