@@ -486,12 +486,26 @@ SETTINGS_DAMAGE = {
     "epochs_zero": (lambda r: r["settings"].update(epochs=0),
                     "'settings.epochs' must be a positive whole number"),
     "precision": (lambda r: r.update(precision="fp8"), "unknown precision 'fp8'"),
+    # values of the wrong type or range, which used to fail deep in a run with a traceback
+    # (and leave status.json saying "running")
+    "lr_word": (lambda r: r["settings"].update(lr="fast"), "'settings.lr' cannot be 'fast'"),
+    "augment_word": (lambda r: r["settings"].update(augment="zzz"),
+                     "'settings.augment' cannot be 'zzz'"),
+    "optimizer": (lambda r: r["settings"].update(optimizer="sgdd"),
+                  "'settings.optimizer': optimizer must be one of"),
+    "seed": (lambda r: r.update(effective_seed=-5),
+             "'effective_seed' must be a whole number from 0 to 2**32 - 1"),
+    "steps_per_execution": (lambda r: r.update(steps_per_execution=0),
+                            "'steps_per_execution' must be at least 1"),
+    "train_images": (lambda r: r["data"].update(train_images=-7),
+                     "'data.train_images' must be a positive whole number"),
 }
 
 
 @pytest.mark.parametrize(("command", "case"), [
     *(("resume", case) for case in sorted(SETTINGS_DAMAGE)),
     ("evaluate", "unknown_setting"),  # evaluate reads settings.json with the same check
+    ("evaluate", "train_images"),
 ])
 def test_damaged_settings_records(home: Path, tiny_run: Path, tmp_path: Path, command: str,
                                   case: str) -> None:
@@ -504,6 +518,32 @@ def test_damaged_settings_records(home: Path, tiny_run: Path, tmp_path: Path, co
     refused(cli(home, *args), 1, f"cnnspec: error: {prefix}{run / records.SETTINGS_FILE}: "
                                  f"corrupted record: {message}")
     assert snapshot(run, lock=False) == before
+
+
+@pytest.mark.parametrize(("command", "damage", "message"), [
+    ("resume", "deep", "corrupted record, nested too deep"),
+    ("evaluate", "huge", "corrupted record, not valid JSON (a whole number of 401 digits)"),
+    ("compare", "deep", "corrupted record, nested too deep"),
+    ("compare", "huge", "corrupted record, not valid JSON (a whole number of 401 digits)"),
+    ("compare", "fifo", "corrupted record, not a regular file"),
+])
+def test_records_no_reader_can_take(home: Path, tiny_run: Path, tmp_path: Path, command: str,
+                                    damage: str, message: str) -> None:
+    """JSON nested past the decoder's depth (RecursionError), a number of 401 digits (an
+    OverflowError wherever it met a float) and a FIFO in a record's place (compare blocked
+    forever) are each a damaged record, said in one line."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    target = run / (records.STATUS_FILE if damage == "fifo" else records.SETTINGS_FILE)
+    if damage == "deep":
+        target.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "huge":
+        _edit_json(target, lambda r: r["settings"].update(lr=10**400))
+    else:
+        target.unlink()
+        os.mkfifo(target)
+    args = {"resume": ["train", "--resume", str(run)], "evaluate": ["evaluate", str(run)],
+            "compare": ["compare", str(run), "--no-plots"]}[command]
+    refused(cli(home, *args), 1, f"{target}: {message}")
 
 
 STATE_DAMAGE = {

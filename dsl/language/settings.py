@@ -148,6 +148,15 @@ class Setting:
             return augment_from_record(value)
         return value
 
+    def accepts(self, value: Any) -> bool:
+        """Whether a value (coerced, as from a run record) has this setting's type: a damaged
+        settings.json's `"lr": "fast"` is refused when the record is read, not deep in a run."""
+        if value is None:
+            return self.default is None
+        if isinstance(value, bool) and self.kind != "bool":
+            return False
+        return isinstance(value, _PY_TYPES[self.kind])
+
     def to_record(self, value: Any) -> Any:
         """The value as settings.json holds it (JSON: a number, a word, an object)."""
         if self.kind == "schedule":

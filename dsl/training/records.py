@@ -29,6 +29,7 @@ import json
 import math
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -173,10 +174,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     (edited, truncated by a full disk, copied badly): say so, instead of a JSON traceback.
     """
     path = Path(path)
+    with contextlib.suppress(OSError):  # (a missing file is the caller's own error)
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            # a FIFO in a record's place would block the reader forever
+            raise RunFolderError(f"{path}: corrupted record, not a regular file")
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(path.read_text("utf-8"), parse_int=_record_int)
+    except RecursionError:  # `[[[[...]]]]` nested past what the decoder can follow
+        raise RunFolderError(f"{path}: corrupted record, nested too deep") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or a number no record holds
         raise RunFolderError(f"{path}: corrupted record, not valid JSON ({exc})") from None
+
+
+MAX_RECORD_DIGITS = 30  # far above any count a run records (params, MACs, images, seeds)
+
+
+def _record_int(digits: str) -> int:
+    """A JSON integer of a record; ValueError for one no record holds (10**400 would reach
+    float() as an OverflowError wherever it is used)."""
+    if len(digits.lstrip("-")) > MAX_RECORD_DIGITS:
+        raise ValueError(f"a whole number of {len(digits.lstrip('-')):,} digits")
+    return int(digits)
 
 
 # -- history -----------------------------------------------------------------------------------

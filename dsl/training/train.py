@@ -59,6 +59,7 @@ from cnnspec.language.settings import (
     SETTINGS,
     STRATEGIES,
     TrainSettings,
+    setting_problems,
 )
 from cnnspec.training import records
 from cnnspec.training.augment import Augment
@@ -487,8 +488,25 @@ def check_settings_record(recorded: Any, path: Path) -> None:
         value = recorded["settings"].get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise bad(f"'settings.{key}' must be a positive whole number")
+    try:
+        settings = SETTINGS.from_record(recorded["settings"])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise bad(f"unreadable settings ({exc})") from None
+    for entry in SETTINGS.spec_entries:
+        value = getattr(settings, entry.name)
+        if not entry.accepts(value):
+            raise bad(f"'settings.{entry.name}' cannot be {str(value)[:40]!r}")
+    problems = setting_problems(settings)
+    if problems:
+        raise bad(f"'settings.{problems[0].key}': {problems[0].message}")
     if recorded["precision"] not in PRECISIONS:
         raise bad(f"unknown precision {recorded['precision']!r}")
+    if not 0 <= recorded["effective_seed"] < 2**32:  # what Keras's set_random_seed takes
+        raise bad("'effective_seed' must be a whole number from 0 to 2**32 - 1")
+    if recorded["steps_per_execution"] < 1:
+        raise bad("'steps_per_execution' must be at least 1")
+    if recorded["data"]["train_images"] < 1 or isinstance(recorded["data"]["train_images"], bool):
+        raise bad("'data.train_images' must be a positive whole number")
 
 
 def _start_or_resume(
