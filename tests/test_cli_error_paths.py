@@ -259,7 +259,24 @@ def test_expand_write_over_a_folder(home: Path, tmp_path: Path, files: dict[str,
     out = tmp_path / "out"
     (out / "sweep[drop=.1].cnn").mkdir(parents=True)
     refused(cli(home, "expand", str(files["sweep"]), "--write", str(out)), 1,
-            f"cnnspec: error: --write {out}: cannot write sweep[drop=.1].cnn (Is a directory)")
+            f"cnnspec: error: --write {out}: sweep[drop=.1].cnn is already there with other "
+            "content; nothing written")
+    assert sorted(p.name for p in out.iterdir()) == ["sweep[drop=.1].cnn"]
+
+
+def test_expand_write_where_no_file_can_be_written(home: Path, tmp_path: Path,
+                                                   files: dict[str, Path]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        result = cli(home, "expand", str(files["sweep"]), "--write", str(out))
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    refused(result, 1, f"cnnspec: error: --write {out}: cannot write sweep[drop=.1].cnn (",
+            "); nothing written")
+    assert not any(out.iterdir())
 
 
 # -- compare: run folders that are not there or cannot be read (exit 1) -------------------------
@@ -760,3 +777,38 @@ def test_output_to_a_full_disk(home: Path, files: dict[str, Path], command: str)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "cnnspec: error: cannot write the output: No space left on device"]
+
+
+# -- expand --write: never over a file it did not write -----------------------------------------
+
+
+def test_expand_write_keeps_a_file_with_other_content(home: Path, tmp_path: Path,
+                                                      files: dict[str, Path]) -> None:
+    out = tmp_path / "variants"
+    first = cli(home, "expand", str(files["sweep"]), "--write", str(out))
+    assert first.returncode == 0, first.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and first.stdout.split()[:2] == ["wrote", "2"]
+    # the same command again: the files are the same, so it succeeds and changes nothing
+    again = cli(home, "expand", str(files["sweep"]), "--write", str(out))
+    assert again.returncode == 0 and "(2 already there, unchanged)" in again.stdout
+    mine = out / names[0]
+    mine.write_text("# my edits\nconv8 relu drop.1 | dense32\n")
+    gone = out / names[1]
+    gone.unlink()
+    before = snapshot(out)
+    refused(cli(home, "expand", str(files["sweep"]), "--write", str(out)), 1,
+            f"--write {out}: {names[0]} is already there with other content; nothing written")
+    assert snapshot(out) == before  # the edited file kept, the missing one not written either
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--write", ""], "cnnspec: error: --write needs a folder"),
+    (["--write", "out", "--json"],
+     "cnnspec: error: --json prints the variants and --write writes them: give one"),
+])
+def test_expand_write_flags_that_cannot_both_hold(home: Path, tmp_path: Path,
+                                                  files: dict[str, Path], args: list[str],
+                                                  message: str) -> None:
+    refused(cli(home, "expand", str(files["sweep"]), *args, cwd=tmp_path), 2, message)
+    assert not (tmp_path / "out").exists()

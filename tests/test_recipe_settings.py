@@ -246,7 +246,7 @@ def test_cli_diff_names_the_changed_recipe_settings(cli, tmp_path: Path):
     result = cli("diff", str(a), str(b))
     assert result.returncode == 0, result.stderr
     for line in ("setting lr: 0.01 → cosine(.1)", "setting augment: none → crop4(mode=zero)",
-                 "setting ema: None → 0.99"):
+                 "setting ema: none → 0.99"):
         assert line in result.stdout
 
 

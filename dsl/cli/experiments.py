@@ -82,11 +82,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
         f"MACs {report_a.macs:,} → {report_b.macs:,}"
     )
     for key, va, vb in d.settings:
+        va, vb = ("none" if v is None else v for v in (va, vb))  # as a spec writes it
         console.print(f"setting {key}: {va} → {vb}")
     return EXIT_OK
 
 
 def cmd_expand(args: argparse.Namespace) -> int:
+    if args.write is not None and not args.write:
+        raise UsageError("--write needs a folder")
+    if args.write and args.json:
+        raise UsageError("--json prints the variants and --write writes them: give one")
     spec = load(args.file)
     variants = expand(spec, max_variants=args.max_variants, sample=args.sample,
                       seed=args.sample_seed)
@@ -107,13 +112,21 @@ def cmd_expand(args: argparse.Namespace) -> int:
         from cnnspec.cli.main import write_atomic
 
         out = make_folder(Path(args.write), "--write")
-        for v in variants:
+        texts = {out / f"{v.name}.cnn": format_spec(v.spec) for v in variants}
+        new = _new_variant_files(out, texts)
+        written: list[Path] = []
+        for path, text in new.items():
             try:
-                write_atomic(out / f"{v.name}.cnn", format_spec(v.spec))
+                write_atomic(path, text)
             except OSError as exc:
-                raise Failure(f"--write {out}: cannot write {v.name}.cnn "
-                              f"({exc.strerror or exc})") from None
-        console.print(f"wrote {len(variants)} variant specs to {out}/")
+                for done in written:  # all of them or none: a half set reads as a whole one
+                    done.unlink(missing_ok=True)
+                raise Failure(f"--write {out}: cannot write {path.name} "
+                              f"({exc.strerror or exc}); nothing written") from None
+            written.append(path)
+        same = len(texts) - len(new)
+        console.print(f"wrote {len(new)} variant specs to {out}/"
+                      + (f" ({same} already there, unchanged)" if same else ""))
         return EXIT_OK
     table = Table()
     table.add_column("variant", overflow="fold")  # names are never cut short
@@ -125,6 +138,25 @@ def cmd_expand(args: argparse.Namespace) -> int:
     console.print(Text(f"{args.file}: {len(variants)} variants"))
     console.print(table)
     return EXIT_OK
+
+
+def _new_variant_files(out: Any, texts: dict[Any, str]) -> dict[Any, str]:
+    """The variant files `expand --write` has to write: a file already there with the same
+    text is left alone; one with other text (a user's edits, another sweep's variant) stops
+    the command before anything is written, rather than being overwritten."""
+    new = {}
+    for path, text in texts.items():
+        if not path.exists() and not path.is_symlink():
+            new[path] = text
+            continue
+        try:
+            same = path.is_file() and path.read_text("utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise Failure(f"--write {out}: {path.name} is already there with other content; "
+                          "nothing written (write into an empty folder, or move it away)")
+    return new
 
 
 # Columns of the comparison table after the name(s), and the order they are hidden in when the
