@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -167,6 +168,24 @@ def test_bad_input_never_kills_the_server(client):
     assert client.request("textDocument/hover", {
         "textDocument": {"uri": "file:///nowhere.cnn"},
         "position": {"line": 40, "character": 2}}) is None
+
+
+def test_documents_not_open_are_never_read_from_disk(client, tmp_path):
+    """pygls reads a URI it is asked about from disk when the editor has not opened it: a
+    request on file:///dev/zero or a FIFO hung the server. Only open documents are answered."""
+    fifo = tmp_path / "fifo.cnn"
+    os.mkfifo(fifo)
+    for uri in ("file:///dev/zero", fifo.as_uri(), tmp_path.as_uri()):
+        for method in ("textDocument/hover", "textDocument/completion",
+                       "textDocument/definition", "textDocument/documentSymbol",
+                       "textDocument/formatting"):
+            params = {**_pos(0, 0), "textDocument": {"uri": uri}}
+            if method == "textDocument/formatting":
+                params = {"textDocument": {"uri": uri},
+                          "options": {"tabSize": 4, "insertSpaces": True}}
+            elif method == "textDocument/documentSymbol":
+                params = {"textDocument": {"uri": uri}}
+            assert client.request(method, params) in (None, [])
 
 
 def _offset_to_pos(text: str, offset: int) -> dict:

@@ -33,6 +33,10 @@ _COMPLETION_KIND = {
 }
 
 
+class _NotOpen(Exception):
+    """A request about a document the client has not opened."""
+
+
 def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Run a handler; on any exception log it and answer nothing."""
 
@@ -40,6 +44,10 @@ def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(ls: LanguageServer, params: Any) -> Any:
         try:
             return handler(ls, params)
+        except _NotOpen as exc:
+            log.warning("cnnspec lsp: %s on %s, which is not open: no answer",
+                        handler.__name__, exc)
+            return None
         except Exception:
             log.exception("cnnspec lsp: %s failed", handler.__name__)
             return None
@@ -48,7 +56,12 @@ def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _doc(ls: LanguageServer, uri: str) -> Any:
-    return ls.workspace.get_text_document(uri)
+    """An open document. Never one read from disk: pygls would read any URI it is asked about
+    (`file:///dev/zero` never ends), and the server only answers for what the editor shows."""
+    doc = ls.workspace.text_documents.get(uri)
+    if doc is None:
+        raise _NotOpen(uri)
+    return doc
 
 
 def _pos(doc: Any, position: types.Position) -> tuple[int, int]:
