@@ -244,3 +244,14 @@ def test_lsp_help_imports_neither_pygls_nor_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.stdout.split() == ["True", "[]"], result.stderr[-2000:]
+
+
+def test_a_stream_the_server_cannot_read_ends_it_in_one_line():
+    """A Content-Length no buffer can hold made pygls's reader raise: a traceback, exit 1."""
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"],
+                          input=b"Content-Length: 99999999999999999999\r\n\r\n{}",
+                          capture_output=True, timeout=TIMEOUT)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert "cannot read the client's messages any more (OverflowError" in err

@@ -213,5 +213,10 @@ def inlay_hint(ls: LanguageServer, params: types.InlayHintParams) -> list[types.
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server.start_io()
+    try:
+        server.start_io()
+    except Exception as exc:  # pygls's reader gave up on the stream (Content-Length: 10**20)
+        log.error("cnnspec lsp: cannot read the client's messages any more (%s: %s); stopping",
+                  type(exc).__name__, exc)
+        return 1
     return 0
