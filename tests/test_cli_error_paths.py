@@ -812,3 +812,29 @@ def test_expand_write_flags_that_cannot_both_hold(home: Path, tmp_path: Path,
                                                   message: str) -> None:
     refused(cli(home, "expand", str(files["sweep"]), *args, cwd=tmp_path), 2, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_expand_write_failing_midway_leaves_nothing_of_its_own(
+        tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The second variant cannot be written (a full disk, say): the first, written by this run,
+    is removed again, and a file that was there before is kept."""
+    import cnnspec.cli.main as cli_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    real, calls = cli_main.write_atomic, []
+
+    def write_then_fail(path: Path, text: str) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(cli_main, "write_atomic", write_then_fail)
+    code = cli_main.main(["expand", str(files["sweep"]), "--write", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"cannot write {calls[1].name} (No space left on device); nothing written" in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
