@@ -175,11 +175,15 @@ class Report:
         }
 
 
+_new_object, _set_dict = object.__new__, object.__setattr__
+
+
 def _row(**fields: Any) -> Row:
     """Row(**fields), every field given, without the frozen dataclass __init__'s per-field
-    object.__setattr__ calls: a third of the time, and a report has a row per layer."""
-    row = object.__new__(Row)
-    row.__dict__.update(fields)
+    object.__setattr__ calls: a third of the time, and a report has a row per layer. The
+    keyword dict is fresh, so it becomes the row's __dict__ as it is."""
+    row = _new_object(Row)
+    _set_dict(row, "__dict__", fields)
     return row
 
 
@@ -363,8 +367,7 @@ class _Walk:
     def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
-        facts = layer.__dict__.get(_FACTS)
-        text, word, kind, window = facts if facts is not None else layer_facts(layer)
+        text, word, kind, window = layer_facts(layer)
         if implicit and isinstance(layer, ir.Dense):
             text = word = f"dense{self.classes}"
         if layer.__class__ is ir.Flatten and layer.bar:  # type: ignore[attr-defined]
@@ -388,23 +391,15 @@ class _Walk:
         trainable, frozen = kind.params(layer, shape)
         if window is not UNIT_WINDOW:  # a 1×1 stride-1 window leaves the field as it is
             self.advance_receptive_field(window)
-        span = layer.span
-        name = (f"classifier_{word}" if implicit or span is None
-                else f"{word}_l{span.line}c{span.column}")  # _keras_name, inlined
-        used = self.used_names
-        count = used[name] = used.get(name, 0) + 1
-        if count > 1:  # _unique: a repeat or a second block use made this name already
-            name = f"{name}_{count}"
-        row = _new_object(Row)
-        _set_dict(row, "__dict__", {
-            "layer": layer, "text": text, "keras_class": kind.keras_class, "keras_name": name,
-            "input_shape": shape, "output_shape": out, "trainable": trainable,
-            "non_trainable": frozen, "macs": kind.macs(layer, shape, out),
-            "activation_bytes": _prod(out) * BYTES_PER_VALUE, "receptive_field": self.rf,
-            "implicit": implicit, "used_at": used_at,
-            "inputs": (self.source,) if self.graph else (), "depth": len(self.frames),
-        })
-        self.rows.append(row)
+        name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
+        self.rows.append(_row(
+            layer=layer, text=text, keras_class=kind.keras_class, keras_name=name,
+            input_shape=shape, output_shape=out, trainable=trainable, non_trainable=frozen,
+            macs=kind.macs(layer, shape, out),
+            activation_bytes=math.prod(out) * BYTES_PER_VALUE, receptive_field=self.rf,
+            implicit=implicit, used_at=used_at,
+            inputs=(self.source,) if self.graph else (), depth=len(self.frames),
+        ))
         self.shape = out
         self.source = name
 
@@ -447,7 +442,6 @@ def _in_use(used_at: Span | None) -> str:
 
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
-_new_object, _set_dict, _prod = object.__new__, object.__setattr__, math.prod
 _MARKERS = frozenset((ir.Fork, ir.NextBranch, ir.Join))
 
 
