@@ -838,3 +838,24 @@ def test_expand_write_failing_midway_leaves_nothing_of_its_own(
     assert code == 1 and "Traceback" not in err
     assert f"cannot write {calls[1].name} (No space left on device); nothing written" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (OSError(28, "No space left on device"),
+     "cnnspec: error: cannot write the output: No space left on device"),
+    (PermissionError(13, "Permission denied", "/some/file.cnn"),
+     "cnnspec: error: /some/file.cnn: Permission denied"),
+])
+def test_an_os_error_no_command_caught_is_one_line(
+        error: OSError, line: str, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a write with no room is called the output's failure; an error naming a file is
+    told as that file's, not as 'cannot write the output'."""
+    import cnnspec.cli.main as cli_main
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(cli_main, "load", fail)  # what `parse` calls first
+    assert cli_main.main(["parse", str(files["good"])]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [line]

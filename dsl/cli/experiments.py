@@ -140,7 +140,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _new_variant_files(out: Any, texts: dict[Any, str]) -> dict[Any, str]:
+def _new_variant_files(out: Path, texts: dict[Path, str]) -> dict[Path, str]:
     """The variant files `expand --write` has to write: a file already there with the same
     text is left alone; one with other text (a user's edits, another sweep's variant) stops
     the command before anything is written, rather than being overwritten."""

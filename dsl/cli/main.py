@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -381,13 +382,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except OSError as exc:  # the output cannot be written: a full disk, /dev/full, ...
-        _quiet_stdout()  # else Python's own flush at exit fails again, with a traceback
+    except OSError as exc:  # one line, whatever it was; a full disk is the likely one
+        output = exc.filename is None and exc.errno in _OUTPUT_ERRNOS
+        if output:
+            _quiet_stdout()  # else Python's own flush at exit fails again, with a traceback
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        what = "cannot write the output: " if output else where
         with contextlib.suppress(OSError):
-            _console(stderr=True).print(
-                f"cnnspec: error: cannot write the output: {exc.strerror or exc}",
-                soft_wrap=True)
+            _console(stderr=True).print(f"cnnspec: error: {what}{exc.strerror or exc}",
+                                        soft_wrap=True)
         return EXIT_BAD_SPEC
+
+
+# errors of a write to stdout (a file or device with no room), as opposed to one naming a file
+_OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
 
 
 def _quiet_stdout() -> None:

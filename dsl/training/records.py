@@ -175,7 +175,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """
     path = Path(path)
     with contextlib.suppress(OSError):  # (a missing file is the caller's own error)
-        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             # a FIFO in a record's place would block the reader forever
             raise RunFolderError(f"{path}: corrupted record, not a regular file")
     try:
