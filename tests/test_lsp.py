@@ -255,3 +255,58 @@ def test_a_stream_the_server_cannot_read_ends_it_in_one_line():
     assert done.returncode == 1 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
     assert "cannot read the client's messages any more (OverflowError" in err
+
+
+def _frame(body: bytes) -> bytes:
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_messages_pygls_cannot_read_get_one_log_line_each_and_the_server_reads_on():
+    """pygls logged two full tracebacks for every unreadable message (not JSON, not an object,
+    params of the wrong shape); the editor's log now gets one line per message, naming what was
+    wrong, and the messages after it are still answered."""
+    def msg(obj: dict) -> bytes:
+        return _frame(json.dumps({"jsonrpc": "2.0", **obj}).encode())
+
+    stream = b"".join([
+        msg({"id": 1, "method": "initialize",
+             "params": {"processId": None, "rootUri": None, "capabilities": {}}}),
+        msg({"method": "initialized", "params": {}}),
+        _frame(b"{not json"),
+        msg({"id": 2, "method": "textDocument/hover", "params": {"bad": 1}}),
+        _frame(b'"a string"'),
+        _frame(b"[1, 2]"),
+        msg({"id": 3, "method": "shutdown"}),
+        msg({"method": "exit"}),
+    ])
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"], input=stream,
+                          capture_output=True, timeout=TIMEOUT)
+    err = done.stderr.decode()
+    assert done.returncode == 0 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and all(line.endswith("the message is ignored") for line in lines)
+    assert "JSONDecodeError: Expecting property name" in lines[0]
+    assert "required field missing @ $.params.position" in lines[1]
+    assert b'{"id": 3, "jsonrpc": "2.0", "result": null}' in done.stdout  # shutdown answered
+
+
+def test_cnnspec_own_failures_keep_their_traceback_in_the_log():
+    """Only pygls's records about unreadable messages are shortened: a failing cnnspec handler
+    is a bug, and its traceback is what a bug report needs."""
+    import logging
+
+    from cnnspec.editor.lsp import _OneLineBadMessages
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    ours = logging.LogRecord("cnnspec.editor.lsp", logging.ERROR, __file__, 1,
+                             "hover failed", (), exc_info)
+    theirs = logging.LogRecord("pygls.server", logging.ERROR, __file__, 1,
+                               "Unable to handle message", (), exc_info)
+    keep = _OneLineBadMessages()
+    assert keep.filter(ours) and ours.exc_info is exc_info
+    assert keep.filter(theirs) and theirs.exc_info is None
+    assert theirs.getMessage() == ("cnnspec lsp: Unable to handle message (ValueError: boom); "
+                                   "the message is ignored")

@@ -210,9 +210,44 @@ def inlay_hint(ls: LanguageServer, params: types.InlayHintParams) -> list[types.
     return out
 
 
+class _OneLineBadMessages(logging.Filter):
+    """A message the client sent that pygls cannot read (not JSON, not an object, params of the
+    wrong shape) is bad input, so the editor's log gets one line saying what was wrong, not the
+    two full tracebacks pygls logs for it. The server ignores such a message and reads on; it
+    logged the same before this filter, with tracebacks. cnnspec's own handler failures (bugs)
+    keep their tracebacks: those are logged under `cnnspec.*`, not `pygls.*`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("pygls"):
+            return True
+        if str(record.msg).startswith("Unable to deserialize message"):
+            return False  # its traceback text is in the message; the record after it says it
+        if record.exc_info is None or record.exc_info[1] is None:
+            return True
+        said = record.getMessage()
+        record.msg = "cnnspec lsp: %s (%s); the message is ignored"
+        record.args = (said, _why(record.exc_info[1]))
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _why(exc: BaseException) -> str:
+    """One line: the exception and, for params of the wrong shape, which fields are wrong."""
+    cause = exc.__cause__
+    if cause is not None and isinstance(cause, ExceptionGroup):
+        from cattrs import transform_error  # lsprotocol's own (de)serializer
+
+        detail = "; ".join(transform_error(cause))
+    else:
+        detail = str(exc)
+    return " ".join(f"{type(exc).__name__}: {detail}".split())
+
+
 def main() -> int:
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(_OneLineBadMessages())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         server.start_io()
     except Exception as exc:  # pygls's reader gave up on the stream (Content-Length: 10**20)
