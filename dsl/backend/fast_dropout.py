@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnspec.backend.keras_model import all_layers
-
-_FAST_DTYPES = ("bfloat16",)
+from cnnspec.backend.keras_model import BF16_DTYPES, all_layers
 
 
 class FastDropoutCall:
@@ -37,7 +35,7 @@ class FastDropoutCall:
     def __call__(self, inputs: Any, training: Any = False) -> Any:
         layer = self.layer
         if (not (training and layer.rate > 0) or layer.noise_shape is not None
-                or str(getattr(inputs.dtype, "name", inputs.dtype)) not in _FAST_DTYPES):
+                or str(getattr(inputs.dtype, "name", inputs.dtype)) not in BF16_DTYPES):
             return self.plain_call(inputs, training=training)
         return dropout_from_bits(inputs, layer.rate, layer.seed_generator)
 
@@ -78,7 +76,7 @@ def speed_up_dropouts(model: Any) -> int:
 
     count = 0
     for layer in all_layers(model):
-        if (type(layer) is keras_layers.Dropout and layer.compute_dtype in _FAST_DTYPES
+        if (type(layer) is keras_layers.Dropout and layer.compute_dtype in BF16_DTYPES
                 and not isinstance(layer.call, FastDropoutCall)):
             layer.call = FastDropoutCall(layer, layer.call)
             count += 1

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnspec.backend.keras_model import all_layers
-
-_FUSABLE_DTYPES = ("bfloat16",)
+from cnnspec.backend.keras_model import BF16_DTYPES, all_layers
 
 
 class FusedTrainingCall:
@@ -56,7 +54,7 @@ def fusable(layer: Any, inputs: Any) -> bool:
     """
     rank = len(inputs.shape)
     return (
-        str(getattr(inputs.dtype, "name", inputs.dtype)) in _FUSABLE_DTYPES
+        str(getattr(inputs.dtype, "name", inputs.dtype)) in BF16_DTYPES
         and rank in (2, 4)
         and layer.axis % rank == rank - 1
         and inputs.shape[-1] is not None
@@ -106,7 +104,7 @@ def fuse_batch_norms(model: Any) -> int:
     count = 0
     for layer in all_layers(model):
         if (isinstance(layer, keras_layers.BatchNormalization)
-                and layer.compute_dtype in _FUSABLE_DTYPES
+                and layer.compute_dtype in BF16_DTYPES
                 and not isinstance(layer.call, FusedTrainingCall)):
             layer.call = FusedTrainingCall(layer, layer.call)
             count += 1

@@ -170,6 +170,11 @@ def prepare_training(model: Any) -> Any:
     return model
 
 
+# The compute dtypes whose layers prepare_training rewrites (fused batch norm, one-pass L2,
+# dropout from random bits): only bf16 layers; float32 ones stay the notebook's exactly.
+BF16_DTYPES = ("bfloat16",)
+
+
 def all_layers(model: Any) -> list[Any]:
     """Every layer of `model`, nested models' layers included, in order."""
     found = []

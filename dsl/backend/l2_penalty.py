@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnspec.backend.keras_model import all_layers
-
-_FAST_DTYPES = ("bfloat16",)
+from cnnspec.backend.keras_model import BF16_DTYPES, all_layers
 
 
 class FastL2:
@@ -46,7 +44,7 @@ def speed_up_l2_penalties(model: Any) -> int:
 
     count = 0
     for layer in all_layers(model):
-        if getattr(layer, "compute_dtype", None) not in _FAST_DTYPES:
+        if getattr(layer, "compute_dtype", None) not in BF16_DTYPES:
             continue
         for variable in layer.trainable_weights:
             if type(variable.regularizer) is regularizers.L2:
