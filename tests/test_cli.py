@@ -102,6 +102,27 @@ def test_fmt_check_and_rewrite(cli, tmp_path):
     assert cli("fmt", "--check", *seeds).returncode == 0
 
 
+def test_fmt_says_when_it_renames_sweep_points_told_apart_by_column(cli, tmp_path):
+    """Two `conv{8,16}` on one line are named by their columns; fmt moves the second one from
+    column 18 to 17 (one space less), so its variants' names change: fmt says so."""
+    spec = tmp_path / "twice.cnn"
+    spec.write_text("input 32x32x3\nconv{8,16}  relu conv{8,16} pool2 | dense16\n")
+    before = cli("expand", str(spec)).stdout
+    assert "conv@2:18=8" in before  # the name as the unformatted text gives it
+    check = cli("fmt", "--check", str(spec))
+    assert check.returncode == 1 and "Traceback" not in check.stderr
+    assert "would rename its sweep points conv@2:18 -> conv@2:17" in check.stderr
+    done = cli("fmt", str(spec))
+    assert done.returncode == 0
+    assert "renamed its sweep points conv@2:18 -> conv@2:17" in done.stderr
+    assert "conv@2:17=8" in cli("expand", str(spec)).stdout
+    # a sweep fmt does not rename (one point per key) gets no note
+    once = tmp_path / "once.cnn"
+    once.write_text("input 32x32x3\nconv{8,16}  relu pool2 | dense16\n")
+    quiet = cli("fmt", str(once))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
 def test_fmt_leaves_a_bad_file_alone(cli, tmp_path):
     bad = tmp_path / "bad.cnn"
     text = "conv32 relu ( pool2\n"

@@ -27,8 +27,8 @@ from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.language.errors import SpecError
 from cnnspec.language.format import format_spec
 from cnnspec.language.layers import fmt_shape
-from cnnspec.language.parse import load
-from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS
+from cnnspec.language.parse import load, parse
+from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, sweep_points
 
 EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -192,8 +192,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             continue
         if canonical == text:
             continue
+        renamed = _renamed_sweep_keys(spec, canonical)
         if args.check:
             out.print(f"would reformat {file}")
+            _say_renamed(err, file, renamed, "reformatting would rename")
             status = EXIT_BAD_SPEC
             continue
         # a link is followed: the file it names is reformatted and the link stays a link
@@ -211,7 +213,33 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             status = EXIT_BAD_SPEC
             continue
         out.print(f"reformatted {file}")
+        _say_renamed(err, file, renamed, "reformatting renamed")
     return status
+
+
+def _renamed_sweep_keys(spec: ir.Spec, canonical: str) -> list[tuple[str, str]]:
+    """(old, new) for each sweep key the canonical text names differently. A key written twice
+    on one line is told apart by its column (`conv@2:18`), and fmt moves columns: the meaning
+    stays, but the variants' names, and the runs named after them, would not match."""
+    if not spec.has_sweep():
+        return []
+    try:
+        after = sweep_points(parse(canonical, spec.filename))
+    except SpecError:  # not reached: the canonical text of a spec parses
+        return []
+    before = sweep_points(spec)
+    if len(before) != len(after):  # not reached either: fmt keeps every sweep point
+        return []
+    return [(old.key, new.key) for old, new in zip(before, after, strict=True)
+            if old.key != new.key]
+
+
+def _say_renamed(err: Console, file: str, renamed: list[tuple[str, str]], done: str) -> None:
+    if renamed:
+        keys = ", ".join(f"{old} -> {new}" for old, new in renamed)
+        err.print(f"cnnspec: note: {file}: {done} its sweep points {keys} (they are told apart "
+                  "by column); runs already named after the old names keep them",
+                  soft_wrap=True, markup=False, highlight=False)
 
 
 def _show_canonical(out: Console, file: str, canonical: str, several: bool) -> None:
