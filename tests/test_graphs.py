@@ -107,6 +107,29 @@ def test_fmt_json_and_sweeps_go_through_merges():
     assert [r.keras_class for r in cnnspec.check(last).rows].count("Concatenate") == 1
 
 
+@pytest.mark.parametrize(("text", "column"), [
+    ("let b = bn?\nconv8 concat(relu, b) gap", 20),  # the `-bn` variant: concat(relu, input)
+    ("let b = bn?\nconv8 add(b) gap", 11),  # the `-bn` variant would be input + input
+    ("let a = relu?\nlet b = a a\nconv8 concat(conv8, b) gap", 21),  # through two blocks
+    ("let b = bn?\nlet u(f) = b\nconv8 add(u(8)) gap", 11),  # through a block's use
+])
+def test_a_branch_a_block_can_leave_empty_is_refused(text, column):
+    """A branch made only of a block whose whole body is optional is empty in some variant,
+    exactly like `concat(relu, bn?)`: the `?` inside the block must not hide it."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    assert "is empty in some variants" in str(info.value)
+    assert (info.value.line, info.value.column) == (text.count("\n") + 1, column)
+    assert "block `" in str(info.value)
+
+
+def test_a_block_that_always_leaves_a_layer_is_a_good_branch():
+    variants = expand(cnnspec.parse("let b = bn? relu\nconv8 add(b) gap"))
+    assert len(variants) == 2  # `relu` stays in both, so each add has a real branch
+    for v in variants:
+        assert [r.keras_class for r in cnnspec.check(v.spec).rows].count("Add") == 1
+
+
 def test_merge_words_are_not_block_names():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let add = conv8\nconv8 gap")

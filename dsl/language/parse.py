@@ -792,6 +792,7 @@ class _Builder:
         self.problems: list[Diagnostic] = []
         self.settings = settings  # the table of training settings
         self.blocks: dict[str, int] = {}
+        self.vanishing: set[str] = set()  # blocks whose body a sweep variant can leave empty
         self.let_names = let_names or set()
         self.seen: set[str] = set()
         # True while every problem found so far only dropped something no shape depends on
@@ -1013,6 +1014,8 @@ class _Builder:
         finally:
             self.defining = None
         self.blocks[name] = 1
+        if items and all(_can_vanish(i, self.vanishing) for i in items):
+            self.vanishing.add(name)  # `let b = bn?`: a use of it may leave nothing
         return ir.LetDecl(name, items, span=span, params=params)
 
     def block_params(
@@ -1264,11 +1267,15 @@ class _Builder:
             built = tuple(self.sequence(b) for b in branches)
             body = ir.Merge(str(op), built, span=self.full_span(first))
             for branch in built:
-                if branch and all(_can_vanish(i) for i in branch):
+                if branch and all(_can_vanish(i, self.vanishing) for i in branch):
+                    blocks = [i.name for i in branch
+                              if isinstance(i, ir.BlockRef) and i.name in self.vanishing]
                     self.problem(
                         f"this branch of `{op}` is empty in some variants",
                         _items_span(branch),
-                        "a branch needs a layer in every variant; keep one layer out of `?`")
+                        "a branch needs a layer in every variant; keep one layer out of `?`"
+                        + (f" (block `{blocks[0]}` is empty in some variants: its `let` line "
+                           "makes all of it optional)" if blocks else ""))
         for tok in suffix:
             if tok.type == "REPEAT":
                 digits = str(tok)[1:]
@@ -1648,14 +1655,19 @@ class _Builder:
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
 
 
-def _can_vanish(item: ir.Item) -> bool:
-    """Whether a sweep variant can leave nothing of this item (`bn?`, `(relu?)x2`)."""
+def _can_vanish(item: ir.Item, vanishing: set[str]) -> bool:
+    """Whether a sweep variant can leave nothing of this item (`bn?`, `(relu?)x2`, a use of
+    `let b = bn?`); vanishing names the blocks without parameters whose body can."""
     if isinstance(item, ir.Optional):
         return True
     if isinstance(item, ir.Group):
-        return all(_can_vanish(i) for i in item.items)
+        return all(_can_vanish(i, vanishing) for i in item.items)
     if isinstance(item, ir.Repeat):
-        return _can_vanish(item.body)
+        return _can_vanish(item.body, vanishing)
+    if isinstance(item, ir.BlockRef):
+        if item.items is not None:  # a block with parameters, built for this use
+            return bool(item.items) and all(_can_vanish(i, vanishing) for i in item.items)
+        return item.name in vanishing
     return False
 
 
