@@ -130,6 +130,25 @@ def test_a_block_that_always_leaves_a_layer_is_a_good_branch():
         assert [r.keras_class for r in cnnspec.check(v.spec).rows].count("Add") == 1
 
 
+@pytest.mark.parametrize(("text", "place"), [
+    # a network ending in a merge: at the merge, not at `relu` inside its last branch
+    ("conv8 add(conv8 bn, conv8(k=1) relu)", (1, 7, "add(conv8 bn, conv8(k=1) relu)")),
+    # ending in a block: at its use, not inside the `let` line
+    ("let r(f) = add(conv{f} bn)\nconv8 r(8)", (2, 7, "r(8)")),
+    ("let h = conv8 relu\nconv8 h", (2, 7, "h")),
+    ("conv8 relu", (1, 7, "relu")),
+])
+def test_an_unflat_end_is_shown_where_the_network_ends(text, place):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    (d,) = info.value.diagnostics
+    assert d.message.startswith("the classifier dense10 needs a flat input")
+    line, column, underlined = place
+    assert (d.span.line, d.span.column) == (line, column)
+    source_line = text.split("\n")[line - 1]
+    assert source_line[column - 1:d.span.end_column - 1] == underlined
+
+
 def test_merge_words_are_not_block_names():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let add = conv8\nconv8 gap")

@@ -257,7 +257,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     steps = spec.flow()
     written = [step for step, _ in steps if type(step) not in _MARKERS]
     own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
-    walk = _Walk(spec.input_shape, spec.classes, graph=len(written) != len(steps))
+    walk = _Walk(spec.input_shape, spec.classes, graph=len(written) != len(steps),
+                 end=_network_end(steps))
     walk.run(steps, () if own_head else classifier(spec.classes), written)
     problems += walk.problems
     if own_head and walk.shape_known and walk.shape != (spec.classes,):
@@ -268,6 +269,18 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     if problems:
         raise _error(spec, problems)
     return report
+
+
+def _network_end(steps: tuple[tuple[Any, Span | None], ...]) -> Span | None:
+    """Where the written network ends in the text the user wrote: the block use its last
+    layer came from (not that layer inside the block's `let` line), the merge it ends in (not
+    the last layer of the merge's last branch), or its last layer."""
+    if not steps:
+        return None
+    step, used_at = steps[-1]
+    if used_at is not None:
+        return used_at
+    return step.merge.span if isinstance(step, ir.Join) else step.span
 
 
 def _refusal(spec: ir.Spec) -> Diagnostic | None:
@@ -300,8 +313,10 @@ class _Walk:
     `check` reads its rows and problems once, into a frozen Report.
     """
 
-    def __init__(self, input_shape: ir.Shape, classes: int, graph: bool) -> None:
+    def __init__(self, input_shape: ir.Shape, classes: int, graph: bool,
+                 end: Span | None = None) -> None:
         self.input_shape, self.classes, self.graph = input_shape, classes, graph
+        self.end = end  # where the written network ends, for a problem with the implicit head
         self.rows: list[Row] = []
         self.problems: list[Diagnostic] = []
         self.shape: ir.Shape = input_shape
@@ -425,11 +440,10 @@ class _Walk:
                 "the spec has no layers", None,
                 "write the network on a line of its own, e.g. `conv32 relu pool2 | dense64`")
         if implicit:
-            last = written[-1] if written else None
             return Diagnostic(
                 f"the classifier dense{self.classes} needs a flat input, but the network "
                 f"ends at {fmt_shape(self.shape)}",
-                last.span if last else None,
+                self.end,
                 "end the trunk with `|` (flatten) or `gap`, then the dense head",
             )
         return Diagnostic(f"{text}: {p.message}{_in_use(used_at)}", layer.span, p.hint)
