@@ -149,6 +149,35 @@ def test_an_unflat_end_is_shown_where_the_network_ends(text, place):
     assert source_line[column - 1:d.span.end_column - 1] == underlined
 
 
+@pytest.mark.parametrize("merge", [
+    "add(conv16(s=2))", "add(conv8(s=3))", "add(conv16)", "add(conv8(k=3,s=2x1))",
+    "add(conv8(s=4) relu)",
+])
+def test_a_suggested_projection_shortcut_fixes_the_residual(merge):
+    """The hint's conv, added as the second branch as it says, makes the spec check."""
+    text = f"conv8 {merge} gap"
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    hint = info.value.diagnostics[0].hint
+    assert hint.startswith("add a projection shortcut as a second branch, e.g. add(..., ")
+    shortcut = hint.rsplit("add(..., ", 1)[1][:-1]
+    fixed = text.replace(merge, f"{merge[:-1]}, {shortcut})")
+    assert cnnspec.check(cnnspec.parse(fixed)).rows[-1].output_shape == (10,)
+
+
+@pytest.mark.parametrize(("text", "sizes"), [
+    ("conv8 add(conv8(valid)) gap", "32×32 into 30×30"),  # a 1×1 stride cannot take 2 away
+    ("conv8 add(conv8(k=5,valid)) gap", "32×32 into 28×28"),
+    ("conv8 pool2 add(conv8, conv8(s=2)) gap", "8×8 into 16×16"),  # nor grow anything
+])
+def test_no_projection_is_suggested_where_none_can_fix_the_sizes(text, sizes):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    hint = info.value.diagnostics[0].hint
+    assert "no 1×1 projection turns" in hint and sizes in hint
+    assert "k=1" not in hint
+
+
 def test_merge_words_are_not_block_names():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let add = conv8\nconv8 gap")

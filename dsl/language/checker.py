@@ -500,9 +500,18 @@ def _merge_shape(
 
 
 def _projection_hint(merge: ir.Merge, source: ir.Shape, target: ir.Shape, i: int) -> str:
-    """How to bring `source` (the input, or branch i) to `target`: a 1×1 projection conv."""
+    """How to bring `source` (the input, or branch i) to `target`: a 1×1 projection conv,
+    where one can. A 1×1 conv with stride s makes n into ceil(n / s) (either padding), so it
+    only shrinks, by whole factors: 32 -> 16 yes, 32 -> 30 or 8 -> 16 no."""
     h, w, c = target
     sh, sw = max(1, -(-source[0] // h)), max(1, -(-source[1] // w))
+    if (-(-source[0] // sh), -(-source[1] // sw)) != (h, w):
+        sizes = f"{source[0]}×{source[1]} into {h}×{w}"
+        if len(merge.branches) == 1:
+            return (f"no 1×1 projection turns {sizes} (a stride shrinks by whole factors); "
+                    "keep the branch at its input's size, e.g. with `same` padding")
+        return (f"no 1×1 projection turns branch {i + 1}'s {sizes} (a stride shrinks by whole "
+                "factors); pad, stride and pool every branch alike")
     stride = "" if sh == sw == 1 else f",s={sh}" if sh == sw else f",s={sh}x{sw}"
     if len(merge.branches) == 1:
         return f"add a projection shortcut as a second branch, e.g. add(..., conv{c}(k=1{stride}))"
