@@ -129,6 +129,25 @@ def test_block_errors(text, message, where):
     assert (info.value.line, info.value.column) == where, str(info.value)
 
 
+@pytest.mark.parametrize(("text", "message", "hint", "column"), [
+    ("let r(f, g={f}) = add(conv{g})\nconv8 r(8) gap",
+     "the default of `g` cannot refer to a parameter (`{f}`)", "give `g` a value, e.g. g=1", 10),
+    ("let r(f={8,16}) = add(conv{f})\nconv8 r gap",
+     "the default of `f` must be one value", "r(..., f={8,16})", 7),
+    ("let r(f={8}) = add(conv{f})\nconv8 r gap", "the default of `f` takes no braces",
+     "write f=8", 7),
+])
+def test_a_bad_default_is_one_problem_with_its_own_hint(text, message, hint, column):
+    """The parameter stays a parameter: its uses in the body (`conv{g}`) and of the block
+    (`r`, `r(8)`) are not reported as wrong too, as they were ("block `r` has no parameter
+    `g`", "its parameters are none")."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    (only,) = info.value.diagnostics
+    assert message in only.message and hint in only.hint
+    assert (only.span.line, only.span.column) == (1, column)
+
+
 @pytest.mark.parametrize("levels", [16, 60, 400])
 def test_block_chains_are_refused_quickly(levels):
     """Each block using the one before twice doubles the layers: 2**400 if built."""

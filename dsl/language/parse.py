@@ -1029,12 +1029,22 @@ class _Builder:
             for arg in tree.children:
                 if arg.data == "named_arg":
                     key_tok, value = arg.children
-                    if isinstance(value, Tree):
-                        self.problem(
-                            f"the default of `{key_tok}` must be one value", self.full_span(arg),
-                            f"sweep it where the block is used: {name}(..., {key_tok}={{1,2}})")
-                        continue
                     name_tok, default = key_tok, value
+                    if isinstance(value, Tree):  # `g={f}`, `f={8}` or `f={8,16}`
+                        written = [str(c) for c in value.children]
+                        if len(written) > 1:
+                            message, hint = "must be one value", (
+                                "sweep it where the block is used: "
+                                f"{name}(..., {key_tok}={{{','.join(written)}}})")
+                        elif getattr(value.children[0], "type", None) == "WORD":
+                            message, hint = f"cannot refer to a parameter (`{{{written[0]}}}`)", (
+                                f"give `{key_tok}` a value, e.g. {key_tok}=1, or pass it at "
+                                "each use")
+                        else:
+                            message, hint = "takes no braces", f"write {key_tok}={written[0]}"
+                        self.problem(f"the default of `{key_tok}` {message}",
+                                     self.full_span(arg), hint)
+                        default = None  # still a parameter: its uses are not wrong too
                 else:
                     name_tok, default = arg.children[0], None
                     if (not isinstance(name_tok, Token) or name_tok.type != "WORD"
