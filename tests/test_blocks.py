@@ -148,6 +148,31 @@ def test_a_bad_default_is_one_problem_with_its_own_hint(text, message, hint, col
     assert (only.span.line, only.span.column) == (1, column)
 
 
+@pytest.mark.parametrize(("text", "where", "underlined", "hint"), [
+    ("let u(f) = conv{f}(k={1,3})", (1, 22), "{1,3}",
+     "(conv{f}(..., k={k}) in the body) and sweep it where the block is used: u(..., k={1,3})"),
+    ("let u(f) = conv{f} drop{.25,.5}", (1, 20), "drop{.25,.5}",
+     "(drop{r} in the body) and sweep it where the block is used: u(..., r={.25,.5})"),
+    ("let u(f) = conv{f} conv8(k={1,3})", (1, 20), "conv8(k={1,3})",
+     "(conv8(..., k={k}) in the body) and sweep it where the block is used: u(..., k={1,3})"),
+    ("let u(f) = conv{f} conv{8,16}", (1, 20), "conv{8,16}",
+     "(conv{n} in the body) and sweep it where the block is used: u(..., n={8,16})"),
+    ("let u(f) = conv{f}({valid,same})", (1, 20), "{valid,same}",
+     "(conv{f}({p}) in the body) and sweep it where the block is used: u(..., p={valid,same})"),
+])
+def test_alternatives_in_a_block_with_parameters_are_shown_and_rewritten_as_a_parameter(
+        text, where, underlined, hint):
+    """The caret covers the alternatives from their `{` (it began one column late), and the
+    hint writes this very sweep as a parameter (it always said `r={.25,.5}`)."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text + "\nu(8) gap")
+    (d,) = info.value.diagnostics
+    assert d.message == "sweep alternatives inside a block with parameters are not supported"
+    assert (d.span.line, d.span.column) == where
+    assert text[d.span.column - 1:d.span.end_column - 1] == underlined
+    assert d.hint.endswith(hint)
+
+
 @pytest.mark.parametrize("levels", [16, 60, 400])
 def test_block_chains_are_refused_quickly(levels):
     """Each block using the one before twice doubles the layers: 2**400 if built."""

@@ -267,6 +267,16 @@ def test_repeated_keys_on_one_line_get_distinct_names():
     assert len(set(names)) == len(names) == 8
 
 
+def test_an_argument_swept_by_position_is_named_by_its_value():
+    """`conv8({valid,same})` was named `conv=None=valid`: the label took the missing key."""
+    text = "conv8({valid,same}, {bias,nobias}) conv4(k={3,5}) relu |\n"
+    names = [v.name for v in sweep.expand(cnnspec.parse(text, name="s"))]
+    assert names[:3] == ["s[conv@1:1=valid,bias,conv@1:36=k=3]",
+                         "s[conv@1:1=valid,bias,conv@1:36=k=5]",
+                         "s[conv@1:1=valid,nobias,conv@1:36=k=3]"]
+    assert len(names) == 8 and not any("None" in n for n in names)
+
+
 @hypothesis.settings(max_examples=60, deadline=None)
 @hypothesis.given(st.lists(st.lists(st.sampled_from(["conv{8,16}", "drop{.1,.2}", "bn?",
                                                        "relu?", "relu"]),

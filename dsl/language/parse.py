@@ -828,8 +828,8 @@ class _Builder:
         openers: list[str] = []
         node = tree
         while isinstance(node, Tree) and node.children:
-            if node.data == "group":
-                openers.append("(")
+            if node.data in ("group", "choices"):  # `{1,3}` itself starts at its `{`
+                openers.append("{" if node.data == "choices" else "(")
             node = node.children[0]
         text, end = self.lines[span.end_line - 1], span.end_column - 1
         for closer in reversed(closers):
@@ -846,6 +846,14 @@ class _Builder:
                 return span
             start -= 1
         return Span(span.line, start + 2, span.end_line, end + 1)
+
+    def written_head(self, span: Span | None, word: str) -> str:
+        """A layer as written up to its arguments: `conv{f}` of `conv{f}(k={1,3})`."""
+        if span is None or span.line > len(self.lines):
+            return word
+        rest = self.lines[span.line - 1][span.column - 1:]
+        head = re.match(r"[^\s({]*(\{[^}]*\})?", rest)
+        return head.group(0) if head and head.group(0) else word
 
     def problem(self, message: str, span: Span | None, hint: str | None = None) -> None:
         self.shape_safe = False  # unless the caller is _shape_neutral (which restores it)
@@ -1081,13 +1089,17 @@ class _Builder:
                 f"block `{self.defining}` has no parameter `{ref}`", _tok_span(ref),
                 f"did you mean `{{{close}}}`?" if close and close != str(ref)
                 else f"its parameters are {known}; add `{ref}` to its `let` line")
-        swept = [c for c in _value_nodes(tree) if isinstance(c, Tree) and len(c.children) > 1]
+        swept = [(key, c) for key, c in _keyed_value_nodes(tree)
+                 if isinstance(c, Tree) and len(c.children) > 1]
         if swept:
+            key, choices = swept[0]
             self.problem(
                 "sweep alternatives inside a block with parameters are not supported",
-                self.full_span(swept[0]),
-                "make it a parameter and sweep it where the block is used: "
-                f"{self.defining}(..., r={{.25,.5}})")
+                self.full_span(choices),
+                _sweep_a_parameter(
+                    self.defining, str(tree.children[0]) if key is None else
+                    self.written_head(span, str(tree.children[0])), key,
+                    [str(c) for c in choices.children]))
         if unknown or swept:
             return None
         if text not in self.templates and text not in self.blocks and split_word(text) is None:
@@ -1301,8 +1313,8 @@ class _Builder:
         if self.scope is not None and isinstance(body, ir.Alternatives | ir.Optional):
             self.problem(
                 "sweep alternatives inside a block with parameters are not supported",
-                body.span, "make it a parameter and sweep it where the block is used: "
-                f"{self.defining}(..., r={{.25,.5}})" if isinstance(body, ir.Alternatives)
+                body.span, _sweep_a_parameter(self.defining or "", *_swept_part(body))
+                if isinstance(body, ir.Alternatives)
                 else f"put the `?` on a use of the block instead: {self.defining}(...)?")
             return None
         return body
@@ -1426,7 +1438,10 @@ class _Builder:
                 options.append(node)
                 labels.append(",".join(
                     ([format_number(_num_value(num))] if num is not None and choices else [])
-                    + [f"{k}={v}" for k, v in combo if len(dict(arg_list)[k]) > 1]
+                    # a swept argument as written: `k=3` named, `valid` by position
+                    + [str(v) if k is None else f"{k}={v}"
+                       for (k, v), (_, vals) in zip(combo, arg_list, strict=True)
+                       if len(vals) > 1]
                 ))
         if len(options) == 1:
             return options[0]
@@ -1706,6 +1721,48 @@ def _value_nodes(layer: Tree) -> list[Token | Tree]:
         else:  # args: named_arg(WORD, value) or positional_arg(value)
             out.extend(arg.children[-1] for arg in child.children)
     return out
+
+
+def _keyed_value_nodes(layer: Tree) -> list[tuple[str | None, Token | Tree]]:
+    """_value_nodes with what each value is: None for the layer's number, an argument's name,
+    or "" for an argument written by position."""
+    out: list[tuple[str | None, Token | Tree]] = []
+    for child in layer.children[1:]:
+        if child.data == "choices":
+            out.append((None, child))
+        else:
+            out.extend((str(arg.children[0]) if arg.data == "named_arg" else "",
+                        arg.children[-1]) for arg in child.children)
+    return out
+
+
+def _swept_part(alternatives: ir.Alternatives) -> tuple[str, str | None, list[str]]:
+    """A layer's alternatives as (the layer as written before its sweep, what is swept, the
+    values): `conv8(k={1,3})` -> ('conv8', 'k', ['1', '3']); `drop{.25,.5}` -> ('drop', None,
+    ['.25', '.5']); `conv8({valid,same})` -> ('conv8', '', ['valid', 'same'])."""
+    text, labels = alternatives.text, list(alternatives.labels)
+    head = re.split(r"[({]", text, maxsplit=1)[0]
+    if text[len(head):].startswith("{"):  # the number is swept (maybe arguments too)
+        return head, None, labels
+    keys = {label.partition("=")[0] for label in labels}
+    if len(keys) == 1 and all("=" in label for label in labels):
+        return head, keys.pop(), [label.partition("=")[2] for label in labels]
+    return head, "", labels
+
+
+def _sweep_a_parameter(block: str, word: str, key: str | None, values: list[str]) -> str:
+    """The hint for alternatives inside a block with parameters: the same sweep, written as a
+    parameter of the block and swept at its use."""
+    swept = "{" + ",".join(values) + "}"
+    if key is None:  # the layer's number: conv{64,128}, drop{.25,.5}
+        name = "r" if word == "drop" else "n"
+        body = f"{word}{{{name}}}"
+    elif key:  # a named argument: conv8(k={1,3})
+        name, body = key, f"{word}(..., {key}={{{key}}})"
+    else:  # an argument by position: conv8({valid,same})
+        name, body = "p", f"{word}({{p}})"
+    return (f"make it a parameter ({body} in the body) and sweep it where the block is "
+            f"used: {block}(..., {name}={swept})")
 
 
 def _is_ref(node: Token | Tree) -> bool:
