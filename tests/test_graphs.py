@@ -178,6 +178,43 @@ def test_no_projection_is_suggested_where_none_can_fix_the_sizes(text, sizes):
     assert "k=1" not in hint
 
 
+@pytest.mark.parametrize(("text", "message", "column", "hint"), [
+    # it said "unexpected `(`; expected `(`": the `(` after a space opens a group
+    ("conv8 add (conv8) gap", "`(` must touch `add`, with no space between", 11, "write add(...)"),
+    ("conv8 concat (conv8) gap", "`(` must touch `concat`", 14, "write concat(...)"),
+    ("let r (f) = add(conv{f})\nconv8 r(8) gap", "`(` must touch `r`", 7, "write r(...)"),
+    # it said "empty argument list" with an example of a layer's arguments
+    ("conv8 add() gap", "empty merge `add()`", 10, "add(conv16 bn relu)"),
+    ("conv8 concat( ) gap", "empty merge `concat()`", 13, "concat(conv16 bn relu)"),
+    ("conv8() gap", "empty argument list `()`", 6, "conv64(k=5)"),
+    # it said "alternatives do not nest"
+    ("let r(op) = {op}(conv8)\nconv8 r(add) gap", "unexpected `{`", 13,
+     "a parameter stands for a number or an argument's value, not a word"),
+    ("drop{{.25}} gap", "unexpected `{`", 6, "alternatives do not nest"),
+])
+def test_merge_and_brace_mistakes_are_named_for_what_they_are(text, message, column, hint):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    d = info.value.diagnostics[0]
+    assert message in d.message and d.span.line == 1 and d.span.column == column, d
+    assert hint in d.hint
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("conv8 concat(" + ", ".join(["conv1"] * 10_001) + ") gap",
+     "a real CNN has far fewer layers"),  # wide, nothing repeated
+    ("\n".join(["let b0 = conv8"] + [f"let b{i} = add(b{i - 1}, b{i - 1})" for i in range(1, 16)])
+     + "\nconv8 b15 gap", "a real CNN has far fewer layers"),  # blocks doubling, no `x`
+    ("conv8 (relu x200)x100 gap", "lower the repeat counts (xN)"),
+    ("let u = (relu x200)x100\nconv8 u gap", "lower the repeat counts (xN)"),  # inside a block
+])
+def test_too_many_layers_suggests_lower_repeats_only_where_something_repeats(text, hint):
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    (d,) = info.value.diagnostics
+    assert "over the limit of 10,000" in d.message and d.hint.startswith(hint)
+
+
 def test_merge_words_are_not_block_names():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let add = conv8\nconv8 gap")

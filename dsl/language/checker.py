@@ -555,10 +555,35 @@ def _layer_limit(spec: ir.Spec) -> Diagnostic | None:
                 f"the network unrolls to {count_text(total)} layers, over the limit of "
                 f"{MAX_LAYERS:,}{alone}",
                 getattr(item, "span", None),
-                "lower the repeat counts (xN)" if count > 1 else (
-                    "a real CNN has far fewer layers; split the experiment"),
+                "lower the repeat counts (xN)" if count > 1 and _repeats(item, spec.blocks)
+                else "a real CNN has far fewer layers; split the experiment",
             )
     return None  # not reached: the counts add up to total
+
+
+def _repeats(item: ir.Item, blocks: dict[str, tuple[ir.Item, ...]]) -> bool:
+    """Whether an item repeats anything (`x2`), inside its groups, merges and blocks: only then
+    is "lower the repeat counts" the fix for too many layers. Each block is looked into once
+    (a chain of blocks that each use the one before twice has exponentially many uses)."""
+    seen: set[str] = set()
+    todo = [item]
+    while todo:
+        it = todo.pop()
+        if isinstance(it, ir.Repeat):
+            if it.times > 1:
+                return True
+            todo.append(it.body)
+        elif isinstance(it, ir.Group):
+            todo.extend(it.items)
+        elif isinstance(it, ir.Merge):
+            todo.extend(i for branch in it.branches for i in branch)
+        elif isinstance(it, ir.BlockRef):
+            if it.items is not None:
+                todo.extend(it.items)
+            elif it.name not in seen:
+                seen.add(it.name)
+                todo.extend(blocks.get(it.name, ()))
+    return False
 
 
 def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:

@@ -559,7 +559,13 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
 def _misplaced_token(
     tok: Any, prev: Any, expected: set[str], line: int, col: int, line_text: str
 ) -> Diagnostic | None:
-    """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`."""
+    """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`, a
+    `(` apart from the word it belongs to."""
+    if tok.type == "LPAR" and "_ARGS_OPEN" in expected and prev is not None:
+        # `add (conv8)`, `let r (f) = ...`: a `(` after a space opens a group, not these
+        return Diagnostic(
+            f"`(` must touch `{prev}`, with no space between", Span.point(line, col),
+            f"write {prev}(...)")
     if (prev is not None and prev.type == "WORD" and str(prev) in KEYWORDS
             and prev.line == line):
         # `conv32 | input 32x32x3`: the keyword was read as a word; point at it.
@@ -579,8 +585,13 @@ def _misplaced_token(
         what = {"LPAR": "group", "_ARGS_OPEN": "argument list", "LBRACE": "set of alternatives"}
         example = {"LPAR": "(conv64 relu)x2", "_ARGS_OPEN": "conv64(k=5)",
                    "LBRACE": "drop{.25,.5}"}
+        shown = f"{prev}{tok}"
+        merge = re.search(r"\b(add|concat)$", line_text[:prev.column - 1])  # Lark keeps 1 token
+        if prev.type == "_ARGS_OPEN" and prev.line == line and merge:
+            what["_ARGS_OPEN"], shown = "merge", f"{merge[1]}{prev}{tok}"
+            example["_ARGS_OPEN"] = f"{merge[1]}(conv16 bn relu)"
         return Diagnostic(
-            f"empty {what[prev.type]} `{prev}{tok}`",
+            f"empty {what[prev.type]} `{shown}`",
             Span(prev.line, prev.column, tok.end_line, tok.end_column),
             f"write something inside, as in {example[prev.type]}, or remove it",
         )
@@ -600,7 +611,11 @@ def _token_hint(tok: Any, prev: Any, expected: set[str]) -> str | None:
     if tok.type in ("INPUT", "CLASSES", "TRAIN", "LET"):
         return f"`{tok}` starts its own line"
     if tok.type == "LBRACE":
-        return "alternatives do not nest: write drop{.25,.5}"
+        if prev is not None and prev.type in ("LBRACE", "COMMA"):  # `drop{{.25}}`, `{.25,{.5}}`
+            return "alternatives do not nest: write drop{.25,.5}"
+        # `{op}(conv8)`, `{b}`: braces with nothing before them
+        return ("`{...}` follows a layer word: `conv{32,64}` sweeps, `conv{f}` uses a block's "
+                "parameter; a parameter stands for a number or an argument's value, not a word")
     return None
 
 
