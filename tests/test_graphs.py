@@ -215,6 +215,33 @@ def test_too_many_layers_suggests_lower_repeats_only_where_something_repeats(tex
     assert "over the limit of 10,000" in d.message and d.hint.startswith(hint)
 
 
+def test_a_shape_problem_in_one_branch_does_not_hide_the_next_branchs():
+    """Every branch reads the merge's input, so each is checked from it: "every error is
+    listed" holds inside merges too (the walk used to stop at the first branch's problem)."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse("conv8 add(conv8(k=40,valid), conv8(k=50,valid)) gap"))
+    assert [(d.span.column, d.message.split(":")[0]) for d in info.value.diagnostics] == [
+        (11, "conv8(k=40,valid)"), (30, "conv8(k=50,valid)")]
+    # nested: the inner merge's branch fails, the outer merge's second branch still checks
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(
+            "conv8 add(add(conv8(k=40,valid)) relu, conv4(k=40,valid)) gap"))
+    assert [d.span.column for d in info.value.diagnostics] == [15, 40]
+    # after a merge with a broken branch the shapes are unknown: nothing more is reported
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse("conv8 add(conv8(k=40,valid), conv8) conv8(k=99,valid) gap"))
+    assert [d.span.column for d in info.value.diagnostics] == [11]
+
+
+def test_a_second_bar_from_a_block_names_the_use_that_made_it():
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse("let v = | relu\nconv8 v v"))
+    (d,) = info.value.diagnostics
+    assert d.message == ("a second `|`: a spec has one trunk/head boundary "
+                         "(in the block used at 2:9)")
+    assert (d.span.line, d.span.column) == (1, 9)
+
+
 def test_merge_words_are_not_block_names():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let add = conv8\nconv8 gap")

@@ -323,8 +323,9 @@ class _Walk:
         self.shape_known = True
         self.rf, self.jump = (1, 1), (1, 1)
         self.source = "input"  # the Keras name of the tensor the next layer reads (graphs only)
-        # one frame per open merge: its input (shape, source, rf, jump) and each branch's output
-        self.frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []
+        # one frame per open merge: its input (shape, source, rf, jump), each branch's output
+        # (None for a branch with a shape problem) and whether the input's shape was known
+        self.frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...] | None], bool]] = []
         self.used_names: dict[str, int] = {}
         self.bars = 0
 
@@ -343,16 +344,20 @@ class _Walk:
         """A merge starts, moves on to its next branch, or combines its branches."""
         here = (self.shape, self.source, self.rf, self.jump)
         if isinstance(marker, ir.Fork):
-            self.frames.append((here, []))
+            self.frames.append((here, [], self.shape_known))
             return
-        start, ends = self.frames[-1]
-        ends.append(here)
+        start, ends, known = self.frames[-1]
+        ends.append(here if self.shape_known else None)
         if isinstance(marker, ir.NextBranch):
+            # every branch reads the merge's input: a problem in one does not hide the next's
             self.shape, self.source, self.rf, self.jump = start
+            self.shape_known = known
             return
         self.frames.pop()
+        complete = [end for end in ends if end is not None]
+        self.shape_known = known and len(complete) == len(ends)
         if self.shape_known:
-            self.join(marker.merge, start, ends, used_at)
+            self.join(marker.merge, start, complete, used_at)
 
     def join(self, merge: ir.Merge, start: tuple[Any, ...], ends: list[tuple[Any, ...]],
              used_at: Span | None) -> None:
@@ -389,7 +394,8 @@ class _Walk:
             self.bars += 1
             if self.bars == 2:
                 self.problems.append(Diagnostic(
-                    "a second `|`: a spec has one trunk/head boundary", layer.span,
+                    f"a second `|`: a spec has one trunk/head boundary{_in_use(used_at)}",
+                    layer.span,
                     "remove this `|`; use `flatten` if you really mean to flatten again",
                 ))
         if not self.shape_known:
