@@ -47,13 +47,13 @@ def test_a_use_means_the_layers_written_out(with_blocks, written_out):
 
 
 def test_fmt_and_json_round_trip():
-    text = (UNIT + "let stage( f , n=2 ) = unit({f},s=2) conv{f}(kernel=1) l2(0.010)\n"
+    text = (UNIT + "let stage( f , k=1 ) = unit({f},s=2) conv{f}(kernel={k}) l2(0.010)\n"
             "stage(16) stage(f=32)  unit( 64 , s = 1 ) gap  # end\n")
     spec = cnnspec.parse(text)
     canonical = format_spec(spec)
     assert canonical == (
         "let unit(f,s=1) = conv{f}(s={s}) bn relu\n"
-        "let stage(f,n=2) = unit({f},s=2) conv{f}(kernel=1) l2(.01)\n"
+        "let stage(f,k=1) = unit({f},s=2) conv{f}(kernel={k}) l2(.01)\n"
         "stage(16) stage(f=32) unit(64,s=1) gap  # end\n")
     again = cnnspec.parse(canonical)
     assert again == spec and format_spec(again) == canonical
@@ -121,6 +121,10 @@ def test_a_shape_error_in_a_block_is_reported_at_its_layer():
      "sweep alternatives inside a block with parameters are not supported", (1, 20)),
     ("let u(f) = cnov{f}\nu(1) gap", "unknown layer word `cnov`", (1, 12)),
     ("let u = conv8\nu(16) gap", "block `u` takes no arguments or alternatives", (2, 1)),
+    # u({8,16}) would be two variants of one network
+    ("let u(f) = add(conv8)\nconv8 u({8,16}) gap", "block `u` never uses its parameter `f`",
+     (1, 7)),
+    ("let u(f, s=1) = conv{f}\nu(8) gap", "block `u` never uses its parameter `s`", (1, 10)),
 ])
 def test_block_errors(text, message, where):
     with pytest.raises(cnnspec.SpecError) as info:

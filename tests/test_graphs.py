@@ -111,7 +111,6 @@ def test_fmt_json_and_sweeps_go_through_merges():
     ("let b = bn?\nconv8 concat(relu, b) gap", 20),  # the `-bn` variant: concat(relu, input)
     ("let b = bn?\nconv8 add(b) gap", 11),  # the `-bn` variant would be input + input
     ("let a = relu?\nlet b = a a\nconv8 concat(conv8, b) gap", 21),  # through two blocks
-    ("let b = bn?\nlet u(f) = b\nconv8 add(u(8)) gap", 11),  # through a block's use
 ])
 def test_a_branch_a_block_can_leave_empty_is_refused(text, column):
     """A branch made only of a block whose whole body is optional is empty in some variant,

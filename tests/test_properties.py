@@ -255,14 +255,17 @@ def spec_text(draw, sweep: bool = False) -> str:
     blocks: list[str] = []
     lets = []
     if draw(st.integers(0, 2)) == 0:  # a block with parameters, and ways to use it
-        body = ["conv{f}(s={s})" if draw(st.booleans()) else "conv{f}"]
+        strided = draw(st.booleans())  # a parameter the body never uses is refused
+        body = ["conv{f}(s={s})" if strided else "conv{f}"]
         body += draw(st.lists(plain(), max_size=2))
         if draw(st.booleans()):
             body.append(f"conv{{f}}(k={draw(st.integers(1, 3))})")
-        lets.append("let pb(f, s=1) = " + " ".join(body))
-        uses = ["pb(4)", "pb(2,s=2)", "pb(s=1, f=3)", "pb( 5 , 1 )", "pb(f=1)"]
+        lets.append(f"let pb(f{', s=1' if strided else ''}) = " + " ".join(body))
+        uses = ["pb(4)", "pb(f=1)", "pb( 5 )"]
+        if strided:
+            uses += ["pb(2,s=2)", "pb(s=1, f=3)", "pb( 5 , 1 )"]
         if sweep:
-            uses += ["pb({2,3})", "pb(4,s={1,2})"]
+            uses += ["pb({2,3})"] + (["pb(4,s={1,2})"] if strided else [])
         blocks += draw(st.lists(st.sampled_from(uses), min_size=1, max_size=3, unique=True))
     for name in draw(st.lists(st.sampled_from(BLOCK_NAMES), max_size=2, unique=True)):
         body = draw(items(trunk_layer(sweep), list(blocks), sweep, depth=1))

@@ -821,6 +821,7 @@ class _Builder:
         self.broken: set[str] = set()  # blocks with parameters whose `let` line has a problem
         self.defining: str | None = None  # the block whose `let` line is being read
         self.scope: set[str] | None = None  # its parameter names, while reading its body
+        self.referenced: set[str] = set()  # the names its body has used as {name} so far
         self.env: dict[str, Token] | None = None  # the values, while building a use
         self.nest = 0
         self.expanded = 0
@@ -1027,13 +1028,24 @@ class _Builder:
             if params_tree is None:
                 items = self.sequence(seq)
             else:
+                problems_before = len(self.problems)
                 params, defaults = self.block_params(name, params_tree)
-                self.scope = {p.name for p in params}
+                self.scope, self.referenced = {p.name for p in params}, set()
                 try:
                     items = self.sequence(seq)
                 finally:
                     self.scope = None
                 self.templates[name] = (seq, params, defaults)
+                for param in params:  # `r(8)` and `r(16)` would be the same network
+                    # (not said beside another problem of the line: `{stride}` for `s`)
+                    if (param.name not in self.referenced
+                            and len(self.problems) == problems_before):
+                        self.problem(
+                            f"block `{name}` never uses its parameter `{param.name}`",
+                            param.span,
+                            f"write {{{param.name}}} where its value goes: a layer's number "
+                            f"(conv{{{param.name}}}) or an argument's (s={{{param.name}}}); "
+                            "or remove it")
         finally:
             self.defining = None
         self.blocks[name] = 1
@@ -1096,6 +1108,7 @@ class _Builder:
         """A layer of a block's body that refers to the block's parameters: checked for names
         here, built at each use (see block_use)."""
         assert self.scope is not None and self.defining is not None
+        self.referenced.update(str(r) for r in refs)
         unknown = [r for r in refs if str(r) not in self.scope]
         for ref in unknown:
             close = suggest(str(ref), sorted(self.scope)) if self.scope else None
