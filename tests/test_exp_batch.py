@@ -158,6 +158,14 @@ def test_sweep_headers_name_the_variant(tmp_path, markup_data):
     assert re.findall(r"\[\d/\d\] \S+", result.stderr) == ["[1/2] s[drop=.25]",
                                                            "[2/2] s[drop=.5]"]
     assert sorted(p.name for p in out.iterdir()) == ["s[drop=.25]", "s[drop=.5]"]
+    # each variant's spec.cnn is the variant, not the sweep: `train --resume` parses it again
+    # (it held the whole sweep file, so no variant of an interrupted sweep could be resumed)
+    for rate in (".25", ".5"):
+        recorded = (out / f"s[drop={rate}]" / "spec.cnn").read_text()
+        assert recorded == f"conv4 relu pool2 drop{rate} | dense8\n"
+    resumed = run_cli("train", "--resume", str(out / "s[drop=.5]"), "--progress", "plain")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "holds sweep alternatives" not in resumed.stderr
 
 
 def test_study_names_with_markup(tmp_path):

@@ -53,6 +53,9 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.errors import SpecError
+from cnnspec.language.format import format_spec
+from cnnspec.language.parse import parse
 from cnnspec.language.settings import (
     PRECISIONS,
     REQUESTABLE_PRECISIONS,
@@ -130,11 +133,18 @@ def data_fingerprint(data: Cifar10) -> str:
 
 
 def _spec_text(spec: ir.Spec) -> str:
+    """The text spec.cnn records, which `train --resume` parses again: the file as written when
+    it describes this spec, else the spec's canonical text. A sweep's variant keeps the whole
+    sweep file as its source (its error messages point into that file), and that text parses
+    back to the sweep, not to the variant that was trained."""
+    canonical = format_spec(spec)
     if spec.source is not None:
-        return spec.source
-    from cnnspec.language.format import format_spec
-
-    return format_spec(spec)
+        try:
+            if format_spec(parse(spec.source)) == canonical:
+                return spec.source
+        except SpecError:
+            pass
+    return canonical
 
 
 def _sha256(text: str) -> str:
@@ -699,7 +709,6 @@ def resume_run(
     same shuffle order and dropout RNG state they would have had. A completed run is returned
     as it is; a pruned one is refused (ResumeRefused; see `train`'s epoch_hooks).
     """
-    from cnnspec.language.parse import parse
 
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
