@@ -110,3 +110,37 @@ def test_unreachable_database_server(tmp_path):
     first = _error(result, 1)
     assert first.startswith("cnnspec: error: ")
     assert "secret" not in result.stderr  # the password is not printed
+
+
+_GOOD_LINE = b'{"op_code": 0, "worker_id": "w", "study_name": "s2", "directions": [2]}\n'
+
+
+@pytest.mark.parametrize(("content", "line", "why"), [
+    # what a worker killed while writing leaves: Optuna raised a JSONDecodeError after
+    # appending its own records onto the incomplete line, breaking the file for good
+    (_GOOD_LINE + b'{"op_code": 4, "worker_id": "w", "datetime_start": "2026-', 2,
+     "its last line is incomplete"),
+    (_GOOD_LINE + b"garbage\n" + _GOOD_LINE, 2, "a line that is not JSON"),
+    (_GOOD_LINE + b"[1, 2]\n", 2, "a line that is not an Optuna journal record"),
+])
+def test_a_damaged_journal_is_refused_and_left_unchanged(tmp_path, content, line, why):
+    journal = tmp_path / "j.log"
+    journal.write_bytes(content)
+    storage = f"journal://{journal}"
+    spec = tmp_path / "s.cnn"
+    spec.write_text(SWEEP)
+    out = tmp_path / "out"
+    for args in (["compare", "--study", "s2", "--storage", storage, "--no-plots"],
+                 ["sweep", str(spec), "--study", "s2", "--storage", storage,
+                  "--epochs", "1", "--limit", "32", "--out", str(out)]):
+        first = _error(run_cli(*args), 1)
+        assert first == (f"cnnspec: error: the journal file {journal} is damaged at line "
+                         f"{line} ({why}); it is left unchanged. A worker killed while writing "
+                         "leaves an incomplete last line: remove that line (keep a copy of the "
+                         "file) and start again")
+        assert journal.read_bytes() == content
+    assert not out.exists()
+    # with the damaged line removed, the study reads again
+    journal.write_bytes(_GOOD_LINE)
+    again = run_cli("compare", "--study", "s2", "--storage", storage, "--no-plots")
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]

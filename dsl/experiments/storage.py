@@ -52,6 +52,7 @@ def open_storage(url: str, heartbeat: int | None = DEFAULT_HEARTBEAT,
             raise UsageError(f"{url}: no file; write e.g. journal:///shared/sweeps.log")
         if heartbeat is None:
             _must_exist(path, url)
+        _check_journal(path)
         from optuna.storages.journal import JournalFileBackend
 
         try:
@@ -99,6 +100,42 @@ def _retry_open(make: Callable[[], Any], url: str) -> Any:
             time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
     first = (str(last).splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link
     raise Failure(f"cannot open the storage {redact_url(url)}: {type(last).__name__}: {first}")
+
+
+def _check_journal(path: Path, waits: int = 5) -> None:
+    """Refuse a damaged journal file before Optuna reads or appends to it. Optuna fails on a
+    line it cannot parse with a JSONDecodeError, after a worker has already appended its own
+    records to the damaged file (onto an incomplete last line: a line broken for good). A
+    worker killed while writing leaves such a line. An incomplete last line may also be another
+    worker's write in progress, so it is read again a few times before it counts as damage."""
+    import json
+
+    for attempt in range(waits + 1):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return  # a new journal
+        except OSError as exc:
+            raise Failure(f"cannot read the journal file {path}: {exc.strerror or exc}") from None
+        if not data or data.endswith(b"\n") or attempt == waits:
+            break
+        time.sleep(0.2)
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if number == len(lines):
+            why = "its last line is incomplete" if line else None
+        else:
+            try:
+                record = json.loads(line)
+                why = None if isinstance(record, dict) and "op_code" in record else (
+                    "a line that is not an Optuna journal record")
+            except (ValueError, RecursionError):
+                why = "a line that is not JSON"
+        if why is not None:
+            raise Failure(
+                f"the journal file {path} is damaged at line {number} ({why}); it is left "
+                "unchanged. A worker killed while writing leaves an incomplete last line: "
+                "remove that line (keep a copy of the file) and start again")
 
 
 def _must_exist(path: Path, url: str) -> None:
