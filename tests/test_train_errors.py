@@ -204,8 +204,8 @@ def test_train_into_a_run_folder_is_refused_and_changes_nothing(
 
 
 @pytest.mark.parametrize("damage", ["missing", "file", "empty", "settings-garbage",
-                                    "settings-shape", "state-garbage", "state-model-gone",
-                                    "spec-gone"])
+                                    "settings-shape", "state-garbage", "state-null",
+                                    "state-list", "state-model-gone", "spec-gone"])
 def test_resume_of_a_missing_or_damaged_folder_is_one_clear_error(
         damage: str, run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
     folder = copy_run(run, tmp_path)
@@ -216,6 +216,9 @@ def test_resume_of_a_missing_or_damaged_folder_is_one_clear_error(
     expect = {"missing": "no such run folder", "file": "not a directory",
               "empty": "has no settings.json", "settings-garbage": "not valid JSON",
               "settings-shape": "corrupted record", "state-garbage": "not valid JSON",
+              # `null` read as "no checkpoint": the run silently started over from epoch 1
+              "state-null": "state.json: corrupted record: not a JSON object",
+              "state-list": "state.json: corrupted record: not a JSON object",
               "state-model-gone": "model file epoch-0001.keras is missing",
               "spec-gone": "spec.cnn"}[damage]
     state = records.checkpoint_dir(folder) / records.CHECKPOINT_STATE
@@ -233,6 +236,10 @@ def test_resume_of_a_missing_or_damaged_folder_is_one_clear_error(
         (folder / records.SETTINGS_FILE).write_text('{"spec": 3}')
     elif damage == "state-garbage":
         state.write_text('{"epochs_completed": 1, "model": "ep')
+    elif damage == "state-null":
+        state.write_text("null")
+    elif damage == "state-list":
+        state.write_text("[1]")
     elif damage == "state-model-gone":
         (records.checkpoint_dir(folder) / "epoch-0001.keras").unlink()
     elif damage == "spec-gone":
@@ -246,6 +253,27 @@ def test_resume_of_a_missing_or_damaged_folder_is_one_clear_error(
         assert snapshot(folder, lock=False) == before
     else:
         assert not folder.is_dir() or damage == "empty"
+
+
+def test_resume_without_its_checkpoint_folder_says_it_starts_over(
+        run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    """With checkpoint/ deleted nothing can be resumed, so the run trains again from epoch 1:
+    said on one line, as the status named a finished epoch (it was silent)."""
+    folder = copy_run(run, tmp_path)
+    status = records.read_status(folder)
+    status["status"] = "interrupted"
+    (folder / records.STATUS_FILE).write_text(json.dumps(status))
+    shutil.rmtree(records.checkpoint_dir(folder))
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "train", "--resume", str(folder), "--progress",
+         "plain"], cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert (f"no checkpoint in {folder}, though its status names 1 finished epoch(s): "
+            "training exp1 again from epoch 1") in said
+    assert "resuming" not in said
+    assert records.read_status(folder)["status"] == "completed"
+    assert [row["epoch"] for row in records.read_history(folder)] == [1]
 
 
 @pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model"])

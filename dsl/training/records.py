@@ -302,9 +302,16 @@ def write_checkpoint_state(run_dir: str | os.PathLike[str], state: Mapping[str, 
 
 
 def read_checkpoint_state(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The last checkpoint's state, or None if no epoch has completed yet."""
+    """The last checkpoint's state, or None if no epoch has completed yet. A state.json that
+    holds `null` (or any non-object) is damaged, not "no checkpoint": a resume would otherwise
+    start the run over without a word."""
     path = checkpoint_dir(run_dir) / CHECKPOINT_STATE
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise RunFolderError(f"{path}: corrupted record: not a JSON object")
+    return state
 
 
 def _is_temporary(path: Path) -> bool:

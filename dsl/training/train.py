@@ -406,10 +406,14 @@ def _run(
         keras.utils.set_random_seed(start.seed)  # the dropout states came with the broadcast
         reporter = NoProgress()
     else:
+        lost = _epochs_without_checkpoint(job.run_dir) if recorded and not state else 0
         _write_start(job, steps, recorded, seed, history, tf, keras)
         if state:
             reporter.say(_resuming_line(job.spec.name, len(history) + 1, job.settings.epochs,
                                         job.precision))
+        elif lost:
+            reporter.say(f"no checkpoint in {job.run_dir}, though its status names {lost} "
+                         f"finished epoch(s): training {job.spec.name} again from epoch 1")
     return _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras).run()
 
 
@@ -546,6 +550,17 @@ def _run_seed(recorded: dict[str, Any] | None, settings: TrainSettings) -> int:
     if recorded:
         return recorded["effective_seed"]  # type: ignore[no-any-return]
     return settings.seed if settings.seed is not None else secrets.randbelow(2**31 - 1)
+
+
+def _epochs_without_checkpoint(run_dir: Path) -> int:
+    """On a resume that found no checkpoint: how many finished epochs status.json names (they
+    are lost: the checkpoint folder was deleted), so the restart is said, not silent."""
+    try:
+        status = records.read_status(run_dir)
+    except records.RunFolderError:
+        return 0
+    done = status.get("epochs_completed") if isinstance(status, dict) else None
+    return done if isinstance(done, int) and not isinstance(done, bool) and done > 0 else 0
 
 
 def _resuming_line(name: str, epoch: int, epochs: int, precision: str) -> str:
