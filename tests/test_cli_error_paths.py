@@ -132,6 +132,16 @@ USAGE = {
     "spec_and_resume": (["train", "{good}", "--resume", "{tmp}"],
                         "cnnspec: error: give either a SPEC or --resume RUN_DIR, not both"),
     "no_spec": (["train"], "cnnspec: error: train needs a SPEC (or --resume RUN_DIR)"),
+    # a resumed run keeps its settings and folder: these were ignored without a word
+    # (the test adds --runs-dir to every train command line)
+    "resume_with_settings": (["train", "--resume", "{tmp}", "--epochs", "10", "--lr", ".5",
+                              "--precision", "float32", "--out", "{tmp}/out"],
+                             "cnnspec: error: --resume continues {tmp} with the settings and "
+                             "folder it was started with, so --lr, --epochs, --precision, --out, "
+                             "--runs-dir cannot apply; --data, --progress, --verbose and the "
+                             "data-parallel flags can"),
+    "resume_with_a_budget": (["train", "--resume", "{tmp}", "--max-params", "5"],
+                             "so --runs-dir, --max-params cannot apply"),
     "train_a_sweep": (["train", "{sweep}"],
                       "is a sweep; train its variants with `cnnspec sweep`"),
     "run_a_sweep": (["run", "{sweep}"], "sweep.cnn is a sweep; use `cnnspec sweep {sweep}`"),

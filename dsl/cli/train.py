@@ -25,7 +25,7 @@ from cnnspec.cli.main import (
     _register,
 )
 from cnnspec.language import ir
-from cnnspec.language.checker import check
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, check
 from cnnspec.language.parse import load
 from cnnspec.language.setting_values import SCHEDULES
 from cnnspec.language.settings import (
@@ -367,10 +367,31 @@ def report_result(result: Any) -> int:
     return EXIT_OK
 
 
+def _refuse_flags_resume_ignores(args: argparse.Namespace) -> None:
+    """UsageError for a flag `--resume` cannot honour: a resumed run keeps the settings, run
+    folder and budget it was started with (they are what makes it the same run), so
+    `--resume R --epochs 10` would otherwise train the recorded epochs without a word."""
+    given = [entry.flag for entry in SETTINGS.flag_entries
+             if getattr(args, entry.name, None) != (
+                 entry.default if entry.scope == "run" else None)]
+    if args.out is not None:
+        given.append("--out")
+    if args.runs_dir != "runs":
+        given.append("--runs-dir")
+    if args.max_params != DEFAULT_MAX_PARAMS:
+        given.append("--max-params")
+    if given:
+        raise UsageError(
+            f"--resume continues {args.resume} with the settings and folder it was started "
+            f"with, so {', '.join(given)} cannot apply; --data, --progress, --verbose and the "
+            "data-parallel flags can (to train otherwise, start a new run from its spec.cnn)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
             raise UsageError("give either a SPEC or --resume RUN_DIR, not both")
+        _refuse_flags_resume_ignores(args)
         from cnnspec.training.data import DataError
         from cnnspec.training.distributed import DistributedError
         from cnnspec.training.records import RunFolderError
