@@ -157,6 +157,11 @@ def test_an_import_failure_is_still_shown(capfd: pytest.CaptureFixture[str]) -> 
         os.write(2, b"the real reason\n")
         raise ImportError("no such library")
     assert "the real reason" in capfd.readouterr().err
+    # Ctrl-C during the import explains nothing: TensorFlow's lines stay hidden
+    with pytest.raises(KeyboardInterrupt), _stderr_fd_silenced():
+        os.write(2, b"cudart_stub: Could not find cuda drivers\n")
+        raise KeyboardInterrupt
+    assert capfd.readouterr().err == ""
 
 
 def test_verbose_keeps_tensorflow_logs(home: Path) -> None:

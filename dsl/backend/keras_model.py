@@ -35,14 +35,16 @@ def show_tf_logs() -> None:
 
 @contextlib.contextmanager
 def _stderr_fd_silenced() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file for the body; replay it if the body raises.
+    """Send file descriptor 2 to a temporary file for the body; replay it if the body fails.
 
     Why at the descriptor, not sys.stderr: TensorFlow 2.21 writes its start-up lines (oneDNN,
     "Could not find cuda drivers", "All log messages before absl::InitializeLog()") from C++
     before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot stop them; they go
     straight to fd 2. Nothing numerical is switched off (oneDNN stays on): only the lines are
     hidden. If the import fails, everything it wrote is put back on stderr before the error
-    propagates, so a real problem (a missing library, a bad install) is still explained.
+    propagates, so a real problem (a missing library, a bad install) is still explained; a
+    Ctrl-C during the import is not a problem, and replaying the lines then only printed
+    TensorFlow's noise above "interrupted".
     """
     with contextlib.suppress(AttributeError, ValueError, OSError):
         sys.stderr.flush()
@@ -56,7 +58,7 @@ def _stderr_fd_silenced() -> Iterator[None]:
             os.dup2(sink.fileno(), 2)
             try:
                 yield
-            except BaseException:
+            except Exception:  # not KeyboardInterrupt: Ctrl-C is no problem to explain
                 with contextlib.suppress(AttributeError, ValueError, OSError):
                     sys.stderr.flush()
                 os.dup2(saved, 2)
