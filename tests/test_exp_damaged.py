@@ -78,3 +78,30 @@ def test_odd_field_types_in_settings_are_shown_as_unknown(tmp_path):
     row = compare.load_row(run)
     assert (row.spec, row.params, row.macs, row.epochs_planned, row.lr, row.batch) == (
         "r", None, None, None, None, 32)
+
+
+def test_nan_in_a_foreign_history_is_no_value_and_the_json_stays_json(tmp_path):
+    """This package writes a value that is not a number as null; a hand-edited or foreign
+    history.json with `NaN`/`Infinity` printed "nan%" and made `compare --json` invalid JSON."""
+    runs = tmp_path / "runs"
+    _run(runs, "good", "good", 1000, 2)
+    odd = _run(runs, "odd", "odd", 2000, 2)
+    (odd / "history.json").write_text(
+        '[{"epoch": 1, "loss": NaN, "accuracy": 0.1, "val_loss": Infinity, "val_accuracy": 0.2},'
+        ' {"epoch": 2, "loss": 1.0, "accuracy": 0.3, "val_loss": 2.0, "val_accuracy": NaN}]')
+
+    def strict(text):  # json.loads would accept NaN; a browser or jq would not
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+
+    result = run_cli("compare", str(runs), "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    rows = {r["spec"]: r for r in strict(result.stdout)}
+    assert rows["odd"]["final_val_accuracy"] is None
+    table = run_cli("compare", str(runs), "--no-plots")
+    assert "nan" not in table.stdout.lower(), table.stdout
+
+
+def test_the_run_records_reader_takes_nan_as_no_value_too(tmp_path):
+    run = _run(tmp_path, "r", "r", 1000, 1)
+    (run / "history.json").write_text('[{"epoch": 1, "loss": NaN, "val_loss": -Infinity}]')
+    assert records.read_history(run) == [{"epoch": 1, "loss": None, "val_loss": None}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,7 +197,9 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
             if key != "epoch" and value is not None and (
                     isinstance(value, bool) or not isinstance(value, int | float)):
                 raise _damaged(path, f"epoch {epoch}: {key} is not a number")
-    return history
+    # NaN/Infinity (a hand-edited or foreign record; this package writes null) is no value
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in h.items()} for h in history]
 
 
 def load_row(run_dir: Path) -> RunRow:

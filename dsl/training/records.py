@@ -227,7 +227,10 @@ def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = read_json(path)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise RunFolderError(f"{path}: corrupted record: not a list of per-epoch objects")
-    return rows
+    # a value that is not a number, as this package writes it (null): `NaN` or `Infinity` in
+    # a hand-edited or foreign record would print "nan%" and make `compare --json` invalid JSON
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+             for k, v in row.items()} for row in rows]
 
 
 def read_history_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
