@@ -309,6 +309,12 @@ def test_compare_a_missing_folder(home: Path, tmp_path: Path) -> None:
             f"cnnspec: error: {tmp_path / 'gone'}: no such run folder")
 
 
+def test_compare_a_file(home: Path, files: dict[str, Path]) -> None:
+    refused(cli(home, "compare", str(files["good"])), 1,
+            f"cnnspec: error: {files['good']}: a file, not a run folder (compare takes run "
+            "folders, or folders of them)")
+
+
 def test_compare_a_folder_without_runs(home: Path, tmp_path: Path) -> None:
     (tmp_path / "nothing").mkdir()
     refused(cli(home, "compare", str(tmp_path / "nothing")), 1,

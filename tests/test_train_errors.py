@@ -281,18 +281,26 @@ def test_resume_without_its_checkpoint_folder_says_it_starts_over(
     assert [row["epoch"] for row in records.read_history(folder)] == [1]
 
 
-@pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model"])
+@pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model",
+                                    "no-model-no-checkpoint"])
 def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(
         damage: str, run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
     folder = copy_run(run, tmp_path)
     expect = {"missing": "no such run folder", "settings-garbage": "not valid JSON",
-              "no-model": "no model.keras"}[damage]
+              # a checkpoint exists: resume writes model.keras (it said "did not finish an
+              # epoch", though one had)
+              "no-model": f"no model.keras: the run was stopped before writing it; `cnnspec "
+                          f"train --resume {folder}` continues from its last checkpoint",
+              "no-model-no-checkpoint": "no model.keras: the run did not finish an epoch",
+              }[damage]
     if damage == "missing":
         shutil.rmtree(folder)
     elif damage == "settings-garbage":
         (folder / records.SETTINGS_FILE).write_text("{{{")
     else:
         (folder / records.MODEL_FILE).unlink()
+        if damage == "no-model-no-checkpoint":
+            shutil.rmtree(records.checkpoint_dir(folder))
     code, tf, _, stderr = probe(home, "evaluate", str(folder))
     assert code == 1 and not tf, stderr
     assert_one_clean_error(stderr, "cannot evaluate", expect)

@@ -448,16 +448,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """
     from cnnspec.training.data import DataError
     from cnnspec.training.records import RunFolderError
-    from cnnspec.training.train import evaluate_run, read_run_settings, recorded_data
+    from cnnspec.training.train import (
+        evaluate_run,
+        missing_model,
+        read_run_settings,
+        recorded_data,
+    )
 
     run_dir = Path(args.run_dir)
     try:
         recorded = read_run_settings(run_dir)
     except RunFolderError as exc:
         raise Failure(f"cannot evaluate: {exc}") from None
-    if not (run_dir / "model.keras").is_file():
-        raise Failure(f"cannot evaluate: {run_dir} has no model.keras (the run did not finish "
-                      "an epoch)")
+    missing = missing_model(run_dir)
+    if missing is not None:
+        raise Failure(f"cannot evaluate: {missing}")
     err = _console(stderr=True)
     if args.data is None and args.limit is None:
         try:

@@ -153,7 +153,9 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
             found.append(p)
             continue
         if not p.is_dir():
-            raise FileNotFoundError(f"{p}: no such run folder")
+            raise FileNotFoundError(f"{p}: " + (
+                "a file, not a run folder (compare takes run folders, or folders of them)"
+                if p.exists() else "no such run folder"))
         below = sorted(q.parent for q in p.glob("*/" + records.SETTINGS_FILE))
         below += sorted(q.parent for q in p.glob("*/*/" + records.SETTINGS_FILE))
         if not below:

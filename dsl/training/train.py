@@ -751,6 +751,18 @@ def resume_run(
     )
 
 
+def missing_model(folder: Path) -> str | None:
+    """Why a run folder has no model.keras to evaluate (None when it has one). A run stopped
+    before writing it may still have a checkpoint, which `--resume` continues from."""
+    if (folder / records.MODEL_FILE).is_file():
+        return None
+    checkpointed = (records.checkpoint_dir(folder) / records.CHECKPOINT_STATE).is_file()
+    return f"{folder} has no {records.MODEL_FILE}: " + (
+        f"the run was stopped before writing it; `cnnspec train --resume {folder}` continues "
+        "from its last checkpoint and writes it" if checkpointed
+        else "the run did not finish an epoch")
+
+
 def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     """Re-score a run's saved model.keras on data's test split.
 
@@ -759,9 +771,9 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
     model_path = folder / records.MODEL_FILE
-    if not model_path.is_file():
-        raise records.RunFolderError(
-            f"{folder} has no {records.MODEL_FILE}: the run did not finish an epoch")
+    missing = missing_model(folder)
+    if missing is not None:
+        raise records.RunFolderError(missing)
     tf, keras = import_tf()
     try:
         model = keras.models.load_model(model_path)
