@@ -190,6 +190,13 @@ def test_no_projection_is_suggested_where_none_can_fix_the_sizes(text, sizes):
     ("let r(op) = {op}(conv8)\nconv8 r(add) gap", "unexpected `{`", 13,
      "a parameter stands for a number or an argument's value, not a word"),
     ("drop{{.25}} gap", "unexpected `{`", 6, "alternatives do not nest"),
+    # a merge split over lines: it said "a group must ..." (or nothing, after a `,`)
+    ("conv8 add(conv8 relu\n) gap", "`(` is not closed on this line", 10,
+     "a merge must open and close on one line"),
+    ("conv8 concat(conv8,\n conv8) gap", "`(` is not closed on this line", 13,
+     "a merge must open and close on one line"),
+    ("conv8 (relu\n) gap", "`(` is not closed on this line", 7,
+     "a group must open and close on one line"),
 ])
 def test_merge_and_brace_mistakes_are_named_for_what_they_are(text, message, column, hint):
     with pytest.raises(cnnspec.SpecError) as info:

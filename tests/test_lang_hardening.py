@@ -334,6 +334,18 @@ def test_directories_and_non_utf8_are_refused_with_the_file_name(tmp_path):
     assert "line 2" in str(info.value) and info.value.filename == str(bad)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_spec(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; it was refused at 1:1 as a character."""
+    bom = tmp_path / "bom.cnn"
+    bom.write_bytes(b"\xef\xbb\xbfinput 32x32x3\nconv8 relu |\n")
+    assert cnnspec.load(bom) == cnnspec.parse("input 32x32x3\nconv8 relu |\n", name="bom",
+                                              filename=str(bom))
+    bom.write_bytes(b"\xef\xbb\xbfconv8 cnov8 |\n")  # positions count from after the mark
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.load(bom)
+    assert (info.value.line, info.value.column) == (1, 7)
+
+
 def test_cli_check_of_dev_zero_and_a_huge_line(cli, tmp_path):
     out = cli("check", "/dev/zero", timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -423,7 +423,8 @@ def _let_names(tree: Tree) -> set[str]:
 
 def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
     """The text of a spec file, or a SpecError naming the file: a directory, a missing or
-    unreadable file, more than `limit` bytes, or bytes that are not UTF-8.
+    unreadable file, more than `limit` bytes, or bytes that are not UTF-8 (a leading UTF-8
+    byte-order mark is dropped).
 
     At most limit + 1 bytes are ever read, so `/dev/zero`, a pipe that never ends or a huge
     file cost no more than a real spec; nothing is echoed back from a file that is refused.
@@ -454,7 +455,8 @@ def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
             "a network spec is a few lines; is this the right file?",
         )
     try:
-        return data.decode("utf-8")
+        # a byte-order mark (Windows editors write one) is not text: it was refused at 1:1
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise refuse(
@@ -572,11 +574,14 @@ def _misplaced_token(
         return Diagnostic(
             f"`{prev}` starts its own line", _tok_span(prev), f"put `{prev} ...` on a new line"
         )
-    if tok.type == "_NL" and "RPAR" in expected:
-        opened = _open_paren_column(line_text)
+    opened = _open_paren_column(line_text) if tok.type == "_NL" else None
+    if tok.type == "_NL" and ("RPAR" in expected or opened is not None):  # `add(conv8,` too
+        merge = re.search(r"\b(add|concat)$", line_text[:opened - 1]) if opened else None
         return Diagnostic(
             "`(` is not closed on this line; expected `)`",
             Span.point(line, opened or col),
+            f"a merge must open and close on one line: {merge[1]}(a, b) on one line, or "
+            "name a branch with `let` to shorten it" if merge else
             "a group must open and close on one line",
         )
     if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
