@@ -125,6 +125,11 @@ def test_a_shape_error_in_a_block_is_reported_at_its_layer():
     ("let u(f) = add(conv8)\nconv8 u({8,16}) gap", "block `u` never uses its parameter `f`",
      (1, 7)),
     ("let u(f, s=1) = conv{f}\nu(8) gap", "block `u` never uses its parameter `s`", (1, 10)),
+    # "unknown layer word `x`" before; the README says repeat counts are not parameters
+    ("let u(f) = conv{f}\nconv8 u(8) x{f} gap",
+     "a repeat count is a number: it cannot be a block's parameter or swept", (2, 12)),
+    ("conv8 relu x{2,3} gap",
+     "a repeat count is a number: it cannot be a block's parameter or swept", (1, 12)),
 ])
 def test_block_errors(text, message, where):
     with pytest.raises(cnnspec.SpecError) as info:

@@ -1690,6 +1690,12 @@ class _Builder:
                     f"move the line `let {text} = ...` above its first use",
                 )
             return
+        if text == "x" and self.lines[tok.line - 1][tok.end_column - 1:].startswith("{"):
+            self.problem(
+                "a repeat count is a number: it cannot be a block's parameter or swept", at,
+                "write the count itself, as in unit(64) x3; to compare counts, write a spec "
+                "per count")
+            return
         if re.fullmatch(r"x[0-9]+", text):
             self.problem(
                 f"`{text}` repeats nothing here", at,
