@@ -281,6 +281,26 @@ def test_resume_without_its_checkpoint_folder_says_it_starts_over(
     assert [row["epoch"] for row in records.read_history(folder)] == [1]
 
 
+def test_resume_of_a_run_stopped_while_finishing_says_so(
+        run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    """Every epoch trained, the final records not written (stopped in the last save): it
+    said "resuming exp1 at epoch 2/1"."""
+    folder = copy_run(run, tmp_path)
+    history = records.read_history(folder)
+    status = records.read_status(folder)
+    status["status"] = "interrupted"
+    (folder / records.STATUS_FILE).write_text(json.dumps(status))
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "train", "--resume", str(folder), "--progress",
+         "plain"], cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=600)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in said, said[-3000:]
+    assert "finishing exp1: its 1 epoch is trained; writing its final records" in said
+    assert "resuming" not in said
+    assert records.read_status(folder)["status"] == "completed"
+    assert records.read_history(folder) == history
+
+
 @pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model",
                                     "no-model-no-checkpoint"])
 def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(

@@ -408,7 +408,11 @@ def _run(
     else:
         lost = _epochs_without_checkpoint(job.run_dir) if recorded and not state else 0
         _write_start(job, steps, recorded, seed, history, tf, keras)
-        if state:
+        if state and len(history) >= job.settings.epochs:  # stopped while finishing
+            n = job.settings.epochs
+            reporter.say(f"finishing {job.spec.name}: its {n} epoch{'s' * (n != 1)} "
+                         f"{'are' if n != 1 else 'is'} trained; writing its final records")
+        elif state:
             reporter.say(_resuming_line(job.spec.name, len(history) + 1, job.settings.epochs,
                                         job.precision))
         elif lost:
