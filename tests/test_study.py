@@ -388,7 +388,7 @@ def test_a_killed_worker_loses_nothing(tmp_path):
     victim.communicate()
     code, out, err = _finish(survivor)
     assert code == 0, err[-3000:]
-    assert "4 of 4 variants completed" in out and "1 lost trial(s) re-queued" in out
+    assert "4 of 4 variants completed" in out and "1 stopped or lost trial(s) re-queued" in out
     trials = _trials(url, name)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["variant"] for t in complete) == sorted(

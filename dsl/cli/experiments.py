@@ -827,7 +827,7 @@ def _print_study_comparison(storage: Any, url: str, name: str | None, sort: str 
         total = view.variants if view.search == "grid" else study.user_attrs.get(st.A_QUEUED, 0)
         extra = []
         if view.requeued:
-            extra.append(f"{view.requeued} lost trial(s) re-queued")
+            extra.append(f"{view.requeued} stopped or lost trial(s) re-queued")
         if view.pruned:
             extra.append(f"{view.pruned} pruned")
         if view.duplicates:
