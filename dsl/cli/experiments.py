@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from cnnspec.cli.main import (
     _register,
     _si,
     print_spec_error,
+    sigterm_as_interrupt,
 )
 from cnnspec.cli.train import add_train_flags, resolved_settings
 from cnnspec.experiments.worker import safe_name
@@ -706,25 +704,6 @@ def sweep_options(args: argparse.Namespace, prune: Any = None) -> Any:
         train={k: getattr(args, k, None) for k in TRAIN_FLAGS},
         prune=None if prune is None else config_record(prune),
     )
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cluster preempting the job) behaves like Ctrl-C: the held trial goes back
-    to the queue at once instead of after the grace period. A signal handler is the
-    program's, so it is set here, around the worker, not in the engine."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -391,7 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        # a training command stopped by SIGTERM (a scheduler preempting the job, `kill`)
+        # saves and exits as for Ctrl-C; a front-end command has nothing to save
+        with contextlib.nullcontext() if args.command in FRONT_END else sigterm_as_interrupt():
+            return args.func(args)
     except SpecError as exc:
         print_spec_error(exc)
         return EXIT_BAD_SPEC
@@ -420,6 +425,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             _console(stderr=True).print(f"cnnspec: error: {what}{exc.strerror or exc}",
                                         soft_wrap=True)
         return EXIT_BAD_SPEC
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: a run saves its checkpoint state and records and stops
+    (status "interrupted", resumable), a sweep worker puts its trial back in the queue at once
+    instead of after the grace period. Only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")  # the trainer's records name it
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # errors of a write to stdout (a file or device with no room), as opposed to one naming a file

@@ -414,9 +414,12 @@ class Loop:
                 rec.save_progress()
             rec.status("failed", reason)
             raise TrainingFailed(reason, rec.run_dir if rec.chief else None) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop_signal:
             self.reporter.finish()
-            return self._interrupted()
+            # the CLI raises KeyboardInterrupt("SIGTERM") for SIGTERM; Python's own is Ctrl-C
+            by = stop_signal.args[0] if stop_signal.args and isinstance(
+                stop_signal.args[0], str) else "Ctrl-C"
+            return self._interrupted(by)
         except BaseException as exc:
             self.reporter.finish()
             rec.status("failed", f"{type(exc).__name__}: {exc}")
@@ -426,7 +429,7 @@ class Loop:
         return RunResult(rec.run_dir, status, rec.epochs, tuple(rec.history), scored, reason,
                          chief=rec.chief)
 
-    def _interrupted(self) -> RunResult:
+    def _interrupted(self, by: str = "Ctrl-C") -> RunResult:
         rec = self.rec
         if rec.chief:
             rec.history[:] = keep_interrupted(rec.run_dir, rec.name)
@@ -436,7 +439,7 @@ class Loop:
         where = (f"during epoch {done + 1}/{rec.epochs}" if done < rec.epochs and not stopped
                  else "while saving the final model")
         reason = (
-            f"interrupted (Ctrl-C) {where}; {done} epoch(s) completed and "
+            f"interrupted ({by}) {where}; {done} epoch(s) completed and "
             "checkpointed; resume to continue"
         )
         rec.status("interrupted", reason)
