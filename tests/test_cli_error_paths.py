@@ -73,7 +73,10 @@ def empty(folder: Path) -> bool:
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     out = {}
-    for name, text in (("good", GOOD), ("sweep", SWEEP), ("sweep4", SWEEP4)):
+    momentum = "train optimizer=sgd momentum=.9\nconv8 relu pool2 drop.25 | dense16\n"
+    for name, text in (("good", GOOD), ("sweep", SWEEP), ("sweep4", SWEEP4),
+                       ("momentum", momentum),
+                       ("momentum_sweep", momentum.replace("drop.25", "drop{.25,.5}"))):
         out[name] = tmp_path / f"{name}.cnn"
         out[name].write_text(text)
     return out
@@ -142,6 +145,15 @@ USAGE = {
                              "data-parallel flags can"),
     "resume_with_a_budget": (["train", "--resume", "{tmp}", "--max-params", "5"],
                              "so --runs-dir, --max-params cannot apply"),
+    # the spec's own settings check; a flag makes them untrainable
+    "override_makes_settings_untrainable": (
+        ["train", "{momentum}", "--optimizer", "adam"],
+        "cnnspec: error: {momentum}: momentum applies to sgd and rmsprop, not adam (remove "
+        "momentum, or use optimizer=sgd (or rmsprop); adam has its own moment estimates) (after "
+        "the command-line overrides)"),
+    "override_in_a_sweep_names_the_variant": (
+        ["sweep", "{momentum_sweep}", "--optimizer", "adam"],
+        "cnnspec: error: {momentum_sweep} (momentum_sweep[drop=.25]): momentum applies to sgd"),
     "train_a_sweep": (["train", "{sweep}"],
                       "is a sweep; train its variants with `cnnspec sweep`"),
     "run_a_sweep": (["run", "{sweep}"], "sweep.cnn is a sweep; use `cnnspec sweep {sweep}`"),

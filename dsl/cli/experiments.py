@@ -28,7 +28,7 @@ from cnnspec.cli.main import (
     print_spec_error,
     sigterm_as_interrupt,
 )
-from cnnspec.cli.train import add_train_flags, resolved_settings
+from cnnspec.cli.train import add_train_flags, checked_settings, resolved_settings
 from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
@@ -591,6 +591,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                  max_variants=args.max_variants, sample=args.sample,
                                  seed=args.sample_seed)
     by_name = {r.name: r for r in reports}
+    for variant in variants:  # a flag that makes a variant untrainable stops the sweep here,
+        checked_settings(variant.spec, args)  # before the data is read or anything trains
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
         f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")

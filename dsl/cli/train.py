@@ -173,7 +173,11 @@ def checked_settings(spec: ir.Spec, args: argparse.Namespace) -> TrainSettings:
     settings = resolved_settings(spec, args)
     problem = validate(settings) or augment_problem(settings, spec.input_shape)
     if problem is not None:
-        raise UsageError(f"{spec.name}: {problem} (after the command-line overrides)")
+        # the file, as every other error names it; a sweep's variant by its name too
+        where = spec.filename or spec.name
+        if spec.filename and Path(spec.filename).stem != spec.name:
+            where = f"{spec.filename} ({spec.name})"
+        raise UsageError(f"{where}: {problem} (after the command-line overrides)")
     return settings
 
 
