@@ -141,8 +141,8 @@ USAGE = {
                               "--precision", "float32", "--out", "{tmp}/out"],
                              "cnnspec: error: --resume continues {tmp} with the settings and "
                              "folder it was started with, so --lr, --epochs, --precision, --out, "
-                             "--runs-dir cannot apply; --data, --progress, --verbose and the "
-                             "data-parallel flags can"),
+                             "--runs-dir cannot apply; --data, --limit, --progress, --verbose "
+                             "and the data-parallel flags can"),
     "resume_with_a_budget": (["train", "--resume", "{tmp}", "--max-params", "5"],
                              "so --runs-dir, --max-params cannot apply"),
     # the spec's own settings check; a flag makes them untrainable
@@ -655,6 +655,14 @@ def test_resume_with_different_data(home: Path, tiny_run: Path, tmp_path: Path) 
     refused(cli(home, "train", "--resume", str(run), "--data", str(bundled_sample_dir())), 1,
             f"cnnspec: error: cannot resume {run}: the data differ from the 64 training images")
     assert snapshot(run, lock=False) == before
+    # --limit with --data picks the same 64 images again: the data moved, the run resumes
+    moved = tmp_path / "moved"
+    shutil.copytree(bundled_sample_dir(), moved)
+    _move_data_away(run, tmp_path)
+    done = cli(home, "train", "--resume", str(run), "--data", str(moved), "--limit", "64",
+               "--progress", "none")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert records.read_status(run)["status"] == "completed"
 
 
 def _poison_weights(keras_file: Path) -> None:

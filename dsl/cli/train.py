@@ -371,12 +371,17 @@ def report_result(result: Any) -> int:
     return EXIT_OK
 
 
+# run-only settings `--resume` uses: with --data (the recorded data moved), --limit picks the
+# same number of training images the run recorded (its data fingerprint is checked)
+_RESUME_TAKES = frozenset({"limit"})
+
+
 def _refuse_flags_resume_ignores(args: argparse.Namespace) -> None:
     """UsageError for a flag `--resume` cannot honour: a resumed run keeps the settings, run
     folder and budget it was started with (they are what makes it the same run), so
     `--resume R --epochs 10` would otherwise train the recorded epochs without a word."""
     given = [entry.flag for entry in SETTINGS.flag_entries
-             if getattr(args, entry.name, None) != (
+             if entry.name not in _RESUME_TAKES and getattr(args, entry.name, None) != (
                  entry.default if entry.scope == "run" else None)]
     if args.out is not None:
         given.append("--out")
@@ -387,8 +392,9 @@ def _refuse_flags_resume_ignores(args: argparse.Namespace) -> None:
     if given:
         raise UsageError(
             f"--resume continues {args.resume} with the settings and folder it was started "
-            f"with, so {', '.join(given)} cannot apply; --data, --progress, --verbose and the "
-            "data-parallel flags can (to train otherwise, start a new run from its spec.cnn)")
+            f"with, so {', '.join(given)} cannot apply; --data, --limit, --progress, --verbose "
+            "and the data-parallel flags can (to train otherwise, start a new run from its "
+            "spec.cnn)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
