@@ -158,14 +158,36 @@ def test_sweep_headers_name_the_variant(tmp_path, markup_data):
     assert re.findall(r"\[\d/\d\] \S+", result.stderr) == ["[1/2] s[drop=.25]",
                                                            "[2/2] s[drop=.5]"]
     assert sorted(p.name for p in out.iterdir()) == ["s[drop=.25]", "s[drop=.5]"]
-    # each variant's spec.cnn is the variant, not the sweep: `train --resume` parses it again
-    # (it held the whole sweep file, so no variant of an interrupted sweep could be resumed)
-    for rate in (".25", ".5"):
-        recorded = (out / f"s[drop={rate}]" / "spec.cnn").read_text()
-        assert recorded == f"conv4 relu pool2 drop{rate} | dense8\n"
-    resumed = run_cli("train", "--resume", str(out / "s[drop=.5]"), "--progress", "plain")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "holds sweep alternatives" not in resumed.stderr
+
+
+def test_a_variant_of_an_interrupted_sweep_resumes_as_that_variant(tmp_path):
+    """A variant's spec.cnn is the sweep file (its positions name the Keras layers), so
+    `train --resume` refused every variant as a sweep: a Ctrl-C'd sweep could not be
+    continued. It now takes the variant settings.json names out of the sweep
+    (`sweep.variant_named`, tested against `expand` in test_lang_hardening.py)."""
+    import json
+
+    from cnnspec.training import records
+
+    text = "conv{4,8} relu pool2 | dense8\n"
+    spec = tmp_path / "s.cnn"
+    spec.write_text(text)
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", str(spec), *FLAGS, "--out", str(out), "--no-plots")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("s[conv=4]", "s[conv=8]"):
+        run = out / name
+        assert (run / "spec.cnn").read_text() == text
+        history = records.read_history(run)
+        status = records.read_status(run)
+        status["status"] = "interrupted"  # stopped while writing its final records
+        (run / records.STATUS_FILE).write_text(json.dumps(status))
+        resumed = run_cli("train", "--resume", str(run), "--progress", "plain")
+        said = resumed.stdout + resumed.stderr
+        assert resumed.returncode == 0 and "Traceback" not in said, said[-2000:]
+        assert f"finishing {name}: its 1 epoch is trained" in said
+        assert records.read_status(run)["status"] == "completed"
+        assert records.read_history(run) == history
 
 
 def test_study_names_with_markup(tmp_path):

@@ -267,6 +267,26 @@ def test_repeated_keys_on_one_line_get_distinct_names():
     assert len(set(names)) == len(names) == 8
 
 
+@pytest.mark.parametrize("text", [
+    "conv{4,8} relu bn? pool2 drop{.25,.5} | dense8\ntrain lr={.01,.05}\n",
+    "conv8 add(conv8, conv8 bn)? relu concat(relu, bn? relu) gap\n",  # `,` inside a key
+    "conv{8,16} conv{8,16} relu |\nconv{4,5}\n",  # keys with @line:col
+    "conv8({valid,same}, {bias,nobias}) conv4(k={3,5}) relu |\n",  # `,` inside a label
+    "let u(f) = conv{f} relu\nconv8 u({8,16}) u(4)? |\n",
+])
+def test_variant_named_gives_back_each_variant_expand_makes(text):
+    """`train --resume` of a sweep's run rebuilds its variant from the sweep text and the
+    recorded name: for every variant, the name leads back to the very same spec. The stem
+    holds a `[` too, as a file name may."""
+    variants = sweep.expand(cnnspec.parse(text, name="s[x", filename="f.cnn"))
+    assert len(variants) > 1
+    for v in variants:
+        again = cnnspec.parse(text, name=v.name, filename="f.cnn")
+        assert sweep.variant_named(again, v.name) == v.spec
+    assert sweep.variant_named(cnnspec.parse(text, name="s"), "s[nothing=1]") is None
+    assert sweep.variant_named(cnnspec.parse(text, name="s"), "s") is None
+
+
 def test_an_argument_swept_by_position_is_named_by_its_value():
     """`conv8({valid,same})` was named `conv=None=valid`: the label took the missing key."""
     text = "conv8({valid,same}, {bias,nobias}) conv4(k={3,5}) relu |\n"

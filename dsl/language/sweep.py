@@ -249,10 +249,53 @@ def expand(
         choices = tuple(
             (p.key, p.labels[i]) for p, i in zip(points, picks, strict=True)
         )
-        label = ",".join(f"{v}{k}" if v in "+-" else f"{k}={v}" for k, v in choices)
+        label = ",".join(_choice_text(k, v) for k, v in choices)
         name = f"{spec.name}[{label}]"
         out.append(Variant(name, choices, replace(_choose(spec, picks), name=name)))
     return out
+
+
+def _choice_text(key: str, label: str) -> str:
+    """One choice in a variant's name: `lr=.05`, or `+bn`/`-bn` for an optional part."""
+    return f"{label}{key}" if label in "+-" else f"{key}={label}"
+
+
+def variant_named(spec: ir.Spec, name: str) -> ir.Spec | None:
+    """The variant of a sweep that `expand` names `name` (`exp7[drop=.5,lr=.05]`), built
+    without enumerating the sweep; None if no choice of its points makes that name.
+
+    Why: a sweep's run folder records the sweep file as written (its positions, and so its
+    Keras layer names, are the file's) and the variant's name; `train --resume` gets the
+    variant back from the two. The name is read point by point, trying each point's labels
+    (a label or key may itself hold a `,`); the stem before `[` may hold `[` too.
+    """
+    points = sweep_points(spec)
+    if not name.endswith("]"):
+        return None
+
+    def picks(label: str, i: int, pos: int) -> tuple[int, ...] | None:
+        if i == len(points):
+            return () if pos == len(label) else None
+        for j, choice in enumerate(points[i].labels):
+            text = _choice_text(points[i].key, choice)
+            end = pos + len(text)
+            if not label.startswith(text, pos):
+                continue
+            if i + 1 == len(points):
+                if end == len(label):
+                    return (j,)
+            elif label.startswith(",", end):
+                rest = picks(label, i + 1, end + 1)
+                if rest is not None:
+                    return (j, *rest)
+        return None
+
+    for start, char in enumerate(name):
+        if char == "[":
+            found = picks(name[start + 1:-1], 0, 0)
+            if found is not None:
+                return replace(_choose(spec, found), name=name)
+    return None
 
 
 def check_all_variants(

@@ -53,7 +53,6 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.language.errors import SpecError
 from cnnspec.language.format import format_spec
 from cnnspec.language.parse import parse
 from cnnspec.language.settings import (
@@ -64,6 +63,7 @@ from cnnspec.language.settings import (
     TrainSettings,
     setting_problems,
 )
+from cnnspec.language.sweep import variant_named
 from cnnspec.training import records
 from cnnspec.training.augment import Augment
 from cnnspec.training.checkpoint import (
@@ -133,18 +133,12 @@ def data_fingerprint(data: Cifar10) -> str:
 
 
 def _spec_text(spec: ir.Spec) -> str:
-    """The text spec.cnn records, which `train --resume` parses again: the file as written when
-    it describes this spec, else the spec's canonical text. A sweep's variant keeps the whole
-    sweep file as its source (its error messages point into that file), and that text parses
-    back to the sweep, not to the variant that was trained."""
-    canonical = format_spec(spec)
+    """The text spec.cnn records: the file as written. For a sweep's variant that is the whole
+    sweep file (its positions name the Keras layers); `resume_run` takes the variant back out
+    of it by the name settings.json records."""
     if spec.source is not None:
-        try:
-            if format_spec(parse(spec.source)) == canonical:
-                return spec.source
-        except SpecError:
-            pass
-    return canonical
+        return spec.source
+    return format_spec(spec)
 
 
 def _sha256(text: str) -> str:
@@ -737,7 +731,15 @@ def resume_run(
     except (OSError, UnicodeDecodeError) as exc:
         raise records.RunFolderError(
             f"{spec_path}: cannot read the run's spec ({exc}); the folder is damaged") from None
-    spec = parse(text, filename=str(spec_path), name=recorded["spec"]["name"])
+    name = recorded["spec"]["name"]
+    spec = parse(text, filename=str(spec_path), name=name)
+    if spec.has_sweep():  # a sweep's variant: the sweep file as written, and the variant's name
+        variant = variant_named(spec, name)
+        if variant is None:
+            raise records.RunFolderError(
+                f"{spec_path}: a sweep with no variant named {name} (settings.json); the "
+                "folder is damaged")
+        spec = variant
     settings = SETTINGS.from_record(recorded["settings"])
     if data is None:
         data = _load_recorded_data(recorded)
