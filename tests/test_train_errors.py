@@ -92,6 +92,12 @@ def run(home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return out, done.stderr
 
 
+def _set_status(folder: Path, status: str) -> None:
+    record = records.read_status(folder)
+    record["status"] = status
+    (folder / records.STATUS_FILE).write_text(json.dumps(record))
+
+
 def copy_run(run: tuple[Path, str], tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(run[0], target)
@@ -332,7 +338,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["missing", "settings-garbage", "no-model",
-                                    "no-model-no-checkpoint"])
+                                    "no-model-no-checkpoint", "no-model-completed"])
 def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(
         damage: str, run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
     folder = copy_run(run, tmp_path)
@@ -342,6 +348,9 @@ def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(
               "no-model": f"no model.keras: the run was stopped before writing it; `cnnspec "
                           f"train --resume {folder}` continues from its last checkpoint",
               "no-model-no-checkpoint": "no model.keras: the run did not finish an epoch",
+              # resume returns a completed run as it is: it would not write the file
+              "no-model-completed": "no model.keras: the run completed, so the file was "
+                                    "removed after it",
               }[damage]
     if damage == "missing":
         shutil.rmtree(folder)
@@ -351,6 +360,8 @@ def test_evaluate_of_a_missing_or_damaged_folder_is_one_clear_error(
         (folder / records.MODEL_FILE).unlink()
         if damage == "no-model-no-checkpoint":
             shutil.rmtree(records.checkpoint_dir(folder))
+        if damage != "no-model-completed":  # the fixture's run completed
+            _set_status(folder, "interrupted")
     code, tf, _, stderr = probe(home, "evaluate", str(folder))
     assert code == 1 and not tf, stderr
     assert_one_clean_error(stderr, "cannot evaluate", expect)

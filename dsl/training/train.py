@@ -762,11 +762,19 @@ def missing_model(folder: Path) -> str | None:
     before writing it may still have a checkpoint, which `--resume` continues from."""
     if (folder / records.MODEL_FILE).is_file():
         return None
+    try:
+        status = (records.read_status(folder) or {}).get("status")
+    except records.RunFolderError:
+        status = None
     checkpointed = (records.checkpoint_dir(folder) / records.CHECKPOINT_STATE).is_file()
-    return f"{folder} has no {records.MODEL_FILE}: " + (
-        f"the run was stopped before writing it; `cnnspec train --resume {folder}` continues "
-        "from its last checkpoint and writes it" if checkpointed
-        else "the run did not finish an epoch")
+    if status == "completed":  # resume returns a completed run as it is: no help there
+        why = "the run completed, so the file was removed after it"
+    elif checkpointed:
+        why = (f"the run was stopped before writing it; `cnnspec train --resume {folder}` "
+               "continues from its last checkpoint and writes it")
+    else:
+        why = "the run did not finish an epoch"
+    return f"{folder} has no {records.MODEL_FILE}: {why}"
 
 
 def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
