@@ -168,6 +168,13 @@ def test_a_bad_default_is_one_problem_with_its_own_hint(text, message, hint, col
      "(conv{n} in the body) and sweep it where the block is used: u(..., n={8,16})"),
     ("let u(f) = conv{f}({valid,same})", (1, 20), "{valid,same}",
      "(conv{f}({p}) in the body) and sweep it where the block is used: u(..., p={valid,same})"),
+    # a name the block has already would tie two places to one value: the hint picks another
+    ("let u(n) = conv{n} conv{16,32}", (1, 20), "conv{16,32}",
+     "(conv{n2} in the body) and sweep it where the block is used: u(..., n2={16,32})"),
+    # the number and an argument together: no single parameter is the same sweep
+    ("let u(f) = conv{8,16}(k={1,3}) conv{f}", (1, 12), "conv{8,16}(k={1,3})",
+     "make each swept part a parameter of the block and sweep it where the block is used: "
+     "u(..., n={...})"),
 ])
 def test_alternatives_in_a_block_with_parameters_are_shown_and_rewritten_as_a_parameter(
         text, where, underlined, hint):

@@ -1132,7 +1132,7 @@ class _Builder:
                 _sweep_a_parameter(
                     self.defining, str(tree.children[0]) if key is None else
                     self.written_head(span, str(tree.children[0])), key,
-                    [str(c) for c in choices.children]))
+                    [str(c) for c in choices.children], taken=self.scope))
         if unknown or swept:
             return None
         if text not in self.templates and text not in self.blocks and split_word(text) is None:
@@ -1346,7 +1346,8 @@ class _Builder:
         if self.scope is not None and isinstance(body, ir.Alternatives | ir.Optional):
             self.problem(
                 "sweep alternatives inside a block with parameters are not supported",
-                body.span, _sweep_a_parameter(self.defining or "", *_swept_part(body))
+                body.span, _sweep_a_parameter(self.defining or "", *_swept_part(body),
+                                              taken=self.scope)
                 if isinstance(body, ir.Alternatives)
                 else f"put the `?` on a use of the block instead: {self.defining}(...)?")
             return None
@@ -1789,17 +1790,30 @@ def _swept_part(alternatives: ir.Alternatives) -> tuple[str, str | None, list[st
     return head, "", labels
 
 
-def _sweep_a_parameter(block: str, word: str, key: str | None, values: list[str]) -> str:
+def _sweep_a_parameter(block: str, word: str, key: str | None, values: list[str],
+                       taken: set[str] | None = None) -> str:
     """The hint for alternatives inside a block with parameters: the same sweep, written as a
-    parameter of the block and swept at its use."""
+    parameter of the block and swept at its use. The parameter's name is one the block does
+    not have yet (`taken`): reusing one would tie two places to one value."""
+    def free(name: str) -> str:
+        n = 1
+        while (f"{name}{n}" if n > 1 else name) in (taken or set()):
+            n += 1
+        return f"{name}{n}" if n > 1 else name
+
+    if key is None and any("=" in v for v in values):  # the number and an argument, together
+        return ("make each swept part a parameter of the block and sweep it where the block "
+                f"is used: {block}(..., {free('n')}={{...}})")
     swept = "{" + ",".join(values) + "}"
     if key is None:  # the layer's number: conv{64,128}, drop{.25,.5}
-        name = "r" if word == "drop" else "n"
+        name = free("r" if word == "drop" else "n")
         body = f"{word}{{{name}}}"
     elif key:  # a named argument: conv8(k={1,3})
-        name, body = key, f"{word}(..., {key}={{{key}}})"
+        name = free(key)
+        body = f"{word}(..., {key}={{{name}}})"
     else:  # an argument by position: conv8({valid,same})
-        name, body = "p", f"{word}({{p}})"
+        name = free("p")
+        body = f"{word}({{{name}}})"
     return (f"make it a parameter ({body} in the body) and sweep it where the block is "
             f"used: {block}(..., {name}={swept})")
 
