@@ -291,8 +291,8 @@ def test_messages_pygls_cannot_read_get_one_log_line_each_and_the_server_reads_o
 
 
 def test_cnnspec_own_failures_keep_their_traceback_in_the_log():
-    """Only pygls's records about unreadable messages are shortened: a failing cnnspec handler
-    is a bug, and its traceback is what a bug report needs."""
+    """Only pygls's records about unreadable messages are shortened: a failing cnnspec handler,
+    or pygls failing to send an answer, is a bug, and its traceback is what a report needs."""
     import logging
 
     from cnnspec.editor.lsp import _OneLineBadMessages
@@ -305,8 +305,11 @@ def test_cnnspec_own_failures_keep_their_traceback_in_the_log():
                              "hover failed", (), exc_info)
     theirs = logging.LogRecord("pygls.server", logging.ERROR, __file__, 1,
                                "Unable to handle message", (), exc_info)
+    sending = logging.LogRecord("pygls.protocol.json_rpc", logging.ERROR, __file__, 1,
+                                "Error sending data", (), exc_info)
     keep = _OneLineBadMessages()
     assert keep.filter(ours) and ours.exc_info is exc_info
+    assert keep.filter(sending) and sending.exc_info is exc_info  # not about client input
     assert keep.filter(theirs) and theirs.exc_info is None
     assert theirs.getMessage() == ("cnnspec lsp: Unable to handle message (ValueError: boom); "
                                    "the message is ignored")

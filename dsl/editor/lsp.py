@@ -214,16 +214,18 @@ class _OneLineBadMessages(logging.Filter):
     """A message the client sent that pygls cannot read (not JSON, not an object, params of the
     wrong shape) is bad input, so the editor's log gets one line saying what was wrong, not the
     two full tracebacks pygls logs for it. The server ignores such a message and reads on; it
-    logged the same before this filter, with tracebacks. cnnspec's own handler failures (bugs)
-    keep their tracebacks: those are logged under `cnnspec.*`, not `pygls.*`."""
+    logged the same before this filter, with tracebacks. Only pygls's records about a message
+    it could not read are shortened: cnnspec's own handler failures (bugs, logged under
+    `cnnspec.*`) and pygls's other failures keep their tracebacks."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("pygls"):
             return True
         if str(record.msg).startswith("Unable to deserialize message"):
             return False  # its traceback text is in the message; the record after it says it
-        if record.exc_info is None or record.exc_info[1] is None:
-            return True
+        if (record.exc_info is None or record.exc_info[1] is None
+                or not str(record.msg).startswith("Unable to handle message")):
+            return True  # pygls's other failures (sending an answer, ...) keep their traceback
         said = record.getMessage()
         record.msg = "cnnspec lsp: %s (%s); the message is ignored"
         record.args = (said, _why(record.exc_info[1]))
