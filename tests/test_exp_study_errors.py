@@ -134,10 +134,11 @@ def test_a_damaged_journal_is_refused_and_left_unchanged(tmp_path, content, line
                  ["sweep", str(spec), "--study", "s2", "--storage", storage,
                   "--epochs", "1", "--limit", "32", "--out", str(out)]):
         first = _error(run_cli(*args), 1)
+        fix = ("A worker killed while writing leaves an incomplete last line: remove that line "
+               "(keep a copy of the file) and start again" if line == content.count(b"\n") + 1
+               else "Restore the file from a copy, or give the sweep a new journal")
         assert first == (f"cnnspec: error: the journal file {journal} is damaged at line "
-                         f"{line} ({why}); it is left unchanged. A worker killed while writing "
-                         "leaves an incomplete last line: remove that line (keep a copy of the "
-                         "file) and start again")
+                         f"{line} ({why}); it is left unchanged. {fix}")
         assert journal.read_bytes() == content
     assert not out.exists()
     # with the damaged line removed, the study reads again

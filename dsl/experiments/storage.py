@@ -132,10 +132,11 @@ def _check_journal(path: Path, waits: int = 5) -> None:
             except (ValueError, RecursionError):
                 why = "a line that is not JSON"
         if why is not None:
-            raise Failure(
-                f"the journal file {path} is damaged at line {number} ({why}); it is left "
-                "unchanged. A worker killed while writing leaves an incomplete last line: "
-                "remove that line (keep a copy of the file) and start again")
+            fix = ("A worker killed while writing leaves an incomplete last line: remove that "
+                   "line (keep a copy of the file) and start again" if number == len(lines)
+                   else "Restore the file from a copy, or give the sweep a new journal")
+            raise Failure(f"the journal file {path} is damaged at line {number} ({why}); it "
+                          f"is left unchanged. {fix}")
 
 
 def _must_exist(path: Path, url: str) -> None:
