@@ -182,6 +182,11 @@ def test_no_projection_is_suggested_where_none_can_fix_the_sizes(text, sizes):
     ("conv8 add (conv8) gap", "`(` must touch `add`, with no space between", 11, "write add(...)"),
     ("conv8 concat (conv8) gap", "`(` must touch `concat`", 14, "write concat(...)"),
     ("let r (f) = add(conv{f})\nconv8 r(8) gap", "`(` must touch `r`", 7, "write r(...)"),
+    ("train lr=onecycle (.4)\nconv8 gap", "`(` must touch `onecycle`", 19,
+     "write onecycle(...)"),
+    # not a schedule: no word there takes arguments, so "write sgd(...)" would be wrong
+    ("train optimizer=sgd (x)\nconv8 gap", "unexpected `(` after `sgd`", 21,
+     "only a schedule takes arguments here"),
     # it said "empty argument list" with an example of a layer's arguments
     ("conv8 add() gap", "empty merge `add()`", 10, "add(conv16 bn relu)"),
     ("conv8 concat( ) gap", "empty merge `concat()`", 13, "concat(conv16 bn relu)"),

@@ -44,7 +44,7 @@ from cnnspec.language.layers import (
     takes_bare,
     whole,
 )
-from cnnspec.language.setting_values import Arg, Written, WrittenProblem
+from cnnspec.language.setting_values import SCHEDULES, Arg, Written, WrittenProblem
 from cnnspec.language.settings import SETTINGS, SettingsTable
 
 if TYPE_CHECKING:
@@ -564,7 +564,12 @@ def _misplaced_token(
     """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`, a
     `(` apart from the word it belongs to."""
     if tok.type == "LPAR" and "_ARGS_OPEN" in expected and prev is not None:
-        # `add (conv8)`, `let r (f) = ...`: a `(` after a space opens a group, not these
+        if line_text.lstrip().startswith("train") and str(prev) not in SCHEDULES:
+            # `optimizer=sgd (x)`: only a schedule takes arguments in a setting's value
+            return Diagnostic(f"unexpected `(` after `{prev}`", Span.point(line, col),
+                              "only a schedule takes arguments here, as in lr=onecycle(.4)")
+        # `add (conv8)`, `let r (f) = ...`, `lr=onecycle (.4)`: a `(` after a space opens a
+        # group, not these
         return Diagnostic(
             f"`(` must touch `{prev}`, with no space between", Span.point(line, col),
             f"write {prev}(...)")
