@@ -153,7 +153,9 @@ def test_check_reports_syntax_errors_on_every_line_in_one_run(cli, tmp_path):
     result = cli("check", str(bad))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     heads = [ln.split(": error:")[0] for ln in result.stderr.splitlines() if ": error:" in ln]
-    assert heads == [f"{bad}:1:13", f"{bad}:2:1", f"{bad}:3:1", f"{bad}:4:16", f"{bad}:5:9"]
+    # line 4 ends inside its `(`: the error is at that `(`, as on line 3
+    assert heads == [f"{bad}:1:13", f"{bad}:2:1", f"{bad}:3:1", f"{bad}:4:15", f"{bad}:5:9"]
+    assert f"{bad}:4:15: error: `(` is not closed on this line" in result.stderr
     assert "block `u`" not in result.stderr  # its `let` line is broken; not reported at each use
 
 
