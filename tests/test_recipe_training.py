@@ -352,6 +352,6 @@ def test_an_augmentation_larger_than_the_images_is_refused_before_anything_runs(
     done = run_cli("train", str(path), "--out", str(out), "--augment", "flip+cutout40",
                    env={"HOME": str(home), "CNNSPEC_DATA": ""})
     assert done.returncode == 2
-    assert ("small: augment: cutout40 is larger than the 32x32 images (after the "
-            "command-line overrides)") in done.stderr
+    assert (f"cnnspec: error: {path}: augment: cutout40 is larger than the 32x32 images "
+            "(after the command-line overrides)") in done.stderr  # the file, as errors name it
     assert "Traceback" not in done.stderr and not out.exists()
