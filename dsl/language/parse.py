@@ -581,11 +581,11 @@ def _misplaced_token(
         )
     opened = _open_paren_column(line_text) if tok.type == "_NL" else None
     if tok.type == "_NL" and ("RPAR" in expected or opened is not None):  # `add(conv8,` too
-        merge = re.search(r"\b(add|concat)$", line_text[:opened - 1]) if opened else None
+        merge = _merge_word_before(line_text, opened) if opened else None
         return Diagnostic(
             "`(` is not closed on this line; expected `)`",
             Span.point(line, opened or col),
-            f"a merge must open and close on one line: {merge[1]}(a, b) on one line, or "
+            f"a merge must open and close on one line: {merge}(a, b) on one line, or "
             "name a branch with `let` to shorten it" if merge else
             "a group must open and close on one line",
         )
@@ -596,10 +596,10 @@ def _misplaced_token(
         example = {"LPAR": "(conv64 relu)x2", "_ARGS_OPEN": "conv64(k=5)",
                    "LBRACE": "drop{.25,.5}"}
         shown = f"{prev}{tok}"
-        merge = re.search(r"\b(add|concat)$", line_text[:prev.column - 1])  # Lark keeps 1 token
+        merge = _merge_word_before(line_text, prev.column)  # Lark keeps only 1 token back
         if prev.type == "_ARGS_OPEN" and prev.line == line and merge:
-            what["_ARGS_OPEN"], shown = "merge", f"{merge[1]}{prev}{tok}"
-            example["_ARGS_OPEN"] = f"{merge[1]}(conv16 bn relu)"
+            what["_ARGS_OPEN"], shown = "merge", f"{merge}{prev}{tok}"
+            example["_ARGS_OPEN"] = f"{merge}(conv16 bn relu)"
         return Diagnostic(
             f"empty {what[prev.type]} `{shown}`",
             Span(prev.line, prev.column, tok.end_line, tok.end_column),
@@ -610,6 +610,12 @@ def _misplaced_token(
     if tok.type == "RBRACE" and "{" not in line_text[: col - 1]:
         return Diagnostic("unmatched `}`", Span.point(line, col), "remove it")
     return None
+
+
+def _merge_word_before(line_text: str, column: int) -> str | None:
+    """`add` or `concat` when the `(` at 1-based `column` is a merge's, else None."""
+    word = re.search(r"\b(\w+)$", line_text[:column - 1])
+    return word[1] if word and word[1] in MERGES else None
 
 
 def _token_hint(tok: Any, prev: Any, expected: set[str]) -> str | None:
@@ -1757,28 +1763,22 @@ def _value_text(tok: Token) -> str:
     return format_number(_num_value(tok)) if tok.type == "NUMBER" else str(tok)
 
 
-def _value_nodes(layer: Tree) -> list[Token | Tree]:
-    """The number's alternatives and every argument value of a layer tree."""
-    out: list[Token | Tree] = []
-    for child in layer.children[1:]:
-        if child.data == "choices":
-            out.append(child)
-        else:  # args: named_arg(WORD, value) or positional_arg(value)
-            out.extend(arg.children[-1] for arg in child.children)
-    return out
-
-
 def _keyed_value_nodes(layer: Tree) -> list[tuple[str | None, Token | Tree]]:
-    """_value_nodes with what each value is: None for the layer's number, an argument's name,
-    or "" for an argument written by position."""
+    """The number's alternatives and every argument value of a layer tree, each with what it
+    is: None for the layer's number, an argument's name, or "" for one written by position."""
     out: list[tuple[str | None, Token | Tree]] = []
     for child in layer.children[1:]:
         if child.data == "choices":
             out.append((None, child))
-        else:
+        else:  # args: named_arg(WORD, value) or positional_arg(value)
             out.extend((str(arg.children[0]) if arg.data == "named_arg" else "",
                         arg.children[-1]) for arg in child.children)
     return out
+
+
+def _value_nodes(layer: Tree) -> list[Token | Tree]:
+    """The number's alternatives and every argument value of a layer tree."""
+    return [node for _, node in _keyed_value_nodes(layer)]
 
 
 def _swept_part(alternatives: ir.Alternatives) -> tuple[str, str | None, list[str]]:
