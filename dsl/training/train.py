@@ -557,7 +557,7 @@ def _epochs_without_checkpoint(run_dir: Path) -> int:
         status = records.read_status(run_dir)
     except records.RunFolderError:
         return 0
-    done = status.get("epochs_completed") if isinstance(status, dict) else None
+    done = (status or {}).get("epochs_completed")  # read_status: a checked object, or None
     return done if isinstance(done, int) and not isinstance(done, bool) and done > 0 else 0
 
 
