@@ -219,7 +219,7 @@ def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two", "three")]
     trained = []
 
-    def fake_train_one(spec, args, data, run_dir, report=None):
+    def fake_train_one(spec, args, data, run_dir, report=None, **kwargs):
         trained.append(spec.name)
         if spec.name == "two":
             raise RuntimeError("boom\nsecond line")
@@ -242,7 +242,7 @@ def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
     from cnnspec.cli import train as cli_train
 
     specs = [cnnspec.parse(TINY, name=n) for n in ("one", "two")]
-    monkeypatch.setattr(cli_train, "train_one", lambda spec, args, data, run_dir, report=None:
+    monkeypatch.setattr(cli_train, "train_one", lambda spec, args, data, run_dir, report=None, **kw:
                         SimpleNamespace(run_dir=run_dir, status="interrupted"))
     monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
         x_train=[0], describe=lambda: "1 image"))

@@ -357,8 +357,81 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_runs(run_dirs, args.sort, args.format, _plot_dir(args, run_dirs))
 
 
+# statuses of a kept run that a continued sweep does not train again
+_FINISHED = ("completed", "pruned")
+
+
+def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
+                     args: argparse.Namespace) -> dict[str, str]:
+    """The specs whose folder under --out already holds their very run (left by an earlier,
+    interrupted `sweep` or `run` with the same --out): name -> the run's status.
+
+    Why: re-running the command that was stopped continues it, as Keras Tuner does with its
+    project folder: finished runs are kept, an interrupted one resumes from its checkpoint,
+    the rest train. It is the same run only with the same spec text, settings and precision;
+    a folder holding another run is a Failure here, before the data is read or anything
+    trains, naming each folder and what differs (a changed flag is one message, not one
+    failure per variant). The data are compared when the data are read (`same_data`)."""
+    if out_dir is None or not out_dir.is_dir():
+        return {}
+    from cnnspec.training.records import SETTINGS_FILE, RunFolderError, read_status
+    from cnnspec.training.train import run_differences
+
+    precision = None if args.precision == "auto" else args.precision
+    found: dict[str, str] = {}
+    other: dict[str, list[str]] = {}  # what differs -> the folders
+    for spec in specs:
+        folder = out_dir / safe_name(spec.name)
+        if not (folder / SETTINGS_FILE).is_file():
+            continue
+        try:
+            differs = run_differences(folder, spec, checked_settings(spec, args), precision)
+            status = (read_status(folder) or {}).get("status", "running")
+        except RunFolderError as exc:
+            raise Failure(f"cannot continue in --out {out_dir}: {exc}") from None
+        if differs:
+            other.setdefault("; ".join(differs), []).append(folder.name)
+        else:
+            found[spec.name] = status
+    if other:
+        raise Failure(
+            f"--out {out_dir} holds other runs than this command would train, so it cannot "
+            "continue them:\n  " + "\n  ".join(f"{_some(folders)}: {why}"
+                                               for why, folders in other.items())
+            + "\nrun the command with the spec and flags it was started with to continue, or "
+            "pick another --out")
+    return found
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """`a, b, c and 5 more`: a list of names that stays one line."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def same_data(out_dir: Path, names: list[str], data: Any) -> None:
+    """Failure unless every continued run was trained on these data (the same images, in the
+    same order): a kept run is compared with the new ones, so they must have seen the same."""
+    from cnnspec.training.train import data_fingerprint, read_run_settings
+
+    fingerprint = data_fingerprint(data)
+    other: dict[str, list[str]] = {}  # what they were trained on -> their folders
+    for name in names:
+        recorded = read_run_settings(out_dir / safe_name(name))["data"]
+        if recorded["fingerprint"] != fingerprint:
+            seen = f"{recorded['train_images']:,} training images of {recorded['source']}"
+            other.setdefault(seen, []).append(safe_name(name))
+    if other:
+        raise Failure(
+            f"the data differ from those the runs in --out {out_dir} were trained on ("
+            + "; ".join(f"{seen}: {_some(folders)}" for seen, folders in other.items())
+            + f"; here {len(data.x_train):,} training images of {data.source}); pass the "
+            "--data and --limit they were started with, or pick another --out")
+
+
 def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 out_dir: Path | None, local: LocalPruning | None = None,
+                continuing: dict[str, str] | None = None,
                 ) -> tuple[list[Path], list[tuple[str, str]]]:
     """Train checked specs (each with its report) one after another; a spec that fails is
     recorded and the next one trains. Each spec was checked once, by the caller, before the
@@ -369,20 +442,33 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     batch. Returns the run folders to compare (failed runs whose folder holds settings too)
     and (name, first line of the reason) per failure. With `local` (a pruned sweep without
     --study) each spec is a trial of its local study, whose pruner may stop it after an epoch.
+    `continuing` (runs_to_continue): specs whose run in out_dir is kept when finished (and
+    replayed into the local study, epoch by epoch, as it was judged) or resumed.
     """
     from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
+    from cnnspec.training.train import load_result
 
+    continuing = continuing or {}
     data = load_data(args)
+    if continuing and out_dir is not None:
+        same_data(out_dir, list(continuing), data)
     err = _console(stderr=True)
     err.print(Text(f"data: {data.describe()}"), soft_wrap=True)
+    if continuing:
+        kept = sum(status in _FINISHED for status in continuing.values())
+        err.print(Text(f"continuing in {out_dir}: {kept} finished run(s) kept, "
+                       f"{len(continuing) - kept} to resume, "
+                       f"{len(checked) - len(continuing)} to train"), soft_wrap=True)
     done: list[Path] = []
     failed: list[tuple[str, str]] = []
     # ETA: seconds per (MAC x image x epoch), learnt from the runs finished so far
     work = [report.macs * len(data.x_train) * resolved_settings(spec, args).epochs
             for spec, report in checked]
     rate: float | None = None
+    trained_work, training_time = 0, 0.0
     started = time.perf_counter()
     for i, (spec, report) in enumerate(checked):
+        began = time.perf_counter()
         eta = ""
         if rate is not None:
             eta = f", ETA {_duration(rate * sum(work[i:]))}"
@@ -391,9 +477,19 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                              f"{_duration(time.perf_counter() - started)}{eta})")
         run_dir = (out_dir / safe_name(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
-        hooks = {} if local is None else {"epoch_hooks": local.begin(spec)}
+        status = continuing.get(spec.name)
+        if status in _FINISHED:
+            result = load_result(run_dir)
+            err.print(Text(f"{spec.name}: {status} in {run_dir} before; kept"), soft_wrap=True)
+            if local is not None:
+                local.replay(spec, result)
+            done.append(run_dir)
+            continue
+        hooks = {} if local is None else {"epoch_hooks": local.begin(
+            spec, load_result(run_dir).history if status else ())}
         try:
-            result = train_one(spec, args, data, run_dir, report=report, **hooks)
+            result = train_one(spec, args, data, run_dir, report=report, **hooks,
+                               resume=status is not None)
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
             if local is not None:
                 local.end(spec, None)
@@ -415,7 +511,9 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
         if result.status == "interrupted":
             failed.append((spec.name, "interrupted"))
             break
-        rate = (time.perf_counter() - started) / max(sum(work[: i + 1]), 1)
+        trained_work += work[i]
+        training_time += time.perf_counter() - began
+        rate = training_time / max(trained_work, 1)
     return done, failed
 
 
@@ -448,8 +546,20 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
         err.print(Text(f"{len(failed)} failed:", style="bold red"))
         for name, why in failed:
             err.print(f"  {name}: {why}")
+        if out_dir is not None and any(why == "interrupted" for _, why in failed):
+            err.print(Text(f"continue with: {continue_command(args, out_dir)}"), soft_wrap=True)
         raise Failure("")
     return EXIT_OK
+
+
+def continue_command(args: argparse.Namespace, out_dir: Path) -> str:
+    """The command that continues a stopped `sweep` or `run`: the same one, with --out."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or [args.command])
+    if args.out is None:
+        argv += ["--out", str(out_dir)]
+    return shlex.join(["cnnspec", *argv])
 
 
 def _did_not_check(exc: SpecError) -> str:
@@ -477,7 +587,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names) and args.out:
         raise UsageError("two specs share a name; their run folders under --out would clash")
     out_dir = Path(args.out) if args.out else None
-    done, failed = _train_many(checked, args, out_dir) if checked else ([], [])
+    continuing = runs_to_continue(out_dir, [spec for spec, _ in checked], args)
+    done, failed = _train_many(checked, args, out_dir, continuing=continuing) if checked \
+        else ([], [])
     failed = bad + failed  # the files that did not check, named, then the failed runs
     return _finish(done, failed, args, out_dir)
 
@@ -494,11 +606,31 @@ class LocalPruning:
         self.study = pruning.local_study(config)
         self.reporters: dict[str, Any] = {}
 
-    def begin(self, spec: ir.Spec) -> list[Any]:
+    def begin(self, spec: ir.Spec, history: Any = ()) -> list[Any]:
+        """The variant's trial and its epoch hook. `history`: the epochs a resumed run trained
+        before, reported first (they were judged then, and not stopped)."""
         reporter = self.pruning.begin(self.study, spec.name, self.config,
                                       self.epochs.get(spec.name))
         self.reporters[spec.name] = reporter
+        for epoch, row in enumerate(history, 1):
+            reporter(epoch, row)
+        reporter.decision = None  # its record says it was not stopped: that stands
         return [reporter]
+
+    def replay(self, spec: ir.Spec, result: Any) -> str:
+        """A finished run of an earlier, interrupted sweep, told to the study as it happened:
+        each epoch reported and judged again (so the pruner's rungs hold what they held), then
+        completed, or pruned with the reason its folder records."""
+        reporter = self.begin(spec, result.history[:-1] if result.history else ())[0]
+        if result.history:
+            reporter(len(result.history), result.history[-1])
+        if result.status == "pruned":
+            reporter.decision = reporter.decision or self.pruning.PruneDecision(
+                "pruned", result.reason or "pruned", len(result.history),
+                {"epoch": len(result.history)})
+        else:
+            reporter.decision = None
+        return self.end(spec, result)
 
     def end(self, spec: ir.Spec, result: Any | None) -> str:
         """pruned | completed | failed; `result` None: the variant's training raised."""
@@ -600,8 +732,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if config.kind != "none" or args.then_train:
         local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
                                       for v in variants})
+    continuing = runs_to_continue(out_dir if args.out else None, [v.spec for v in variants],
+                                  args)
     done, failed = _train_many([(v.spec, by_name[v.name]) for v in variants], args, out_dir,
-                               local)
+                               local, continuing)
     if local is not None:
         pruned = [f for f in local.finished() if f.state == "pruned"]
         if config.kind != "none":
@@ -619,10 +753,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             long_args, then_dir = then_args(args), out_dir / "then-train"
             _say_winners(_console(stderr=True), best, config, args.then_epochs, then_dir)
             by_variant = {v.name: v for v in variants}
-            more, failed_more = _train_many(
-                [(by_variant[f.variant].spec, by_name[f.variant]) for f in best], long_args,
-                then_dir)
-            done, failed = done + more, failed + failed_more
+            long = [(by_variant[f.variant].spec, by_name[f.variant]) for f in best]
+            try:
+                again = runs_to_continue(then_dir, [s for s, _ in long], long_args)
+            except Failure as exc:
+                failed.append(("then-train", str(exc).splitlines()[0]))
+            else:
+                more, failed_more = _train_many(long, long_args, then_dir, continuing=again)
+                done, failed = done + more, failed + failed_more
     return _finish(done, failed, args, out_dir)
 
 

@@ -392,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a front-end command is the first argument (the only options before it: -h, --version)
     parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
     args = parser.parse_args(argv)
+    args.argv = argv  # a stopped sweep prints the command that continues it
     try:
         # a training command stopped by SIGTERM (a scheduler preempting the job, `kill`)
         # saves and exits as for Ctrl-C; a front-end command has nothing to save

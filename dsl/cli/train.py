@@ -263,10 +263,11 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
-              report: Any = None, epoch_hooks: Any = ()) -> Any:
+              report: Any = None, epoch_hooks: Any = (), resume: bool = False) -> Any:
     """Check (unless `report`, the spec's checked report, is given), then train one spec;
     returns the RunResult. TrainingFailed -> Failure. `epoch_hooks` go to the training loop
-    (a pruned sweep's reporter)."""
+    (a pruned sweep's reporter). `resume`: `out` holds this very run (a continued sweep checked
+    that), which goes on from its checkpoint in its recorded precision."""
     from cnnspec.training.distributed import DistributedError
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import TrainingFailed, train
@@ -277,13 +278,17 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
         report = check(spec, max_params=args.max_params)
     settings = checked_settings(spec, args)
     data_failure(spec, data)
-    if out is not None:
+    precision = args.precision
+    if out is not None and resume:
+        precision = recorded_precision(out, precision)
+    elif out is not None:
         refuse_existing(out)
     run_dir = out or new_run_dir(args.runs_dir, spec.name)
-    say_precision(args)  # after the last refusal that needs no TensorFlow
+    if not resume:
+        say_precision(args)  # after the last refusal that needs no TensorFlow
     try:
-        return train(spec, settings, data, run_dir, precision=args.precision,
-                     progress=_progress(args), max_params=args.max_params,
+        return train(spec, settings, data, run_dir, precision=precision,
+                     progress=_progress(args), max_params=args.max_params, resume=resume,
                      report=report, epoch_hooks=epoch_hooks, **_strategy_kwargs(args))
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
@@ -295,6 +300,17 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
         if out is None:
             discard_if_empty(run_dir)
         raise Failure(str(exc)) from None
+
+
+def recorded_precision(run_dir: Path, requested: str) -> str:
+    """The precision a continued run trains in: the one it recorded when `auto` was asked for
+    (auto may pick otherwise on this CPU; a run never changes precision halfway), else the one
+    asked for (a continued sweep has checked that it is the recorded one)."""
+    if requested != "auto":
+        return requested
+    from cnnspec.training.train import read_run_settings
+
+    return str(read_run_settings(run_dir)["precision"])
 
 
 def discard_if_empty(run_dir: Path) -> None:

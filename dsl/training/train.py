@@ -115,7 +115,7 @@ __all__ = [
     "Stop", "TrainingFailed", "build_training_model", "check_data", "check_settings_record",
     "check_state_record", "data_fingerprint", "epoch_order", "evaluate_run", "load_result",
     "nonfinite_name", "read_run_settings", "recorded_data", "refuse_existing_run", "resume_run",
-    "train",
+    "run_differences", "train",
 ]
 
 
@@ -632,13 +632,7 @@ def _same_run_or_raise(
     precision: str,
     fingerprint: str,
 ) -> None:
-    problems = []
-    if recorded["spec"]["sha256"] != _sha256(text):
-        problems.append("the spec text differs")
-    if SETTINGS.from_record(recorded["settings"]) != settings:
-        problems.append("the training settings differ")
-    if recorded["precision"] != precision:
-        problems.append(f"precision was {recorded['precision']}, not {precision}")
+    problems = _run_differences(recorded, text, settings, precision)
     if recorded["data"]["fingerprint"] != fingerprint:
         problems.append(
             f"the data differ from the {recorded['data']['train_images']:,} training images "
@@ -646,6 +640,33 @@ def _same_run_or_raise(
         )
     if problems:
         raise ResumeRefused(f"cannot resume {run_dir}: " + "; ".join(problems))
+
+
+def _run_differences(recorded: dict[str, Any], text: str, settings: TrainSettings,
+                     precision: str | None) -> list[str]:
+    """What makes a run other than the recorded one, the data aside (precision None: any)."""
+    problems = []
+    if recorded["spec"]["sha256"] != _sha256(text):
+        problems.append("the spec text differs")
+    if SETTINGS.from_record(recorded["settings"]) != settings:
+        was, now = SETTINGS.texts(recorded["settings"]), SETTINGS.texts(SETTINGS.record(settings))
+        changed = [f"{k} {was[k]} there, {now[k]} here" for k in was if was[k] != now.get(k)]
+        problems.append(f"the training settings differ ({'; '.join(changed)})" if changed
+                        else "the training settings differ")
+    if precision is not None and recorded["precision"] != precision:
+        problems.append(f"precision was {recorded['precision']}, not {precision}")
+    return problems
+
+
+def run_differences(run_dir: str | Path, spec: ir.Spec, settings: TrainSettings,
+                    precision: str | None = None) -> list[str]:
+    """Why training `spec` with `settings` into `run_dir` would not continue the run it holds:
+    [] when it is the same run (spec text, settings and, unless None, the resolved precision;
+    the data are compared when training starts). RunFolderError for a damaged settings.json.
+
+    Why: a sweep continued in its --out folder checks every variant's folder before the data
+    is read or anything trains, so a changed flag is refused once, not variant by variant."""
+    return _run_differences(read_run_settings(run_dir), _spec_text(spec), settings, precision)
 
 
 def load_result(run_dir: str | Path) -> RunResult:

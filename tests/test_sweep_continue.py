@@ -1,0 +1,206 @@
+"""A stopped `sweep` (or `run`) continues when the same command is run again with its --out.
+
+- Finished runs (completed, pruned) are kept, not trained again, and told to the local study
+  epoch by epoch, so the pruner judges the variants still to train exactly as it did in the
+  sweep that was never stopped: same statuses, same pruning reasons, same numbers.
+- An interrupted run resumes from its checkpoint; the runs not started train.
+- Ctrl-C prints the command that continues the sweep (with the --out it used), and that very
+  command finishes it.
+- A folder holding another run (a changed flag, other data) is refused before the data is read
+  or anything trains, in one message that names what differs; the folder is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_cli, snapshot
+
+from cnnspec.training import records
+
+SWEEP = "conv4 relu pool2 drop{.1,.3,.5} | dense8\n"
+NAMES = ["s[drop=.1]", "s[drop=.3]", "s[drop=.5]"]
+SETTINGS = {"--epochs": "2", "--limit": "128", "--seed": "5", "--prune": "halving",
+            "--min-epochs": "1", "--reduction-factor": "2", "--progress": "plain"}
+
+
+def _flags(**changed: str) -> list[str]:
+    """The sweep's flags, some changed (`lr=".1"` for --lr .1)."""
+    given = {**SETTINGS, **{f"--{k.replace('_', '-')}": v for k, v in changed.items()}}
+    return [x for kv in given.items() for x in kv] + ["--no-plots"]
+
+
+FLAGS = _flags()
+SCORES = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+# auto picks float32 on every machine here (an AMX one would pick bf16): the precision
+# refusal below needs a known recorded precision
+ENV = {"CNNSPEC_CPU_FLAGS": "avx2 fma"}
+
+
+def _clean(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def _pruning_line(stderr: str) -> str:
+    (line,) = [ln for ln in stderr.splitlines() if ln.startswith("pruning (halving)")]
+    return line
+
+
+def _table(stdout: str) -> str:
+    """The comparison printed after the sweep (the epoch lines before it go to stdout too)."""
+    return stdout[stdout.index("3 runs\n"):]
+
+
+def _runs(out) -> dict[str, tuple]:
+    """Per variant: its status, reason and every epoch's numbers, exactly (not its timings)."""
+    return {name: (records.read_status(out / name)["status"],
+                   records.read_status(out / name)["reason"],
+                   [{k: row[k] for k in SCORES} for row in records.read_history(out / name)])
+            for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory):
+    spec = tmp_path_factory.mktemp("spec") / "s.cnn"
+    spec.write_text(SWEEP)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sweep_file):
+    """The sweep, never stopped: (out folder, its stderr)."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, result
+
+
+def test_the_same_command_again_keeps_every_finished_run(reference, sweep_file, tmp_path):
+    ref_out, ref = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    before = snapshot(out, lock=False)
+    again = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(again)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"continuing in {out}: 3 finished run(s) kept, 0 to resume, 0 to train" \
+        in again.stderr
+    assert "epoch 1/2" not in again.stdout + again.stderr  # nothing trained
+    # the study was told the runs as they happened: the same pruning, the same table
+    assert _pruning_line(again.stderr) == _pruning_line(ref.stderr)
+    assert again.stdout == _table(ref.stdout)
+    assert snapshot(out, lock=False) == before
+
+
+def test_ctrl_c_prints_the_command_that_finishes_the_sweep(reference, sweep_file, tmp_path):
+    """Ctrl-C while the first variant trains its second epoch; no --out was given, so the
+    printed command names the sweep's folder. Running it resumes that variant from its
+    checkpoint (its first epoch told to the study again) and trains the others: every run
+    ends as in the sweep that was never stopped."""
+    ref_out, ref = reference
+    runs = tmp_path / "runs"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "400", **ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", "sweep", str(sweep_file), *FLAGS,
+         "--runs-dir", str(runs)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal: a test runner's worker may ignore SIGINT, and its children
+        # would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    try:
+        while True:  # the first variant's checkpoint after epoch 1, then Ctrl-C
+            states = list(runs.glob("*/s[[]drop=.1]/checkpoint/state.json"))
+            if states and records.read_checkpoint_state(states[0].parents[1]):
+                break
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the first epoch never ended"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert proc.returncode != 0
+    (out,) = runs.iterdir()
+    (hint,) = [ln for ln in stderr.splitlines() if ln.startswith("continue with: ")]
+    command = shlex.split(hint.removeprefix("continue with: "))
+    assert command[:2] == ["cnnspec", "sweep"] and command[-2:] == ["--out", str(out)]
+    assert records.read_status(out / NAMES[0])["status"] == "interrupted"
+
+    again = run_cli(*command[1:], env=ENV)
+    _clean(again)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"continuing in {out}: 0 finished run(s) kept, 1 to resume, 2 to train" \
+        in again.stderr
+    assert f"resuming {NAMES[0]} at epoch 2/2" in again.stdout + again.stderr
+    assert _runs(out) == _runs(ref_out)
+    assert _pruning_line(again.stderr) == _pruning_line(ref.stderr)
+
+
+@pytest.mark.parametrize(("changed", "message"), [
+    ({"epochs": "3"}, "the training settings differ (epochs 2 there, 3 here)"),
+    ({"lr": ".1", "seed": "6"}, "the training settings differ (lr .01 there, .1 here; "
+                                "seed 5 there, 6 here)"),
+    ({"precision": "bf16"}, "precision was float32, not bf16"),
+])
+def test_a_folder_holding_other_runs_is_refused_before_anything(
+        reference, sweep_file, tmp_path, changed, message):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    before = snapshot(out)
+    result = run_cli("sweep", str(sweep_file), *_flags(**changed), "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    errors = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert errors == [f"cnnspec: error: --out {out} holds other runs than this command would "
+                      "train, so it cannot continue them:"]
+    assert f"  {', '.join(NAMES)}: {message}" in result.stderr.splitlines()
+    assert "data:" not in result.stderr  # refused before the data was read
+    assert snapshot(out) == before
+
+
+def test_other_data_are_refused_before_anything_trains(reference, sweep_file, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    before = snapshot(out)
+    result = run_cli("sweep", str(sweep_file), *_flags(limit="96"), "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert "cnnspec: error: the data differ from those the runs in --out" in result.stderr
+    assert "128 training images of" in result.stderr and "here 96 training images" in \
+        result.stderr
+    assert "epoch 1/2" not in result.stdout + result.stderr
+    assert snapshot(out) == before
+
+
+def test_run_continues_in_its_out_folder_too(tmp_path):
+    """`cnnspec run A B --out DIR` again: A's finished run is kept, B trains."""
+    a, b = tmp_path / "a.cnn", tmp_path / "b.cnn"
+    a.write_text("conv4 relu pool2 | dense8\n")
+    b.write_text("conv4 relu pool2 drop.5 | dense8\n")
+    out = tmp_path / "out"
+    flags = ("--epochs", "1", "--limit", "64", "--seed", "1", "--progress", "plain",
+             "--no-plots", "--out", str(out))
+    first = run_cli("run", str(a), *flags, env=ENV)
+    assert first.returncode == 0, first.stderr[-2000:]
+    history = records.read_history(out / "a")
+    both = run_cli("run", str(a), str(b), *flags, env=ENV)
+    _clean(both)
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert f"continuing in {out}: 1 finished run(s) kept, 0 to resume, 1 to train" \
+        in both.stderr
+    assert f"a: completed in {out / 'a'} before; kept" in both.stderr
+    assert records.read_history(out / "a") == history
+    assert records.read_status(out / "b")["status"] == "completed"
