@@ -204,3 +204,21 @@ def test_run_continues_in_its_out_folder_too(tmp_path):
     assert f"a: completed in {out / 'a'} before; kept" in both.stderr
     assert records.read_history(out / "a") == history
     assert records.read_status(out / "b")["status"] == "completed"
+
+
+def test_a_damaged_kept_run_fails_alone(reference, sweep_file, tmp_path):
+    """A kept run whose history.json is damaged is one failure, named with its file; the
+    other finished runs are still kept and compared, and nothing is trained."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    damaged = out / NAMES[1] / records.HISTORY_JSON
+    damaged.write_text('[{"epoch": 1')
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert f"{NAMES[1]} failed: {damaged}: corrupted record, not valid JSON" in \
+        result.stderr.replace("\n", " ")
+    for name in (NAMES[0], NAMES[2]):
+        assert f"{name}: " in result.stderr and f"{out / name} before; kept" in result.stderr
+    assert "epoch 1/2" not in result.stdout + result.stderr

@@ -429,6 +429,15 @@ def same_data(out_dir: Path, names: list[str], data: Any) -> None:
             "--data and --limit they were started with, or pick another --out")
 
 
+def _checkpointed_epochs(run_dir: Path) -> list[dict[str, Any]]:
+    """The history rows of a stopped run's last checkpoint: the epochs its resume keeps (the
+    rest are trained again), to tell a pruned sweep's study before it goes on."""
+    from cnnspec.training.records import read_checkpoint_state
+
+    state = read_checkpoint_state(run_dir)
+    return list(state["history"]) if state else []
+
+
 def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 out_dir: Path | None, local: LocalPruning | None = None,
                 continuing: dict[str, str] | None = None,
@@ -446,6 +455,7 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     replayed into the local study, epoch by epoch, as it was judged) or resumed.
     """
     from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
+    from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import load_result
 
     continuing = continuing or {}
@@ -478,22 +488,26 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
         run_dir = (out_dir / safe_name(spec.name)) if out_dir else new_run_dir(args.runs_dir,
                                                                            spec.name)
         status = continuing.get(spec.name)
-        if status in _FINISHED:
-            result = load_result(run_dir)
-            err.print(Text(f"{spec.name}: {status} in {run_dir} before; kept"), soft_wrap=True)
-            if local is not None:
-                local.replay(spec, result)
-            done.append(run_dir)
-            continue
-        hooks = {} if local is None else {"epoch_hooks": local.begin(
-            spec, load_result(run_dir).history if status else ())}
+        hooks: dict[str, Any] = {}
         try:
+            if status in _FINISHED:
+                kept = load_result(run_dir)
+                err.print(Text(f"{spec.name}: {status} in {run_dir} before; kept"),
+                          soft_wrap=True)
+                if local is not None:
+                    local.replay(spec, kept)
+                done.append(run_dir)
+                continue
+            if local is not None:
+                hooks["epoch_hooks"] = local.begin(spec, _checkpointed_epochs(run_dir)
+                                                   if status else ())
             result = train_one(spec, args, data, run_dir, report=report, **hooks,
                                resume=status is not None)
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
-            if local is not None:
+            if local is not None and spec.name in local.reporters:
                 local.end(spec, None)
-            why = str(exc) if isinstance(exc, Failure | SpecError | UsageError) \
+            why = str(exc) if isinstance(exc, Failure | SpecError | UsageError
+                                         | RunFolderError) \
                 else f"{type(exc).__name__}: {exc}"
             failed.append((spec.name, (why.splitlines() or [type(exc).__name__])[0]))
             err.print(Text(f"{spec.name} failed: {why}", style="red"))
