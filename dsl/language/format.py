@@ -25,30 +25,58 @@ def format_value(value: ir.Value) -> str:
     return str(value)
 
 
-def format_item(item: ir.Item) -> str:
+_NONE: frozenset[str] = frozenset()
+
+
+def format_item(item: ir.Item, empty: frozenset[str] = _NONE) -> str:
+    """An item's text; "" for one that holds no layer (see `_empty_blocks`)."""
     if isinstance(item, ir.Layer):
         return format_layer(item)
     if isinstance(item, ir.Group):
-        return "(" + format_items(item.items) + ")"
+        inner = format_items(item.items, empty)
+        return f"({inner})" if inner else ""
     if isinstance(item, ir.Repeat):
-        body = format_item(item.body)
+        body = format_item(item.body, empty)
         glue = "" if isinstance(item.body, ir.Group) else " "  # conv64x2 would read as one word
-        return f"{body}{glue}x{item.times}"
+        return f"{body}{glue}x{item.times}" if body else ""
     if isinstance(item, ir.BlockRef):
+        if item.name in empty:
+            return ""
         return item.name + ("(" + ",".join(item.args) + ")" if item.args else "")
     if isinstance(item, ir.TemplateLayer):
         return item.text
     if isinstance(item, ir.Merge):
-        return f"{item.op}(" + ", ".join(format_items(b) for b in item.branches) + ")"
+        return f"{item.op}(" + ", ".join(format_items(b, empty) for b in item.branches) + ")"
     if isinstance(item, ir.Alternatives):
         return item.text
     if isinstance(item, ir.Optional):
-        return format_item(item.body) + "?"
+        body = format_item(item.body, empty)
+        return f"{body}?" if body else ""
     raise TypeError(f"not an item: {item!r}")
 
 
-def format_items(items: tuple[ir.Item, ...]) -> str:
-    return " ".join(format_item(i) for i in items)
+def format_items(items: tuple[ir.Item, ...], empty: frozenset[str] = _NONE) -> str:
+    return " ".join(text for text in (format_item(i, empty) for i in items) if text)
+
+
+def _empty_blocks(spec: ir.Spec) -> frozenset[str]:
+    """The blocks that hold no layer: a sweep's variant that leaves out everything in a block
+    (`let b = bn?`, its `-bn` variant) or in a group (`(bn?)x2`).
+
+    Why: the language has no empty block or group (`let b =` and `()` do not parse), so such
+    a variant is written without them: the `let` line keeps only its comment, and the uses of
+    the block go, with the groups and repeats that held nothing else. It is the same network.
+    """
+    lets = [line.statement for line in spec.lines if isinstance(line.statement, ir.LetDecl)]
+    empty: set[str] = set()
+    grew = True
+    while grew:  # a block made only of empty blocks is empty too
+        grew = False
+        for let in lets:
+            if let.name not in empty and not format_items(let.items, frozenset(empty)):
+                empty.add(let.name)
+                grew = True
+    return frozenset(empty)
 
 
 def format_setting(setting: ir.Setting) -> str:
@@ -57,7 +85,7 @@ def format_setting(setting: ir.Setting) -> str:
     return f"{setting.key}={format_value(setting.value)}"
 
 
-def format_statement(statement: ir.Statement) -> str:
+def format_statement(statement: ir.Statement, empty: frozenset[str] = _NONE) -> str:
     if isinstance(statement, ir.InputDecl):
         return "input " + format_value(statement.shape)
     if isinstance(statement, ir.ClassesDecl):
@@ -65,22 +93,25 @@ def format_statement(statement: ir.Statement) -> str:
     if isinstance(statement, ir.TrainDecl):
         return "train " + " ".join(format_setting(s) for s in statement.settings)
     if isinstance(statement, ir.LetDecl):
+        if statement.name in empty:
+            return ""
         params = ",".join(p.name if p.default is None else f"{p.name}={p.default}"
                           for p in statement.params)
         head = f"{statement.name}({params})" if params else statement.name
-        return f"let {head} = {format_items(statement.items)}"
-    return format_items(statement.items)
+        return f"let {head} = {format_items(statement.items, empty)}"
+    return format_items(statement.items, empty)
 
 
-def format_line(line: ir.Line) -> str:
+def format_line(line: ir.Line, empty: frozenset[str] = _NONE) -> str:
     parts = []
     if line.statement is not None:
-        parts.append(format_statement(line.statement))
+        parts.append(format_statement(line.statement, empty))
     if line.comment is not None:
         parts.append(line.comment)
-    return "  ".join(parts)
+    return "  ".join(part for part in parts if part)
 
 
 def format_spec(spec: ir.Spec) -> str:
     """The canonical text of a spec, ending in one newline."""
-    return "".join(format_line(line) + "\n" for line in spec.lines)
+    empty = _empty_blocks(spec)
+    return "".join(format_line(line, empty) + "\n" for line in spec.lines)
