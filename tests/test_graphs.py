@@ -298,3 +298,30 @@ def test_graph_summary_does_not_import_tensorflow():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_each_branch_of_a_merge_may_cross_the_trunk_head_boundary_once():
+    """`|` is counted along each way from the input, not over the whole text: two branches
+    that each flatten and end in a dense layer are two heads added, one `|` per way (it was
+    refused as "a second `|`"). The model is the one built by hand in Keras."""
+    import keras
+
+    text = "input 8x8x3\nconv8 add(conv8 | dense4, conv8 | dense4)"
+    report = cnnspec.check(cnnspec.parse(text))
+    inputs = keras.Input((8, 8, 3))
+    trunk = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    heads = [keras.layers.Dense(4)(keras.layers.Flatten()(
+        keras.layers.Conv2D(8, 3, padding="same")(trunk))) for _ in range(2)]
+    out = keras.layers.Dense(10, activation="softmax")(keras.layers.Add()(heads))
+    by_hand = keras.Model(inputs, out)
+    assert report.params == by_hand.count_params()
+    model = cnnspec.to_keras(cnnspec.parse(text))
+    assert model.count_params() == by_hand.count_params()
+    assert model.output_shape == by_hand.output_shape == (None, 10)
+    # a `|` after such a merge, or in a branch after the trunk's own, is a second on its way
+    for second, column in (("conv8 add(conv8 | dense4, conv8 | dense4) | dense4", 43),
+                           ("conv8 | add(dense4 | dense4, dense4)", 20)):
+        with pytest.raises(cnnspec.SpecError) as info:
+            cnnspec.check(cnnspec.parse(second))
+        (d,) = info.value.diagnostics
+        assert d.message.startswith("a second `|`") and d.span.column == column

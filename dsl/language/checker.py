@@ -324,9 +324,13 @@ class _Walk:
         self.rf, self.jump = (1, 1), (1, 1)
         self.source = "input"  # the Keras name of the tensor the next layer reads (graphs only)
         # one frame per open merge: its input (shape, source, rf, jump), each branch's output
-        # (None for a branch with a shape problem) and whether the input's shape was known
-        self.frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...] | None], bool]] = []
+        # (None for a branch with a shape problem), whether the input's shape was known, and
+        # the `|`s met before the merge and at each branch's end
+        self.frames: list[tuple[tuple[Any, ...], list[tuple[Any, ...] | None], bool,
+                                list[int]]] = []
         self.used_names: dict[str, int] = {}
+        # `|`s on the way from the input to here: each branch of a merge is its own way, so
+        # `add(conv8 | dense4, conv8 | dense4)` crosses one per way
         self.bars = 0
 
     def run(self, steps: tuple[tuple[Any, Span | None], ...], head: tuple[ir.Layer, ...],
@@ -344,16 +348,19 @@ class _Walk:
         """A merge starts, moves on to its next branch, or combines its branches."""
         here = (self.shape, self.source, self.rf, self.jump)
         if isinstance(marker, ir.Fork):
-            self.frames.append((here, [], self.shape_known))
+            self.frames.append((here, [], self.shape_known, [self.bars]))
             return
-        start, ends, known = self.frames[-1]
+        start, ends, known, bars = self.frames[-1]
         ends.append(here if self.shape_known else None)
+        bars.append(self.bars)
         if isinstance(marker, ir.NextBranch):
             # every branch reads the merge's input: a problem in one does not hide the next's
             self.shape, self.source, self.rf, self.jump = start
             self.shape_known = known
+            self.bars = bars[0]
             return
         self.frames.pop()
+        self.bars = max(bars)
         complete = [end for end in ends if end is not None]
         self.shape_known = known and len(complete) == len(ends)
         if self.shape_known:
