@@ -28,6 +28,27 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     )
 
 
+def signal_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, sig: int,
+                timeout: float = 300, poll: float = 0.05) -> tuple[str, str]:
+    """Send `sig` (Ctrl-C's SIGINT, SIGTERM) to `proc` (started with text stdout and stderr
+    pipes) as soon as `ready()` is true, and return its (stdout, stderr) once it has ended; the
+    test fails if it ends first or `what` never happens within `timeout` seconds."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before {what}: {proc.communicate()[1][-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"training never reached {what}")
+            time.sleep(poll)
+        proc.send_signal(sig)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str,
               timeout: float = 240, poll: float = 0.05) -> None:
     """SIGKILL `proc` (started with stderr=PIPE) as soon as `ready()` is true; the test fails

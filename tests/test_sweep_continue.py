@@ -18,10 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import ROOT, run_cli, snapshot
+from conftest import ROOT, run_cli, signal_when, snapshot
 
 from cnnspec.training import records
 
@@ -115,20 +114,13 @@ def test_ctrl_c_prints_the_command_that_finishes_the_sweep(reference, sweep_file
         # Ctrl-C as in a terminal: a test runner's worker may ignore SIGINT, and its children
         # would inherit that
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 240
-    try:
-        while True:  # the first variant's checkpoint after epoch 1, then Ctrl-C
-            states = list(runs.glob("*/s[[]drop=.1]/checkpoint/state.json"))
-            if states and records.read_checkpoint_state(states[0].parents[1]):
-                break
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "the first epoch never ended"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def first_epoch_saved() -> bool:
+        states = list(runs.glob("*/s[[]drop=.1]/checkpoint/state.json"))
+        return bool(states) and records.read_checkpoint_state(states[0].parents[1]) is not None
+
+    stdout, stderr = signal_when(proc, first_epoch_saved, "the first variant's epoch 1",
+                                 signal.SIGINT)
     assert "Traceback" not in stderr, stderr[-3000:]
     assert proc.returncode != 0
     (out,) = runs.iterdir()

@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT, SPECS
+from conftest import EXAMPLES, ROOT, SPECS, signal_when
 
 from cnnspec.training import records
 
@@ -311,24 +311,14 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(home: Path, tmp_path: Path) -> None:
     """A scheduler preempting the job (or `kill`) sends SIGTERM: the run used to die at once,
     its status left "running" with a dead pid. It now saves, says so and exits 130."""
     import signal
-    import time
 
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnspec", "train", str(SPECS / "exp1.cnn"), "--epochs", "30",
          "--limit", "64", "--out", str(out), "--progress", "plain"],
         cwd=ROOT, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / records.HISTORY_JSON).is_file():  # an epoch is checkpointed
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stdout, stderr = signal_when(proc, (out / records.HISTORY_JSON).is_file,
+                                 "a checkpointed epoch", signal.SIGTERM)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
     status = records.read_status(out)
     assert status["status"] == "interrupted" and "interrupted (SIGTERM)" in status["reason"]
