@@ -231,10 +231,10 @@ def test_train_many_records_any_exception_and_goes_on(monkeypatch, tmp_path):
     args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
     checked = [(s, cnnspec.check(s)) for s in specs]
-    done, failed = cli_experiments._train_many(checked, args, tmp_path / "out")
+    done, failed, stopped = cli_experiments._train_many(checked, args, tmp_path / "out")
     assert trained == ["one", "two", "three"]
     assert done == [tmp_path / "out" / "one", tmp_path / "out" / "three"]
-    assert failed == [("two", "RuntimeError: boom")]
+    assert failed == [("two", "RuntimeError: boom")] and stopped is None
 
 
 def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
@@ -249,8 +249,9 @@ def test_train_many_stops_after_an_interrupted_run(monkeypatch, tmp_path):
     args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
     checked = [(s, cnnspec.check(s)) for s in specs]
-    done, failed = cli_experiments._train_many(checked, args, Path(tmp_path))
+    done, failed, stopped = cli_experiments._train_many(checked, args, Path(tmp_path))
     assert done == [tmp_path / "one"] and failed == [("one", "interrupted")]
+    assert stopped == (tmp_path / "one", [specs[1].name])  # the specs have no file
 
 
 @pytest.mark.parametrize("width", [30, 60, 200])
@@ -311,3 +312,50 @@ def test_sweep_checks_each_variant_once(tmp_path):
     counted = _count_checks("sweep", str(tmp_path / "s.cnn"), *FLAGS, "--data", str(SAMPLE),
                             "--out", str(tmp_path / "out"), "--no-plots")
     assert counted == {"code": 0, "calls": {"s[drop=.25]": 1, "s[drop=.5]": 1}}
+
+
+def test_ctrl_c_while_a_run_starts_stops_the_batch_with_a_way_on(monkeypatch, tmp_path):
+    """Ctrl-C before the training loop catches it (TensorFlow's import, the model's build)
+    stops the batch as an interrupted run does: the runs before it are compared, and the
+    command to go on is printed."""
+    from cnnspec.cli import experiments as cli_experiments
+    from cnnspec.cli import train as cli_train
+
+    specs = [cnnspec.parse(TINY, name=n, filename=f"{n}.cnn") for n in ("one", "two", "three")]
+
+    def fake_train_one(spec, args, data, run_dir, report=None, **kw):
+        if spec.name == "two":
+            raise KeyboardInterrupt
+        return SimpleNamespace(run_dir=run_dir, status="completed")
+
+    monkeypatch.setattr(cli_train, "train_one", fake_train_one)
+    monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
+        x_train=[0], describe=lambda: "1 image"))
+    args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
+                              optimizer=None, seed=None, runs_dir=str(tmp_path))
+    checked = [(s, cnnspec.check(s)) for s in specs]
+    batch = cli_experiments._train_many(checked, args, tmp_path / "out")
+    assert batch.done == [tmp_path / "out" / "one"]
+    assert batch.failed == [("two", "interrupted")]
+    assert batch.stopped == (None, ["three.cnn"])  # "two" holds no run yet
+
+
+@pytest.mark.parametrize(("argv", "out", "expected"), [
+    (["sweep", "--epochs", "2", "--", "s.cnn"], None,
+     "cnnspec sweep --out 'runs/s-sweep-1' --epochs 2 -- s.cnn"),
+    (["sweep", "s.cnn", "--out=o"], "o", "cnnspec sweep s.cnn --out=o"),
+])
+def test_the_continue_command_is_the_same_command_with_its_out(argv, out, expected):
+    from cnnspec.cli.experiments import continue_command
+
+    args = argparse.Namespace(argv=argv, out=out, command="sweep")
+    assert continue_command(args, Path(out or "runs/s-sweep-1")) == expected.replace("'", "")
+
+
+def test_a_run_without_out_says_how_to_resume_and_what_did_not_start():
+    from cnnspec.cli.experiments import _continue_hint
+
+    args = argparse.Namespace(argv=["run", "a.cnn", "b c.cnn"], out=None, command="run")
+    assert _continue_hint(args, None, Path("runs/a-1"), ["b c.cnn"]) == (
+        "continue the stopped run with: cnnspec train --resume runs/a-1; not started: "
+        "'b c.cnn' (`run` with --out DIR continues a whole batch when run again)")

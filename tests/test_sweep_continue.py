@@ -126,7 +126,7 @@ def test_ctrl_c_prints_the_command_that_finishes_the_sweep(reference, sweep_file
     (out,) = runs.iterdir()
     (hint,) = [ln for ln in stderr.splitlines() if ln.startswith("continue with: ")]
     command = shlex.split(hint.removeprefix("continue with: "))
-    assert command[:2] == ["cnnspec", "sweep"] and command[-2:] == ["--out", str(out)]
+    assert command[:4] == ["cnnspec", "sweep", "--out", str(out)]
     assert records.read_status(out / NAMES[0])["status"] == "interrupted"
 
     again = run_cli(*command[1:], env=ENV)
@@ -214,3 +214,96 @@ def test_a_damaged_kept_run_fails_alone(reference, sweep_file, tmp_path):
     for name in (NAMES[0], NAMES[2]):
         assert f"{name}: " in result.stderr and f"{out / name} before; kept" in result.stderr
     assert "epoch 1/2" not in result.stdout + result.stderr
+
+
+def _status(run, **changes) -> None:
+    import json
+
+    status = records.read_status(run)
+    status.update(changes)
+    (run / records.STATUS_FILE).write_text(json.dumps(status))
+
+
+def test_a_variant_stopped_while_saving_its_pruning_is_finished_as_pruned(
+        reference, sweep_file, tmp_path):
+    """The pruner stops a variant after its epoch is checkpointed; a Ctrl-C (or a kill) while
+    it then writes its final records leaves it `interrupted` at that checkpoint. Continued,
+    the study is told that epoch again, prunes it again, and the run ends pruned there, with
+    the same reason: it is not trained on."""
+    ref_out, _ = reference
+    (pruned,) = [n for n in NAMES if records.read_status(ref_out / n)["status"] == "pruned"]
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    _status(out / pruned, status="interrupted", reason="interrupted (Ctrl-C)")
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = result.stdout + result.stderr
+    assert f"finishing {pruned}: pruned after epoch 1, as decided before it was interrupted" \
+        in said
+    assert "epoch 2/2" not in said
+    assert _runs(out) == _runs(ref_out)
+
+
+def test_a_damaged_checkpoint_of_a_run_to_resume_fails_that_run_alone(
+        reference, sweep_file, tmp_path):
+    import json
+
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    run = out / NAMES[0]
+    _status(run, status="interrupted")
+    state_file = records.checkpoint_dir(run) / records.CHECKPOINT_STATE
+    state = json.loads(state_file.read_text())
+    state["history"] = 5
+    state_file.write_text(json.dumps(state))
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert f"{NAMES[0]} failed: {state_file}: corrupted record" in \
+        result.stderr.replace("\n", " ")
+    assert "TypeError" not in result.stderr
+
+
+def test_a_then_train_folder_holding_other_runs_is_refused_with_the_reason(
+        reference, sweep_file, tmp_path):
+    """The long phase's folder is checked as the sweep's is, before the winners are named."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    for name in NAMES:  # 2-epoch runs where the long phase would train 1 epoch
+        shutil.copytree(ref_out / name, out / "then-train" / name)
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), "--then-train", "1",
+                     "--then-epochs", "1", env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert "then-train: --out" in result.stderr
+    assert "the training settings differ (epochs 2 there, 1 here)" in result.stderr
+    assert "train again for 1 epochs" not in result.stderr  # no winner was announced
+
+
+def test_new_runs_of_a_continued_sweep_train_in_the_precision_of_its_runs(
+        reference, sweep_file, tmp_path):
+    """A sweep trained in bf16 (`--precision bf16`, or auto on a CPU with bf16 units),
+    continued under auto where auto picks float32: the variant still to train trains in
+    bf16 too, and the command says why. (bf16 is emulated here: slow, but the spec is tiny.)"""
+    import json
+
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    shutil.rmtree(out / NAMES[2])
+    for name in NAMES[:2]:
+        path = out / name / records.SETTINGS_FILE
+        recorded = json.loads(path.read_text())
+        recorded.update(precision="bf16", precision_requested="bf16")
+        path.write_text(json.dumps(recorded))
+    result = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (f"precision: bf16 (the precision of the runs in {out}, which this command "
+            "continues; auto would pick float32 on this CPU)") in result.stderr.replace(
+                "\n", " ")
+    trained = json.loads((out / NAMES[2] / records.SETTINGS_FILE).read_text())
+    assert trained["precision"] == "bf16"

@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.table import Table
 from rich.text import Text
@@ -375,9 +375,10 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
     if out_dir is None or not out_dir.is_dir():
         return {}
     from cnnspec.training.records import SETTINGS_FILE, RunFolderError, read_status
-    from cnnspec.training.train import run_differences
+    from cnnspec.training.train import read_run_settings, run_differences
 
     precision = None if args.precision == "auto" else args.precision
+    precisions: set[str] = set()  # what the runs found were trained in
     found: dict[str, str] = {}
     other: dict[str, list[str]] = {}  # what differs -> the folders
     for spec in specs:
@@ -387,6 +388,7 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
         try:
             differs = run_differences(folder, spec, checked_settings(spec, args), precision)
             status = (read_status(folder) or {}).get("status", "running")
+            precisions.add(str(read_run_settings(folder)["precision"]))
         except RunFolderError as exc:
             raise Failure(f"cannot continue in --out {out_dir}: {exc}") from None
         if differs:
@@ -400,7 +402,25 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
                                                for why, folders in other.items())
             + "\nrun the command with the spec and flags it was started with to continue, or "
             "pick another --out")
+    if precision is None and len(precisions) == 1:
+        _keep_precision(args, precisions.pop(), out_dir)
     return found
+
+
+def _keep_precision(args: argparse.Namespace, recorded: str, out_dir: Path) -> None:
+    """Under `auto`, a continued batch trains its new runs in the precision its runs were
+    trained in: one comparison in one precision, even where auto would pick the other here
+    (a sweep started on an AMX machine and continued on an AVX2 one; one started with
+    `--precision bf16` and continued without it)."""
+    from cnnspec.backend.cpu import resolve_precision
+
+    here, _ = resolve_precision("auto")
+    note = "" if here == recorded else f"; auto would pick {here} on this CPU"
+    _console(stderr=True).print(Text(
+        f"precision: {recorded} (the precision of the runs in {out_dir}, which this command "
+        f"continues{note})"), soft_wrap=True)
+    args.precision = recorded
+    args._precision_said = True
 
 
 def _some(names: list[str], shown: int = 3) -> str:
@@ -432,24 +452,38 @@ def same_data(out_dir: Path, names: list[str], data: Any) -> None:
 def _checkpointed_epochs(run_dir: Path) -> list[dict[str, Any]]:
     """The history rows of a stopped run's last checkpoint: the epochs its resume keeps (the
     rest are trained again), to tell a pruned sweep's study before it goes on."""
+    from cnnspec.training.checkpoint import check_state_record
     from cnnspec.training.records import read_checkpoint_state
 
     state = read_checkpoint_state(run_dir)
-    return list(state["history"]) if state else []
+    if state is None:
+        return []
+    check_state_record(state, run_dir)  # a damaged record: one clear RunFolderError
+    return list(state["history"])
+
+
+class Batch(NamedTuple):
+    """What `_train_many` did: the run folders to compare, (name, why) per failure, and for
+    a batch stopped by Ctrl-C the stopped run's folder (None if it holds no run yet) and the
+    spec files not started."""
+
+    done: list[Path]
+    failed: list[tuple[str, str]]
+    stopped: tuple[Path | None, list[str]] | None = None
 
 
 def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 out_dir: Path | None, local: LocalPruning | None = None,
-                continuing: dict[str, str] | None = None,
-                ) -> tuple[list[Path], list[tuple[str, str]]]:
+                continuing: dict[str, str] | None = None) -> Batch:
     """Train checked specs (each with its report) one after another; a spec that fails is
     recorded and the next one trains. Each spec was checked once, by the caller, before the
     first one trained: the report goes with it to `train_one`, which does not check again.
 
     Any exception from training one spec (a Failure with its message, or an unexpected error,
-    reported as `Type: message`) fails that spec only. Ctrl-C (an interrupted run) stops the
-    batch. Returns the run folders to compare (failed runs whose folder holds settings too)
-    and (name, first line of the reason) per failure. With `local` (a pruned sweep without
+    reported as `Type: message`) fails that spec only. Ctrl-C (an interrupted run, or one
+    stopped while it starts) stops the batch. Returns the run folders to compare (failed runs
+    whose folder holds settings too), (name, first line of the reason) per failure, and what
+    was stopped. With `local` (a pruned sweep without
     --study) each spec is a trial of its local study, whose pruner may stop it after an epoch.
     `continuing` (runs_to_continue): specs whose run in out_dir is kept when finished (and
     replayed into the local study, epoch by epoch, as it was judged) or resumed.
@@ -501,8 +535,17 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
             if local is not None:
                 hooks["epoch_hooks"] = local.begin(spec, _checkpointed_epochs(run_dir)
                                                    if status else ())
+                hooks["stopped"] = local.decided(spec)
             result = train_one(spec, args, data, run_dir, report=report, **hooks,
                                resume=status is not None)
+        except KeyboardInterrupt:  # while a run starts (TensorFlow, the model): stop here too
+            failed.append((spec.name, "interrupted"))
+            held = (run_dir / "settings.json").exists()
+            if held:
+                done.append(run_dir)
+            elif out_dir is None:
+                discard_if_empty(run_dir)
+            return Batch(done, failed, (run_dir if held else None, _files(checked[i + 1:])))
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
             if local is not None and spec.name in local.reporters:
                 local.end(spec, None)
@@ -524,11 +567,15 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                                f"{result.reason}", style="yellow"))
         if result.status == "interrupted":
             failed.append((spec.name, "interrupted"))
-            break
+            return Batch(done, failed, (result.run_dir, _files(checked[i + 1:])))
         trained_work += work[i]
         training_time += time.perf_counter() - began
         rate = training_time / max(trained_work, 1)
-    return done, failed
+    return Batch(done, failed)
+
+
+def _files(checked: list[tuple[ir.Spec, Report]]) -> list[str]:
+    return [spec.filename or spec.name for spec, _ in checked]
 
 
 def progress_header(console: Any, text: str) -> None:
@@ -546,7 +593,8 @@ def _duration(seconds: float) -> str:
 
 
 def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Namespace,
-            out_dir: Path | None) -> int:
+            out_dir: Path | None,
+            stopped: tuple[Path | None, list[str]] | None = None) -> int:
     if done:
         plot_dir = None if args.no_plots else (out_dir or Path(args.runs_dir))
         if plot_dir is not None:
@@ -560,20 +608,40 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
         err.print(Text(f"{len(failed)} failed:", style="bold red"))
         for name, why in failed:
             err.print(f"  {name}: {why}")
-        if out_dir is not None and any(why == "interrupted" for _, why in failed):
-            err.print(Text(f"continue with: {continue_command(args, out_dir)}"), soft_wrap=True)
+        if stopped is not None:
+            err.print(Text(_continue_hint(args, out_dir, *stopped)), soft_wrap=True)
         raise Failure("")
     return EXIT_OK
 
 
 def continue_command(args: argparse.Namespace, out_dir: Path) -> str:
-    """The command that continues a stopped `sweep` or `run`: the same one, with --out."""
+    """The command that continues a stopped `sweep` or `run`: the same one, with --out (right
+    after the command word: after a `--` it would read as a spec file)."""
     import shlex
 
     argv = list(getattr(args, "argv", None) or [args.command])
     if args.out is None:
-        argv += ["--out", str(out_dir)]
+        argv[1:1] = ["--out", str(out_dir)]
     return shlex.join(["cnnspec", *argv])
+
+
+def _continue_hint(args: argparse.Namespace, out_dir: Path | None, run_dir: Path | None,
+                   not_started: list[str]) -> str:
+    """How to go on after Ctrl-C: the same command (a sweep, or a `run` with --out, continues
+    in its folder); a `run` without --out has no one folder, so its stopped run is resumed
+    alone and the specs it did not start are named."""
+    import shlex
+
+    if out_dir is not None:
+        return f"continue with: {continue_command(args, out_dir)}"
+    parts = []
+    if run_dir is not None:
+        resume = shlex.join(["cnnspec", "train", "--resume", str(run_dir)])
+        parts.append(f"continue the stopped run with: {resume}")
+    if not_started:
+        parts.append(f"not started: {' '.join(map(shlex.quote, not_started))} (`run` with "
+                     "--out DIR continues a whole batch when run again)")
+    return "; ".join(parts) or "nothing was trained"
 
 
 def _did_not_check(exc: SpecError) -> str:
@@ -602,10 +670,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("two specs share a name; their run folders under --out would clash")
     out_dir = Path(args.out) if args.out else None
     continuing = runs_to_continue(out_dir, [spec for spec, _ in checked], args)
-    done, failed = _train_many(checked, args, out_dir, continuing=continuing) if checked \
-        else ([], [])
-    failed = bad + failed  # the files that did not check, named, then the failed runs
-    return _finish(done, failed, args, out_dir)
+    batch = _train_many(checked, args, out_dir, continuing=continuing) if checked \
+        else Batch([], [])
+    failed = bad + batch.failed  # the files that did not check, named, then the failed runs
+    return _finish(batch.done, failed, args, out_dir, batch.stopped)
 
 
 class LocalPruning:
@@ -627,15 +695,22 @@ class LocalPruning:
                                       self.epochs.get(spec.name))
         self.reporters[spec.name] = reporter
         for epoch, row in enumerate(history, 1):
+            reporter.decision = None  # its record says it went on after this epoch
             reporter(epoch, row)
-        reporter.decision = None  # its record says it was not stopped: that stands
+        # a stop at the last kept epoch stands: the run was stopped while saving its final
+        # records, and is finished with it (`decided`), not trained on
         return [reporter]
+
+    def decided(self, spec: ir.Spec) -> Any:
+        """The Stop the replay of a resumed variant's kept epochs decided, or None."""
+        return self.reporters[spec.name].decision
 
     def replay(self, spec: ir.Spec, result: Any) -> str:
         """A finished run of an earlier, interrupted sweep, told to the study as it happened:
         each epoch reported and judged again (so the pruner's rungs hold what they held), then
         completed, or pruned with the reason its folder records."""
         reporter = self.begin(spec, result.history[:-1] if result.history else ())[0]
+        reporter.decision = None  # it went on after those epochs
         if result.history:
             reporter(len(result.history), result.history[-1])
         if result.status == "pruned":
@@ -748,8 +823,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                       for v in variants})
     continuing = runs_to_continue(out_dir if args.out else None, [v.spec for v in variants],
                                   args)
-    done, failed = _train_many([(v.spec, by_name[v.name]) for v in variants], args, out_dir,
-                               local, continuing)
+    done, failed, stopped = _train_many([(v.spec, by_name[v.name]) for v in variants], args,
+                                        out_dir, local, continuing)
     if local is not None:
         pruned = [f for f in local.finished() if f.state == "pruned"]
         if config.kind != "none":
@@ -758,24 +833,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             _console(stderr=True).print(
                 f"pruning ({config.kind}): {len(pruned)} of {len(variants)} variants pruned; "
                 f"{trained} of {total} epochs trained")
-    if local is not None and args.then_train and not any(w == "interrupted" for _, w in failed):
+    if local is not None and args.then_train and stopped is None:
         try:
             best = winners(local.finished(), args.then_train, config)
+            long_args, then_dir = then_args(args), out_dir / "then-train"
+            by_variant = {v.name: v for v in variants}
+            long = [(by_variant[f.variant].spec, by_name[f.variant]) for f in best]
+            again = runs_to_continue(then_dir, [s for s, _ in long], long_args)
         except Failure as exc:
             failed.append(("then-train", str(exc)))
         else:
-            long_args, then_dir = then_args(args), out_dir / "then-train"
             _say_winners(_console(stderr=True), best, config, args.then_epochs, then_dir)
-            by_variant = {v.name: v for v in variants}
-            long = [(by_variant[f.variant].spec, by_name[f.variant]) for f in best]
-            try:
-                again = runs_to_continue(then_dir, [s for s, _ in long], long_args)
-            except Failure as exc:
-                failed.append(("then-train", str(exc).splitlines()[0]))
-            else:
-                more, failed_more = _train_many(long, long_args, then_dir, continuing=again)
-                done, failed = done + more, failed + failed_more
-    return _finish(done, failed, args, out_dir)
+            more = _train_many(long, long_args, then_dir, continuing=again)
+            done, failed, stopped = done + more.done, failed + more.failed, more.stopped
+    return _finish(done, failed, args, out_dir, stopped)
 
 
 def _add_compare_flags(p: argparse.ArgumentParser) -> None:

@@ -263,11 +263,13 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | None = None,
-              report: Any = None, epoch_hooks: Any = (), resume: bool = False) -> Any:
+              report: Any = None, epoch_hooks: Any = (), resume: bool = False,
+              stopped: Any = None) -> Any:
     """Check (unless `report`, the spec's checked report, is given), then train one spec;
     returns the RunResult. TrainingFailed -> Failure. `epoch_hooks` go to the training loop
     (a pruned sweep's reporter). `resume`: `out` holds this very run (a continued sweep checked
-    that), which goes on from its checkpoint in its recorded precision."""
+    that), which goes on from its checkpoint in its recorded precision, or ends at once with
+    `stopped` (a Stop the sweep's pruner decided again on the checkpoint's epochs)."""
     from cnnspec.training.distributed import DistributedError
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import TrainingFailed, train
@@ -289,7 +291,8 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
     try:
         return train(spec, settings, data, run_dir, precision=precision,
                      progress=_progress(args), max_params=args.max_params, resume=resume,
-                     report=report, epoch_hooks=epoch_hooks, **_strategy_kwargs(args))
+                     report=report, epoch_hooks=epoch_hooks, stopped=stopped,
+                     **_strategy_kwargs(args))
     except TrainingFailed as exc:
         raise Failure(f"{exc}\nrun folder: {exc.run_dir or run_dir}") from None
     except DistributedError as exc:

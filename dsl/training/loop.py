@@ -291,6 +291,8 @@ class Loop:
     lr_at_epoch: Callable[[int], float] = lambda epoch: math.nan  # its last step's rate
     stopping: EarlyStopping | None = None  # `patience=`: stop, and keep the best weights
     tta: str = "none"  # "flip": the final metrics also score each test image mirrored
+    # a hook's Stop decided before this start on a resumed run's kept epochs (see `train`)
+    decided: Stop | None = None
 
     def epoch(self, epoch: int) -> dict[str, Any]:
         """Train epoch `epoch` (0-based), validate, return its history row (nothing written)."""
@@ -307,8 +309,13 @@ class Loop:
                            self.lr_at_epoch(epoch))
 
     def stopped_already(self) -> Stop | None:
-        """Early stopping's Stop for a resumed run whose history already ends it (interrupted
-        while saving its final model), so no epoch is trained beyond the uninterrupted run's."""
+        """The Stop of a resumed run whose kept epochs already end it (interrupted while saving
+        its final model): a hook's decided before the start, or early stopping's on the
+        history; so no epoch is trained beyond the uninterrupted run's."""
+        # every worker of a resumed run starts at the same epoch, so all take this one
+        # decision together; only the chief's hooks judged the kept epochs
+        if self.first_epoch > 0 and self.steps.chief_says(self.decided is not None):
+            return self.decided or Stop("pruned", "stopped by the chief")
         decision = self.history_decision()
         if decision is None:
             return None

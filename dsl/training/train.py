@@ -200,6 +200,7 @@ def train(
     task_index: int | None = None,
     epoch_hooks: Sequence[EpochHook] = (),
     report: Report | None = None,
+    stopped: Stop | None = None,
 ) -> RunResult:
     """Train `spec` on `data` with `settings`, writing the run folder `out_dir`.
 
@@ -231,6 +232,9 @@ def train(
     with its reason. `--resume` of a pruned run is refused (ResumeRefused): pruning is a
     decision about the run, and training on would overwrite the result it was judged by; a
     run a hook completed early is completed, and resuming returns it as it is.
+    stopped: with `resume`, a hook's Stop already decided on the epochs the checkpoint keeps
+    (a continued sweep's pruner, told those epochs again, stops the run where it stopped it
+    before it was interrupted while saving): no epoch is trained, the run ends with it.
 
     Returns a RunResult with status "completed", a hook's Stop status, or "interrupted" after
     Ctrl-C (the last completed epoch is checkpointed; `resume_run` continues). Raises
@@ -258,7 +262,7 @@ def train(
                {"precision_requested": requested, "precision_reason": reason})
     steps = _make_steps(job, cluster, task_index)
     with contextlib.ExitStack() as lock:  # the chief enters the folder's lock in it
-        return _run(job, steps, reporter, resume, lock, callbacks, epoch_hooks)
+        return _run(job, steps, reporter, resume, lock, callbacks, epoch_hooks, stopped)
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,7 @@ def _run(
     lock: contextlib.ExitStack,
     callbacks: Sequence[Any],
     hooks: Sequence[EpochHook],
+    stopped: Stop | None = None,
 ) -> RunResult:
     """A run from start (new or resumed) to end, with or without a strategy.
 
@@ -406,13 +411,19 @@ def _run(
             n = job.settings.epochs
             reporter.say(f"finishing {job.spec.name}: its {n} epoch{'s' * (n != 1)} "
                          f"{'are' if n != 1 else 'is'} trained; writing its final records")
+        elif state and stopped is not None:
+            reporter.say(f"finishing {job.spec.name}: {stopped.status} after epoch "
+                         f"{len(history)}, as decided before it was interrupted; writing its "
+                         "final records")
         elif state:
             reporter.say(_resuming_line(job.spec.name, len(history) + 1, job.settings.epochs,
                                         job.precision))
         elif lost:
             reporter.say(f"no checkpoint in {job.run_dir}, though its status names {lost} "
                          f"finished epoch(s): training {job.spec.name} again from epoch 1")
-    return _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras).run()
+    loop = _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras)
+    loop.decided = stopped if state else None  # only a resumed run's kept epochs were judged
+    return loop.run()
 
 
 def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str, Any]],
