@@ -307,3 +307,33 @@ def test_new_runs_of_a_continued_sweep_train_in_the_precision_of_its_runs(
                 "\n", " ")
     trained = json.loads((out / NAMES[2] / records.SETTINGS_FILE).read_text())
     assert trained["precision"] == "bf16"
+
+
+def test_other_pruning_flags_are_refused_before_anything(reference, sweep_file, tmp_path):
+    """The run folders do not record how the sweep pruned; its folder's sweep.json does."""
+    import json
+
+    ref_out, _ = reference
+    assert json.loads((ref_out / "sweep.json").read_text())["pruning"]["kind"] == "halving"
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    before = snapshot(out)
+    result = run_cli("sweep", str(sweep_file), *_flags(prune="none"), "--out", str(out),
+                     env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert (f"cnnspec: error: --out {out} holds a sweep pruned with `--prune halving "
+            "--prune-metric val_accuracy --min-epochs 1 --reduction-factor 2`, and this command "
+            "prunes with `--prune none`") in result.stderr.replace("\n", " ")
+    assert "data:" not in result.stderr and snapshot(out) == before
+    (out / "sweep.json").write_text("{")
+    damaged = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(damaged)
+    assert damaged.returncode == 1
+    assert f"cannot continue in --out {out}: {out / 'sweep.json'}: corrupted record" in \
+        damaged.stderr.replace("\n", " ")
+    # a folder from before sweep.json existed continues, and gets one
+    (out / "sweep.json").unlink()
+    again = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((out / "sweep.json").read_text())["pruning"]["eta"] == 2

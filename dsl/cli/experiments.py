@@ -407,6 +407,43 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
     return found
 
 
+SWEEP_RECORD = "sweep.json"  # in a sweep's --out: how it prunes (a run folder does not say)
+
+
+def same_pruning_or_fail(out_dir: Path, config: Any) -> Callable[[], None]:
+    """Failure if the sweep in `out_dir` pruned otherwise than `config`; else the function
+    that records config there (called when the first variant is about to train).
+
+    Why: a continued sweep tells its study the kept runs as they were judged, and a variant
+    the first command pruned stays pruned; judging the rest by other rules would give a sweep
+    no single command makes. The run folders record the settings, not the pruning flags, so
+    the sweep's folder keeps them in sweep.json, written before the first variant trains."""
+    from cnnspec.experiments.pruning import config_record, flags_text, same_pruning
+    from cnnspec.training.records import RunFolderError, read_json, write_json
+
+    path = out_dir / SWEEP_RECORD
+    mine = config_record(config)
+    if path.is_file():
+        try:
+            recorded = read_json(path)
+            theirs = recorded["pruning"] if isinstance(recorded, dict) else None
+            if not isinstance(theirs, dict):
+                raise RunFolderError(f"{path}: corrupted record: no 'pruning' object")
+        except RunFolderError as exc:
+            raise Failure(f"cannot continue in --out {out_dir}: {exc}") from None
+        if not same_pruning(theirs, mine):
+            raise Failure(
+                f"--out {out_dir} holds a sweep pruned with `{flags_text(theirs)}`, and this "
+                f"command prunes with `{flags_text(mine)}`; continue it with its flags, or pick "
+                "another --out")
+
+    def record() -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"pruning": mine})
+
+    return record
+
+
 def _keep_precision(args: argparse.Namespace, recorded: str, out_dir: Path) -> None:
     """Under `auto`, a continued batch trains its new runs in the precision its runs were
     trained in: one comparison in one precision, even where auto would pick the other here
@@ -474,7 +511,8 @@ class Batch(NamedTuple):
 
 def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 out_dir: Path | None, local: LocalPruning | None = None,
-                continuing: dict[str, str] | None = None) -> Batch:
+                continuing: dict[str, str] | None = None,
+                on_start: Callable[[], None] | None = None) -> Batch:
     """Train checked specs (each with its report) one after another; a spec that fails is
     recorded and the next one trains. Each spec was checked once, by the caller, before the
     first one trained: the report goes with it to `train_one`, which does not check again.
@@ -486,7 +524,9 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     was stopped. With `local` (a pruned sweep without
     --study) each spec is a trial of its local study, whose pruner may stop it after an epoch.
     `continuing` (runs_to_continue): specs whose run in out_dir is kept when finished (and
-    replayed into the local study, epoch by epoch, as it was judged) or resumed.
+    replayed into the local study, epoch by epoch, as it was judged) or resumed. `on_start`
+    is called once the data are read and checked, before the first run (a sweep records how
+    it prunes then: a sweep refused before it leaves no folder).
     """
     from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
     from cnnspec.training.records import RunFolderError
@@ -503,6 +543,8 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
         err.print(Text(f"continuing in {out_dir}: {kept} finished run(s) kept, "
                        f"{len(continuing) - kept} to resume, "
                        f"{len(checked) - len(continuing)} to train"), soft_wrap=True)
+    if on_start is not None:
+        on_start()
     done: list[Path] = []
     failed: list[tuple[str, str]] = []
     # ETA: seconds per (MAC x image x epoch), learnt from the runs finished so far
@@ -823,8 +865,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                       for v in variants})
     continuing = runs_to_continue(out_dir if args.out else None, [v.spec for v in variants],
                                   args)
+    record = same_pruning_or_fail(out_dir, config)
     done, failed, stopped = _train_many([(v.spec, by_name[v.name]) for v in variants], args,
-                                        out_dir, local, continuing)
+                                        out_dir, local, continuing, on_start=record)
     if local is not None:
         pruned = [f for f in local.finished() if f.state == "pruned"]
         if config.kind != "none":
