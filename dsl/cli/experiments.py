@@ -1137,7 +1137,8 @@ def _add_study_flags(g: Any, study_default: str) -> None:
 def _register_run(sub: Any) -> None:
     p = _register(sub, "run", cmd_run, "train several specs one after another, then compare")
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>")
+    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>; the same "
+                   "command again continues there (finished runs kept)")
     add_train_flags(p)
     _add_compare_flags(p)
 
@@ -1145,7 +1146,8 @@ def _register_run(sub: Any) -> None:
 def _register_sweep(sub: Any) -> None:
     p = _register(sub, "sweep", cmd_sweep, "train every variant of a sweep spec, then compare")
     p.add_argument("file", metavar="SPEC")
-    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<variant>")
+    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<variant>; the same "
+                   "command again continues the sweep there (finished runs kept)")
     _add_sweep_size(p)
     add_train_flags(p)
     _add_compare_flags(p)
