@@ -169,14 +169,16 @@ def test_count_matches_expansion_with_blocks_repeats_and_nesting():
             "train lr={.1,.2,.3}\n")
     spec = cnnspec.parse(text)
     # one choice per written point, whatever the uses: b's two points, drop, the outer `?`,
-    # the inner `?` and lr
-    expected = 2 * 2 * 2 * 2 * 2 * 3
-    assert sweep.variant_count(spec) == expected
-    variants = sweep.expand(spec, max_variants=expected)
+    # the inner `?` and lr; the count is an upper bound, as it is computed without building
+    grid = 2 * 2 * 2 * 2 * 2 * 3
+    assert sweep.variant_count(spec) == grid
+    # the inner `?` is a choice only where the outer one keeps its part: 2 + 1 ways, not 4
+    expected = 2 * 2 * 2 * (2 + 1) * 3
+    variants = sweep.expand(spec, max_variants=grid)
     assert len(variants) == expected
     assert len({v.name for v in variants}) == expected
-    with pytest.raises(cnnspec.SpecError):
-        sweep.expand(spec, max_variants=expected - 1)
+    with pytest.raises(cnnspec.SpecError):  # the limit is on the grid: refused unbuilt
+        sweep.expand(spec, max_variants=grid - 1)
 
 
 GRID_TEXT = "conv{8,16} relu pool2 drop{.25,.5} |\ntrain lr={.01,.1,.5}\n"
@@ -751,14 +753,18 @@ def test_diff_of_a_one_layer_edit_grows_linearly():
                      suppress_health_check=[hypothesis.HealthCheck.too_slow])
 @hypothesis.given(spec_text(sweep=True), st.integers(1, 6), st.integers(0, 99))
 def test_counting_and_sampling_agree_with_expansion(text, k, seed):
-    """For any sweep: the count is what expansion yields, and a sample is a sorted subset."""
+    """For any sweep: the count bounds what expansion yields (the grid; a choice inside a part
+    a variant leaves out makes no other variant there), every variant is its own, and a
+    sample is a sorted subset of k of them."""
     spec = cnnspec.parse(text)
-    total = sweep.variant_count(spec)
-    hypothesis.assume(total <= 512)
-    full = sweep.expand(spec, max_variants=total)
-    assert len(full) == total
+    grid = sweep.variant_count(spec)
+    hypothesis.assume(grid <= 512)
+    full = sweep.expand(spec, max_variants=grid)
+    total = len(full)
+    assert total <= grid
     names = [v.name for v in full]
     assert len(set(names)) == total  # every variant has its own name
+    assert len({v.choices for v in full}) == total
     got = sweep.expand(spec, sample=k, seed=seed)
     positions = [names.index(v.name) for v in got]
     assert positions == sorted(set(positions)) and len(positions) == min(k, total)

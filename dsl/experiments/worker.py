@@ -32,7 +32,7 @@ from cnnspec.experiments.definition import SweepDef
 from cnnspec.experiments.heartbeat import Heartbeat
 from cnnspec.experiments.queue import S_RETRY_OF, quiet_optuna, requeue
 from cnnspec.experiments.results import Trainer, completed_folder, result_record
-from cnnspec.language.sweep import Variant
+from cnnspec.language.sweep import Variant, canonical_labels
 
 
 class Interrupted(Exception):
@@ -148,7 +148,9 @@ class Worker:
         self._result: dict[str, Any] | None = None
         trial = self.optuna.Trial(self.study, trial_id)
         labels = self._suggest(trial)
-        variant = self.by_labels.get(labels)
+        # TPE picks every point; a choice inside a part the variant leaves out is no other one
+        variant = self.by_labels.get(canonical_labels(self.sweep.spec, self.sweep.points,
+                                                      labels))
         if variant is None:
             self._fail(trial, beat, f"parameters {labels} are not a variant of this sweep")
             return

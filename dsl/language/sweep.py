@@ -11,7 +11,7 @@ import itertools
 import random
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from cnnspec.language import ir
@@ -123,10 +123,11 @@ def _product(radices: Iterable[int]) -> int:
 
 
 def variant_count(spec: ir.Spec) -> int:
-    """How many variants `expand` yields, without building any: the product of every sweep
-    point's choice count. Counted on the same walk `_choose` consumes choices in, so a point
-    inside a `let` block (one choice for every use) or a repeat (one choice for every copy)
-    counts once, as expansion treats it."""
+    """How many variants `expand` yields at most, without building any: the product of every
+    sweep point's choice count (fewer when a point sits in a part a variant can leave out:
+    its choices make one variant there). Counted on the same walk `_choose` consumes choices
+    in, so a point inside a `let` block (one choice for every use) or a repeat (one choice
+    for every copy) counts once, as expansion treats it."""
     return _product(len(p.labels) for p in _walk_points(spec))
 
 
@@ -163,7 +164,16 @@ def sample_picks(radices: list[int], k: int, seed: int = 0) -> list[tuple[int, .
 
 def _choose(spec: ir.Spec, picks: tuple[int, ...]) -> ir.Spec:
     """The spec with every sweep point replaced by the picked choice (same walk order)."""
-    it_picks = iter(picks)
+    return _choose_tracked(spec, picks)[0]
+
+
+def _choose_tracked(spec: ir.Spec, picks: tuple[int, ...]) -> tuple[ir.Spec, frozenset[int]]:
+    """`_choose`, and the points (indices) whose choice the network does not hold: written
+    inside an optional part left out (`drop{.1,.2}?`, `(conv8 bn?)?`), or in a block no
+    part of the network uses any more (`let u = conv8 drop{.1,.2}` used only as `u?`)."""
+    position = 0  # the index of the next point, in `_walk_points`' order
+    absent: set[int] = set()
+    block_points: dict[str, range] = {}  # a block's name -> the points of its (last) let line
 
     def items(seq: tuple[ir.Item, ...]) -> tuple[ir.Item, ...]:
         out: list[ir.Item] = []
@@ -174,11 +184,17 @@ def _choose(spec: ir.Spec, picks: tuple[int, ...]) -> ir.Spec:
         return tuple(out)
 
     def item(it: ir.Item) -> ir.Item | None:
+        nonlocal position
         if isinstance(it, ir.Alternatives):
-            return it.options[next(it_picks)]
+            position += 1
+            return it.options[picks[position - 1]]
         if isinstance(it, ir.Optional):
-            keep = next(it_picks) == 0
+            position += 1
+            keep = picks[position - 1] == 0
+            start = position
             body = item(it.body)
+            if not keep:
+                absent.update(range(start, position))
             return body if keep else None
         if isinstance(it, ir.Group):
             return replace(it, items=items(it.items))
@@ -190,19 +206,82 @@ def _choose(spec: ir.Spec, picks: tuple[int, ...]) -> ir.Spec:
         return it
 
     def statement(st: ir.Statement | None) -> ir.Statement | None:
-        if isinstance(st, ir.LetDecl | ir.LayerLine):
+        nonlocal position
+        if isinstance(st, ir.LetDecl):
+            start = position
+            chosen = replace(st, items=items(st.items))
+            block_points[st.name] = range(start, position)
+            return chosen
+        if isinstance(st, ir.LayerLine):
             return replace(st, items=items(st.items))
         if isinstance(st, ir.TrainDecl):
             settings = []
             for s in st.settings:
                 if s.choices:
-                    s = replace(s, value=s.choices[next(it_picks)], choices=())
+                    position += 1
+                    s = replace(s, value=s.choices[picks[position - 1]], choices=())
                 settings.append(s)
             return replace(st, settings=tuple(settings))
         return st
 
     lines = tuple(replace(ln, statement=statement(ln.statement)) for ln in spec.lines)
-    return replace(spec, lines=lines)
+    chosen = replace(spec, lines=lines)
+    if block_points:
+        used = _blocks_used(chosen)
+        for name, points in block_points.items():
+            if name not in used:
+                absent.update(points)
+    return chosen, frozenset(absent)
+
+
+def _blocks_used(spec: ir.Spec) -> set[str]:
+    """The blocks the network uses, directly or through other blocks."""
+    lets = {st.name: st.items for st in spec.statements() if isinstance(st, ir.LetDecl)}
+
+    def refs(seq: Iterable[ir.Item]) -> set[str]:
+        out: set[str] = set()
+        for it in seq:
+            if isinstance(it, ir.BlockRef):
+                out.add(it.name)
+                out |= refs(it.items or ())
+            elif isinstance(it, ir.Group):
+                out |= refs(it.items)
+            elif isinstance(it, ir.Repeat | ir.Optional):
+                out |= refs((it.body,))
+            elif isinstance(it, ir.Merge):
+                for branch in it.branches:
+                    out |= refs(branch)
+        return out
+
+    used: set[str] = set()
+    todo = refs(item for st in spec.statements() if isinstance(st, ir.LayerLine)
+                for item in st.items)
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo |= refs(lets.get(name, ()))
+    return used
+
+
+def _canonical(spec: ir.Spec, picks: tuple[int, ...]) -> tuple[tuple[int, ...], ir.Spec,
+                                                                  frozenset[int]]:
+    """The picks with every choice the network does not hold set to the first (so the
+    variants that differ only there are one), the spec they make, and those points."""
+    chosen, absent = _choose_tracked(spec, picks)
+    if any(picks[i] for i in absent):
+        picks = tuple(0 if i in absent else pick for i, pick in enumerate(picks))
+        chosen, absent = _choose_tracked(spec, picks)
+    return picks, chosen, absent
+
+
+def canonical_labels(spec: ir.Spec, points: list[Point] | tuple[Point, ...],
+                     labels: tuple[str, ...]) -> tuple[str, ...]:
+    """One label per point, as the variant that network is (see `_canonical`): how a TPE
+    study's suggestion finds its variant among `expand`'s."""
+    picks = tuple(p.labels.index(label) for p, label in zip(points, labels, strict=True))
+    canonical, _, _ = _canonical(spec, picks)
+    return tuple(p.labels[i] for p, i in zip(points, canonical, strict=True))
 
 
 def expand(
@@ -245,14 +324,55 @@ def expand(
             )], spec.source, spec.filename)
         combos = itertools.product(*(range(r) for r in radices))
     out = []
-    for picks in combos:
+    seen: set[tuple[int, ...]] = set()
+    if sample is not None and sample < total:
+        combos = _distinct_sample(spec, radices, list(combos), sample, seed)
+    for raw in combos:
+        # a choice inside a part the variant leaves out makes no other network: one variant,
+        # named without it (`s[-drop{.1,.2}]`, not `s[-drop{.1,.2},drop=.1]` and `...=.2`)
+        picks, chosen, absent = _canonical(spec, raw)
+        if picks in seen:
+            continue
+        seen.add(picks)
         choices = tuple(
             (p.key, p.labels[i]) for p, i in zip(points, picks, strict=True)
         )
-        label = ",".join(_choice_text(k, v) for k, v in choices)
+        label = ",".join(_choice_text(k, v) for j, (k, v) in enumerate(choices)
+                         if j not in absent)
         name = f"{spec.name}[{label}]"
-        out.append(Variant(name, choices, replace(_choose(spec, picks), name=name)))
+        out.append(Variant(name, choices, replace(chosen, name=name)))
     return out
+
+
+# a sample of a sweep with choices inside optional parts draws again where its draw held two
+# picks of one network; a grid up to this size is then walked in full instead
+_WALKED_GRID = 1 << 16
+
+
+def _distinct_sample(spec: ir.Spec, radices: list[int], drawn: list[tuple[int, ...]], k: int,
+                     seed: int) -> list[tuple[int, ...]]:
+    """`drawn` (sample_picks' k grid positions) as k distinct networks, in grid order: the
+    same draw as ever where every pick is its own network; where some pick the same (a choice
+    inside a part left out), more positions are drawn, with a stream of their own, until there
+    are k or the sweep has no more (its grid walked in full when it is small)."""
+    mine: dict[tuple[int, ...], None] = {}
+    for raw in drawn:
+        mine.setdefault(_canonical(spec, raw)[0])
+    if len(mine) < k:
+        total = _product(radices)
+        if total <= _WALKED_GRID:
+            extra: Iterable[tuple[int, ...]] = sample_picks(radices, total, seed + 1)
+            rng = random.Random(seed + 1)
+            extra = list(extra)
+            rng.shuffle(extra)
+        else:
+            rng = random.Random(seed + 1)
+            extra = (tuple(rng.randrange(r) for r in radices) for _ in range(64 * k))
+        for raw in extra:
+            mine.setdefault(_canonical(spec, raw)[0])
+            if len(mine) == k:
+                break
+    return sorted(mine)
 
 
 def _choice_text(key: str, label: str) -> str:
@@ -273,28 +393,34 @@ def variant_named(spec: ir.Spec, name: str) -> ir.Spec | None:
     if not name.endswith("]"):
         return None
 
-    def picks(label: str, i: int, pos: int) -> tuple[int, ...] | None:
+    def parses(label: str, i: int, pos: int, first: bool,
+               skipped: frozenset[int]) -> Iterator[tuple[tuple[int, ...], frozenset[int]]]:
+        """Every reading of label[pos:] as the choices of points i.. (a `,` before each but
+        the first): (picks, the points the name leaves out, read as their first choice)."""
         if i == len(points):
-            return () if pos == len(label) else None
+            if pos == len(label):
+                yield (), skipped
+            return
         for j, choice in enumerate(points[i].labels):
-            text = _choice_text(points[i].key, choice)
-            end = pos + len(text)
-            if not label.startswith(text, pos):
-                continue
-            if i + 1 == len(points):
-                if end == len(label):
-                    return (j,)
-            elif label.startswith(",", end):
-                rest = picks(label, i + 1, end + 1)
-                if rest is not None:
-                    return (j, *rest)
+            text = ("" if first else ",") + _choice_text(points[i].key, choice)
+            if label.startswith(text, pos):
+                for rest, left_out in parses(label, i + 1, pos + len(text), False, skipped):
+                    yield (j, *rest), left_out
+        for rest, left_out in parses(label, i + 1, pos, first, skipped | {i}):
+            yield (0, *rest), left_out
+
+    def found(label: str) -> tuple[int, ...] | None:
+        """The reading whose left-out points are exactly those its network does not hold."""
+        for picks, left_out in parses(label, 0, 0, True, frozenset()):
+            if _choose_tracked(spec, picks)[1] == left_out:
+                return picks
         return None
 
     for start, char in enumerate(name):
         if char == "[":
-            found = picks(name[start + 1:-1], 0, 0)
-            if found is not None:
-                return replace(_choose(spec, found), name=name)
+            picks = found(name[start + 1:-1])
+            if picks is not None:
+                return replace(_choose(spec, picks), name=name)
     return None
 
 

@@ -1,0 +1,74 @@
+"""A sweep point inside a part a variant can leave out makes no other network there.
+
+`conv8 drop{.1,.2}? |` is three networks (drop .1, drop .2, no drop), not four: leaving the
+dropout out, its rate is no choice at all. Expansion made four variants, two of them the same
+network under names that claimed a rate (`[-drop{.1,.2},drop=.1]`, `[...,drop=.2]`), and a
+sweep trained it twice. The counts below are worked out by hand from the specs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import cnnspec
+from cnnspec.language.sweep import canonical_labels, expand, sweep_points, variant_named
+
+CASES = [
+    # (sweep, how many distinct networks, the name of the one that leaves the part out)
+    ("conv8 drop{.1,.2}? |\n", 3, "s[-drop{.1,.2}]"),
+    ("conv8 (conv8 bn?)? |\n", 3, "s[-(conv8 bn?)]"),
+    ("conv8 ((conv8 bn?)? relu)? |\n", 4, "s[-((conv8 bn?)? relu)]"),
+    ("let u = conv8 drop{.1,.2}\nconv8 u? |\n", 3, "s[-u]"),
+    ("let u = conv8 drop{.1,.2}\nlet w = u relu\nconv8 w? |\n", 3, "s[-w]"),
+    # used once for sure: every choice is held
+    ("let u = conv8 drop{.1,.2}\nconv8 u? u |\n", 4, "s[drop=.1,-u]"),
+    ("conv8 drop{.1,.2} bn? |\n", 4, "s[drop=.1,-bn]"),
+    ("train lr={.01,.1}\nconv8 drop{.1,.2}? |\n", 6, "s[lr=.1,-drop{.1,.2}]"),
+]
+
+
+def _network(spec) -> tuple[str, ...]:
+    """What a variant trains: its layers' canonical texts, in order (not its let lines), and
+    its train line."""
+    from cnnspec.language import ir
+    from cnnspec.language.format import format_statement
+
+    train = tuple(format_statement(st) for st in spec.statements()
+                  if isinstance(st, ir.TrainDecl))
+    return tuple(row.text for row in cnnspec.check(spec).rows) + train
+
+
+@pytest.mark.parametrize(("text", "count", "left_out"), CASES)
+def test_each_network_is_one_variant_named_by_what_it_holds(text, count, left_out):
+    spec = cnnspec.parse(text, name="s")
+    variants = expand(spec)
+    networks = [_network(v.spec) for v in variants]
+    assert len(variants) == count
+    assert len(set(networks)) == count  # no two variants are the same network
+    assert left_out in [v.name for v in variants]
+    # `train --resume` finds each variant back from its name (in a run folder's records)
+    for v, network in zip(variants, networks, strict=True):
+        found = variant_named(spec, v.name)
+        assert found is not None and _network(found) == network, v.name
+    assert variant_named(spec, "s[drop=.1,-drop{.1,.2}]") is None
+
+
+@pytest.mark.parametrize(("text", "count", "left_out"), CASES)
+def test_a_tpe_suggestion_finds_its_variant(text, count, left_out):
+    """A study's TPE suggests a label for every point; inside a part left out any label
+    stands for the one variant there."""
+    spec = cnnspec.parse(text, name="s")
+    points = sweep_points(spec)
+    by_labels = {tuple(label for _, label in v.choices): v for v in expand(spec)}
+    import itertools
+
+    for labels in itertools.product(*(p.labels for p in points)):
+        assert canonical_labels(spec, points, labels) in by_labels, labels
+
+
+def test_a_sample_holds_distinct_variants():
+    spec = cnnspec.parse("conv8 drop{.1,.2,.3}? bn? |\n", name="s")
+    everything = expand(spec)
+    assert len(everything) == 8  # (3 rates + none) x (bn or not)
+    sample = expand(spec, sample=100, seed=1)
+    assert [v.name for v in sample] == [v.name for v in everything]
