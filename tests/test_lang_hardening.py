@@ -789,3 +789,16 @@ def test_count_text_rounds_into_the_next_power_of_ten(total: int, text: str) -> 
     from cnnspec.language.layers import count_text
 
     assert count_text(total) == text
+
+
+@pytest.mark.parametrize(("text", "word", "hint"), [
+    ("conv8 l2.01 |", "l2.01", "l2(.01)"),   # was `l22.01`, then `l222.01`, ...
+    ("conv8 L2(.01) |", "L2", "l2"),         # was `l22`
+    ("conv8 l3(.01) |", "l3", "l2"),         # was `l23`
+    ("conv8 l1.5 |", "l1.5", "l1(.5)"),      # was `l21.5`
+    ("cnov8 |", "cnov8", "conv8"),           # the number is still kept for other words
+])
+def test_a_suggested_regulariser_checks_when_applied(text, word, hint):
+    (d,) = error(text).diagnostics
+    assert d.hint == f"did you mean `{hint}`?"
+    cnnspec.check(cnnspec.parse(text.replace(word, hint, 1)))

@@ -680,14 +680,27 @@ def split_word(text: str) -> tuple[str, str | None] | None:
 
 
 def suggest(text: str, candidates: list[str]) -> str | None:
-    """A close known spelling for a misspelt word, keeping its number: cnov64 -> conv64."""
+    """A close known spelling for a misspelt word, keeping its number: cnov64 -> conv64.
+
+    A word that ends in a digit (`l2`) takes its number in parentheses: `l2.01` -> l2(.01),
+    `L2` -> l2, `l3` -> l2 (its `3` is not a number to keep: `l23` would be wrong again)."""
+    lower = text.lower()
+    if lower in candidates:
+        return lower
+    for word in candidates:
+        rest = lower[len(word):]
+        if word[-1:].isdigit() and lower.startswith(word) and _NUMBER.fullmatch(rest):
+            return f"{word}({rest})"
     m = re.fullmatch(r"([A-Za-z_]+)(.*)", text)
     stem, tail = (m.group(1), m.group(2)) if m else (text, "")
-    for probe, suffix in ((stem.lower(), tail), (text.lower(), "")):
+    for probe, suffix in ((stem.lower(), tail), (lower, "")):
         close = difflib.get_close_matches(probe, candidates, n=1, cutoff=0.6)
         if close:
-            return close[0] + suffix
+            return close[0] if close[0][-1:].isdigit() else close[0] + suffix
     return None
+
+
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
 # Layer names from Keras, PyTorch and papers -> our word. Longest first, so `maxpool2d` is not
