@@ -802,3 +802,15 @@ def test_a_suggested_regulariser_checks_when_applied(text, word, hint):
     (d,) = error(text).diagnostics
     assert d.hint == f"did you mean `{hint}`?"
     cnnspec.check(cnnspec.parse(text.replace(word, hint, 1)))
+
+
+@pytest.mark.parametrize(("text", "word", "column"), [
+    ("conv {8,16} |", "conv", 6),          # was accepted as conv{8,16}
+    ("conv8 {relu,elu} |", "conv8", 7),    # was "has both a number and alternatives"
+    ("conv8 relu {1,2} |", "relu", 12),    # was "`relu` takes no number"
+])
+def test_alternatives_must_touch_their_word(text, word, column):
+    (d,) = error(text).diagnostics
+    assert d.message == f"`{{` must touch `{word}`, with no space between"
+    assert (d.span.line, d.span.column) == (1, column)
+    assert "a layer word itself cannot be swept" in d.hint

@@ -1393,6 +1393,15 @@ class _Builder:
             if bare is not None:
                 return bare
         span = self.full_span(tree) if rest else _tok_span(word_tok)
+        if rest and rest[0].data == "choices" and not self.touches(word_tok, "{"):
+            line = self.lines[word_tok.line - 1]
+            column = line.index("{", word_tok.end_column - 1) + 1
+            self.problem(
+                f"`{{` must touch `{text}`, with no space between", Span.point(word_tok.line,
+                                                                             column),
+                "alternatives touch the word whose number or argument they sweep, as in "
+                "drop{.25,.5} or conv{32,64}; a layer word itself cannot be swept")
+            return None
         if rest and (self.scope is not None or self.env is not None):
             refs = _param_refs(tree)
             if refs and self.env is None:  # in a block's `let` line: kept for each use
@@ -1420,6 +1429,10 @@ class _Builder:
             self.modifier(kind, word_tok, number, args, choices, previous)
             return None
         return self.layer_word(kind, word_tok, number, choices, args, span)
+
+    def touches(self, tok: Token, char: str) -> bool:
+        """Whether `char` follows the token at once (no space between)."""
+        return self.lines[tok.line - 1][tok.end_column - 1:].startswith(char)
 
     def bare_word(self, word_tok: Token, text: str) -> ir.Item | None:
         """A word written alone that is a block use or builds as written (`conv64`, `relu`);
