@@ -814,3 +814,11 @@ def test_alternatives_must_touch_their_word(text, word, column):
     assert d.message == f"`{{` must touch `{word}`, with no space between"
     assert (d.span.line, d.span.column) == (1, column)
     assert "a layer word itself cannot be swept" in d.hint
+
+
+def test_a_penalty_after_an_optional_layer_is_told_to_go_inside_it():
+    """`conv8? l2(.01)` follows a conv; the hint was "put it right after a conv", which it is."""
+    (d,) = error("conv8? l2(.01) |").diagnostics
+    assert d.hint == "put both in the optional part: (conv8 l2(.01))?"
+    for variant in sweep.expand(cnnspec.parse("(conv8 l2(.01))? |")):  # the hint checks
+        cnnspec.check(variant.spec)

@@ -39,6 +39,7 @@ from cnnspec.language.layers import (
     Param,
     ValueProblem,
     check_range,
+    format_layer,
     format_number,
     shown,
     takes_bare,
@@ -1690,11 +1691,14 @@ class _Builder:
         targets = target.options if isinstance(target, ir.Alternatives) else (target,)
         if target is None or not all(isinstance(t, ir.Layer) and t.weighted for t in targets):
             what = "nothing" if target is None else _describe(target)
+            hint = "put it right after a conv or dense layer, e.g. dense512 l2(.01)"
+            if (isinstance(target, ir.Optional) and isinstance(target.body, ir.Layer)
+                    and target.body.weighted):  # `conv8? l2(.01)`: it is right after one
+                hint = (f"put both in the optional part: ({format_layer(target.body)} "
+                        f"{kind.word}({format_number(value)}))?")
             self.problem(
                 f"{kind.word} needs a layer with weights before it, but follows {what}",
-                at,
-                "put it right after a conv or dense layer, e.g. dense512 l2(.01)",
-            )
+                at, hint)
             return
         if any(getattr(t, kind.word) is not None for t in targets):
             self.problem(f"{kind.word} is given twice for the same layer", at)
