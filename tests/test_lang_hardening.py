@@ -822,3 +822,16 @@ def test_a_penalty_after_an_optional_layer_is_told_to_go_inside_it():
     assert d.hint == "put both in the optional part: (conv8 l2(.01))?"
     for variant in sweep.expand(cnnspec.parse("(conv8 l2(.01))? |")):  # the hint checks
         cnnspec.check(variant.spec)
+
+
+@pytest.mark.parametrize(("text", "use"), [
+    ("let u(r) = drop{r}\nconv8 u |", "u |"),                     # was u(64): a bad rate
+    ("let u(f, s) = conv{f}(s={s})\nu(64) |", "u(64) |"),          # was u(64) again
+    ("let u(p) = conv8({p})\nu |", "u |"),                         # was u(64): no such arg
+    ("let u(k, f) = conv{f}(k={k})\nu(k=3) |", "u(k=3) |"),        # was u(64): one value
+    ("let u(f, s) = conv{f}(s={s})\nu |", "u |"),
+])
+def test_the_example_use_of_a_block_checks(text, use):
+    (d,) = error(text).diagnostics
+    example = d.hint.split("e.g. ")[1]
+    cnnspec.check(cnnspec.parse(text.replace(use, example + " |")))

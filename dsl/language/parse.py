@@ -339,6 +339,24 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
             lines[number - 1] = ""
 
 
+def _example_value(body: str, param: str) -> str:
+    """A value that fits where `{param}` stands in a block's body, for a hint's example use:
+    `drop{r}` .25, `pool{p}` 2, `conv{f}` 64; `s={s}` 1, `k={k}` 3; `l2({w})` .01, a conv's
+    positional `({p})` same."""
+    ref = re.escape("{" + param + "}")
+    number = re.search(r"([A-Za-z_]+)" + ref, body)
+    if number:
+        return {"drop": ".25", "pool": "2", "avgpool": "2", "scale": "1"}.get(
+            number.group(1), "64")
+    named = re.search(r"([A-Za-z_]+)=" + ref, body)
+    if named:
+        return {"k": "3"}.get(named.group(1), "1")
+    positional = re.search(r"([A-Za-z_]+)[0-9.]*\((?:[^()]*,)?\s*" + ref, body)
+    if positional:
+        return ".01" if positional.group(1) in ("l1", "l2") else "same"
+    return "64"
+
+
 MAX_DEPTH = 128  # IR levels (groups, repeats, optionals, block uses) from a line to a layer
 
 
@@ -1226,11 +1244,13 @@ class _Builder:
                 order.append((str(key), str(key)))
         missing = [p.name for p in params if p.name not in bound and p.default is None]
         if missing:
+            body = self.span_text(self.full_span(self.templates[name][0]))
+            given = [self.span_text(where) for _, _, where in written]
+            filled = [(f"{m}=" if given or i else "") + _example_value(body, m)
+                      for i, m in enumerate(missing)]
             self.problem(
                 f"block `{name}` needs a value for " + ", ".join(f"`{m}`" for m in missing),
-                span,
-                f"its parameters: {signature}; e.g. {name}("
-                + ",".join("64" if i == 0 else f"{m}=64" for i, m in enumerate(missing)) + ")")
+                span, f"its parameters: {signature}; e.g. {name}({', '.join(given + filled)})")
             ok = False
         if not ok:
             return None
@@ -1430,6 +1450,12 @@ class _Builder:
             self.modifier(kind, word_tok, number, args, choices, previous)
             return None
         return self.layer_word(kind, word_tok, number, choices, args, span)
+
+    def span_text(self, span: Span | None) -> str:
+        """The source text of a span on one line ("" for another)."""
+        if span is None or span.end_line != span.line or span.line > len(self.lines):
+            return ""
+        return self.lines[span.line - 1][span.column - 1:span.end_column - 1]
 
     def touches(self, tok: Token, char: str) -> bool:
         """Whether `char` follows the token at once (no space between)."""
