@@ -72,3 +72,14 @@ def test_a_sample_holds_distinct_variants():
     assert len(everything) == 8  # (3 rates + none) x (bn or not)
     sample = expand(spec, sample=100, seed=1)
     assert [v.name for v in sample] == [v.name for v in everything]
+
+
+def test_a_variant_left_without_layers_is_placed_at_the_part_it_leaves_out():
+    from cnnspec.language.sweep import check_all_variants
+
+    spec = cnnspec.parse("input 32x32x3\nconv8?\n(conv8 |)?\n", name="e")
+    with pytest.raises(cnnspec.SpecError) as info:
+        check_all_variants(spec)
+    places = {d.message: (d.span.line, d.span.column) for d in info.value.diagnostics}
+    # e[-conv8,-(conv8 |)] has no layers: the first part it leaves out is `conv8?`
+    assert places["in variant e[-conv8,-(conv8 |)]: the spec has no layers"] == (2, 1)

@@ -204,6 +204,7 @@ def writes_own_head(layers: tuple[ir.Layer, ...] | list[ir.Layer]) -> bool:
 
 
 OWN_HEAD = "softmax ends the network, so it writes its own head"
+NO_LAYERS = "the spec has no layers"
 
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9]+")
@@ -450,7 +451,7 @@ class _Walk:
         written layer (the user did not write the classifier)."""
         if implicit and not written:  # an empty file, or one with settings only
             return Diagnostic(
-                "the spec has no layers", None,
+                NO_LAYERS, None,
                 "write the network on a line of its own, e.g. `conv32 relu pool2 | dense64`")
         if implicit:
             return Diagnostic(

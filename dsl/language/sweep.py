@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from cnnspec.language import ir
-from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.checker import DEFAULT_MAX_PARAMS, NO_LAYERS, Report, check
 from cnnspec.language.errors import Diagnostic, Span, SpecError
 from cnnspec.language.format import format_item, format_value
 from cnnspec.language.layers import count_text
@@ -424,6 +424,15 @@ def variant_named(spec: ir.Spec, name: str) -> ir.Spec | None:
     return None
 
 
+def _left_out_at(points: list[Point], variant: Variant) -> Span | None:
+    """Where a variant's problem that has no place of its own is placed: the first optional
+    part it leaves out (`(conv8 |)?` leaves the spec without layers there), else nowhere."""
+    for point, (_, label) in zip(points, variant.choices, strict=True):
+        if label == "-" and point.line is not None and point.column is not None:
+            return Span.point(point.line, point.column)
+    return None
+
+
 def check_all_variants(
     spec: ir.Spec,
     max_params: int = DEFAULT_MAX_PARAMS,
@@ -434,13 +443,16 @@ def check_all_variants(
     """Check every variant (or the `sample` that `expand` picks with `seed`: what will train);
     raise one SpecError naming each failing variant's problems."""
     variants = expand(spec, max_variants=max_variants, sample=sample, seed=seed)
+    points = sweep_points(spec)
     reports, problems = [], []
     for v in variants:
         try:
             reports.append(check(v.spec, max_params=max_params))
         except SpecError as err:
             prefix = f"in variant {v.name}: " if len(variants) > 1 else ""
-            problems.extend(replace(d, message=prefix + d.message) for d in err.diagnostics)
+            problems.extend(replace(d, message=prefix + d.message, span=d.span or (
+                _left_out_at(points, v) if d.message == NO_LAYERS else None))
+                for d in err.diagnostics)
     if problems:
         raise SpecError(problems, spec.source, spec.filename)
     return reports
