@@ -386,15 +386,16 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
         if not (folder / SETTINGS_FILE).is_file():
             continue
         try:
-            differs = run_differences(folder, spec, checked_settings(spec, args), precision)
+            recorded = read_run_settings(folder)
+            differs = run_differences(recorded, spec, checked_settings(spec, args), precision)
             status = (read_status(folder) or {}).get("status", "running")
-            precisions.add(str(read_run_settings(folder)["precision"]))
         except RunFolderError as exc:
             raise Failure(f"cannot continue in --out {out_dir}: {exc}") from None
         if differs:
             other.setdefault("; ".join(differs), []).append(folder.name)
         else:
             found[spec.name] = status
+            precisions.add(str(recorded["precision"]))
     if other:
         raise Failure(
             f"--out {out_dir} holds other runs than this command would train, so it cannot "
@@ -528,7 +529,7 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     is called once the data are read and checked, before the first run (a sweep records how
     it prunes then: a sweep refused before it leaves no folder).
     """
-    from cnnspec.cli.train import discard_if_empty, load_data, new_run_dir, train_one
+    from cnnspec.cli.train import load_data, new_run_dir, train_one
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import load_result
 
@@ -582,11 +583,7 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                                resume=status is not None)
         except KeyboardInterrupt:  # while a run starts (TensorFlow, the model): stop here too
             failed.append((spec.name, "interrupted"))
-            held = (run_dir / "settings.json").exists()
-            if held:
-                done.append(run_dir)
-            elif out_dir is None:
-                discard_if_empty(run_dir)
+            held = _keep_if_started(run_dir, out_dir, done)
             return Batch(done, failed, (run_dir if held else None, _files(checked[i + 1:])))
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
             if local is not None and spec.name in local.reporters:
@@ -596,10 +593,7 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
                 else f"{type(exc).__name__}: {exc}"
             failed.append((spec.name, (why.splitlines() or [type(exc).__name__])[0]))
             err.print(Text(f"{spec.name} failed: {why}", style="red"))
-            if (run_dir / "settings.json").exists():
-                done.append(run_dir)
-            elif out_dir is None:  # refused before training: give the claimed folder back
-                discard_if_empty(run_dir)
+            _keep_if_started(run_dir, out_dir, done)
             continue
         done.append(result.run_dir)
         if local is not None:
@@ -614,6 +608,20 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
         training_time += time.perf_counter() - began
         rate = training_time / max(trained_work, 1)
     return Batch(done, failed)
+
+
+def _keep_if_started(run_dir: Path, out_dir: Path | None, done: list[Path]) -> bool:
+    """A run that stopped early: its folder goes to the comparison if the run started (it
+    holds settings), else a default folder we claimed is given back. True if it started."""
+    from cnnspec.cli.train import discard_if_empty
+    from cnnspec.training.records import SETTINGS_FILE
+
+    if (run_dir / SETTINGS_FILE).exists():
+        done.append(run_dir)
+        return True
+    if out_dir is None:  # refused before training: give the claimed folder back
+        discard_if_empty(run_dir)
+    return False
 
 
 def _files(checked: list[tuple[ir.Spec, Report]]) -> list[str]:

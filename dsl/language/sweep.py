@@ -359,14 +359,12 @@ def _distinct_sample(spec: ir.Spec, radices: list[int], drawn: list[tuple[int, .
     for raw in drawn:
         mine.setdefault(_canonical(spec, raw)[0])
     if len(mine) < k:
-        total = _product(radices)
-        if total <= _WALKED_GRID:
-            extra: Iterable[tuple[int, ...]] = sample_picks(radices, total, seed + 1)
-            rng = random.Random(seed + 1)
-            extra = list(extra)
+        rng = random.Random(seed + 1)
+        extra: Iterable[tuple[int, ...]]
+        if _product(radices) <= _WALKED_GRID:
+            extra = list(itertools.product(*(range(r) for r in radices)))
             rng.shuffle(extra)
         else:
-            rng = random.Random(seed + 1)
             extra = (tuple(rng.randrange(r) for r in radices) for _ in range(64 * k))
         for raw in extra:
             mine.setdefault(_canonical(spec, raw)[0])

@@ -421,14 +421,14 @@ def _run(
         elif lost:
             reporter.say(f"no checkpoint in {job.run_dir}, though its status names {lost} "
                          f"finished epoch(s): training {job.spec.name} again from epoch 1")
-    loop = _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras)
-    loop.decided = stopped if state else None  # only a resumed run's kept epochs were judged
-    return loop.run()
+    # only a resumed run's kept epochs were judged before this start
+    return _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras,
+                 stopped if state else None).run()
 
 
 def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str, Any]],
           reporter: ProgressReporter, callbacks: Sequence[Any], hooks: Sequence[EpochHook],
-          tf: Any, keras: Any) -> Loop:
+          tf: Any, keras: Any, decided: Stop | None = None) -> Loop:
     """The epochs of the run, from `start.first_epoch` on (see cnnspec.training.loop)."""
     settings, epochs = job.settings, job.settings.epochs
     rec = RunRecords(job.run_dir, job.spec.name, epochs, start.seed, history, steps.chief)
@@ -456,6 +456,7 @@ def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str,
         stopping=None if settings.patience is None else EarlyStopping(
             settings.patience, monitor=settings.monitor),
         tta=settings.tta,
+        decided=decided,
     )
 
 
@@ -669,15 +670,15 @@ def _run_differences(recorded: dict[str, Any], text: str, settings: TrainSetting
     return problems
 
 
-def run_differences(run_dir: str | Path, spec: ir.Spec, settings: TrainSettings,
+def run_differences(recorded: dict[str, Any], spec: ir.Spec, settings: TrainSettings,
                     precision: str | None = None) -> list[str]:
-    """Why training `spec` with `settings` into `run_dir` would not continue the run it holds:
-    [] when it is the same run (spec text, settings and, unless None, the resolved precision;
-    the data are compared when training starts). RunFolderError for a damaged settings.json.
+    """Why training `spec` with `settings` would not continue the run whose settings.json is
+    `recorded` (`read_run_settings`): [] when it is the same run (spec text, settings and,
+    unless None, the resolved precision; the data are compared when training starts).
 
     Why: a sweep continued in its --out folder checks every variant's folder before the data
     is read or anything trains, so a changed flag is refused once, not variant by variant."""
-    return _run_differences(read_run_settings(run_dir), _spec_text(spec), settings, precision)
+    return _run_differences(recorded, _spec_text(spec), settings, precision)
 
 
 def load_result(run_dir: str | Path) -> RunResult:
