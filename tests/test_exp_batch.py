@@ -359,3 +359,27 @@ def test_a_run_without_out_says_how_to_resume_and_what_did_not_start():
     assert _continue_hint(args, None, Path("runs/a-1"), ["b c.cnn"]) == (
         "continue the stopped run with: cnnspec train --resume runs/a-1; not started: "
         "'b c.cnn' (`run` with --out DIR continues a whole batch when run again)")
+
+
+def test_ctrl_c_after_a_run_wrote_its_settings_names_that_run(monkeypatch, tmp_path):
+    """Ctrl-C once the run's folder holds settings.json (its start is recorded): the folder
+    is compared and named as the stopped run, which `train --resume` continues."""
+    from cnnspec.cli import experiments as cli_experiments
+    from cnnspec.cli import train as cli_train
+
+    specs = [cnnspec.parse(TINY, name=n, filename=f"{n}.cnn") for n in ("one", "two")]
+
+    def fake_train_one(spec, args, data, run_dir, report=None, **kw):
+        run_dir.mkdir(parents=True)
+        (run_dir / records.SETTINGS_FILE).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "train_one", fake_train_one)
+    monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
+        x_train=[0], describe=lambda: "1 image"))
+    args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
+                              optimizer=None, seed=None, runs_dir=str(tmp_path))
+    checked = [(s, cnnspec.check(s)) for s in specs]
+    batch = cli_experiments._train_many(checked, args, tmp_path / "out")
+    assert batch.done == [tmp_path / "out" / "one"]
+    assert batch.stopped == (tmp_path / "out" / "one", ["two.cnn"])
