@@ -314,19 +314,10 @@ def test_sweep_checks_each_variant_once(tmp_path):
     assert counted == {"code": 0, "calls": {"s[drop=.25]": 1, "s[drop=.5]": 1}}
 
 
-def test_ctrl_c_while_a_run_starts_stops_the_batch_with_a_way_on(monkeypatch, tmp_path):
-    """Ctrl-C before the training loop catches it (TensorFlow's import, the model's build)
-    stops the batch as an interrupted run does: the runs before it are compared, and the
-    command to go on is printed."""
+def _batch_with(monkeypatch, tmp_path, specs, fake_train_one):
+    """`_train_many` of specs into tmp_path/out, each trained by fake_train_one, on fake data."""
     from cnnspec.cli import experiments as cli_experiments
     from cnnspec.cli import train as cli_train
-
-    specs = [cnnspec.parse(TINY, name=n, filename=f"{n}.cnn") for n in ("one", "two", "three")]
-
-    def fake_train_one(spec, args, data, run_dir, report=None, **kw):
-        if spec.name == "two":
-            raise KeyboardInterrupt
-        return SimpleNamespace(run_dir=run_dir, status="completed")
 
     monkeypatch.setattr(cli_train, "train_one", fake_train_one)
     monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
@@ -334,7 +325,21 @@ def test_ctrl_c_while_a_run_starts_stops_the_batch_with_a_way_on(monkeypatch, tm
     args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
                               optimizer=None, seed=None, runs_dir=str(tmp_path))
     checked = [(s, cnnspec.check(s)) for s in specs]
-    batch = cli_experiments._train_many(checked, args, tmp_path / "out")
+    return cli_experiments._train_many(checked, args, tmp_path / "out")
+
+
+def test_ctrl_c_while_a_run_starts_stops_the_batch_with_a_way_on(monkeypatch, tmp_path):
+    """Ctrl-C before the training loop catches it (TensorFlow's import, the model's build)
+    stops the batch as an interrupted run does: the runs before it are compared, and the
+    command to go on is printed."""
+    specs = [cnnspec.parse(TINY, name=n, filename=f"{n}.cnn") for n in ("one", "two", "three")]
+
+    def fake_train_one(spec, args, data, run_dir, report=None, **kw):
+        if spec.name == "two":
+            raise KeyboardInterrupt
+        return SimpleNamespace(run_dir=run_dir, status="completed")
+
+    batch = _batch_with(monkeypatch, tmp_path, specs, fake_train_one)
     assert batch.done == [tmp_path / "out" / "one"]
     assert batch.failed == [("two", "interrupted")]
     assert batch.stopped == (None, ["three.cnn"])  # "two" holds no run yet
@@ -364,9 +369,6 @@ def test_a_run_without_out_says_how_to_resume_and_what_did_not_start():
 def test_ctrl_c_after_a_run_wrote_its_settings_names_that_run(monkeypatch, tmp_path):
     """Ctrl-C once the run's folder holds settings.json (its start is recorded): the folder
     is compared and named as the stopped run, which `train --resume` continues."""
-    from cnnspec.cli import experiments as cli_experiments
-    from cnnspec.cli import train as cli_train
-
     specs = [cnnspec.parse(TINY, name=n, filename=f"{n}.cnn") for n in ("one", "two")]
 
     def fake_train_one(spec, args, data, run_dir, report=None, **kw):
@@ -374,12 +376,6 @@ def test_ctrl_c_after_a_run_wrote_its_settings_names_that_run(monkeypatch, tmp_p
         (run_dir / records.SETTINGS_FILE).write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_train, "train_one", fake_train_one)
-    monkeypatch.setattr(cli_train, "load_data", lambda args: SimpleNamespace(
-        x_train=[0], describe=lambda: "1 image"))
-    args = argparse.Namespace(max_params=10**9, epochs=1, batch=None, lr=None, momentum=None,
-                              optimizer=None, seed=None, runs_dir=str(tmp_path))
-    checked = [(s, cnnspec.check(s)) for s in specs]
-    batch = cli_experiments._train_many(checked, args, tmp_path / "out")
+    batch = _batch_with(monkeypatch, tmp_path, specs, fake_train_one)
     assert batch.done == [tmp_path / "out" / "one"]
     assert batch.stopped == (tmp_path / "out" / "one", ["two.cnn"])
