@@ -16,8 +16,10 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, run_cli, signal_when, snapshot
@@ -337,3 +339,53 @@ def test_other_pruning_flags_are_refused_before_anything(reference, sweep_file, 
     again = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((out / "sweep.json").read_text())["pruning"]["eta"] == 2
+
+
+def test_a_second_sweep_on_an_out_being_written_is_refused_at_once(
+        reference, sweep_file, tmp_path):
+    """Two sweeps given one --out: the second is refused before it reads the data, naming
+    the first; the first is unharmed and ends as the sweep that ran alone did."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "400", **ENV}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", "sweep", str(sweep_file), *FLAGS, "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / NAMES[0] / records.SETTINGS_FILE).exists():  # the first one trains
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the first sweep never started training"
+            time.sleep(0.05)
+        second = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+        stdout, stderr = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    _clean(second)
+    assert second.returncode == 1
+    errors = [ln for ln in second.stderr.splitlines() if "error" in ln]
+    assert errors == [f"cnnspec: error: --out {out} is being written by pid {first.pid} on "
+                      f"{socket.gethostname()}, another `cnnspec sweep` or `run`; one command "
+                      "at a time may write it. Wait for it to finish (or stop it), then run "
+                      "this command again to continue there; or pick another --out"]
+    assert "data:" not in second.stderr  # refused before the data was read
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert first.returncode == 0, stderr[-2000:]
+    assert _runs(out) == _runs(ref_out)
+
+
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_an_out_that_is_a_file_is_refused_before_anything(sweep_file, tmp_path, command):
+    out = tmp_path / "out"
+    out.write_text("notes\n")
+    spec = sweep_file if command == "sweep" else ROOT / "specs" / "exp1.cnn"
+    flags = FLAGS if command == "sweep" else ["--epochs", "1", "--limit", "64"]
+    result = run_cli(command, str(spec), *flags, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert f"cnnspec: error: {out}: cannot use it as an --out folder (File exists)" \
+        in result.stderr.splitlines()
+    assert "data:" not in result.stderr
+    assert out.read_text() == "notes\n"

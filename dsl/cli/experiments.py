@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -408,6 +409,34 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
     return found
 
 
+# What a second `sweep`/`run` given a --out that one is writing is told (see out_lock)
+OUT_BUSY = ("--out {folder} is being written by {holder}, another `cnnspec sweep` or `run`; "
+            "one command at a time may write it. Wait for it to finish (or stop it), then run "
+            "this command again to continue there; or pick another --out")
+
+
+@contextlib.contextmanager
+def out_lock(out_dir: Path | None) -> Iterator[None]:
+    """Hold --out for the whole command: a second sweep (or run) given the same --out while
+    one is writing it is refused at once, as a Failure naming the holder.
+
+    Why: each run folder has its own lock, so without this two sweeps on one --out would both
+    start, fail the variant the other holds ("locked"), then race for the rest, each training
+    some and neither comparing them all. The lock is the run folders' own (records.run_lock):
+    released by the kernel when the holder dies, even by SIGKILL."""
+    if out_dir is None:
+        yield
+        return
+    from cnnspec.training.records import RunFolderError, run_lock
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_lock(out_dir, OUT_BUSY, role="an --out folder"))
+        except RunFolderError as exc:
+            raise Failure(str(exc)) from None
+        yield
+
+
 SWEEP_RECORD = "sweep.json"  # in a sweep's --out: how it prunes (a run folder does not say)
 
 
@@ -719,9 +748,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names) and args.out:
         raise UsageError("two specs share a name; their run folders under --out would clash")
     out_dir = Path(args.out) if args.out else None
-    continuing = runs_to_continue(out_dir, [spec for spec, _ in checked], args)
-    batch = _train_many(checked, args, out_dir, continuing=continuing) if checked \
-        else Batch([], [])
+    with out_lock(out_dir if checked else None):
+        continuing = runs_to_continue(out_dir, [spec for spec, _ in checked], args)
+        batch = _train_many(checked, args, out_dir, continuing=continuing) if checked \
+            else Batch([], [])
     failed = bad + batch.failed  # the files that did not check, named, then the failed runs
     return _finish(batch.done, failed, args, out_dir, batch.stopped)
 
@@ -871,6 +901,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if config.kind != "none" or args.then_train:
         local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
                                       for v in variants})
+    with out_lock(out_dir):
+        done, failed, stopped = _sweep_batch(args, variants, by_name, config, out_dir, local)
+    return _finish(done, failed, args, out_dir, stopped)
+
+
+def _sweep_batch(args: argparse.Namespace, variants: list[Any], by_name: dict[str, Report],
+                 config: Any, out_dir: Path, local: LocalPruning | None) -> Batch:
+    """A checked sweep's training, in out_dir (held by the caller): its variants, continued
+    where the folder holds them, then --then-train's winners in out_dir/then-train."""
     continuing = runs_to_continue(out_dir if args.out else None, [v.spec for v in variants],
                                   args)
     record = same_pruning_or_fail(out_dir, config)
@@ -897,7 +936,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             _say_winners(_console(stderr=True), best, config, args.then_epochs, then_dir)
             more = _train_many(long, long_args, then_dir, continuing=again)
             done, failed, stopped = done + more.done, failed + more.failed, more.stopped
-    return _finish(done, failed, args, out_dir, stopped)
+    return Batch(done, failed, stopped)
 
 
 def _add_compare_flags(p: argparse.ArgumentParser) -> None:

@@ -354,8 +354,14 @@ def _lock_holder(fd: int) -> str:
     return "another process"
 
 
+# What a second writer of a run folder is told ({folder}, {holder}: see run_lock)
+RUN_BUSY = ("{folder} is being written by {holder}; only one process may write a run folder. "
+            "Wait for it to finish (or stop it), then resume; or pick another folder")
+
+
 @contextlib.contextmanager
-def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
+def run_lock(run_dir: str | os.PathLike[str], busy: str = RUN_BUSY,
+             role: str = "a run folder") -> Iterator[Path]:
     """Hold the run folder's exclusive lock while the body writes it; creates the folder.
 
     Two writers of one folder would interleave checkpoints, delete each other's in-flight files
@@ -365,6 +371,8 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
     drops it when the holder exits, even by SIGKILL, so a crashed run never leaves a stale lock.
     The file stays (deleting it would let a third process lock a fresh inode while a second
     still waits on the old one) and holds the current holder's PID and host, for the message.
+    The same lock guards a sweep's --out (a folder of run folders), with its own `busy` text
+    and `role` (what the folder was to be, for the message when it cannot be one).
     """
     folder = Path(run_dir)
     created = not folder.exists()
@@ -373,17 +381,13 @@ def run_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path]:
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a file in the way, no permission, a read-only disk
         raise RunFolderError(
-            f"{folder}: cannot use it as a run folder ({exc.strerror or exc})") from None
+            f"{folder}: cannot use it as {role} ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _lock_holder(fd)
-            raise RunLocked(
-                f"{folder} is being written by {holder}; only one process may write a run "
-                "folder. Wait for it to finish (or stop it), then resume; or pick another folder",
-                holder,
-            ) from None
+            raise RunLocked(busy.format(folder=folder, holder=holder), holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         try:
