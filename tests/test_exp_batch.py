@@ -157,7 +157,8 @@ def test_sweep_headers_name_the_variant(tmp_path, markup_data):
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.findall(r"\[\d/\d\] \S+", result.stderr) == ["[1/2] s[drop=.25]",
                                                            "[2/2] s[drop=.5]"]
-    assert sorted(p.name for p in out.iterdir()) == ["s[drop=.25]", "s[drop=.5]", "sweep.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "s[drop=.25]", "s[drop=.5]",
+                                                     "sweep.json"]
 
 
 def test_a_variant_of_an_interrupted_sweep_resumes_as_that_variant(tmp_path):
