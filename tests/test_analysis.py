@@ -136,3 +136,31 @@ def test_inlay_hints_match_the_shapes_exp7_writes_by_hand():
         assert lines[line][character:].lstrip().startswith("#")  # at the end of the code
     assert a.inlay_hints("conv8 drop{.1,.2} |") == []  # a sweep: its variants differ
     assert a.inlay_hints("conv8 cnov |") == []
+
+
+def test_hover_on_a_sweep_shows_its_first_variant_and_says_so():
+    """The figures are those of the first variant in grid order (each choice's first value),
+    not of a variant drawn at random, and the hover names it: `conv{8,16}` shows conv8."""
+    text = "conv{8,16} relu drop{.25,.5} |\n"
+    shown = a.hover(text, 0, 1)
+    params = 3 * 3 * 3 * 8 + 8
+    assert f"params {params:,}" in shown and "32×32×3 → 32×32×8" in shown
+    assert shown.endswith("(variant `spec[conv=8,drop=.25]`, the first of 4)")
+    assert "**drop.25**" in a.hover(text, 0, 17)
+    assert "variant" not in a.hover("conv8 relu |\n", 0, 1)  # not a sweep: no note
+    # a setting's documentation is the same in every variant: no note
+    setting = a.hover("train lr={.1,.2}\nconv8 |\n", 0, 7)
+    assert setting and "variant" not in setting
+
+
+def test_definition_and_references_skip_argument_names_and_comments():
+    """A block named like an argument (`s`) is not referred to by `conv8(s=2)`, nor by a
+    comment; `let s=conv8` written without spaces is still its declaration."""
+    text = "let s = conv8 relu\ns conv8(k=3, s=2) s |  # s again\n"
+    assert a.definition(text, 1, 0) == (0, 4, 0, 5)
+    assert a.definition(text, 1, 13) is None  # the `s` of `s=2`
+    assert a.definition(text, 1, 32) is None  # in the comment
+    assert a.references(text, 1, 0) == [(0, 4, 0, 5), (1, 0, 1, 1), (1, 18, 1, 19)]
+    tight = "let s=conv8 relu\ns s |\n"
+    assert a.references(tight, 1, 0) == [(0, 4, 0, 5), (1, 0, 1, 1), (1, 2, 1, 3)]
+    assert a.references(tight, 1, 0, include_declaration=False) == [(1, 0, 1, 1), (1, 2, 1, 3)]

@@ -288,6 +288,10 @@ def test_messages_pygls_cannot_read_get_one_log_line_each_and_the_server_reads_o
     assert "JSONDecodeError: Expecting property name" in lines[0]
     assert "required field missing @ $.params.position" in lines[1]
     assert b'{"id": 3, "jsonrpc": "2.0", "result": null}' in done.stdout  # shutdown answered
+    # the request it could not read is answered with the protocol's error, not left waiting
+    (answer,) = [m for m in _messages(done.stdout) if m.get("id") == 2]
+    assert answer["error"]["code"] == -32602
+    assert "required field missing @ $.params.position" in answer["error"]["message"]
 
 
 def test_cnnspec_own_failures_keep_their_traceback_in_the_log():
@@ -313,3 +317,184 @@ def test_cnnspec_own_failures_keep_their_traceback_in_the_log():
     assert keep.filter(theirs) and theirs.exc_info is None
     assert theirs.getMessage() == ("cnnspec lsp: Unable to handle message (ValueError: boom); "
                                    "the message is ignored")
+
+
+def _messages(stdout: bytes) -> list[dict]:
+    """The framed JSON messages of a server's whole output."""
+    out, rest = [], stdout
+    while rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        size = int(headers["Content-Length"])
+        out.append(json.loads(rest[:size]))
+        rest = rest[size:]
+    return out
+
+
+def _run(*messages: dict, ending: tuple[str, ...] = ("shutdown", "exit")) -> tuple[
+        list[dict], str, int]:
+    """One whole session as a stream: initialize, the messages, then `ending`; returns the
+    server's messages, its log and its exit code."""
+    start = [{"id": 100, "method": "initialize",
+              "params": {"processId": None, "rootUri": None, "capabilities": {}}},
+             {"method": "initialized", "params": {}}]
+    end = [{"id": 101, "method": "shutdown"} if m == "shutdown" else {"method": "exit"}
+           for m in ending]
+    stream = b"".join(_frame(json.dumps({"jsonrpc": "2.0", **m}).encode())
+                      for m in start + list(messages) + end)
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"], input=stream,
+                          capture_output=True, timeout=TIMEOUT)
+    return _messages(done.stdout), done.stderr.decode(), done.returncode
+
+
+def _open(uri: str, text: str) -> dict:
+    return {"method": "textDocument/didOpen", "params": {"textDocument": {
+        "uri": uri, "languageId": "cnnspec", "version": 1, "text": text}}}
+
+
+def _change(uri: str, version: int, *edits: tuple[int, int, int, int, str]) -> dict:
+    return {"method": "textDocument/didChange", "params": {
+        "textDocument": {"uri": uri, "version": version},
+        "contentChanges": [{"range": {"start": {"line": a, "character": b},
+                                      "end": {"line": c, "character": d}}, "text": t}
+                           for a, b, c, d, t in edits]}}
+
+
+def _published(messages: list[dict], uri: str) -> list[dict]:
+    return [m["params"] for m in messages if m.get("method") == "textDocument/publishDiagnostics"
+            and m["params"]["uri"] == uri]
+
+
+def _range(a: int, b: int, c: int, d: int) -> dict:
+    return {"start": {"line": a, "character": b}, "end": {"line": c, "character": d}}
+
+
+@pytest.mark.parametrize("uri", ["file:///home/me/my%20specs/exp.cnn",
+                                 "file:///c%3A/Users/me/exp.cnn",
+                                 "file:///home/me/r%C3%A9sum%C3%A9/exp.cnn"])
+def test_a_uri_with_escapes_is_answered_as_the_client_wrote_it(uri):
+    """pygls keeps documents under the unescaped URI: every Windows path (`c%3A`) and any path
+    with a space was never checked or answered."""
+    messages, err, code = _run(
+        _open(uri, "conv8 cnov8 |\n"),
+        {"id": 1, "method": "textDocument/hover",
+         "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 1}}},
+        _change(uri, 2, (0, 6, 0, 11, "relu")))
+    assert code == 0 and "Traceback" not in err, err
+    first, second = _published(messages, uri)
+    assert [d["range"] for d in first["diagnostics"]] == [_range(0, 6, 0, 11)]
+    assert second == {"uri": uri, "version": 2, "diagnostics": []}
+    (hover,) = [m for m in messages if m.get("id") == 1]
+    assert "Conv2D" in hover["result"]["contents"]["value"]
+
+
+def test_characters_python_splits_lines_at_do_not_move_the_document():
+    """`\u2028` (and `\v`, `\f`, `\x1c`, `\x85`, ...) ends a line for str.splitlines, not
+    for the protocol: pygls's copy put the next edits in the wrong place, and formatting then
+    answered with that text for the whole file. The edits here land where the client put
+    them; the fix of `cnov8` clears the problem, and formatting gives the client's text."""
+    uri = "file:///tmp/sep.cnn"
+    text = "conv8 relu # a\u2028b\u000bc\nconv8 cnov8 |\n"
+    messages, err, code = _run(
+        _open(uri, text),
+        _change(uri, 2, (1, 6, 1, 11, "relu"), (1, 0, 1, 0, "bn ")),
+        {"id": 1, "method": "textDocument/formatting",
+         "params": {"textDocument": {"uri": uri},
+                    "options": {"tabSize": 4, "insertSpaces": True}}})
+    assert code == 0 and "Traceback" not in err, err
+    opened, changed = _published(messages, uri)
+    assert [d["range"] for d in opened["diagnostics"]] == [_range(1, 6, 1, 11)]
+    assert changed["diagnostics"] == []
+    (formatted,) = [m["result"] for m in messages if m.get("id") == 1]
+    assert [e["newText"] for e in formatted] == ["conv8 relu  # a\u2028b\u000bc\nbn conv8 relu |\n"]
+    assert formatted[0]["range"] == _range(0, 0, 2, 0)
+
+
+def test_a_position_past_the_line_is_its_end_and_a_lone_cr_ends_a_line():
+    """The protocol clamps a character past the line's end to that end (pygls stopped one
+    short: ` dense4` landed before the `|`); a lone `\r` ends a line for the client, so a
+    problem after it is on the client's next line."""
+    uri = "file:///tmp/eol.cnn"
+    messages, err, _ = _run(
+        _open(uri, "conv8 relu |"),
+        _change(uri, 2, (0, 50, 0, 50, " dense4")),
+        _open("file:///tmp/cr.cnn", "# a\rconv8 relu\nconv8 cnov8 |\n"))
+    assert "Traceback" not in err, err
+    assert [p["diagnostics"] for p in _published(messages, uri)] == [[], []]
+    (cr,) = _published(messages, "file:///tmp/cr.cnn")
+    assert [d["range"] for d in cr["diagnostics"]] == [_range(2, 6, 2, 11)]
+
+
+def test_every_request_gets_its_answer_as_the_protocol_says():
+    """Params it cannot read: -32602; before `initialize`: -32002; after `shutdown`: -32600.
+    pygls answered none of them (the client waits forever) or answered null."""
+    hover = {"textDocument": {"uri": "file:///x.cnn"}, "position": {"line": -1, "character": 0}}
+    stream = b"".join(_frame(json.dumps({"jsonrpc": "2.0", **m}).encode()) for m in [
+        {"id": 1, "method": "textDocument/hover",
+         "params": {**hover, "position": {"line": 0, "character": 0}}},
+        {"id": 2, "method": "initialize",
+         "params": {"processId": None, "rootUri": None, "capabilities": {}}},
+        {"method": "initialized", "params": {}},
+        {"id": 3, "method": "textDocument/hover", "params": hover},
+        {"id": 4, "method": "textDocument/formatting",
+         "params": {"textDocument": {"uri": "file:///x.cnn"}}},
+        {"id": 5, "method": "shutdown"},
+        {"id": 6, "method": "textDocument/hover",
+         "params": {**hover, "position": {"line": 0, "character": 0}}},
+        {"method": "exit"},
+    ])
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"], input=stream,
+                          capture_output=True, timeout=TIMEOUT)
+    answers = {m["id"]: m for m in _messages(done.stdout) if "id" in m}
+    assert sorted(answers) == [1, 2, 3, 4, 5, 6]
+    errors = {i: answers[i]["error"]["code"] for i in (1, 3, 4, 6)}
+    assert errors == {1: -32002, 3: -32602, 4: -32602, 6: -32600}
+    assert "required field missing @ $.params.options" in answers[4]["error"]["message"]
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize(("ending", "code"), [(("shutdown", "exit"), 0), (("exit",), 1), ((), 1)])
+def test_the_exit_code_says_whether_shutdown_came_first(ending, code):
+    _, err, returncode = _run(_open("file:///tmp/a.cnn", "conv8 |\n"), ending=ending)
+    assert returncode == code and "Traceback" not in err, err
+
+
+def test_fast_edits_to_a_slow_sweep_are_checked_once_they_pause():
+    """A sweep of 256 variants takes long to check; each keystroke used to queue a check of
+    all of them, so diagnostics and hovers fell seconds behind. Ten edits sent at once are
+    checked once or twice, and the last diagnostics are those of the last version."""
+    from pathlib import Path
+
+    from cnnspec.editor.analysis import diagnostics
+
+    resnet = (Path(__file__).resolve().parent.parent / "examples" / "resnet20.cnn").read_text()
+    lines = resnet.split("\n")
+    (train,) = [i for i, ln in enumerate(lines) if ln.startswith("train")]
+    lines[train] = "train lr={.1,.2,.3,.4} batch={32,64,128,256} epochs={1,2,3,4} seed={1,2,3,4}"
+    # deeper stages: a check of all 256 variants well over the server's 0.1 s, on any machine
+    text = "\n".join(lines).replace(") x2", ") x9").replace(") x3", ") x9")
+    lines = text.split("\n")
+    c = Client()
+    try:
+        c.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+        c.notify("initialized", {})
+        c.notify("textDocument/didOpen", {"textDocument": {
+            "uri": URI, "languageId": "cnnspec", "version": 1, "text": text}})
+        assert c.diagnostics() == []
+        body = b""
+        for version in range(2, 12):  # `# x` typed at the end, a character at a time
+            edit = _change(URI, version, (len(lines) - 1, 0, len(lines) - 1, 0, "x"))
+            body += _frame(json.dumps({"jsonrpc": "2.0", **edit}).encode())
+        c.proc.stdin.write(body)
+        c.proc.stdin.flush()
+        seen = []
+        while not seen or seen[-1]["version"] != 11:
+            seen.append(c.wait(lambda m: m.get("method") ==
+                               "textDocument/publishDiagnostics")["params"])
+        assert len(seen) <= 3
+        final = text[:len(text) - len(lines[-1])] + "x" * 10 + lines[-1]
+        assert [d["message"] for d in seen[-1]["diagnostics"]] == [
+            p.message for p in diagnostics(final)]
+    finally:
+        c.proc.kill()
+        c.proc.wait()

@@ -18,7 +18,7 @@ from cnnspec.language.layers import KINDS, fmt_shape
 from cnnspec.language.parse import parse
 from cnnspec.language.setting_values import SCHEDULE_DOCS, SCHEDULE_EXAMPLES, SCHEDULES
 from cnnspec.language.settings import SETTINGS, Setting
-from cnnspec.language.sweep import check_all_variants, expand
+from cnnspec.language.sweep import check_all_variants, first_variant, variant_count
 
 ERROR, WARNING = 1, 2  # LSP DiagnosticSeverity values
 
@@ -86,16 +86,24 @@ def diagnostics(text: str, max_variants: int | None = None) -> list[Problem]:
 
 
 def _report(text: str) -> tuple[ir.Spec | None, Report | None]:
-    """The parsed spec and the report of its (first) variant, or None where they fail."""
+    """The parsed spec and the report of its first variant (grid order: each choice's first
+    alternative), or None where they fail."""
     try:
         spec = parse(text)
     except SpecError:
         return None, None
     try:
-        variants = expand(spec, sample=1)
-        return spec, check(variants[0].spec)
+        return spec, check(first_variant(spec).spec)
     except SpecError:
         return spec, None
+
+
+def _variant_note(spec: ir.Spec | None) -> str:
+    """For a sweep, which variant a hover's figures are of (they differ between variants)."""
+    count = 1 if spec is None else variant_count(spec)
+    if count == 1:
+        return ""
+    return f"\n\n(variant `{first_variant(spec).name}`, the first of {count:,})"
 
 
 def _si(n: float) -> str:
@@ -186,17 +194,29 @@ def _word_at(text: str, line: int, character: int) -> tuple[str, int, int] | Non
 
 
 def hover(text: str, line: int, character: int) -> str | None:
-    """Markdown for what is under the 0-based position, or None."""
+    """Markdown for what is under the 0-based position, or None. On a sweep, figures are
+    those of its first variant, named at the end."""
     spec, report = _report(text)
+    shown = _hover(text, line, character, spec, report)
+    if shown is None:
+        return None
+    markdown, of_the_model = shown
+    return markdown + _variant_note(spec) if of_the_model else markdown
+
+
+def _hover(text: str, line: int, character: int, spec: ir.Spec | None,
+           report: Report | None) -> tuple[str, bool] | None:
+    """The hover's markdown, and whether it shows the model's figures (shapes, params)."""
     word = _word_at(text, line, character)
     src = text.split("\n")[line] if 0 <= line < len(text.split("\n")) else ""
     if re.match(r"\s*(input|classes)\b", src):
-        return _model_hover(report) if report else None
+        return (_model_hover(report), True) if report else None
     if re.match(r"\s*train\b", src):
         for m in re.finditer(r"([A-Za-z_]+)=\S*", src):
             if m.start() <= character < m.end():
-                return setting_doc(m.group(1))
-        return _model_hover(report) if report else None
+                doc = setting_doc(m.group(1))
+                return None if doc is None else (doc, False)
+        return (_model_hover(report), True) if report else None
     if spec is not None:
         names = block_names(text)
         if word and word[0] in names and report is not None:
@@ -213,17 +233,18 @@ def hover(text: str, line: int, character: int) -> str | None:
                             break
                         rows.append(r)
             expansion = " ".join(r.text for r in rows)
-            return f"**{word[0]}** = {expansion}\n\n{totals(rows)}" if rows else None
+            return (f"**{word[0]}** = {expansion}\n\n{totals(rows)}", True) if rows else None
         if report is not None:
             for r in report.rows:
                 if r.used_at is None and _contains(r.layer.span, line, character):
-                    return row_hover(r)
+                    return row_hover(r), True
             for r in report.rows:
                 if r.used_at is not None and _contains(r.layer.span, line, character):
-                    return row_hover(r) + f"\n\n(first use, at line {r.used_at.line})"
+                    return row_hover(r) + f"\n\n(first use, at line {r.used_at.line})", True
     if word:
         base = re.match(r"[A-Za-z_]+", word[0])
-        return layer_doc(word[0]) or (layer_doc(base.group()) if base else None)
+        doc = layer_doc(word[0]) or (layer_doc(base.group()) if base else None)
+        return None if doc is None else (doc, False)
     return None
 
 
@@ -232,7 +253,7 @@ def inlay_hints(text: str) -> list[tuple[int, int, str]]:
     spec comments write it by hand (`→ 16×16×64`). None for a sweep (its variants differ) or
     a text that does not check."""
     spec, report = _report(text)
-    if spec is None or report is None or len(expand(spec, sample=2)) > 1:
+    if spec is None or report is None or variant_count(spec) > 1:
         return []
     last: dict[int, Row] = {}
     for r in report.rows:
@@ -308,12 +329,24 @@ def _code(src: str) -> str:
     return src if i < 0 else src[:i] + " " * (len(src) - i)
 
 
+def _argument_name(code: str, start: int, end: int) -> bool:
+    """Whether code[start:end] names an argument (`s` of `conv8(s=2)`), not a block."""
+    return code[end:end + 1] == "=" and code[:start].rstrip()[-1:] in ("(", ",")
+
+
 def _block_at(text: str, line: int, character: int) -> str | None:
-    word = _word_at(text, line, character)
+    """The block whose name is under the position: not in a comment, not an argument's name."""
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    code = _code(lines[line])
+    word = _word_at(code, 0, character)
     if word is None:
         return None
     name = _IDENT.match(word[0])
-    return name.group() if name and name.group() in block_names(text) else None
+    if name is None or _argument_name(code, word[1], word[1] + name.end()):
+        return None
+    return name.group() if name.group() in block_names(text) else None
 
 
 def definition(text: str, line: int, character: int) -> Range | None:
@@ -333,10 +366,13 @@ def references(text: str, line: int, character: int,
     pattern = re.compile(rf"(?<![A-Za-z0-9_.{{]){re.escape(name)}(?![A-Za-z0-9_}}])")
     out = []
     for i, src in enumerate(text.split("\n")):
-        for m in pattern.finditer(_code(src)):
-            if (i, m.start(), m.end()) == decl and not include_declaration:
-                continue
-            out.append((i, m.start(), i, m.end()))
+        code = _code(src)
+        for m in pattern.finditer(code):
+            if (i, m.start(), m.end()) == decl:
+                if include_declaration:
+                    out.append((i, m.start(), i, m.end()))
+            elif not _argument_name(code, m.start(), m.end()):
+                out.append((i, m.start(), i, m.end()))
     return out
 
 

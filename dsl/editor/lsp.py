@@ -1,27 +1,38 @@
 """`cnnspec lsp`: a Language Server Protocol server over stdio (pygls 2.x, lsprotocol).
 
-Every answer comes from cnnspec.editor.analysis; this module only converts between the protocol's
-types and positions (the client's UTF-16 units) and the analysis's plain tuples. No handler
-lets an exception escape: an internal error is logged (to stderr and the client's log) and
-the request gets no answer, so the server outlives any input.
+Every answer comes from cnnspec.editor.analysis; this module keeps the open documents
+(cnnspec.editor.documents: the client's line and position rules) and converts between the
+protocol's types and the analysis's plain tuples. No handler lets an exception escape: an
+internal error is logged (to stderr and the client's log) and the request gets no answer, so
+the server outlives any input; a request the protocol layer refuses (unreadable params,
+before `initialize`, after `shutdown`) gets the protocol's error answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcServerNotInitialized,
+)
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from cnnspec.editor import analysis
+from cnnspec.editor.documents import Change, Document
 
 log = logging.getLogger("cnnspec.editor.lsp")
-
-server = LanguageServer("cnnspec", "0.1.0")
 
 _COMPLETION_KIND = {
     "layer": types.CompletionItemKind.Function,
@@ -32,6 +43,96 @@ _COMPLETION_KIND = {
     "keyword": types.CompletionItemKind.Keyword,
 }
 
+# An analysis slower than this (a sweep of many variants) is not run again on every change:
+# the next one waits as long as the last took (at most _MOST_WAIT), so fast typing is
+# checked once, when it pauses, instead of queueing one analysis per keystroke. A faster one
+# runs at once: waiting would only add to an edit's round trip (target < 50 ms).
+_SLOW = 0.1
+_MOST_WAIT = 0.5
+
+
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, answering every request as the protocol says (pygls answers none of
+    these, and a client waits for the answer forever): params it cannot read (`hover` without
+    a position, a negative line) get -32602, a request before `initialize` -32002, one after
+    `shutdown` -32600. It also notes whether `shutdown` came, for the exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initialize_seen = False
+        self.shutdown_seen = False
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if "method" in data and isinstance(data.get("id"), int | str):
+                self._send_response(data["id"], None, JsonRpcInvalidParams(
+                    message=f"invalid params for {data['method']}: {_why(exc)}",
+                ).to_response_error())
+            raise
+
+    def handle_message(self, message: Any) -> None:
+        method = getattr(message, "method", None)
+        request = method is not None and hasattr(message, "id")
+        if request and method == types.INITIALIZE:
+            self.initialize_seen = True
+        elif request and not self.initialize_seen:
+            self._send_response(message.id, None, JsonRpcServerNotInitialized(
+                message=f"{method} before initialize").to_response_error())
+            return
+        elif request and self.shutdown_seen:
+            self._send_response(message.id, None, JsonRpcInvalidRequest(
+                message=f"{method} after shutdown").to_response_error())
+            return
+        if request and method == types.SHUTDOWN:
+            self.shutdown_seen = True
+        super().handle_message(message)
+
+    # The documents are the server's own (CnnspecServer.documents), not pygls's workspace's:
+    # pygls's copy would also clamp a change's position in place, before our handler sees it.
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: Any) -> Iterator[Any]:
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: Any) -> Iterator[Any]:
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: Any) -> Iterator[Any]:
+        yield from self._user_handler(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _user_handler(self, method: str, params: Any) -> Iterator[Any]:
+        handler = self.fm.features.get(method)
+        if handler is not None:
+            yield handler, (params,), None
+
+
+class CnnspecServer(LanguageServer):
+    """The server, with its own copy of each open document (cnnspec.editor.documents says why
+    not pygls's), keyed by the URI exactly as the client wrote it."""
+
+    def __init__(self) -> None:
+        super().__init__("cnnspec", "0.1.0", protocol_cls=_Protocol)
+        self.documents: dict[str, Document] = {}
+        self.costs: dict[str, float] = {}  # seconds the last analysis of a document took
+        self.pending: dict[str, asyncio.TimerHandle] = {}  # analyses waiting for a pause
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Logged, never shown in a pop-up: the client sent something unreadable (its log
+        says what), which the user can do nothing about."""
+        log.debug("cnnspec lsp: %s", error)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the client asked for `shutdown` before the end, else 1 (the protocol's)."""
+        return 0 if isinstance(self.protocol, _Protocol) and self.protocol.shutdown_seen else 1
+
+
+server = CnnspecServer()
+
 
 class _NotOpen(Exception):
     """A request about a document the client has not opened."""
@@ -41,7 +142,7 @@ def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Run a handler; on any exception log it and answer nothing."""
 
     @functools.wraps(handler)
-    def wrapper(ls: LanguageServer, params: Any) -> Any:
+    def wrapper(ls: CnnspecServer, params: Any) -> Any:
         try:
             return handler(ls, params)
         except _NotOpen as exc:
@@ -55,36 +156,38 @@ def _safe(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _doc(ls: LanguageServer, uri: str) -> Any:
-    """An open document. Never one read from disk: pygls would read any URI it is asked about
-    (`file:///dev/zero` never ends), and the server only answers for what the editor shows."""
-    doc = ls.workspace.text_documents.get(uri)
+def _doc(ls: CnnspecServer, uri: str) -> Document:
+    """An open document. Never one read from disk: the server only answers for what the
+    editor shows (and reading any URI asked about would hang on `file:///dev/zero`)."""
+    doc = ls.documents.get(uri)
     if doc is None:
         raise _NotOpen(uri)
     return doc
 
 
-def _pos(doc: Any, position: types.Position) -> tuple[int, int]:
-    """A client position as (line, character index into the Python string)."""
-    p = doc.position_codec.position_from_client_units(doc.lines, position)
-    return p.line, p.character
+def _pos(doc: Document, position: types.Position) -> tuple[int, int]:
+    """A client position as the analysis's (line, character)."""
+    return doc.to_parser(position.line, position.character)
 
 
-def _range(doc: Any, r: analysis.Range) -> types.Range:
-    lines = doc.lines
-    codec = doc.position_codec
-
-    def pos(line: int, ch: int) -> types.Position:
-        if line >= len(lines):
-            return types.Position(line=line, character=ch)
-        return codec.position_to_client_units(lines, types.Position(line=line, character=ch))
-
-    return types.Range(start=pos(r[0], r[1]), end=pos(r[2], r[3]))
+def _range(doc: Document, r: analysis.Range) -> types.Range:
+    (sl, sc), (el, ec) = doc.to_client(r[0], r[1]), doc.to_client(r[2], r[3])
+    return types.Range(start=types.Position(line=sl, character=sc),
+                       end=types.Position(line=el, character=ec))
 
 
-def publish(ls: LanguageServer, uri: str) -> None:
+def _encoding(ls: CnnspecServer) -> str:
+    """The position encoding agreed in `initialize` (UTF-16 unless the client offered
+    another)."""
+    chosen = getattr(ls.workspace, "position_encoding", None) or "utf-16"
+    return str(getattr(chosen, "value", chosen))
+
+
+def publish(ls: CnnspecServer, uri: str) -> None:
     doc = _doc(ls, uri)
-    problems = analysis.diagnostics(doc.source)
+    began = time.perf_counter()
+    problems = analysis.diagnostics(doc.text)
+    ls.costs[uri] = time.perf_counter() - began
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
         uri=uri,
         version=doc.version,
@@ -100,30 +203,77 @@ def publish(ls: LanguageServer, uri: str) -> None:
     ))
 
 
+def _publish_later(ls: CnnspecServer, uri: str) -> None:
+    """Diagnostics for the document now, or, after a slow analysis, once the changes pause."""
+    waiting = ls.pending.pop(uri, None)
+    if waiting is not None:
+        waiting.cancel()
+    cost = ls.costs.get(uri, 0.0)
+    if cost < _SLOW:
+        publish(ls, uri)
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not inside the server's loop: at once
+        publish(ls, uri)
+        return
+    ls.pending[uri] = loop.call_later(min(cost, _MOST_WAIT), _publish_waiting, ls, uri)
+
+
+def _publish_waiting(ls: CnnspecServer, uri: str) -> None:
+    ls.pending.pop(uri, None)
+    if uri not in ls.documents:  # closed meanwhile
+        return
+    try:
+        publish(ls, uri)
+    except Exception:
+        log.exception("cnnspec lsp: diagnostics for %s failed", uri)
+
+
+def _changes(params: types.DidChangeTextDocumentParams) -> list[Change]:
+    out: list[Change] = []
+    for change in params.content_changes:
+        r = getattr(change, "range", None)
+        where = None if r is None else (r.start.line, r.start.character,
+                                        r.end.line, r.end.character)
+        out.append((where, change.text))
+    return out
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 @_safe
-def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-    publish(ls, params.text_document.uri)
+def did_open(ls: CnnspecServer, params: types.DidOpenTextDocumentParams) -> None:
+    item = params.text_document
+    ls.documents[item.uri] = Document(item.text, item.version, _encoding(ls))
+    ls.costs.pop(item.uri, None)
+    publish(ls, item.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 @_safe
-def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-    publish(ls, params.text_document.uri)
+def did_change(ls: CnnspecServer, params: types.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.documents[uri] = _doc(ls, uri).edited(_changes(params), params.text_document.version)
+    _publish_later(ls, uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 @_safe
-def did_close(ls: LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
-    ls.text_document_publish_diagnostics(
-        types.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[]))
+def did_close(ls: CnnspecServer, params: types.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.documents.pop(uri, None)
+    ls.costs.pop(uri, None)
+    waiting = ls.pending.pop(uri, None)
+    if waiting is not None:
+        waiting.cancel()
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 @_safe
-def hover(ls: LanguageServer, params: types.HoverParams) -> types.Hover | None:
+def hover(ls: CnnspecServer, params: types.HoverParams) -> types.Hover | None:
     doc = _doc(ls, params.text_document.uri)
-    text = analysis.hover(doc.source, *_pos(doc, params.position))
+    text = analysis.hover(doc.text, *_pos(doc, params.position))
     if text is None:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
@@ -134,7 +284,7 @@ def hover(ls: LanguageServer, params: types.HoverParams) -> types.Hover | None:
     types.CompletionOptions(trigger_characters=["=", " ", "("]),
 )
 @_safe
-def completion(ls: LanguageServer, params: types.CompletionParams) -> types.CompletionList:
+def completion(ls: CnnspecServer, params: types.CompletionParams) -> types.CompletionList:
     doc = _doc(ls, params.text_document.uri)
     items = [
         types.CompletionItem(
@@ -145,31 +295,33 @@ def completion(ls: LanguageServer, params: types.CompletionParams) -> types.Comp
                                               value=c.documentation) if c.documentation
             else None,
         )
-        for c in analysis.completions(doc.source, *_pos(doc, params.position))
+        for c in analysis.completions(doc.text, *_pos(doc, params.position))
     ]
     return types.CompletionList(is_incomplete=False, items=items)
 
 
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
 @_safe
-def definition(ls: LanguageServer, params: types.DefinitionParams) -> types.Location | None:
-    doc = _doc(ls, params.text_document.uri)
-    r = analysis.definition(doc.source, *_pos(doc, params.position))
-    return None if r is None else types.Location(uri=doc.uri, range=_range(doc, r))
+def definition(ls: CnnspecServer, params: types.DefinitionParams) -> types.Location | None:
+    uri = params.text_document.uri
+    doc = _doc(ls, uri)
+    r = analysis.definition(doc.text, *_pos(doc, params.position))
+    return None if r is None else types.Location(uri=uri, range=_range(doc, r))
 
 
 @server.feature(types.TEXT_DOCUMENT_REFERENCES)
 @_safe
-def references(ls: LanguageServer, params: types.ReferenceParams) -> list[types.Location]:
-    doc = _doc(ls, params.text_document.uri)
-    found = analysis.references(doc.source, *_pos(doc, params.position),
+def references(ls: CnnspecServer, params: types.ReferenceParams) -> list[types.Location]:
+    uri = params.text_document.uri
+    doc = _doc(ls, uri)
+    found = analysis.references(doc.text, *_pos(doc, params.position),
                                 include_declaration=params.context.include_declaration)
-    return [types.Location(uri=doc.uri, range=_range(doc, r)) for r in found]
+    return [types.Location(uri=uri, range=_range(doc, r)) for r in found]
 
 
 @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 @_safe
-def document_symbol(ls: LanguageServer,
+def document_symbol(ls: CnnspecServer,
                     params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
     doc = _doc(ls, params.text_document.uri)
     return [
@@ -179,32 +331,35 @@ def document_symbol(ls: LanguageServer,
             range=_range(doc, s.range),
             selection_range=_range(doc, s.selection),
         )
-        for s in analysis.symbols(doc.source)
+        for s in analysis.symbols(doc.text)
     ]
 
 
 @server.feature(types.TEXT_DOCUMENT_FORMATTING)
 @_safe
-def formatting(ls: LanguageServer,
+def formatting(ls: CnnspecServer,
                params: types.DocumentFormattingParams) -> list[types.TextEdit] | None:
     doc = _doc(ls, params.text_document.uri)
-    new = analysis.formatted(doc.source)
-    if new is None or new == doc.source:
+    new = analysis.formatted(doc.text)
+    if new is not None and "\r\n" in doc.text and "\n" not in doc.text.replace("\r\n", ""):
+        new = new.replace("\n", "\r\n")  # a CRLF file stays CRLF
+    if new is None or new == doc.text:
         return []
-    end = types.Position(line=len(doc.lines), character=0)
-    return [types.TextEdit(range=types.Range(start=types.Position(line=0, character=0), end=end),
+    line, character = doc.position(len(doc.text))
+    return [types.TextEdit(range=types.Range(start=types.Position(line=0, character=0),
+                                             end=types.Position(line=line, character=character)),
                            new_text=new)]
 
 
 @server.feature(types.TEXT_DOCUMENT_INLAY_HINT)
 @_safe
-def inlay_hint(ls: LanguageServer, params: types.InlayHintParams) -> list[types.InlayHint]:
+def inlay_hint(ls: CnnspecServer, params: types.InlayHintParams) -> list[types.InlayHint]:
     doc = _doc(ls, params.text_document.uri)
     first, last = params.range.start.line, params.range.end.line
     out = []
-    for line, character, label in analysis.inlay_hints(doc.source):
-        if first <= line <= last:
-            r = _range(doc, (line, character, line, character))
+    for line, character, label in analysis.inlay_hints(doc.text):
+        r = _range(doc, (line, character, line, character))
+        if first <= r.start.line <= last:
             out.append(types.InlayHint(position=r.start, label=label,
                                        kind=types.InlayHintKind.Type, padding_left=True))
     return out
@@ -256,4 +411,4 @@ def main() -> int:
         log.error("cnnspec lsp: cannot read the client's messages any more (%s: %s); stopping",
                   type(exc).__name__, exc)
         return 1
-    return 0
+    return server.exit_code

@@ -328,20 +328,33 @@ def expand(
     if sample is not None and sample < total:
         combos = _distinct_sample(spec, radices, list(combos), sample, seed)
     for raw in combos:
-        # a choice inside a part the variant leaves out makes no other network: one variant,
-        # named without it (`s[-drop{.1,.2}]`, not `s[-drop{.1,.2},drop=.1]` and `...=.2`)
-        picks, chosen, absent = _canonical(spec, raw)
+        picks, variant = _variant(spec, points, raw)
         if picks in seen:
             continue
         seen.add(picks)
-        choices = tuple(
-            (p.key, p.labels[i]) for p, i in zip(points, picks, strict=True)
-        )
-        label = ",".join(_choice_text(k, v) for j, (k, v) in enumerate(choices)
-                         if j not in absent)
-        name = f"{spec.name}[{label}]"
-        out.append(Variant(name, choices, replace(chosen, name=name)))
+        out.append(variant)
     return out
+
+
+def first_variant(spec: ir.Spec) -> Variant:
+    """The first variant in grid order (every choice's first alternative): what an editor
+    shows of a sweep, however many variants it has, without building the others."""
+    points = sweep_points(spec)
+    if not points:
+        return Variant(spec.name, (), spec)
+    return _variant(spec, points, (0,) * len(points))[1]
+
+
+def _variant(spec: ir.Spec, points: list[Point],
+             raw: tuple[int, ...]) -> tuple[tuple[int, ...], Variant]:
+    """The variant one pick per point makes, with its canonical picks. A choice inside a part
+    the variant leaves out makes no other network: one variant, named without it
+    (`s[-drop{.1,.2}]`, not `s[-drop{.1,.2},drop=.1]` and `...=.2`)."""
+    picks, chosen, absent = _canonical(spec, raw)
+    choices = tuple((p.key, p.labels[i]) for p, i in zip(points, picks, strict=True))
+    label = ",".join(_choice_text(k, v) for j, (k, v) in enumerate(choices) if j not in absent)
+    name = f"{spec.name}[{label}]"
+    return picks, Variant(name, choices, replace(chosen, name=name))
 
 
 # a sample of a sweep with choices inside optional parts draws again where its draw held two
