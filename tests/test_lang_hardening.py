@@ -835,3 +835,64 @@ def test_the_example_use_of_a_block_checks(text, use):
     (d,) = error(text).diagnostics
     example = d.hint.split("e.g. ")[1]
     cnnspec.check(cnnspec.parse(text.replace(use, example + " |")))
+
+
+@pytest.mark.parametrize(("text", "use"), [
+    ("let u(p) = conv8 l2({p})\nu |", "u |"),          # was u(same): l2 takes a number
+    ("let u(p) = conv8(bias={p})\nu |", "u |"),        # was u(1): bias is true or false
+    ("let u(p) = bn(m={p})\nconv8 u |", "u |"),        # bn's m is a momentum in (0, 1)
+    ("let u(p) = dwconv(m={p})\nconv8 u |", "u |"),    # dwconv's m a whole multiplier
+    ("let u(p) = bn(eps={p})\nconv8 u |", "u |"),
+    ("let u(p) = conv8(k=3,d={p})\nu |", "u |"),
+])
+def test_the_example_value_fits_the_argument_it_stands_for(text, use):
+    test_the_example_use_of_a_block_checks(text, use)
+
+
+@pytest.mark.parametrize(("text", "hint", "fixed"), [
+    ("conv8 dropout(.5) |", "did you mean `drop.5`? `dropout(.5)` is written `drop.5` here",
+     "conv8 drop.5 |"),   # was `drop.25`, which applied literally gave `drop.25(.5)`
+    ("conv8 maxpool(2) |", "did you mean `pool2`? `maxpool(2)` is written `pool2` here",
+     "conv8 pool2 |"),
+    ("conv8 | fc(10)", "did you mean `dense10`? `fc(10)` is written `dense10` here",
+     "conv8 | dense10"),
+    ("conv8 global_avg_pool", "did you mean `gap`? `global_avg_pool` is written `gap` here",
+     "conv8 gap"),        # was `avgpool`, which needs a size
+    ("conv8 depthwise_conv2d |",
+     "did you mean `dwconv`? `depthwise_conv2d` is written `dwconv` here",
+     "conv8 dwconv |"),   # was `dwconv2d`, an unknown word too
+])
+def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixed):
+    (d,) = error(text).diagnostics
+    assert d.hint == hint
+    cnnspec.check(cnnspec.parse(fixed))
+
+
+@pytest.mark.parametrize(("word", "what"), [
+    ("upsample2", "UpSampling2D"),     # was "did you mean `scale2`?", which multiplies values
+    ("hard_swish", "hard swish"),      # was `swish`, another function
+    ("dropout2d.5", "spatial dropout"),  # was `drop2d.5`, unreadable
+])
+def test_a_layer_we_do_not_have_is_named_not_swapped_for_a_lookalike(word, what):
+    (d,) = error(f"conv8 {word} |").diagnostics
+    assert d.message == f"unknown layer word `{word}`"
+    assert d.hint == f"cnnspec has no {what} layer; see the layer words in README.md"
+
+
+def test_a_value_without_a_name_after_a_named_one_is_named_so():
+    """It was "`f` is given twice", though `f` was given once."""
+    (d,) = error("let b(f,s=1) = conv{f}(s={s})\nb(f=3,2) gap").diagnostics
+    assert d.message == "block `b`: a value without a name after a named one"
+    assert (d.span.line, d.span.column) == (2, 7)
+
+
+def test_one_class_is_refused():
+    """`classes 1`: the implicit dense1 softmax gives 1.0 whatever the input."""
+    (d,) = error("classes 1\nconv8 gap").diagnostics
+    assert d.message == "classes must be at least 2, got 1"
+    cnnspec.check(cnnspec.parse("classes 2\nconv8 gap"))
+
+
+def test_a_layer_named_like_its_number_is_named_once():
+    (d,) = error("let u(r) = scale{r}\nu(same) gap").diagnostics
+    assert d.message == "scale must be a number, not same"  # was `scale scale must ...`

@@ -237,7 +237,7 @@ def spec_text(draw, sweep: bool = False) -> str:
         header.append(f"input {h}x{w}x{draw(st.integers(1, 4))}")
     classes = 10
     if draw(st.booleans()):
-        classes = draw(st.integers(1, 12))
+        classes = draw(st.integers(2, 12))
         header.append(f"classes {classes}")
     if draw(st.booleans()):
         chosen = draw(st.lists(st.sampled_from(SETTINGS), min_size=1, max_size=4,

@@ -249,6 +249,10 @@ def _show_canonical(out: Console, file: str, canonical: str, several: bool) -> N
 
     With several files each starts with a `# FILE` comment, so the output is still a spec.
     """
+    if not out.is_terminal:  # byte for byte: Rich would expand a comment's tabs
+        out.file.write((f"# {file}\n" if several else "") + canonical)
+        out.file.flush()
+        return
     from cnnspec.cli.highlight import spec_text
 
     if several:

@@ -348,13 +348,24 @@ def _example_value(body: str, param: str) -> str:
     if number:
         return {"drop": ".25", "pool": "2", "avgpool": "2", "scale": "1"}.get(
             number.group(1), "64")
-    named = re.search(r"([A-Za-z_]+)=" + ref, body)
+    named = re.search(r"([A-Za-z_]+)[0-9.]*\([^()]*?\b([A-Za-z_]+)=" + ref, body)
     if named:
-        return {"k": "3"}.get(named.group(1), "1")
-    positional = re.search(r"([A-Za-z_]+)[0-9.]*\((?:[^()]*,)?\s*" + ref, body)
+        word, key = named.groups()
+        if key == "m":
+            key = "momentum" if word == "bn" else "multiplier"
+        return _NAMED_EXAMPLES.get(key, "1")
+    positional = re.search(r"([A-Za-z_]+[0-9.]*)\((?:[^()]*,)?\s*" + ref, body)
     if positional:
         return ".01" if positional.group(1) in ("l1", "l2") else "same"
     return "64"
+
+
+# a value each named layer argument takes, for _example_value (`bias={b}`: false)
+_NAMED_EXAMPLES = {
+    "k": "3", "kernel": "3", "s": "1", "stride": "1", "d": "1", "dilation": "1",
+    "padding": "same", "p": "same", "bias": "false", "eps": ".001", "epsilon": ".001",
+    "multiplier": "1", "momentum": ".99",
+}
 
 
 MAX_DEPTH = 128  # IR levels (groups, repeats, optionals, block uses) from a line to a layer
@@ -736,33 +747,60 @@ FRAMEWORK_WORDS: tuple[tuple[str, str], ...] = tuple(sorted({
     "batchnorm": "bn", "batchnorm2d": "bn", "batchnormalization": "bn", "batch_norm": "bn",
     "batch_normalization": "bn",
     "fc": "dense", "linear": "dense", "fullyconnected": "dense",
+    "global_avg_pool": "gap", "global_average_pooling2d": "gap", "gavgpool": "gap",
+    "globalaveragepooling": "gap", "global_avgpool": "gap",
+    "globalmaxpooling2d": "gmp", "global_max_pool": "gmp", "globalmaxpool": "gmp",
+    "depthwiseconv2d": "dwconv", "depthwise_conv2d": "dwconv", "depthwiseconv": "dwconv",
+    "separableconv2d": "sepconv", "separable_conv2d": "sepconv", "sepconv2d": "sepconv",
+}.items(), key=lambda kv: -len(kv[0])))
+
+# Layers of other frameworks cnnspec does not have: named as such, never "did you mean" a word
+# that merely looks alike (`upsample2` is not `scale2`, which multiplies values).
+NOT_IN_CNNSPEC: tuple[tuple[str, str], ...] = tuple(sorted({
+    "upsample": "UpSampling2D", "upsampling2d": "UpSampling2D", "upsampling": "UpSampling2D",
+    "conv2dtranspose": "Conv2DTranspose", "deconv": "Conv2DTranspose",
+    "hard_swish": "hard swish", "hardswish": "hard swish",
+    "dropout2d": "spatial dropout", "spatialdropout2d": "spatial dropout",
+    "layernorm": "LayerNormalization", "layer_norm": "LayerNormalization",
+    "groupnorm": "GroupNormalization", "group_norm": "GroupNormalization",
+    "instancenorm": "instance normalization", "lstm": "LSTM", "gru": "GRU",
+    "attention": "attention", "embedding": "Embedding",
 }.items(), key=lambda kv: -len(kv[0])))
 
 
-def framework_word(text: str) -> str | None:
+def framework_word(text: str, number: str | None = None) -> str | None:
     """A hint for a layer word written the way another framework names it, or None.
 
     `maxpool2` -> pool2, `dropout.5` -> drop.5, `batchnorm` -> bn, `conv2d` -> conv32 (conv
     needs its filters: the hint shows an example), `linear512`/`fc512` -> dense512. The number
-    written after the word is kept.
+    written after the word is kept, and so is one written as the call's only argument
+    (`number`: `dropout(.5)` -> drop.5, `maxpool(2)` -> pool2). A layer cnnspec does not have
+    (`upsample2`) is said to be one.
     """
     lower = text.lower()
     for foreign, ours in FRAMEWORK_WORDS:
         if not lower.startswith(foreign):
             continue
         tail = text[len(foreign):]
-        if tail and not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", tail):
+        if tail and not _NUMBER.fullmatch(tail):
             continue  # `fcx` or `dropouts`: not this word
-        if foreign == "linear" and not tail:
+        if foreign == "linear" and not tail and number is None:
             return None  # the activation
         kind = KINDS[ours]
+        given = tail or number or ""
         if kind.number is None:
             written = ours
-        elif tail:
-            written = ours + tail
+        elif given:
+            written = ours + given
         else:
             written = _example(kind)
+        if number is not None and not tail and kind.number is not None:  # `maxpool(2)`
+            return f"did you mean `{written}`? `{text}({number})` is written `{written}` here"
         return f"did you mean `{written}`? `{text[:len(foreign)]}` is written `{ours}` here"
+    for foreign, what in NOT_IN_CNNSPEC:
+        if lower.startswith(foreign) and (lower == foreign
+                                          or _NUMBER.fullmatch(lower[len(foreign):])):
+            return f"cnnspec has no {what} layer; see the layer words in README.md"
     return None
 
 
@@ -978,7 +1016,7 @@ class _Builder:
     def classes_decl(self, tok: Token, span: Span | None) -> ir.ClassesDecl:
         self.once("classes", span)
         try:
-            count = coerce(Param("classes", "int", low=1), tok, "classes")
+            count = coerce(Param("classes", "int", low=2), tok, "classes")
         except _Problem as p:
             self.problem(p.message, _tok_span(tok), p.hint)
             count = 10
@@ -1212,6 +1250,14 @@ class _Builder:
             written.append((key, self.values(arg.children[-1]), self.full_span(arg)))
         names = [p.name for p in params]
         positional = [w for w in written if w[0] is None]
+        first_named = next((i for i, w in enumerate(written) if w[0] is not None), len(written))
+        late = [w for w in written[first_named:] if w[0] is None]
+        if late:  # `b(f=3, 2)`: which parameter 2 is for is anyone's guess, as in Python
+            self.problem(
+                f"block `{name}`: a value without a name after a named one", late[0][2],
+                f"give the values without names first, or name this one too; its "
+                f"parameters: {signature}")
+            return None
         ok = True
         if len(positional) > len(params):
             required = sum(p.default is None for p in params)
@@ -1624,7 +1670,8 @@ class _Builder:
                 return None
             try:
                 values[kind.number.field] = coerce(
-                    kind.number, number, f"{kind.word} {kind.number.field}")
+                    kind.number, number, kind.word if kind.word == kind.number.field
+                    else f"{kind.word} {kind.number.field}")  # `scale`, not `scale scale`
             except _Problem as p:
                 where = _tok_span(number if isinstance(number, Token) else word_tok)
                 self.problem(p.message, where, p.hint or f"for example {_example(kind)}")
@@ -1770,7 +1817,9 @@ class _Builder:
                 "write the count right after a layer or a group: conv64 x2, (conv64 relu)x2",
             )
             return
-        foreign = framework_word(text)
+        call = re.match(r"\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\)",
+                        self.lines[tok.line - 1][tok.end_column - 1:])
+        foreign = framework_word(text, call.group(1) if call else None)
         if foreign is not None:
             self.problem(f"unknown layer word `{text}`", at, foreign)
             return
