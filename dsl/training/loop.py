@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +41,28 @@ from cnnspec.training.recipe import (
     early_stopping,
     ema_weights,
 )
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored while a stopped run rewinds its records to the checkpoint.
+
+    Why: people press Ctrl-C twice. The first stops the run; a second one landing while
+    history.csv, the curve and status.json are rewritten would leave the folder half rewound
+    and its status "running". The rewrite takes well under a second, so the second press is
+    simply not needed. Only in the main thread (the only one that may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.getsignal(sig) for sig in held}
+    for sig in held:
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 class TrainingFailed(Exception):
@@ -437,6 +461,10 @@ class Loop:
                          chief=rec.chief)
 
     def _interrupted(self, by: str = "Ctrl-C") -> RunResult:
+        with signals_held():
+            return self._record_interrupted(by)
+
+    def _record_interrupted(self, by: str) -> RunResult:
         rec = self.rec
         if rec.chief:
             rec.history[:] = keep_interrupted(rec.run_dir, rec.name)
