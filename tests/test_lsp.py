@@ -498,3 +498,24 @@ def test_fast_edits_to_a_slow_sweep_are_checked_once_they_pause():
     finally:
         c.proc.kill()
         c.proc.wait()
+
+
+@pytest.mark.parametrize("header", [b"content-length: %d\r\n", b"CONTENT-LENGTH:%d\r\n",
+                                    b"Content-Length: %d\n"])
+def test_a_content_length_header_in_any_case_is_read(header):
+    """Header names are HTTP's, case-insensitive: pygls skipped `content-length` silently."""
+    def msg(obj: dict) -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", **obj}).encode()
+        return header % len(body) + b"\r\n" + body
+
+    stream = b"".join([
+        msg({"id": 1, "method": "initialize",
+             "params": {"processId": None, "rootUri": None, "capabilities": {}}}),
+        msg({"id": 2, "method": "shutdown"}),
+        msg({"method": "exit"})])
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"], input=stream,
+                          capture_output=True, timeout=TIMEOUT)
+    answers = [m for m in _messages(done.stdout) if "id" in m]
+    assert [m["id"] for m in answers] == [1, 2]
+    assert "capabilities" in answers[0]["result"]
+    assert done.returncode == 0, done.stderr

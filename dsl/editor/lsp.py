@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -400,13 +401,35 @@ def _why(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {detail}".split())
 
 
+class _HeaderReader:
+    """The client's stream, with a `content-length` header in any letter case read as pygls
+    expects it (`Content-Length: N` and CRLF).
+
+    Why: the base protocol's headers are HTTP-style, whose names are case-insensitive, and a
+    client that writes `content-length: 52` was otherwise never answered (pygls matches the
+    exact spelling and drops the message without a word). Body bytes pass through untouched."""
+
+    _LENGTH = re.compile(rb"content-length[ \t]*:[ \t]*(\d+)[ \t]*\r?\n", re.IGNORECASE)
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def readline(self) -> bytes:
+        line: bytes = self.stream.readline()
+        match = self._LENGTH.fullmatch(line)
+        return b"Content-Length: " + match.group(1) + b"\r\n" if match else line
+
+    def read(self, n: int) -> bytes:
+        return self.stream.read(n)  # type: ignore[no-any-return]
+
+
 def main() -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     handler.addFilter(_OneLineBadMessages())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
-        server.start_io()
+        server.start_io(_HeaderReader(sys.stdin.buffer))  # type: ignore[arg-type]
     except Exception as exc:  # pygls's reader gave up on the stream (Content-Length: 10**20)
         log.error("cnnspec lsp: cannot read the client's messages any more (%s: %s); stopping",
                   type(exc).__name__, exc)
