@@ -83,3 +83,36 @@ def test_a_variant_left_without_layers_is_placed_at_the_part_it_leaves_out():
     places = {d.message: (d.span.line, d.span.column) for d in info.value.diagnostics}
     # e[-conv8,-(conv8 |)] has no layers: the first part it leaves out is `conv8?`
     assert places["in variant e[-conv8,-(conv8 |)]: the spec has no layers"] == (2, 1)
+
+
+# -- two choices that build one network -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "line", "column"), [
+    ("conv8 relu? relu? | dense4\n", 1, 7),
+    ("conv8 relu pool2? pool2? | dense4\n", 1, 12),
+    ("let b0 = conv8 relu\nb0? b0? | dense4\n", 2, 1),
+])
+def test_choices_that_give_one_network_twice_are_refused_at_the_first(text, line, column):
+    from cnnspec.language.sweep import check_all_variants
+
+    spec = cnnspec.parse(text, name="s")
+    with pytest.raises(cnnspec.SpecError) as info:
+        check_all_variants(spec)
+    (problem,) = info.value.diagnostics
+    assert "are the same network with the same settings: the sweep would train it twice" \
+        in problem.message
+    assert (problem.span.line, problem.span.column) == (line, column)
+    assert "`(relu relu?)?`" in problem.hint
+
+
+@pytest.mark.parametrize("text", [
+    "conv8 relu? pool2? | dense4\n",            # four different networks
+    "conv8 relu? | dense4\ntrain lr={.01,.1}\n",  # same layers, other settings
+    "conv8 (relu relu?)? | dense4\n",           # the tied form the hint suggests
+])
+def test_choices_that_give_different_experiments_are_kept(text):
+    from cnnspec.language.sweep import check_all_variants
+
+    spec = cnnspec.parse(text, name="s")
+    assert len(check_all_variants(spec)) == len(expand(spec))

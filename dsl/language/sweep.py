@@ -466,4 +466,43 @@ def check_all_variants(
                 for d in err.diagnostics)
     if problems:
         raise SpecError(problems, spec.source, spec.filename)
+    twice = _same_network_twice(points, variants, reports)
+    if twice is not None:
+        raise SpecError([twice], spec.source, spec.filename)
     return reports
+
+
+def _network_key(report: Report, spec: ir.Spec) -> tuple[object, ...]:
+    """What makes two variants the same experiment: every Keras layer as written, its shape,
+    what it reads and where it sits, and the training settings."""
+    layers = tuple((r.text, r.output_shape, r.inputs, r.depth) for r in report.rows)
+    settings = tuple((s.key, repr(s.value)) for s in spec.settings)
+    return (report.input_shape, report.classes, layers, settings)
+
+
+def _same_network_twice(points: list[Point], variants: list[Variant],
+                        reports: list[Report]) -> Diagnostic | None:
+    """A problem if two variants build the same network with the same settings.
+
+    Why: `relu? relu?` has four variants but three networks (one relu, either way): the sweep
+    would train one network twice, and the comparison would show two rows for it under
+    different names. Placed at the first choice the two variants pick differently."""
+    if len(variants) < 2:
+        return None
+    seen: dict[tuple[object, ...], Variant] = {}
+    for variant, report in zip(variants, reports, strict=True):
+        key = _network_key(report, variant.spec)
+        first = seen.setdefault(key, variant)
+        if first is variant:
+            continue
+        differs = [p for p, (_, a), (_, b) in zip(points, first.choices, variant.choices,
+                                                  strict=True) if a != b]
+        where = next((Span.point(p.line, p.column) for p in differs
+                      if p.line is not None and p.column is not None), None)
+        return Diagnostic(
+            f"variants {first.name} and {variant.name} are the same network with the same "
+            "settings: the sweep would train it twice",
+            where,
+            "tie the choices together, e.g. `(relu relu?)?` instead of `relu? relu?`, or "
+            "remove one of them")
+    return None
