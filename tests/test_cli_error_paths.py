@@ -93,7 +93,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
      "argument --max-params: not a whole number: 1e999"),
     (["expand", "{sweep}", "--sample", "1E400"], "argument --sample: not a whole number: 1E400"),
     (["train", "{good}", "--lr", "fast"], "argument --lr: not a number: fast"),
-    (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive number: inf"),
+    (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive finite number: inf"),
+    (["train", "{good}", "--lr", "1e400"],  # overflows to inf: not "positive"
+     "argument --lr: must be a positive finite number: 1e400"),
     (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
     (["expand", "{sweep}", "--sample-seed", "-1"], "argument --sample-seed: must be 0 or more: -1"),
 ])
@@ -127,6 +129,13 @@ def test_unreadable_spec_files(home: Path, tmp_path: Path, kind: str, message: s
     assert len(stderr) < 1000
 
 
+def test_an_empty_spec_file_name_is_named_as_such(home: Path, tmp_path: Path) -> None:
+    """`check ''` (an unset shell variable): not "a directory", which the empty path opens."""
+    stderr = refused(cli(home, "check", "", cwd=tmp_path), 1,
+                     "error: cannot read spec: the file name is empty")
+    assert "directory" not in stderr
+
+
 # -- command lines that cannot work (exit 2), refused before anything is written ----------------
 
 
@@ -158,8 +167,8 @@ USAGE = {
                       "is a sweep; train its variants with `cnnspec sweep`"),
     "run_a_sweep": (["run", "{sweep}"], "sweep.cnn is a sweep; use `cnnspec sweep {sweep}`"),
     "run_same_names": (["run", "{good}", "{tmp}/other/good.cnn", "--out", "{tmp}/out"],
-                       "cnnspec: error: two specs share a name; their run folders under --out "
-                       "would clash"),
+                       "cnnspec: error: {good} and {tmp}/other/good.cnn share the name good; "
+                       "their run folders under --out would clash (rename one file)"),
     "cluster_twice": (["train", "{good}", *CLUSTER, "127.0.0.1:5,127.0.0.1:5"],
                       "cnnspec: error: --cluster lists the same host:port twice"),
     "cluster_empty": (["train", "{good}", *CLUSTER, " , "],
@@ -641,7 +650,20 @@ def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_p
     before = snapshot(run, lock=False)
     refused(cli(home, "train", "--resume", str(run)), 1,
             f"cnnspec: error: cannot resume {run}: recorded data folder {gone}: no such directory",
-            "; pass --data DIR")
+            "; pass --data DIR --limit 64 (the folder it was trained from, and its number of "
+            "training images)")
+    assert snapshot(run, lock=False) == before
+
+
+def test_resume_refuses_a_limit_it_would_not_apply(home: Path, tiny_run: Path,
+                                                   tmp_path: Path) -> None:
+    """Without --data a resumed run reloads its recorded 64 images; `--limit 32` would be
+    dropped without a word, so it is refused (the same 64 is what happens anyway)."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    before = snapshot(run, lock=False)
+    refused(cli(home, "train", "--resume", str(run), "--limit", "32"), 2,
+            f"cnnspec: error: --resume continues {run} on the 64 training images it was "
+            "started with, so --limit 32 cannot apply")
     assert snapshot(run, lock=False) == before
 
 
@@ -663,6 +685,21 @@ def test_resume_with_different_data(home: Path, tiny_run: Path, tmp_path: Path) 
                "--progress", "none")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert records.read_status(run)["status"] == "completed"
+
+
+def test_a_relative_data_folder_is_recorded_absolute(home: Path, tmp_path: Path) -> None:
+    """`--data cifar` names a folder relative to where the run was started; the run is
+    evaluated (or resumed) from anywhere, so its record holds the absolute folder."""
+    shutil.copytree(bundled_sample_dir(), tmp_path / "cifar")
+    (tmp_path / "tiny.cnn").write_text(GOOD)
+    trained = cli(home, "train", "tiny.cnn", "--data", "cifar", "--limit", "64", "--out", "run",
+                  "--progress", "none", "--precision", "float32", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = tmp_path / "run"
+    assert json.loads((run / records.SETTINGS_FILE).read_text())["data"]["source"] == \
+        str((tmp_path / "cifar").resolve())  # the working folder as the OS gives it
+    scored = cli(home, "evaluate", str(run))  # from the project's folder, not tmp_path
+    assert scored.returncode == 0 and "Traceback" not in scored.stderr, scored.stderr[-3000:]
 
 
 def _poison_weights(keras_file: Path) -> None:
@@ -895,3 +932,12 @@ def test_an_os_error_no_command_caught_is_one_line(
     monkeypatch.setattr(cli_main, "load", fail)  # what `parse` calls first
     assert cli_main.main(["parse", str(files["good"])]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_control_characters_in_names_are_shown_not_sent(home: Path, tmp_path: Path) -> None:
+    """A folder name holding ESC (a file someone made, or pasted): the error line shows it as
+    ␛ rather than letting it recolour the terminal; line breaks of the message stay."""
+    odd = tmp_path / "x\x1b[31mred\rhidden"
+    stderr = refused(cli(home, "train", "--resume", str(odd)), 1,
+                     "cannot resume: ", "x␛[31mred␍hidden: no such run folder")
+    assert "\x1b" not in stderr and "\r" not in stderr

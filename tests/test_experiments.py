@@ -212,3 +212,19 @@ def test_diff_command_json(cli):
     assert data["params"] == {"a": 357_514, "b": 874_890, "delta": 517_376}
     added = [c["b"]["text"] for c in data["changes"] if c["op"] == "added"]
     assert "conv128(valid)" in added and added.count("conv128") == 1
+
+
+def test_diff_names_a_changed_input_or_classes_line(cli, tmp_path):
+    """Every row changes when the input does; the diff says why, in the text and the JSON."""
+    a, b = tmp_path / "a.cnn", tmp_path / "b.cnn"
+    a.write_text("input 32x32x3\nconv8 relu gap\n")
+    b.write_text("input 64x64x1\nclasses 100\nconv8 relu gap\n")
+    result = cli("diff", str(a), str(b))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "input: 32×32×3 → 64×64×1" in lines and "classes: 10 → 100" in lines
+    data = json.loads(cli("diff", str(a), str(b), "--json").stdout)
+    assert data["header"] == [{"key": "input", "a": [32, 32, 3], "b": [64, 64, 1]},
+                              {"key": "classes", "a": 10, "b": 100}]
+    same = cli("diff", str(a), str(a), "--json")
+    assert json.loads(same.stdout)["header"] == []

@@ -413,6 +413,11 @@ def test_deep_nesting_is_refused():
     assert "nest more than" in str(err)
 
 
+def test_brackets_nest_32_deep_as_the_readme_says():
+    cnnspec.parse("(" * 32 + "relu" + ")" * 32 + " |")
+    assert "brackets nest more than 32 deep" in str(error("(" * 33 + "relu" + ")" * 33 + " |"))
+
+
 # -- error messages: suggestions, positions, the error object ----------------------------------
 
 

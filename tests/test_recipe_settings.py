@@ -330,7 +330,7 @@ def test_command_line_overrides(tmp_path: Path):
 @pytest.mark.parametrize("flags,message", [
     (["--lr", "onecycle(.4,wram=.2)"],
      "argument --lr: onecycle has no argument `wram` (did you mean `warm`?)"),
-    (["--lr", "inf"], "argument --lr: must be a positive number: inf"),
+    (["--lr", "inf"], "argument --lr: must be a positive finite number: inf"),
     (["--augment", "flip+crop99"], "argument --augment: crop must be in [1, 64], got 99"),
     (["--augment", "{none,flip}"], "argument --augment: one value"),
     (["--nesterov", "yes"], "argument --nesterov: invalid choice: 'yes'"),

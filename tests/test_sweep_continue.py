@@ -124,8 +124,11 @@ def test_ctrl_c_prints_the_command_that_finishes_the_sweep(reference, sweep_file
     stdout, stderr = signal_when(proc, first_epoch_saved, "the first variant's epoch 1",
                                  signal.SIGINT)
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert proc.returncode != 0
+    assert proc.returncode == 130  # stopped, as `train` says it, not failed
+    assert "failed" not in stderr
     (out,) = runs.iterdir()
+    assert f"stopped: {NAMES[0]} interrupted (its folder: {out / NAMES[0]})" \
+        in stderr.splitlines()
     (hint,) = [ln for ln in stderr.splitlines() if ln.startswith("continue with: ")]
     command = shlex.split(hint.removeprefix("continue with: "))
     assert command[:4] == ["cnnspec", "sweep", "--out", str(out)]
@@ -389,3 +392,65 @@ def test_an_out_that_is_a_file_is_refused_before_anything(sweep_file, tmp_path, 
         in result.stderr.splitlines()
     assert "data:" not in result.stderr
     assert out.read_text() == "notes\n"
+
+
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_an_out_holding_other_files_is_refused_before_anything(sweep_file, tmp_path, command):
+    """A folder of the user's own files: the comparison plots would replace files of their
+    names, and a sweep's folder is no place for them; refused, nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compare_curve.png").write_bytes(b"mine")
+    (out / "notes.txt").write_text("notes\n")
+    before = snapshot(out)
+    spec = sweep_file if command == "sweep" else ROOT / "specs" / "exp1.cnn"
+    flags = FLAGS if command == "sweep" else ["--epochs", "1", "--limit", "64"]
+    result = run_cli(command, str(spec), *flags, "--out", str(out), env=ENV)
+    _clean(result)
+    assert result.returncode == 1
+    assert [ln for ln in result.stderr.splitlines() if "error" in ln] == [
+        f"cnnspec: error: --out {out} holds files that are not a sweep's or `run`'s "
+        "(compare_curve.png, notes.txt); pick a new or empty folder"]
+    assert "data:" not in result.stderr
+    assert snapshot(out) == before
+
+
+def test_a_sweep_into_the_folder_of_one_run_is_refused(reference, sweep_file, tmp_path):
+    ref_out, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref_out / NAMES[0], run)
+    before = snapshot(run)
+    for command, spec, flags in (("sweep", sweep_file, FLAGS),
+                                 ("run", ROOT / "specs" / "exp1.cnn", ["--epochs", "1"])):
+        result = run_cli(command, str(spec), *flags, "--out", str(run), env=ENV)
+        _clean(result)
+        assert result.returncode == 1
+        assert f"cnnspec: error: --out {run} is the folder of one run (`cnnspec train`); a " \
+            "sweep or `run` writes a folder per spec under --out, so pick another folder" \
+            in result.stderr.splitlines()
+        assert snapshot(run) == before
+
+
+def test_train_into_a_sweeps_folder_or_other_files_is_refused(reference, tmp_path):
+    """`train --out` writes history.csv, metrics.json, … into the folder: into a sweep's
+    --out it would mix a run into the sweep, into a folder of one's own files it would
+    replace them. Both refused before the data are read; nothing changes."""
+    ref_out, _ = reference
+    sweep_out = tmp_path / "sweep"
+    shutil.copytree(ref_out, sweep_out)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "history.csv").write_text("my own numbers\n")
+    (own / "metrics.json").write_text("{}\n")
+    spec = ROOT / "specs" / "exp1.cnn"
+    for out, what in ((sweep_out, "the runs of a `cnnspec sweep` or `run`"),
+                      (own, "files that are not a run's (history.csv, metrics.json)")):
+        before = snapshot(out)
+        result = run_cli("train", str(spec), "--epochs", "1", "--limit", "64", "--out",
+                         str(out), env=ENV)
+        _clean(result)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"cnnspec: error: {out} holds {what}; a new run writes its records into its "
+            "folder, so pick a new or empty folder"]
+        assert snapshot(out) == before

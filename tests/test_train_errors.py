@@ -367,6 +367,20 @@ def test_evaluate_of_a_damaged_model_file_is_one_clear_error(
     assert_no_tf_lines(stderr)
 
 
+def test_evaluate_of_a_cut_off_model_file_says_so_before_tensorflow(
+        run: tuple[Path, str], home: Path, tmp_path: Path) -> None:
+    """A model.keras cut short (a full disk, a partial copy): Keras would say "File not
+    found" of a file that is there; the message says what is wrong with it."""
+    folder = copy_run(run, tmp_path)
+    model = folder / records.MODEL_FILE
+    model.write_bytes(model.read_bytes()[:1000])
+    code, tf, _, stderr = probe(home, "evaluate", str(folder))
+    assert code == 1 and not tf, stderr
+    assert_one_clean_error(stderr, "cannot evaluate", f"{model}: not a .keras zip archive "
+                           "(cut off or overwritten); the file is damaged")
+    assert "not found" not in stderr
+
+
 # -- refused before TensorFlow and before a run folder exists ----------------------------------
 
 

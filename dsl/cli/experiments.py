@@ -29,7 +29,12 @@ from cnnspec.cli.main import (
     print_spec_error,
     sigterm_as_interrupt,
 )
-from cnnspec.cli.train import add_train_flags, checked_settings, resolved_settings
+from cnnspec.cli.train import (
+    EXIT_INTERRUPTED,
+    add_train_flags,
+    checked_settings,
+    resolved_settings,
+)
 from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
@@ -80,6 +85,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         f"layers; params {report_a.params:,} → {report_b.params:,} ({delta:+,}); "
         f"MACs {report_a.macs:,} → {report_b.macs:,}"
     )
+    for key, va, vb in d.header:  # before the settings: the network itself differs
+        va, vb = (fmt_shape(v) if isinstance(v, tuple) else v for v in (va, vb))
+        console.print(f"{key}: {va} → {vb}")
     for key, va, vb in d.settings:
         va, vb = ("none" if v is None else v for v in (va, vb))  # as a spec writes it
         console.print(f"setting {key}: {va} → {vb}")
@@ -415,6 +423,44 @@ OUT_BUSY = ("--out {folder} is being written by {holder}, another `cnnspec sweep
             "this command again to continue there; or pick another --out")
 
 
+# what a sweep's or `run`'s --out holds besides its run folders
+_OUT_FILES = frozenset({".lock", "sweep.json", "compare_curves.png",
+                        "compare_accuracy_vs_params.png"})
+
+
+def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
+    """Failure if --out is a run folder or holds files a sweep or `run` does not write.
+
+    Why: the command puts one run folder per spec under --out and its comparison plots beside
+    them. Inside a `cnnspec train` run folder that would mix runs into a run (and share its
+    lock); in a folder of the user's own files the plots would replace theirs. Checked before
+    the lock, the data or anything is written; a new or empty folder, or one an earlier
+    `sweep`/`run` wrote, is fine (runs_to_continue then decides what is continued).
+    `files_too=False` (a study's workers, whose storage may be a database file in --out): only
+    a run folder is refused."""
+    from cnnspec.training.records import SETTINGS_FILE, STATUS_FILE
+
+    if out_dir.exists() and not out_dir.is_dir():
+        return  # out_lock names the file in the way
+    if (out_dir / SETTINGS_FILE).exists() or (out_dir / STATUS_FILE).exists():
+        raise Failure(
+            f"--out {out_dir} is the folder of one run (`cnnspec train`); a sweep or `run` "
+            "writes a folder per spec under --out, so pick another folder")
+    if not files_too:
+        return
+    try:
+        foreign = sorted(p.name for p in out_dir.iterdir()
+                         if p.name not in _OUT_FILES and not p.is_dir())
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise Failure(f"--out {out_dir}: cannot list the folder: {exc.strerror or exc}") from None
+    if foreign:
+        raise Failure(
+            f"--out {out_dir} holds files that are not a sweep's or `run`'s ({_some(foreign)}); "
+            "pick a new or empty folder")
+
+
 @contextlib.contextmanager
 def out_lock(out_dir: Path | None) -> Iterator[None]:
     """Hold --out for the whole command: a second sweep (or run) given the same --out while
@@ -437,7 +483,6 @@ def out_lock(out_dir: Path | None) -> Iterator[None]:
         yield
 
 
-SWEEP_RECORD = "sweep.json"  # in a sweep's --out: how it prunes (a run folder does not say)
 
 
 def same_pruning_or_fail(out_dir: Path, config: Any) -> Callable[[], None]:
@@ -449,7 +494,7 @@ def same_pruning_or_fail(out_dir: Path, config: Any) -> Callable[[], None]:
     no single command makes. The run folders record the settings, not the pruning flags, so
     the sweep's folder keeps them in sweep.json, written before the first variant trains."""
     from cnnspec.experiments.pruning import config_record, flags_text, same_pruning
-    from cnnspec.training.records import RunFolderError, read_json, write_json
+    from cnnspec.training.records import SWEEP_RECORD, RunFolderError, read_json, write_json
 
     path = out_dir / SWEEP_RECORD
     mine = config_record(config)
@@ -682,13 +727,21 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
             compare_runs(done, args.sort, None, plot_dir)
         except Failure as exc:  # a run folder that cannot be read: listed with the failures
             failed.append(("compare", str(exc).splitlines()[0]))
+    interrupted = [name for name, why in failed if why == "interrupted"]
+    if stopped is not None:  # Ctrl-C or SIGTERM: stopped, not failed; exit 130 as `train`
+        failed = [(name, why) for name, why in failed if why != "interrupted"]
+    err = _console(stderr=True)
     if failed:
-        err = _console(stderr=True)
         err.print(Text(f"{len(failed)} failed:", style="bold red"))
         for name, why in failed:
             err.print(f"  {name}: {why}")
-        if stopped is not None:
-            err.print(Text(_continue_hint(args, out_dir, *stopped)), soft_wrap=True)
+    if stopped is not None:
+        where = f" (its folder: {stopped[0]})" if stopped[0] is not None else ""
+        err.print(Text(f"stopped: {', '.join(interrupted)} interrupted{where}",
+                       style="yellow"), soft_wrap=True)
+        err.print(Text(_continue_hint(args, out_dir, *stopped)), soft_wrap=True)
+        return EXIT_INTERRUPTED
+    if failed:
         raise Failure("")
     return EXIT_OK
 
@@ -746,8 +799,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             bad.append((file, _did_not_check(exc)))
     names = [spec.name for spec, _ in checked]
     if len(set(names)) != len(names) and args.out:
-        raise UsageError("two specs share a name; their run folders under --out would clash")
+        shared = sorted({n for n in names if names.count(n) > 1})[0]
+        files = [spec.filename or "?" for spec, _ in checked if spec.name == shared]
+        raise UsageError(
+            f"{' and '.join(files)} share the name {shared}; their run folders under --out "
+            "would clash (rename one file)")
     out_dir = Path(args.out) if args.out else None
+    if out_dir is not None and checked:
+        refuse_foreign_out(out_dir)
     with out_lock(out_dir if checked else None):
         continuing = runs_to_continue(out_dir, [spec for spec, _ in checked], args)
         batch = _train_many(checked, args, out_dir, continuing=continuing) if checked \
@@ -897,6 +956,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
     out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
         f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.out:
+        refuse_foreign_out(out_dir)
     local = None
     if config.kind != "none" or args.then_train:
         local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
@@ -1048,6 +1109,8 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
         + ("" if config.kind == "none" else f", pruning {config.kind}"))
     runs_base = Path(args.out) if getattr(args, "out", None) \
         else Path(args.runs_dir) / safe_name(name)
+    if getattr(args, "out", None):
+        refuse_foreign_out(runs_base, files_too=False)
     trainer = _CliTrainer(args, say)
     worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings,
                        pruner=config)

@@ -26,7 +26,7 @@ from cnnspec import __version__
 from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-exported
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.language.errors import SpecError
+from cnnspec.language.errors import SpecError, visible_lines
 from cnnspec.language.format import format_spec
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load, parse
@@ -407,11 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SPEC
     except UsageError as exc:
         # soft_wrap: one line however long (paths, URLs); the terminal wraps it, rich does not
-        _console(stderr=True).print(f"cnnspec: error: {exc}", soft_wrap=True)
+        _console(stderr=True).print(f"cnnspec: error: {visible_lines(str(exc))}",
+                                    soft_wrap=True)
         return EXIT_USAGE
     except Failure as exc:
         if str(exc):
-            message = Text(f"cnnspec: error: {exc}")
+            message = Text(f"cnnspec: error: {visible_lines(str(exc))}")
             message.stylize("bold red", 9, 15)
             _console(stderr=True).print(message, soft_wrap=True)
         return EXIT_BAD_SPEC
@@ -427,8 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         what = "cannot write the output: " if output else where
         with contextlib.suppress(OSError):
-            _console(stderr=True).print(f"cnnspec: error: {what}{exc.strerror or exc}",
-                                        soft_wrap=True)
+            _console(stderr=True).print(
+                f"cnnspec: error: {visible_lines(f'{what}{exc.strerror or exc}')}",
+                soft_wrap=True)
         return EXIT_BAD_SPEC
 
 

@@ -89,8 +89,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    if not value > 0 or value == float("inf"):  # 1e400 reads as inf: say finite
+        raise argparse.ArgumentTypeError(f"must be a positive finite number: {text}")
     return value
 
 
@@ -416,6 +416,19 @@ def _refuse_flags_resume_ignores(args: argparse.Namespace) -> None:
             "spec.cnn)")
 
 
+def _refuse_other_limit(args: argparse.Namespace, trained_on: int) -> None:
+    """UsageError for `--resume R --limit N` where R trained on another number of images.
+
+    A resumed run trains on the images it started with (their fingerprint is checked), which
+    without --data are reloaded from the recorded folder with the recorded count; a different
+    --limit there would be dropped without a word. The same count is accepted."""
+    if args.limit is not None and args.data is None and args.limit != trained_on:
+        raise UsageError(
+            f"--resume continues {args.resume} on the {trained_on:,} training images it was "
+            f"started with, so --limit {args.limit} cannot apply (to train on other data, "
+            "start a new run from its spec.cnn)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
@@ -433,9 +446,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         _check_strategy_flags(args)
         try:
-            read_run_settings(args.resume)  # a clear refusal before data or TensorFlow
+            recorded = read_run_settings(args.resume)  # a clear refusal before data or TF
         except RunFolderError as exc:
             raise Failure(f"cannot resume: {exc}") from None
+        _refuse_other_limit(args, recorded["data"]["train_images"])
         data = load_data(args) if args.data else None
         try:
             result = resume_run(args.resume, data, progress=_progress(args),
@@ -445,7 +459,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         except DistributedError as exc:
             raise UsageError(str(exc)) from None
         except DataError as exc:  # the recorded data source is gone or damaged
-            raise Failure(f"cannot resume {args.resume}: {exc}; pass --data DIR") from None
+            raise Failure(f"cannot resume {args.resume}: {exc}; pass --data DIR --limit "
+                          f"{recorded['data']['train_images']} (the folder it was trained "
+                          "from, and its number of training images)") from None
         except (RunFolderError, DataMismatch) as exc:  # damaged records, held lock, mismatch
             text = str(exc)
             raise Failure(text if text.startswith("cannot resume") else

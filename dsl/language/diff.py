@@ -43,6 +43,14 @@ class SpecDiff:
     settings: tuple[tuple[str, object, object], ...]
 
     @property
+    def header(self) -> tuple[tuple[str, object, object], ...]:
+        """The header lines that differ, `("input", (32, 32, 3), (64, 64, 3))`: they change
+        every shape (or the head) below them, and the rows alone would not say why."""
+        pairs = (("input", self.a.input_shape, self.b.input_shape),
+                 ("classes", self.a.classes, self.b.classes))
+        return tuple((k, va, vb) for k, va, vb in pairs if va != vb)
+
+    @property
     def edits(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.op != "same")
 
@@ -52,6 +60,9 @@ class SpecDiff:
             "b": self.b.name,
             "params": _delta(self.a.params, self.b.params),
             "macs": _delta(self.a.macs, self.b.macs),
+            "header": [{"key": k, "a": list(va) if isinstance(va, tuple) else va,
+                        "b": list(vb) if isinstance(vb, tuple) else vb}
+                       for k, va, vb in self.header],
             "changes": [c.to_dict() for c in self.changes],
             "settings": [{"key": k, "a": va, "b": vb} for k, va, vb in self.settings],
         }

@@ -64,6 +64,15 @@ def _visible(text: str) -> str:
         for ch in text)
 
 
+def visible_lines(text: str) -> str:
+    """A message that may quote names from outside (file names, `--out`, label names) with
+    every control character shown as a sign, line breaks kept: an error line cannot recolour
+    the terminal or overwrite itself (see _visible)."""
+    if text.isprintable():
+        return text
+    return "\n".join(_visible(line) for line in text.split("\n"))
+
+
 def _clip(text: str) -> str:
     """A message or hint cut to MAX_MESSAGE characters: whatever text a message quotes, the
     terminal never gets a megabyte of it."""

@@ -464,6 +464,9 @@ def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
     def refuse(reason: str, hint: str | None = None) -> SpecError:
         return SpecError([Diagnostic(f"cannot read spec: {reason}", None, hint)], None, str(path))
 
+    if not os.fspath(path):  # Path("") is the working folder: "a directory" would mislead
+        raise refuse("the file name is empty", "give the path of a .cnn file")
+
     try:
         # O_NONBLOCK: opening a named pipe that nobody writes to would otherwise wait forever
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)

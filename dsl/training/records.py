@@ -48,6 +48,7 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE = "state.json"
 BEST_WEIGHTS = "best.npz"  # in checkpoint/: early stopping's best epoch so far (its weights)
 LOCK_FILE = ".lock"
+SWEEP_RECORD = "sweep.json"  # in a sweep's --out, beside its run folders: how it prunes
 
 # "lr": the learning rate of the epoch's last step (the schedule's, or the constant rate);
 # absent (None) in runs recorded before it existed

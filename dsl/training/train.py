@@ -461,12 +461,36 @@ def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str,
 
 
 def refuse_existing_run(run_dir: str | Path) -> None:
-    """FileExistsError if `run_dir` already holds a run (a new run must not overwrite it)."""
+    """FileExistsError if `run_dir` already holds a run, or anything else.
+
+    A new run writes history.csv, metrics.json, model.keras, … into its folder, replacing
+    files of those names: a folder holding a run must be resumed, and one holding other files
+    (the user's own, or a sweep's run folders) is not the place for a run at all. Only the
+    run folders' `.lock` may be there (left by a run refused before it wrote)."""
     folder = Path(run_dir)
     if (folder / records.SETTINGS_FILE).exists() or (folder / records.STATUS_FILE).exists():
         raise FileExistsError(
             f"{folder} already holds a run; resume it with `cnnspec train --resume {folder}`, "
             "or pick another folder")
+    try:
+        held = sorted(p.name for p in folder.iterdir() if p.name != records.LOCK_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise FileExistsError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from None
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        what = ("the runs of a `cnnspec sweep` or `run`" if _holds_runs(folder, held)
+                else f"files that are not a run's ({shown})")
+        raise FileExistsError(
+            f"{folder} holds {what}; a new run writes its records into its folder, so pick a "
+            "new or empty folder")
+
+
+def _holds_runs(folder: Path, names: list[str]) -> bool:
+    """Whether a folder is a sweep's or `run`'s --out: its record, or run folders in it."""
+    return records.SWEEP_RECORD in names or any(
+        (folder / name / records.SETTINGS_FILE).is_file() for name in names[:100])
 
 
 def _read_run_state(
@@ -612,7 +636,9 @@ def _settings_record(
         **(choice or {}),
         "steps_per_execution": steps_per_execution,
         "data": {
-            "source": str(data.source),
+            # absolute: `--data ../cifar` must still name the folder when the run is resumed
+            # or evaluated from another working directory
+            "source": str(Path(data.source).absolute()),
             "origin": data.origin,
             "train_images": int(len(data.x_train)),
             "test_images": int(len(data.x_test)),
@@ -821,6 +847,12 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     missing = missing_model(folder)
     if missing is not None:
         raise records.RunFolderError(missing)
+    import zipfile
+
+    if not zipfile.is_zipfile(model_path):  # Keras says "File not found" for a cut-off file
+        raise records.RunFolderError(
+            f"{model_path}: not a .keras zip archive (cut off or overwritten); the file is "
+            "damaged")
     tf, keras = import_tf()
     try:
         model = keras.models.load_model(model_path)
