@@ -96,6 +96,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive finite number: inf"),
     (["train", "{good}", "--lr", "1e400"],  # overflows to inf: not "positive"
      "argument --lr: must be a positive finite number: 1e400"),
+    (["train", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
+    (["sweep", "{sweep}", "--out", ""], "argument --out: needs a folder, not an empty name"),
+    (["run", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
     (["expand", "{sweep}", "--sample-seed", "-1"], "argument --sample-seed: must be 0 or more: -1"),
 ])

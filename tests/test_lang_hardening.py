@@ -896,3 +896,19 @@ def test_one_class_is_refused():
 def test_a_layer_named_like_its_number_is_named_once():
     (d,) = error("let u(r) = scale{r}\nu(same) gap").diagnostics
     assert d.message == "scale must be a number, not same"  # was `scale scale must ...`
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("conv8 cnov | dense4", "did you mean `conv32`? `conv` takes its filters after the word"),
+    ("conv8 drpo | dense4", "did you mean `drop.25`? `drop` takes its rate after the word"),
+    ("conv8 cnov64 | dense4", "did you mean `conv64`?"),  # the number written is kept
+])
+def test_a_misspelt_word_that_needs_a_number_is_suggested_with_one(text, hint):
+    """`conv` alone is the next error (`conv` needs its filters): the hint shows a use that
+    checks."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    (problem,) = info.value.diagnostics
+    assert problem.hint == hint
+    fixed = text.replace(text.split()[1], hint.split("`")[1])
+    cnnspec.check(cnnspec.parse(fixed))

@@ -291,7 +291,11 @@ def test_penalty_after_a_layer_without_weights():
     assert "l2 needs a layer with weights before it, but follows `relu`" in str(err)
     assert (err.line, err.column) == (1, 12)
     assert "follows `conv8 x2`" in str(error("conv8 x2 l2(.01) |"))
-    assert "follows nothing" in str(error("l1(.1) |"))
+    assert "follows nothing on its line" in str(error("l1(.1) |"))
+    # a weighted layer on the line before is not its layer: the hint says where it goes
+    err = error("conv8\nl2(.01) | dense4")
+    assert "follows nothing on its line" in str(err) and (err.line, err.column) == (2, 1)
+    assert "goes on its layer's line, right after it" in str(err)
 
 
 def test_dense_before_flatten():

@@ -33,6 +33,7 @@ from cnnspec.cli.train import (
     EXIT_INTERRUPTED,
     add_train_flags,
     checked_settings,
+    out_folder,
     resolved_settings,
 )
 from cnnspec.experiments.worker import safe_name
@@ -1247,7 +1248,8 @@ def _add_study_flags(g: Any, study_default: str) -> None:
 def _register_run(sub: Any) -> None:
     p = _register(sub, "run", cmd_run, "train several specs one after another, then compare")
     p.add_argument("specs", nargs="+", metavar="SPEC")
-    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<spec>; the same "
+    p.add_argument("--out", metavar="DIR", type=out_folder,
+                   help="put run folders in DIR/<spec>; the same "
                    "command again continues there (finished runs kept)")
     add_train_flags(p)
     _add_compare_flags(p)
@@ -1256,7 +1258,8 @@ def _register_run(sub: Any) -> None:
 def _register_sweep(sub: Any) -> None:
     p = _register(sub, "sweep", cmd_sweep, "train every variant of a sweep spec, then compare")
     p.add_argument("file", metavar="SPEC")
-    p.add_argument("--out", metavar="DIR", help="put run folders in DIR/<variant>; the same "
+    p.add_argument("--out", metavar="DIR", type=out_folder,
+                   help="put run folders in DIR/<variant>; the same "
                    "command again continues the sweep there (finished runs kept)")
     _add_sweep_size(p)
     add_train_flags(p)

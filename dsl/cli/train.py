@@ -84,6 +84,14 @@ def add_verbose_flag(p: Any) -> None:
                    help="show TensorFlow's own log lines (oneDNN, CUDA probing, ...)")
 
 
+def out_folder(text: str) -> str:
+    """--out's type: an empty `--out ""` (an unset variable) is refused, not read as "no
+    --out", which would put the run somewhere the user did not ask for."""
+    if not text:
+        raise argparse.ArgumentTypeError("needs a folder, not an empty name")
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -538,7 +546,8 @@ def register(sub: Any) -> None:
     p = _register(sub, "train", cmd_train, "train a spec on CIFAR-10 and record the run")
     p.add_argument("spec", nargs="?", metavar="SPEC")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec>-<time>)")
+    p.add_argument("--out", metavar="DIR", type=out_folder,
+                   help="run folder (default runs/<spec>-<time>)")
     add_train_flags(p)
     g = p.add_argument_group("data-parallel training (the batch size is the global batch)")
     g.add_argument("--strategy", choices=STRATEGIES, default="none",

@@ -1766,8 +1766,11 @@ class _Builder:
             return
         targets = target.options if isinstance(target, ir.Alternatives) else (target,)
         if target is None or not all(isinstance(t, ir.Layer) and t.weighted for t in targets):
-            what = "nothing" if target is None else _describe(target)
+            what = "nothing on its line" if target is None else _describe(target)
             hint = "put it right after a conv or dense layer, e.g. dense512 l2(.01)"
+            if target is None:  # a layer on the line before does not count: say so
+                hint = ("a penalty goes on its layer's line, right after it, e.g. "
+                        f"dense512 {kind.word}(.01)")
             if (isinstance(target, ir.Optional) and isinstance(target.body, ir.Layer)
                     and target.body.weighted):  # `conv8? l2(.01)`: it is right after one
                 hint = (f"put both in the optional part: ({format_layer(target.body)} "
@@ -1836,6 +1839,12 @@ class _Builder:
         close = suggest(text, sorted(set(KINDS) | set(self.blocks)))
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
+        if (close in KINDS and KINDS[close].number is not None and close not in self.blocks
+                and re.fullmatch(re.escape(close) + r"[0-9.]+", _example(KINDS[close]))):
+            # `cnov` -> `conv` alone would be the next error: show it with its number
+            kind = KINDS[close]
+            hint = (f"did you mean `{_example(kind)}`? `{close}` takes its "
+                    f"{kind.number.field} after the word")
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
 
 
