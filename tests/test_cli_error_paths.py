@@ -944,3 +944,33 @@ def test_control_characters_in_names_are_shown_not_sent(home: Path, tmp_path: Pa
     stderr = refused(cli(home, "train", "--resume", str(odd)), 1,
                      "cannot resume: ", "x␛[31mred␍hidden: no such run folder")
     assert "\x1b" not in stderr and "\r" not in stderr
+
+
+def test_records_that_cannot_be_written_stop_the_run_with_the_way_to_continue(
+        home: Path, tmp_path: Path) -> None:
+    """A disk that fills up mid-run, made here by a limit on file size (RLIMIT_FSIZE, so the
+    model's checkpoint cannot be written): one line naming the run folder and the command that
+    continues it, no traceback; the folder's status says why; the resume then finishes it."""
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNSPEC_DATA", "KERAS_HOME")}
+    stopped = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "train", str(ROOT / "specs" / "exp1.cnn"), "--out",
+         str(run), "--epochs", "2", "--limit", "64", "--progress", "none", "--precision",
+         "float32"], capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=limited,
+        env={**env, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    refused(stopped, 1, f"cnnspec: error: cannot write the run's records in {run}",
+            f"the run stopped. Make room, then continue it from its last checkpoint: cnnspec "
+            f"train --resume {run}")
+    assert "cannot write the output" not in stopped.stderr  # it is not stdout that failed
+    status = records.read_status(run)
+    assert status["status"] == "failed" and "cannot write its records" in status["reason"]
+    resumed = cli(home, "train", "--resume", str(run), "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert records.read_status(run)["status"] == "completed"

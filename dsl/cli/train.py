@@ -311,6 +311,12 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
         if out is None:
             discard_if_empty(run_dir)
         raise Failure(str(exc)) from None
+    except OSError as exc:  # a full disk (or a file-size limit) while writing the records
+        what = f" ({exc.filename})" if exc.filename else ""
+        raise Failure(
+            f"cannot write the run's records in {run_dir}{what}: {exc.strerror or exc}; the "
+            "run stopped. Make room, then continue it from its last checkpoint: cnnspec train "
+            f"--resume {run_dir}") from None
 
 
 def recorded_precision(run_dir: Path, requested: str) -> str:

@@ -453,7 +453,10 @@ class Loop:
             return self._interrupted(by)
         except BaseException as exc:
             self.reporter.finish()
-            rec.status("failed", f"{type(exc).__name__}: {exc}")
+            why = (f"cannot write its records: {exc.strerror}" if isinstance(exc, OSError)
+                   and exc.strerror else f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):  # a full disk may refuse this one too
+                rec.status("failed", why)
             raise
         status, reason = ("completed", None) if stop is None else (stop.status, stop.reason)
         rec.status(status, reason)
