@@ -855,6 +855,21 @@ def test_output_to_a_full_disk(home: Path, files: dict[str, Path], command: str)
         "cnnspec: error: cannot write the output: No space left on device"]
 
 
+@pytest.mark.parametrize("command", ["check", "summary"])
+def test_a_closed_standard_output_is_an_error_not_silence(home: Path, files: dict[str, Path],
+                                                          command: str) -> None:
+    """`cnnspec summary x.cnn >&-`: Python drops every print to a closed fd 1 without a word,
+    so the command printed nothing and exited 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnspec", command, str(files["good"])], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=ROOT, text=True, timeout=TIMEOUT, pass_fds=(),
+        preexec_fn=lambda: os.close(1),
+        env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "cnnspec: error: cannot write the output: standard output is closed"]
+
+
 # -- expand --write: never over a file it did not write -----------------------------------------
 
 

@@ -397,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
     args = parser.parse_args(argv)
     args.argv = argv  # a stopped sweep prints the command that continues it
+    if sys.stdout is None:  # started with fd 1 closed (`>&-`): Python drops every print
+        _console(stderr=True).print("cnnspec: error: cannot write the output: standard "
+                                    "output is closed", soft_wrap=True)
+        return EXIT_BAD_SPEC
     try:
         # a training command stopped by SIGTERM (a scheduler preempting the job, `kill`)
         # saves and exits as for Ctrl-C; a front-end command has nothing to save
