@@ -861,9 +861,8 @@ def test_a_closed_standard_output_is_an_error_not_silence(home: Path, files: dic
     """`cnnspec summary x.cnn >&-`: Python drops every print to a closed fd 1 without a word,
     so the command printed nothing and exited 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "cnnspec", command, str(files["good"])], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, cwd=ROOT, text=True, timeout=TIMEOUT, pass_fds=(),
-        preexec_fn=lambda: os.close(1),
+        [sys.executable, "-m", "cnnspec", command, str(files["good"])], capture_output=True,
+        cwd=ROOT, text=True, timeout=TIMEOUT, preexec_fn=lambda: os.close(1),
         env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -621,3 +621,16 @@ def test_a_spec_without_layers_says_so(text: str) -> None:
     err = error(text)
     assert [d.message for d in err.diagnostics] == ["the spec has no layers"]
     assert "conv32 relu pool2 | dense64" in str(err)
+
+
+@pytest.mark.parametrize("text", ["conv8 bn(eps=1e-320) |", "conv8 l2(1e-40) |",
+                                  "train lr=1e-45\n|"])
+def test_numbers_that_vanish_in_float32_are_refused(text):
+    """1e-320 is a float64 denormal: in float32 (and bf16) it is 0, so `bn(eps=1e-320)`
+    would divide by a zero variance. The least normal float32 is numpy's, not ours."""
+    import numpy as np
+
+    assert "is too small" in str(error(text))
+    tiny = float(np.finfo(np.float32).tiny)
+    cnnspec.parse(f"conv8 bn(eps={tiny!r}) |")  # the least normal value itself is fine
+    assert "is too small" in str(error(f"conv8 bn(eps={float(np.nextafter(tiny, 0))!r}) |"))

@@ -392,3 +392,13 @@ def test_cli_expand_lists_the_recipe_variants(cli, tmp_path: Path):
     names = [v["name"] for v in json.loads(result.stdout)]
     assert names == ["s[lr=onecycle(.2),augment=none]", "s[lr=onecycle(.2),augment=flip+crop4]",
                      "s[lr=onecycle(.4),augment=none]", "s[lr=onecycle(.4),augment=flip+crop4]"]
+
+
+def test_schedule_arguments_by_position_are_the_named_ones_in_order():
+    """README: arguments by position in the table's order, then by name; fmt names all but
+    the first."""
+    assert _one("lr=onecycle(.4,.2,.01)") == _one("lr=onecycle(.4,warm=.2,final=.01)")
+    assert "train lr=onecycle(.4,warm=.2,final=.01)\n" in \
+        format_spec(_spec("lr=onecycle(.4,.2,.01)"))
+    with pytest.raises(SpecError, match="onecycle takes 4 argument"):
+        _spec("lr=onecycle(.4,warm=.2,.01)")

@@ -136,8 +136,15 @@ def _read_float(param: Param, raw: str, token: str, what: str) -> Any:
     value = float(raw)
     if not math.isfinite(value):  # 1e999 reads as inf, which fmt could not write back
         raise ValueProblem(f"{what} is too large: {shown(raw)}")
+    if 0 < abs(value) < FLOAT32_TINY:  # bn(eps=1e-320) would train with eps 0: NaN
+        raise ValueProblem(
+            f"{what} is too small: {shown(raw)} is 0 or a denormal in float32 and bfloat16, "
+            f"which the model computes in (the least normal value is {FLOAT32_TINY:.3g})")
     check_range(param, value, what)
     return value
+
+
+FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny, without numpy
 
 
 @dataclass(frozen=True)
