@@ -164,3 +164,21 @@ def test_definition_and_references_skip_argument_names_and_comments():
     tight = "let s=conv8 relu\ns s |\n"
     assert a.references(tight, 1, 0) == [(0, 4, 0, 5), (1, 0, 1, 1), (1, 2, 1, 3)]
     assert a.references(tight, 1, 0, include_declaration=False) == [(1, 0, 1, 1), (1, 2, 1, 3)]
+
+
+def test_header_lines_complete_values_not_layer_words():
+    """After `input ` a layer word would not parse; a shape does, and each one offered
+    parses as the spec's input (checked by parsing it, not by a list in the test)."""
+    import cnnspec
+
+    shapes = [c.label for c in a.completions("input ", 0, 6)]
+    assert shapes and "conv32" not in shapes
+    for shape in shapes:
+        spec = cnnspec.parse(f"input {shape}\nconv8 relu | dense4\n")
+        assert "x".join(map(str, cnnspec.check(spec).input_shape)) == shape
+    counts = [c.label for c in a.completions("classes ", 0, 8)]
+    assert counts and "relu" not in counts
+    for count in counts:
+        assert cnnspec.check(cnnspec.parse(f"classes {count}\nconv8 relu gap\n")).classes \
+            == int(count)
+    assert "conv32" in {c.label for c in a.completions("input", 0, 5)}  # the word itself

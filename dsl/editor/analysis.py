@@ -289,6 +289,14 @@ def _split_kind(word: str) -> str:
     return m.group() if m else word
 
 
+# what follows `input ` and `classes ` (height x width x channels; the number of classes)
+_HEADER_VALUES = {
+    "input": (("32x32x3", "CIFAR-10 and CIFAR-100 images"), ("28x28x1", "MNIST-sized images"),
+              ("64x64x3", "64-pixel colour images")),
+    "classes": (("10", "CIFAR-10"), ("100", "CIFAR-100")),
+}
+
+
 def completions(text: str, line: int, character: int) -> list[Completion]:
     lines = text.split("\n")
     before = lines[line][:character] if 0 <= line < len(lines) else ""
@@ -301,6 +309,10 @@ def completions(text: str, line: int, character: int) -> list[Completion]:
             return setting_value_completions(e) if e else []
         return [Completion(e.name, e.help, setting_doc(e.name) or "", "setting")
                 for e in SETTINGS.spec_entries]
+    header = re.match(r"\s*(input|classes)\s", before)
+    if header:  # a header line takes a shape or a count, never a layer word
+        return [Completion(value, header.group(1), doc, "value")
+                for value, doc in _HEADER_VALUES[header.group(1)]]
     arg = re.search(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_.]*)\(([^()]*)$", before)
     kind = arg and (KINDS.get(arg.group(1)) or KINDS.get(_split_kind(arg.group(1))))
     if kind:
