@@ -930,6 +930,22 @@ def test_expand_write_failing_midway_leaves_nothing_of_its_own(
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_expand_write_failing_removes_the_folder_it_made(
+        tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """"nothing written" holds for the folder too: one it created is gone again."""
+    import cnnspec.cli.main as cli_main
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_main, "write_atomic", full)
+    out = tmp_path / "new" / "out"
+    assert cli_main.main(["expand", str(files["sweep"]), "--write", str(out)]) == 1
+    assert "nothing written" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("error", "line"), [
     (OSError(28, "No space left on device"),
      "cnnspec: error: cannot write the output: No space left on device"),

@@ -119,6 +119,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
         from cnnspec.cli.main import write_atomic
 
+        existed = Path(args.write).is_dir()
         out = make_folder(Path(args.write), "--write")
         texts = {out / f"{v.name}.cnn": format_spec(v.spec) for v in variants}
         new = _new_variant_files(out, texts)
@@ -129,6 +130,9 @@ def cmd_expand(args: argparse.Namespace) -> int:
             except OSError as exc:
                 for done in written:  # all of them or none: a half set reads as a whole one
                     done.unlink(missing_ok=True)
+                if not existed:  # nor the folder made for them
+                    with contextlib.suppress(OSError):
+                        out.rmdir()
                 raise Failure(f"--write {out}: cannot write {path.name} "
                               f"({exc.strerror or exc}); nothing written") from None
             written.append(path)
