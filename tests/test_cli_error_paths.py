@@ -536,7 +536,12 @@ def _edit_json(path: Path, edit) -> None:
 
 
 SETTINGS_DAMAGE = {
-    "not_an_object": (lambda r: r.clear() or r.update(x=1), "'spec' is missing or not a dict"),
+    "not_an_object": (lambda r: r.clear() or r.update(x=1), "'spec' is missing"),
+    # a field that is there with the wrong type is said to be that, not "missing"
+    "train_images_text": (lambda r: r["data"].update(train_images="64"),
+                          "'data.train_images' must be a whole number, not \"64\""),
+    "precision_number": (lambda r: r.update(precision=5), "'precision' must be a string, not 5"),
+    "spec_list": (lambda r: r.update(spec=[1, 2]), "'spec' must be an object, not [1, 2]"),
     "no_spec_name": (lambda r: r["spec"].pop("name"), "'spec.name' is missing"),
     "no_fingerprint": (lambda r: r["data"].pop("fingerprint"), "'data.fingerprint' is missing"),
     "unknown_setting": (lambda r: r["settings"].update(warp=9), "unknown setting(s) warp"),

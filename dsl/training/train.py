@@ -511,24 +511,34 @@ def _read_run_state(
     return recorded, state
 
 
+_KIND_WORDS = {dict: "an object", str: "a string", int: "a whole number"}
+
+
 def check_settings_record(recorded: Any, path: Path) -> None:
     """RunFolderError unless settings.json has what resume/evaluate read from it."""
     def bad(what: str) -> records.RunFolderError:
         return records.RunFolderError(f"{path}: corrupted record: {what}")
+
+    def field(record: dict[str, Any], key: str, kind: type, where: str = "") -> None:
+        """'data.train_images' is missing / must be a whole number, not "64"."""
+        if key not in record:
+            raise bad(f"'{where}{key}' is missing")
+        value = record[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            raise bad(f"'{where}{key}' must be {_KIND_WORDS[kind]}, not {shown}")
 
     if not isinstance(recorded, dict):
         raise bad("not a JSON object")
     need = {"spec": dict, "settings": dict, "effective_seed": int, "precision": str,
             "steps_per_execution": int, "data": dict}
     for key, kind in need.items():
-        if not isinstance(recorded.get(key), kind) or isinstance(recorded.get(key), bool):
-            raise bad(f"'{key}' is missing or not a {kind.__name__}")
+        field(recorded, key, kind)
     for key in ("name", "sha256"):
-        if not isinstance(recorded["spec"].get(key), str):
-            raise bad(f"'spec.{key}' is missing")
+        field(recorded["spec"], key, str, "spec.")
     for key, kind in (("source", str), ("train_images", int), ("fingerprint", str)):
-        if not isinstance(recorded["data"].get(key), kind):
-            raise bad(f"'data.{key}' is missing")
+        field(recorded["data"], key, kind, "data.")
     unknown = SETTINGS.unknown_record_keys(recorded["settings"])
     if unknown:  # missing ones take their defaults (a run recorded before they existed)
         raise bad(f"unknown setting(s) {', '.join(unknown)}")
