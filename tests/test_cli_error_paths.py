@@ -1009,3 +1009,14 @@ def test_records_that_cannot_be_written_stop_the_run_with_the_way_to_continue(
     resumed = cli(home, "train", "--resume", str(run), "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert records.read_status(run)["status"] == "completed"
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named(home: Path, tiny_run: Path,
+                                                    tmp_path: Path) -> None:
+    """`.lock` made a folder (a stray `mkdir`, a copy tool): the message names the lock file,
+    not the run folder as if it were the folder that is wrong."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    (run / records.LOCK_FILE).mkdir()
+    refused(cli(home, "train", "--resume", str(run)), 1,
+            f"cannot use it as a run folder: its lock file {run / records.LOCK_FILE} cannot be "
+            "opened (Is a directory)")

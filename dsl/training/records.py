@@ -379,10 +379,15 @@ def run_lock(run_dir: str | os.PathLike[str], busy: str = RUN_BUSY,
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a file in the way, no permission, a read-only disk
         raise RunFolderError(
             f"{folder}: cannot use it as {role} ({exc.strerror or exc})") from None
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # the lock file itself: a folder of that name, no permission
+        raise RunFolderError(
+            f"{folder}: cannot use it as {role}: its lock file {folder / LOCK_FILE} cannot be "
+            f"opened ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
