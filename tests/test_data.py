@@ -306,6 +306,15 @@ def test_batches_meta_is_optional_but_used(sample: Path) -> None:
         load_cifar10(sample, {})
 
 
+def test_label_names_cannot_act_on_the_terminal(sample: Path) -> None:
+    """Label names are printed in tables: ESC in one would recolour the terminal, a newline
+    would break the table's row. Each becomes its visible sign; the rest is kept."""
+    names = [b"cat\x1b[31m", b"two\nlines"] + [f"c{i}".encode() for i in range(8)]
+    _write_batch(sample / "batches.meta", {b"label_names": names})
+    shown = load_cifar10(sample, {}).label_names
+    assert shown[:2] == ("cat\u241b[31m", "two\u240alines") and shown[2] == "c0"
+
+
 # --- hostile pickles ---
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnspec.language.errors import visible_lines
+
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -402,7 +404,9 @@ def _read_label_names(folder: Path) -> tuple[str, ...]:
             name = name.decode("utf-8", "replace")
         if not isinstance(name, str):
             raise DataError(f"{path}: 'label_names' must be a list of 10 names", path)
-        out.append(name)
+        # names are only shown (tables, metrics.json): a control character in one would act
+        # on the terminal (ESC recolours it), so it is kept as its visible sign instead
+        out.append(visible_lines(name).replace("\n", "\u240a"))
     return tuple(out)
 
 
