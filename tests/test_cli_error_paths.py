@@ -96,6 +96,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive finite number: inf"),
     (["train", "{good}", "--lr", "1e400"],  # overflows to inf: not "positive"
      "argument --lr: must be a positive finite number: 1e400"),
+    (["train", "{good}", "--lr", "1e-40"],  # as in a spec: 0 in float32
+     "argument --lr: is too small: 1e-40 is 0 or a denormal in float32 and bfloat16"),
     (["train", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["sweep", "{sweep}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["run", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),

@@ -26,6 +26,7 @@ from cnnspec.cli.main import (
 )
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, check
+from cnnspec.language.layers import FLOAT32_TINY
 from cnnspec.language.parse import load
 from cnnspec.language.setting_values import SCHEDULES
 from cnnspec.language.settings import (
@@ -99,6 +100,9 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text}") from None
     if not value > 0 or value == float("inf"):  # 1e400 reads as inf: say finite
         raise argparse.ArgumentTypeError(f"must be a positive finite number: {text}")
+    if value < FLOAT32_TINY:  # as in a spec: 0 in float32, which the model computes in
+        raise argparse.ArgumentTypeError(
+            f"is too small: {text} is 0 or a denormal in float32 and bfloat16")
     return value
 
 
