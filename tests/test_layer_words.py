@@ -135,7 +135,7 @@ def test_canonical_spelling_of_new_words(messy, canonical):
     ("sepconv gap", "`sepconv` needs its filters"),
     ("bn(m=1.5) gap", "bn m must be in [0, 1], got 1.5"),
     ("bn(eps=0) gap", "bn eps must be greater than 0"),
-    ("scale0 gap", "scale scale must be greater than 0"),
+    ("scale0 gap", "scale must be greater than 0, got 0"),
     ("gmp |", "flatten"),  # a vector is flat already: fine, so this one passes
     ("| gmp", "gmp: needs an image-shaped input"),
     ("input 4x4x3\nconv8(d=3,valid) gap", "a 3×3 (dilated to 7×7) valid convolution needs"),
