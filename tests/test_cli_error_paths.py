@@ -99,6 +99,12 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["train", "{good}", "--lr", "1e-40"],  # as in a spec: 0 in float32
      "argument --lr: is too small: 1e-40 is 0 or a denormal in float32 and bfloat16"),
     (["train", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
+    (["train", "--resume", ""], "argument --resume: needs a folder, not an empty name"),
+    (["train", "{good}", "--runs-dir", ""],
+     "argument --runs-dir: needs a folder, not an empty name"),
+    (["train", "{good}", "--weight-decay", "1e-45"],
+     "argument --weight-decay: is too small: 1e-45 is 0 or a denormal in float32"),
+    (["train", "{good}", "--ema", "x"], "argument --ema: not a number: x"),
     (["sweep", "{sweep}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["run", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
@@ -665,15 +671,15 @@ def test_resume_when_the_recorded_data_is_gone(home: Path, tiny_run: Path, tmp_p
     assert snapshot(run, lock=False) == before
 
 
-def test_resume_refuses_a_limit_it_would_not_apply(home: Path, tiny_run: Path,
-                                                   tmp_path: Path) -> None:
-    """Without --data a resumed run reloads its recorded 64 images; `--limit 32` would be
-    dropped without a word, so it is refused (the same 64 is what happens anyway)."""
+def test_resume_applies_a_limit_and_its_fingerprint_judges_it(home: Path, tiny_run: Path,
+                                                              tmp_path: Path) -> None:
+    """Without --data a resumed run reloads its recorded folder; `--limit 32` there reads
+    32 images, which are not the 64 it trained on: refused by the fingerprint, before
+    TensorFlow, rather than the --limit being dropped without a word."""
     run = copy_run(tiny_run, tmp_path, "interrupted")
     before = snapshot(run, lock=False)
-    refused(cli(home, "train", "--resume", str(run), "--limit", "32"), 2,
-            f"cnnspec: error: --resume continues {run} on the 64 training images it was "
-            "started with, so --limit 32 cannot apply")
+    refused(cli(home, "train", "--resume", str(run), "--limit", "32"), 1,
+            f"cnnspec: error: cannot resume {run}: the data differ from the 64 training images")
     assert snapshot(run, lock=False) == before
 
 
@@ -983,25 +989,32 @@ def test_control_characters_in_names_are_shown_not_sent(home: Path, tmp_path: Pa
     assert "\x1b" not in stderr and "\r" not in stderr
 
 
-def test_records_that_cannot_be_written_stop_the_run_with_the_way_to_continue(
-        home: Path, tmp_path: Path) -> None:
-    """A disk that fills up mid-run, made here by a limit on file size (RLIMIT_FSIZE, so the
-    model's checkpoint cannot be written): one line naming the run folder and the command that
-    continues it, no traceback; the folder's status says why; the resume then finishes it."""
+def _train_with_a_file_size_limit(home: Path, run: Path, limit: int
+                                  ) -> subprocess.CompletedProcess[str]:
+    """`train` where no file may grow past `limit` bytes (RLIMIT_FSIZE): a disk that fills
+    up, at a point the limit picks, without filling one."""
     import resource
     import signal
 
     def limited() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("CNNSPEC_DATA", "KERAS_HOME")}
-    stopped = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "cnnspec", "train", str(ROOT / "specs" / "exp1.cnn"), "--out",
          str(run), "--epochs", "2", "--limit", "64", "--progress", "none", "--precision",
          "float32"], capture_output=True, text=True, timeout=TIMEOUT, preexec_fn=limited,
         env={**env, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_records_that_cannot_be_written_stop_the_run_with_the_way_to_continue(
+        home: Path, tmp_path: Path) -> None:
+    """The model's checkpoint cannot be written (100 kB limit): one line naming the run
+    folder and the command that continues it, no traceback; the folder's status says why;
+    the resume then finishes it."""
+    run = tmp_path / "run"
+    stopped = _train_with_a_file_size_limit(home, run, 100_000)
     refused(stopped, 1, f"cnnspec: error: cannot write the run's records in {run}",
             f"the run stopped. Make room, then continue it from its last checkpoint: cnnspec "
             f"train --resume {run}")
@@ -1022,3 +1035,45 @@ def test_a_lock_file_that_cannot_be_opened_is_named(home: Path, tiny_run: Path,
     refused(cli(home, "train", "--resume", str(run)), 1,
             f"cannot use it as a run folder: its lock file {run / records.LOCK_FILE} cannot be "
             "opened (Is a directory)")
+
+
+def test_control_characters_in_a_spec_file_name_are_shown_as_signs(home: Path,
+                                                                   tmp_path: Path) -> None:
+    """The file name heads every spec error and the `ok` line: ESC in it is shown as ␛."""
+    odd = tmp_path / "n\x1b[2Jx.cnn"
+    odd.write_text(GOOD)
+    ok = cli(home, "check", str(odd))
+    assert ok.returncode == 0 and "\x1b" not in ok.stdout and "n\u241b[2Jx.cnn" in ok.stdout
+    missing = tmp_path / "nope\x1b[31m.cnn"
+    stderr = refused(cli(home, "check", str(missing)), 1, "nope\u241b[31m.cnn: error: cannot read")
+    assert "\x1b" not in stderr
+
+
+def test_a_run_stopped_before_its_settings_can_be_started_again(home: Path,
+                                                                tmp_path: Path) -> None:
+    """A run killed (or out of disk) between writing spec.cnn and settings.json leaves only
+    its own files: the same command trains there; a hidden file (.gitkeep) is no obstacle."""
+    (tmp_path / "tiny.cnn").write_text(GOOD)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / records.SPEC_FILE).write_text(GOOD)
+    (run / records.LOCK_FILE).touch()
+    (run / ".settings.x1y2.tmp.json").write_text("{")  # a killed writer's temporary
+    (run / ".gitkeep").touch()
+    again = cli(home, "train", str(tmp_path / "tiny.cnn"), "--limit", "64", "--out", str(run),
+                "--progress", "none", "--precision", "float32")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert records.read_status(run)["status"] == "completed"
+
+
+def test_records_that_cannot_be_written_before_the_run_starts_say_to_start_again(
+        home: Path, tmp_path: Path) -> None:
+    """Not even spec.cnn fits (a 10-byte limit): there is nothing to resume, and the message
+    does not offer a --resume that would fail; the same command then trains there."""
+    run = tmp_path / "run"
+    stopped = _train_with_a_file_size_limit(home, run, 10)
+    stderr = refused(stopped, 1, "cnnspec: error: cannot write the run's records in",
+                     "the run had not started. Make room, then run the command again")
+    assert "--resume" not in stderr
+    again = _train_with_a_file_size_limit(home, run, 1 << 30)
+    assert again.returncode == 0, again.stderr[-3000:]

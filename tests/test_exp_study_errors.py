@@ -145,3 +145,20 @@ def test_a_damaged_journal_is_refused_and_left_unchanged(tmp_path, content, line
     journal.write_bytes(_GOOD_LINE)
     again = run_cli("compare", "--study", "s2", "--storage", storage, "--no-plots")
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+
+
+def test_a_study_worker_refuses_a_run_folder_as_out_before_creating_the_study(tmp_path):
+    """The refusal comes before the storage is opened: no study with queued trials is left
+    behind a mistyped --out."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text("{}")
+    spec = tmp_path / "s.cnn"
+    spec.write_text("conv4 relu pool2 drop{.1,.3} | dense8\n")
+    rd = tmp_path / "rd"
+    result = run_cli("sweep", str(spec), "--study", "st", "--runs-dir", str(rd), "--out",
+                     str(run), "--epochs", "1", "--limit", "64")
+    assert result.returncode == 1, result.stderr
+    assert f"cnnspec: error: --out {run} is the folder of one run" in result.stderr
+    assert "created" not in result.stderr
+    assert not (rd / "sweeps.sqlite3").exists()

@@ -410,7 +410,7 @@ def test_an_out_holding_other_files_is_refused_before_anything(sweep_file, tmp_p
     assert result.returncode == 1
     assert [ln for ln in result.stderr.splitlines() if "error" in ln] == [
         f"cnnspec: error: --out {out} holds files that are not a sweep's or `run`'s "
-        "(compare_curve.png, notes.txt); pick a new or empty folder"]
+        "(compare_curve.png, notes.txt); pick a new or empty folder, or move them away"]
     assert "data:" not in result.stderr
     assert snapshot(out) == before
 
@@ -454,3 +454,24 @@ def test_train_into_a_sweeps_folder_or_other_files_is_refused(reference, tmp_pat
             f"cnnspec: error: {out} holds {what}; a new run writes its records into its "
             "folder, so pick a new or empty folder"]
         assert snapshot(out) == before
+
+
+def test_a_sweep_continues_past_what_a_killed_writer_left(reference, sweep_file, tmp_path):
+    """Killed mid-write, a sweep leaves a plot's temporary in --out and a variant folder
+    holding only its spec.cnn (stopped before its settings.json): neither stops the sweep
+    from continuing, nor does a user's .gitkeep; the variant trains as if new."""
+    ref_out, ref = reference
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    (out / ".compare_curves.k2j3h4.tmp.png").write_bytes(b"half a png")
+    (out / ".gitkeep").touch()
+    started = out / NAMES[2]
+    shutil.rmtree(started)
+    started.mkdir()
+    (started / records.SPEC_FILE).write_text(SWEEP)
+    again = run_cli("sweep", str(sweep_file), *FLAGS, "--out", str(out), env=ENV)
+    _clean(again)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"continuing in {out}: 2 finished run(s) kept, 0 to resume, 1 to train" \
+        in again.stderr
+    assert _runs(out) == _runs(ref_out)

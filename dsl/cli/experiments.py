@@ -428,9 +428,12 @@ OUT_BUSY = ("--out {folder} is being written by {holder}, another `cnnspec sweep
             "this command again to continue there; or pick another --out")
 
 
-# what a sweep's or `run`'s --out holds besides its run folders
-_OUT_FILES = frozenset({".lock", "sweep.json", "compare_curves.png",
-                        "compare_accuracy_vs_params.png"})
+# what a sweep's or `run`'s --out holds besides its run folders (and hidden files: the lock,
+# a killed writer's temporaries, a user's .gitkeep, none of which the command writes over);
+# the study storage's default file, for an --out that is the runs folder
+_OUT_FILES = frozenset({"sweep.json", "compare_curves.png", "compare_accuracy_vs_params.png",
+                        *(f"sweeps.sqlite3{end}" for end in ("", ".lock", "-journal", "-wal",
+                                                             "-shm"))})
 
 
 def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
@@ -455,7 +458,8 @@ def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
         return
     try:
         foreign = sorted(p.name for p in out_dir.iterdir()
-                         if p.name not in _OUT_FILES and not p.is_dir())
+                         if p.name not in _OUT_FILES and not p.name.startswith(".")
+                         and not p.is_dir())
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -463,7 +467,7 @@ def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
     if foreign:
         raise Failure(
             f"--out {out_dir} holds files that are not a sweep's or `run`'s ({_some(foreign)}); "
-            "pick a new or empty folder")
+            "pick a new or empty folder, or move them away")
 
 
 @contextlib.contextmanager
@@ -1106,6 +1110,8 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     check_then_train(args, sweep.trials)
     url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
     name = args.study or spec.name
+    if getattr(args, "out", None):  # before the study is created or joined
+        refuse_foreign_out(Path(args.out), files_too=False)
     storage = st.open_storage(url, heartbeat, grace)
     study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
     say(f"study {name} in {st.redact_url(url)}: worker {socket.gethostname()}:{os.getpid()}, "
@@ -1114,8 +1120,6 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
         + ("" if config.kind == "none" else f", pruning {config.kind}"))
     runs_base = Path(args.out) if getattr(args, "out", None) \
         else Path(args.runs_dir) / safe_name(name)
-    if getattr(args, "out", None):
-        refuse_foreign_out(runs_base, files_too=False)
     trainer = _CliTrainer(args, say)
     worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings,
                        pruner=config)
@@ -1325,7 +1329,7 @@ def _register_compare(sub: Any) -> None:
     _add_compare_flags(p)
     g = p.add_argument_group("a sweep stored in a study (instead of RUN_DIR…)")
     _add_study_flags(g, "the storage's only study")
-    g.add_argument("--runs-dir", default="runs", metavar="DIR",
+    g.add_argument("--runs-dir", default="runs", metavar="DIR", type=out_folder,
                    help="with --study and no --storage: the study is in DIR/sweeps.sqlite3")
 
 

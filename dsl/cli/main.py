@@ -96,6 +96,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             bad += 1
             continue
         if not args.quiet:
+            file = visible_lines(file)  # shown, not sent to the terminal as codes
             if len(reports) == 1:
                 r = reports[0]
                 out.print(f"ok  {file}  {r.params:,} params, {_si(r.macs)} MACs")

@@ -7,6 +7,7 @@ specs answer at once.
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -61,7 +62,7 @@ def add_train_flags(p: argparse.ArgumentParser, table: SettingsTable = SETTINGS)
     for entry in table.flag_entries:
         if entry.scope == "run":
             _add_setting_flag(d, entry)
-    d.add_argument("--runs-dir", default="runs", metavar="DIR",
+    d.add_argument("--runs-dir", default="runs", metavar="DIR", type=out_folder,
                    help="where run folders go (default runs/)")
     d.add_argument("--progress", choices=("auto", *PROGRESS_MODES), default="auto")
     add_verbose_flag(d)
@@ -91,6 +92,19 @@ def out_folder(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("needs a folder, not an empty name")
     return text
+
+
+def _float(text: str) -> float:
+    """A number flag (--weight-decay, --ema, …): its range is the settings table's, checked
+    with the spec's; a value that is 0 in float32 is refused here, as the spec refuses it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if 0 < abs(value) < FLOAT32_TINY:
+        raise argparse.ArgumentTypeError(
+            f"is too small: {text} is 0 or a denormal in float32 and bfloat16")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -145,7 +159,7 @@ def _positive_float_or_value(entry: Setting) -> Any:
 def _cli_reader(entry: Setting) -> Any:
     """The argparse type of a setting's flag, by the table's `cli_type` (else its kind)."""
     simple = {"positive_int": _positive_int, "positive_float": _positive_float, "int": int,
-              "float": float}
+              "float": _float}
     name = entry.cli_type or entry.kind
     if name in simple:
         return simple[name]
@@ -316,11 +330,23 @@ def train_one(spec: ir.Spec, args: argparse.Namespace, data: Any, out: Path | No
             discard_if_empty(run_dir)
         raise Failure(str(exc)) from None
     except OSError as exc:  # a full disk (or a file-size limit) while writing the records
-        what = f" ({exc.filename})" if exc.filename else ""
-        raise Failure(
-            f"cannot write the run's records in {run_dir}{what}: {exc.strerror or exc}; the "
-            "run stopped. Make room, then continue it from its last checkpoint: cnnspec train "
-            f"--resume {run_dir}") from None
+        if out is None:
+            discard_if_empty(run_dir)
+        raise Failure(records_failure(run_dir, exc)) from None
+
+
+def records_failure(run_dir: Path, exc: OSError) -> str:
+    """What a run that could not write its records is told: the way on that works. A run
+    with its settings.json resumes from its last checkpoint (a sweep's variant too, or by the
+    sweep command again); one stopped before it has nothing to resume and starts again."""
+    from cnnspec.training.records import SETTINGS_FILE
+
+    what = f" ({exc.filename})" if exc.filename else ""
+    head = f"cannot write the run's records in {run_dir}{what}: {exc.strerror or exc}"
+    if (run_dir / SETTINGS_FILE).is_file():
+        return (f"{head}; the run stopped. Make room, then continue it from its last "
+                f"checkpoint: cnnspec train --resume {shlex.quote(str(run_dir))}")
+    return f"{head}; the run had not started. Make room, then run the command again"
 
 
 def recorded_precision(run_dir: Path, requested: str) -> str:
@@ -434,19 +460,6 @@ def _refuse_flags_resume_ignores(args: argparse.Namespace) -> None:
             "spec.cnn)")
 
 
-def _refuse_other_limit(args: argparse.Namespace, trained_on: int) -> None:
-    """UsageError for `--resume R --limit N` where R trained on another number of images.
-
-    A resumed run trains on the images it started with (their fingerprint is checked), which
-    without --data are reloaded from the recorded folder with the recorded count; a different
-    --limit there would be dropped without a word. The same count is accepted."""
-    if args.limit is not None and args.data is None and args.limit != trained_on:
-        raise UsageError(
-            f"--resume continues {args.resume} on the {trained_on:,} training images it was "
-            f"started with, so --limit {args.limit} cannot apply (to train on other data, "
-            "start a new run from its spec.cnn)")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.spec:
@@ -459,6 +472,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             DataMismatch,
             TrainingFailed,
             read_run_settings,
+            recorded_data,
             resume_run,
         )
 
@@ -467,9 +481,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             recorded = read_run_settings(args.resume)  # a clear refusal before data or TF
         except RunFolderError as exc:
             raise Failure(f"cannot resume: {exc}") from None
-        _refuse_other_limit(args, recorded["data"]["train_images"])
         data = load_data(args) if args.data else None
         try:
+            if data is None and args.limit is not None:
+                # the recorded folder with this --limit: the run's fingerprint then says
+                # whether these are its images (a larger --limit than the folder holds is)
+                data = recorded_data(recorded, limit=args.limit)
             result = resume_run(args.resume, data, progress=_progress(args),
                                 **_strategy_kwargs(args))
         except TrainingFailed as exc:
@@ -555,7 +572,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = _register(sub, "train", cmd_train, "train a spec on CIFAR-10 and record the run")
     p.add_argument("spec", nargs="?", metavar="SPEC")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--resume", metavar="RUN_DIR", type=out_folder,
+                   help="continue an interrupted run")
     p.add_argument("--out", metavar="DIR", type=out_folder,
                    help="run folder (default runs/<spec>-<time>)")
     add_train_flags(p)

@@ -96,7 +96,7 @@ class Diagnostic:
         """Compiler-style: `file:line:col: error: ...`, the source line, a caret line, a hint.
 
         lines is source already split at "\n" (SpecError splits once for all its problems)."""
-        name = filename or "<spec>"
+        name = _visible(filename or "<spec>")  # a file name may hold ESC too
         message = _visible(_clip(self.message))
         if self.span is None:
             out = [f"{name}: error: {message}"]

@@ -465,15 +465,17 @@ def refuse_existing_run(run_dir: str | Path) -> None:
 
     A new run writes history.csv, metrics.json, model.keras, … into its folder, replacing
     files of those names: a folder holding a run must be resumed, and one holding other files
-    (the user's own, or a sweep's run folders) is not the place for a run at all. Only the
-    run folders' `.lock` may be there (left by a run refused before it wrote)."""
+    (the user's own, or a sweep's run folders) is not the place for a run at all. What a run
+    that stopped before its settings.json left (`spec.cnn`, the lock, a writer's temporary)
+    may be there, and hidden files (`.gitkeep`), which no run writes over."""
     folder = Path(run_dir)
     if (folder / records.SETTINGS_FILE).exists() or (folder / records.STATUS_FILE).exists():
         raise FileExistsError(
             f"{folder} already holds a run; resume it with `cnnspec train --resume {folder}`, "
             "or pick another folder")
     try:
-        held = sorted(p.name for p in folder.iterdir() if p.name != records.LOCK_FILE)
+        held = sorted(p.name for p in folder.iterdir()
+                      if p.name != records.SPEC_FILE and not p.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
@@ -756,16 +758,17 @@ def read_run_settings(run_dir: str | Path) -> dict[str, Any]:
     return recorded
 
 
-def recorded_data(recorded: dict[str, Any]) -> Cifar10:
+def recorded_data(recorded: dict[str, Any], limit: int | None = None) -> Cifar10:
     """The data a run was trained on: its recorded source folder and image count.
 
     `limit` is the recorded number of training images, so a run trained with `--limit 256`
-    gets the same 256 images back (and the same fingerprint), not the whole source.
+    gets the same 256 images back (and the same fingerprint), not the whole source; a
+    `limit` given (a resume's --limit) is used instead, for the fingerprint to judge.
     """
     from cnnspec.training.data import load_cifar10
 
     info = recorded["data"]
-    return load_cifar10(info["source"], limit=info["train_images"],
+    return load_cifar10(info["source"], limit=info["train_images"] if limit is None else limit,
                         recorded_origin=info.get("origin") or "")
 
 
