@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cnnspec.language import ir
@@ -187,8 +188,13 @@ def _row(**fields: Any) -> Row:
     return row
 
 
+@lru_cache(maxsize=64)
 def classifier(classes: int) -> tuple[ir.Layer, ...]:
-    """The implicit head a spec ends with unless it writes its own: `dense<classes> softmax`."""
+    """The implicit head a spec ends with unless it writes its own: `dense<classes> softmax`.
+
+    Kept per class count: the nodes are frozen, and made once their facts (canonical text,
+    shape answers: layer_facts) are worked out once instead of at every check.
+    """
     return (ir.Dense(classes), ir.Activation("softmax"))
 
 
@@ -222,16 +228,23 @@ def _keras_word(text: str) -> str:
     return word
 
 
-def layer_facts(layer: ir.Layer) -> tuple[str, str, LayerKind, Any]:
+def layer_facts(layer: ir.Layer) -> tuple[str, str, LayerKind, Any, dict[ir.Shape, Any]]:
     """What a row takes from its node alone, worked out once per node (a node is frozen, and
     a repeat, a block used twice or the variants of a sweep share their nodes): the canonical
-    text (format_layer), its Keras word, the table entry and its window (kernel, stride)."""
+    text (format_layer), its Keras word, the table entry, its window (kernel, stride), and
+    the node's shape answers per input shape (see _Walk.shape_rule), filled as they are met.
+
+    The answers live with the facts, not the node, so the copies of a node that differ only
+    in their span (the parser places one cached node per written word, parse._placed) share
+    them: a word met again at a shape already seen costs one dict lookup.
+    """
     try:
         return layer.__dict__[_FACTS]  # type: ignore[no-any-return]
     except KeyError:
         text = format_layer(layer)
         kind = kind_of(layer)
-        facts = layer.__dict__[_FACTS] = (text, _keras_word(text), kind, kind.window(layer))
+        facts = layer.__dict__[_FACTS] = (
+            text, _keras_word(text), kind, kind.window(layer), {})
         return facts
 
 
@@ -395,7 +408,7 @@ class _Walk:
     def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
-        text, word, kind, window = layer_facts(layer)
+        text, word, kind, window, answers = layer_facts(layer)
         if implicit and isinstance(layer, ir.Dense):
             text = word = f"dense{self.classes}"
         if layer.__class__ is ir.Flatten and layer.bar:  # type: ignore[attr-defined]
@@ -411,21 +424,23 @@ class _Walk:
             # them: a second `|` is reported too (every error is listed)
             return
         shape = self.shape
-        try:
-            out = kind.shape(layer, shape)
-        except ShapeProblem as p:
-            self.problems.append(self.shape_problem(p, text, implicit, used_at, written, layer))
-            self.shape_known = False
-            return
-        trainable, frozen = kind.params(layer, shape)
+        answer = answers.get(shape)
+        if answer is None:
+            try:
+                answer = _shape_rule(kind, layer, shape, answers)
+            except ShapeProblem as p:
+                self.problems.append(
+                    self.shape_problem(p, text, implicit, used_at, written, layer))
+                self.shape_known = False
+                return
+        out, trainable, frozen, macs, activation_bytes = answer
         if window is not UNIT_WINDOW:  # a 1×1 stride-1 window leaves the field as it is
             self.advance_receptive_field(window)
         name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
         self.rows.append(_row(
             layer=layer, text=text, keras_class=kind.keras_class, keras_name=name,
             input_shape=shape, output_shape=out, trainable=trainable, non_trainable=frozen,
-            macs=kind.macs(layer, shape, out),
-            activation_bytes=math.prod(out) * BYTES_PER_VALUE, receptive_field=self.rf,
+            macs=macs, activation_bytes=activation_bytes, receptive_field=self.rf,
             implicit=implicit, used_at=used_at,
             inputs=(self.source,) if self.graph else (), depth=len(self.frames),
         ))
@@ -471,6 +486,26 @@ def _in_use(used_at: Span | None) -> str:
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
 _MARKERS = frozenset((ir.Fork, ir.NextBranch, ir.Join))
+
+
+# a node's answers kept per input shape, at most: a spec meets a layer at a few shapes, and a
+# long-lived process (the language server) must not grow a node's table without bound
+MAX_SHAPE_ANSWERS = 64
+
+
+def _shape_rule(kind: LayerKind, layer: ir.Layer, shape: ir.Shape,
+                answers: dict[ir.Shape, Any]) -> tuple[Any, ...]:
+    """The node's output shape, (trainable, non-trainable) counts, MACs and activation bytes
+    at this input shape, kept in `answers` (its facts' table): they depend on the node's
+    fields and the shape alone, and the same word meets the same shape again and again (a
+    repeat, a block's uses, a sweep's variants). Raises the rule's ShapeProblem, never kept."""
+    out = kind.shape(layer, shape)
+    trainable, frozen = kind.params(layer, shape)
+    answer = (out, trainable, frozen, kind.macs(layer, shape, out),
+              math.prod(out) * BYTES_PER_VALUE)
+    if len(answers) < MAX_SHAPE_ANSWERS:
+        answers[shape] = answer
+    return answer
 
 
 def _unique(used: dict[str, int], name: str) -> str:
