@@ -638,23 +638,38 @@ def _repeats(item: ir.Item, blocks: dict[str, tuple[ir.Item, ...]]) -> bool:
 def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:
     """Training settings that would fail in `train` (momentum with adam, ...), each placed at
     the setting it is about: whatever `check` accepts must train."""
-    if not spec.settings:
+    written = spec.settings
+    if not written:
         return []
     spans: dict[str, Any] = {}
     values: dict[str, Any] = {}
-    for setting in spec.settings:
+    for setting in written:
         # the last one written is the one that counts; a setting the parser already refused
         # (unknown key, unreadable value: parse reports it) is left out
         if setting.key in SETTING_FIELDS and setting.value is not None:
             spans[setting.key] = setting.span
             values[setting.key] = setting.value
-    settings = resolve_settings(values)
-    out = [Diagnostic(p.message, spans.get(p.key), p.hint) for p in setting_problems(settings)]
-    fits = augment_problem(settings, spec.input_shape)
+    pairs = tuple(values.items())
+    try:
+        findings = _setting_findings(pairs, spec.input_shape)
+    except TypeError:  # a value that cannot be a key (not one the parser makes)
+        findings = _setting_findings.__wrapped__(pairs, spec.input_shape)
+    return [Diagnostic(message, spans.get(key), hint) for key, message, hint in findings]
+
+
+@lru_cache(maxsize=256)
+def _setting_findings(pairs: tuple[tuple[str, Any], ...], input_shape: ir.Shape
+                      ) -> tuple[tuple[str, str, str | None], ...]:
+    """What _settings_diagnostics reports for these settings and input shape, as (the key
+    to point at, message, hint). Kept per distinct settings: they depend on nothing else,
+    and the specs of a sweep, a batch or an edited file write the same `train` line again
+    and again (resolving and judging the settings table is about a fifth of a check)."""
+    settings = resolve_settings(dict(pairs))
+    out = [(p.key, p.message, p.hint) for p in setting_problems(settings)]
+    fits = augment_problem(settings, input_shape)
     if fits is not None:
-        out.append(Diagnostic(fits, spans.get("augment"),
-                              "use a smaller crop or cutout (or crop(N,mode=zero))"))
-    return out
+        out.append(("augment", fits, "use a smaller crop or cutout (or crop(N,mode=zero))"))
+    return tuple(out)
 
 
 def _error(spec: ir.Spec, problems: list[Diagnostic]) -> SpecError:
