@@ -372,21 +372,26 @@ def _reduction(
     return _CALL, reduce
 
 
-def _lean(reduction: Reduction, bare: tuple[str, str] | None) -> Reduction:
-    """The reduction in a lean tree (see FastLALR): with bare = (word rule, item rule), a
-    word rule of one token passes the token up, an item rule of one child passes such a
-    token up too (any other child is wrapped as usual), and a longer item rule wraps the
-    token back into Tree(word rule, [token]) first, so its tree is the usual one."""
+# Lean trees (see FastLALR): (the rule of a word, the rule of an item, the word's terminal)
+Bare = tuple[str, str, str]
+
+
+def _lean(reduction: Reduction, bare: Bare | None) -> Reduction:
+    """The reduction in a lean tree (see FastLALR): with bare = (word rule, item rule, word
+    terminal), a word rule of one token passes the token up, an item rule of one child
+    passes such a token up too (any other child is wrapped as usual), and a longer item
+    rule wraps the token back into Tree(word rule, [token]) first, so its tree is the
+    usual one."""
     size, origin, code, payload = reduction
     if bare is None:
         return reduction
-    word_rule, item_rule = bare
+    word_rule, item_rule, word = bare
     if origin == word_rule and size == 1 and code == _WRAP_TREE:
         return (size, origin, _PASS, None)
     if origin == item_rule and size == 1 and code == _WRAP_TREE:
-        return (size, origin, _BARE_OR_TREE, payload)
+        return (size, origin, _BARE_OR_TREE, (payload, word))
     if origin == item_rule and size > 1 and code == _CALL:
-        return (size, origin, _CALL_UNBARE, (word_rule, payload))
+        return (size, origin, _CALL_UNBARE, (word_rule, word, payload))
     return reduction
 
 
@@ -419,14 +424,14 @@ class FastLALR:
     """Parses text with a Lark LALR parser's own tables and lexer regexes, or returns None.
 
     `parse(text)` builds Lark's tree exactly. `parse(text, lean=True)` builds a leaner one
-    when the instance is given `bare=(word rule, item rule)`: an item that is a word alone
-    (the commonest item by far, `relu`, `conv64`) is its token itself instead of
-    Tree(item, [Tree(word rule, [token])]), two trees and two lists fewer per word; every
+    when the instance is given `bare=(word rule, item rule, word terminal)`: an item that is
+    a word alone (the commonest item by far, `relu`, `conv64`) is its token itself instead
+    of Tree(item, [Tree(word rule, [token])]), two trees and two lists fewer per word; every
     other node is as Lark builds it. Only a reader that knows this (cnnspec.language.parse's
     builder) asks for it.
     """
 
-    def __init__(self, tables: Tables, bare: tuple[str, str] | None = None) -> None:
+    def __init__(self, tables: Tables, bare: Bare | None = None) -> None:
         self._start_state = tables.start_state
         self._end_state = tables.end_state
         reductions: list[Reduction] = [
@@ -540,12 +545,13 @@ class FastLALR:
 def _lean_reduce(values: list[Any], size: int, code: int, payload: Any) -> None:
     """The lean tree's own reductions (see FastLALR and _lean)."""
     if code == _BARE_OR_TREE:
+        item_rule, word = payload
         top = values[-1]
-        if top.__class__ is not Token or top.type != "WORD":
-            values[-1] = Tree(payload, [top])
+        if top.__class__ is not Token or top.type != word:
+            values[-1] = Tree(item_rule, [top])
         return
-    word_rule, reduce = payload  # _CALL_UNBARE
+    word_rule, word, reduce = payload  # _CALL_UNBARE
     first = values[-size]
-    if first.__class__ is Token and first.type == "WORD":
+    if first.__class__ is Token and first.type == word:
         values[-size] = Tree(word_rule, [first])
     reduce(values)

@@ -171,9 +171,10 @@ def _same_tree(a: Any, b: Any) -> bool:
             and all(_same_tree(x, y) for x, y in zip(a.children, b.children, strict=True)))
 
 
-# The rules of a layer word and of an item: in the fast path's lean tree an item that is a
-# word alone is its WORD token (see lalr_fast.FastLALR), which _Builder.sequence reads as such.
-_BARE_RULES = ("layer", "item")
+# The rules of a layer word and of an item, and the word's terminal: in the fast path's lean
+# tree an item that is a word alone is its WORD token (see lalr_fast.FastLALR), which
+# _Builder.sequence reads as such.
+_BARE_RULES = ("layer", "item", "WORD")
 
 
 def _syntax_tree(text: str, fast: bool = True) -> Tree:
