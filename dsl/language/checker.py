@@ -264,11 +264,8 @@ def _keras_name(word: str, implicit: bool, span: Span | None) -> str:
 
 def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     """Walk the network's shapes; return the report or raise SpecError listing every problem."""
-    refused = _refusal(spec)
-    if refused is not None:
-        raise _error(spec, [refused])
+    steps = _steps(spec)
     problems: list[Diagnostic] = _settings_diagnostics(spec)
-    steps = spec.flow()
     written = [step for step, _ in steps if type(step) not in _MARKERS]
     own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
     walk = _Walk(spec.input_shape, spec.classes, graph=len(written) != len(steps),
@@ -297,16 +294,32 @@ def _network_end(steps: tuple[tuple[Any, Span | None], ...]) -> Span | None:
     return step.merge.span if isinstance(step, ir.Join) else step.span
 
 
-def _refusal(spec: ir.Spec) -> Diagnostic | None:
-    """Why this spec is not walked at all: it is a sweep, or it unrolls to too many layers."""
+def _steps(spec: ir.Spec) -> tuple[tuple[Any, Span | None], ...]:
+    """The spec's flow, or SpecError when it is not walked at all: it is a sweep, or it
+    unrolls to too many layers (refused before unrolling: `(relu x1000)x1000` is a million
+    layers).
+
+    The flow is walked with the layer limit (Spec.flow_within), which counts as it goes: only
+    a spec past the limit, or one the bounded walk cannot take, is counted on its own
+    (_layer_limit, which places the refusal) before the flow is walked again, as it was
+    before both were one pass.
+    """
     if spec.has_sweep():
-        return Diagnostic(
+        raise _error(spec, [Diagnostic(
             "this spec holds sweep alternatives; check its variants instead",
             None,
             "`cnnspec expand FILE` lists them; `cnnspec check FILE` checks them all",
-        )
-    # refused before unrolling: `(relu x1000)x1000` is a million layers
-    return _layer_limit(spec)
+        )])
+    try:
+        steps = spec.flow_within(MAX_LAYERS)
+    except ValueError:  # an item no flow takes (IR built by hand): the order below says which
+        steps = None
+    if steps is not None:
+        return steps
+    refused = _layer_limit(spec)
+    if refused is not None:
+        raise _error(spec, [refused])
+    return spec.flow()
 
 
 def _budget_problem(report: Report, max_params: int) -> Diagnostic:
