@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cnnspec.language import ir
@@ -187,8 +188,13 @@ def _row(**fields: Any) -> Row:
     return row
 
 
+@lru_cache(maxsize=64)
 def classifier(classes: int) -> tuple[ir.Layer, ...]:
-    """The implicit head a spec ends with unless it writes its own: `dense<classes> softmax`."""
+    """The implicit head a spec ends with unless it writes its own: `dense<classes> softmax`.
+
+    Kept per class count: the nodes are frozen, and made once their facts (canonical text,
+    shape answers: layer_facts) are worked out once instead of at every check.
+    """
     return (ir.Dense(classes), ir.Activation("softmax"))
 
 
@@ -222,16 +228,23 @@ def _keras_word(text: str) -> str:
     return word
 
 
-def layer_facts(layer: ir.Layer) -> tuple[str, str, LayerKind, Any]:
+def layer_facts(layer: ir.Layer) -> tuple[str, str, LayerKind, Any, dict[ir.Shape, Any]]:
     """What a row takes from its node alone, worked out once per node (a node is frozen, and
     a repeat, a block used twice or the variants of a sweep share their nodes): the canonical
-    text (format_layer), its Keras word, the table entry and its window (kernel, stride)."""
+    text (format_layer), its Keras word, the table entry, its window (kernel, stride), and
+    the node's shape answers per input shape (see _Walk.shape_rule), filled as they are met.
+
+    The answers live with the facts, not the node, so the copies of a node that differ only
+    in their span (the parser places one cached node per written word, parse._placed) share
+    them: a word met again at a shape already seen costs one dict lookup.
+    """
     try:
         return layer.__dict__[_FACTS]  # type: ignore[no-any-return]
     except KeyError:
         text = format_layer(layer)
         kind = kind_of(layer)
-        facts = layer.__dict__[_FACTS] = (text, _keras_word(text), kind, kind.window(layer))
+        facts = layer.__dict__[_FACTS] = (
+            text, _keras_word(text), kind, kind.window(layer), {})
         return facts
 
 
@@ -251,11 +264,8 @@ def _keras_name(word: str, implicit: bool, span: Span | None) -> str:
 
 def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
     """Walk the network's shapes; return the report or raise SpecError listing every problem."""
-    refused = _refusal(spec)
-    if refused is not None:
-        raise _error(spec, [refused])
+    steps = _steps(spec)
     problems: list[Diagnostic] = _settings_diagnostics(spec)
-    steps = spec.flow()
     written = [step for step, _ in steps if type(step) not in _MARKERS]
     own_head = isinstance(steps[-1][0], ir.Layer) and writes_own_head(written) if steps else False
     walk = _Walk(spec.input_shape, spec.classes, graph=len(written) != len(steps),
@@ -284,16 +294,32 @@ def _network_end(steps: tuple[tuple[Any, Span | None], ...]) -> Span | None:
     return step.merge.span if isinstance(step, ir.Join) else step.span
 
 
-def _refusal(spec: ir.Spec) -> Diagnostic | None:
-    """Why this spec is not walked at all: it is a sweep, or it unrolls to too many layers."""
+def _steps(spec: ir.Spec) -> tuple[tuple[Any, Span | None], ...]:
+    """The spec's flow, or SpecError when it is not walked at all: it is a sweep, or it
+    unrolls to too many layers (refused before unrolling: `(relu x1000)x1000` is a million
+    layers).
+
+    The flow is walked with the layer limit (Spec.flow_within), which counts as it goes: only
+    a spec past the limit, or one the bounded walk cannot take, is counted on its own
+    (_layer_limit, which places the refusal) before the flow is walked again, as it was
+    before both were one pass.
+    """
     if spec.has_sweep():
-        return Diagnostic(
+        raise _error(spec, [Diagnostic(
             "this spec holds sweep alternatives; check its variants instead",
             None,
             "`cnnspec expand FILE` lists them; `cnnspec check FILE` checks them all",
-        )
-    # refused before unrolling: `(relu x1000)x1000` is a million layers
-    return _layer_limit(spec)
+        )])
+    try:
+        steps = spec.flow_within(MAX_LAYERS)
+    except ValueError:  # an item no flow takes (IR built by hand): the order below says which
+        steps = None
+    if steps is not None:
+        return steps
+    refused = _layer_limit(spec)
+    if refused is not None:
+        raise _error(spec, [refused])
+    return spec.flow()
 
 
 def _budget_problem(report: Report, max_params: int) -> Diagnostic:
@@ -395,7 +421,7 @@ class _Walk:
     def layer(self, layer: ir.Layer, implicit: bool, used_at: Span | None,
               written: list[ir.Layer]) -> None:
         """One layer's row from the current shape, or the problem its shape rule found."""
-        text, word, kind, window = layer_facts(layer)
+        text, word, kind, window, answers = layer_facts(layer)
         if implicit and isinstance(layer, ir.Dense):
             text = word = f"dense{self.classes}"
         if layer.__class__ is ir.Flatten and layer.bar:  # type: ignore[attr-defined]
@@ -411,21 +437,23 @@ class _Walk:
             # them: a second `|` is reported too (every error is listed)
             return
         shape = self.shape
-        try:
-            out = kind.shape(layer, shape)
-        except ShapeProblem as p:
-            self.problems.append(self.shape_problem(p, text, implicit, used_at, written, layer))
-            self.shape_known = False
-            return
-        trainable, frozen = kind.params(layer, shape)
+        answer = answers.get(shape)
+        if answer is None:
+            try:
+                answer = _shape_rule(kind, layer, shape, answers)
+            except ShapeProblem as p:
+                self.problems.append(
+                    self.shape_problem(p, text, implicit, used_at, written, layer))
+                self.shape_known = False
+                return
+        out, trainable, frozen, macs, activation_bytes = answer
         if window is not UNIT_WINDOW:  # a 1×1 stride-1 window leaves the field as it is
             self.advance_receptive_field(window)
         name = _unique(self.used_names, _keras_name(word, implicit, layer.span))
         self.rows.append(_row(
             layer=layer, text=text, keras_class=kind.keras_class, keras_name=name,
             input_shape=shape, output_shape=out, trainable=trainable, non_trainable=frozen,
-            macs=kind.macs(layer, shape, out),
-            activation_bytes=math.prod(out) * BYTES_PER_VALUE, receptive_field=self.rf,
+            macs=macs, activation_bytes=activation_bytes, receptive_field=self.rf,
             implicit=implicit, used_at=used_at,
             inputs=(self.source,) if self.graph else (), depth=len(self.frames),
         ))
@@ -471,6 +499,26 @@ def _in_use(used_at: Span | None) -> str:
 
 _MERGE_CLASS = {"add": "Add", "concat": "Concatenate"}
 _MARKERS = frozenset((ir.Fork, ir.NextBranch, ir.Join))
+
+
+# a node's answers kept per input shape, at most: a spec meets a layer at a few shapes, and a
+# long-lived process (the language server) must not grow a node's table without bound
+MAX_SHAPE_ANSWERS = 64
+
+
+def _shape_rule(kind: LayerKind, layer: ir.Layer, shape: ir.Shape,
+                answers: dict[ir.Shape, Any]) -> tuple[Any, ...]:
+    """The node's output shape, (trainable, non-trainable) counts, MACs and activation bytes
+    at this input shape, kept in `answers` (its facts' table): they depend on the node's
+    fields and the shape alone, and the same word meets the same shape again and again (a
+    repeat, a block's uses, a sweep's variants). Raises the rule's ShapeProblem, never kept."""
+    out = kind.shape(layer, shape)
+    trainable, frozen = kind.params(layer, shape)
+    answer = (out, trainable, frozen, kind.macs(layer, shape, out),
+              math.prod(out) * BYTES_PER_VALUE)
+    if len(answers) < MAX_SHAPE_ANSWERS:
+        answers[shape] = answer
+    return answer
 
 
 def _unique(used: dict[str, int], name: str) -> str:
@@ -603,23 +651,38 @@ def _repeats(item: ir.Item, blocks: dict[str, tuple[ir.Item, ...]]) -> bool:
 def _settings_diagnostics(spec: ir.Spec) -> list[Diagnostic]:
     """Training settings that would fail in `train` (momentum with adam, ...), each placed at
     the setting it is about: whatever `check` accepts must train."""
-    if not spec.settings:
+    written = spec.settings
+    if not written:
         return []
     spans: dict[str, Any] = {}
     values: dict[str, Any] = {}
-    for setting in spec.settings:
+    for setting in written:
         # the last one written is the one that counts; a setting the parser already refused
         # (unknown key, unreadable value: parse reports it) is left out
         if setting.key in SETTING_FIELDS and setting.value is not None:
             spans[setting.key] = setting.span
             values[setting.key] = setting.value
-    settings = resolve_settings(values)
-    out = [Diagnostic(p.message, spans.get(p.key), p.hint) for p in setting_problems(settings)]
-    fits = augment_problem(settings, spec.input_shape)
+    pairs = tuple(values.items())
+    try:
+        findings = _setting_findings(pairs, spec.input_shape)
+    except TypeError:  # a value that cannot be a key (not one the parser makes)
+        findings = _setting_findings.__wrapped__(pairs, spec.input_shape)
+    return [Diagnostic(message, spans.get(key), hint) for key, message, hint in findings]
+
+
+@lru_cache(maxsize=256)
+def _setting_findings(pairs: tuple[tuple[str, Any], ...], input_shape: ir.Shape
+                      ) -> tuple[tuple[str, str, str | None], ...]:
+    """What _settings_diagnostics reports for these settings and input shape, as (the key
+    to point at, message, hint). Kept per distinct settings: they depend on nothing else,
+    and the specs of a sweep, a batch or an edited file write the same `train` line again
+    and again (resolving and judging the settings table is about a fifth of a check)."""
+    settings = resolve_settings(dict(pairs))
+    out = [(p.key, p.message, p.hint) for p in setting_problems(settings)]
+    fits = augment_problem(settings, input_shape)
     if fits is not None:
-        out.append(Diagnostic(fits, spans.get("augment"),
-                              "use a smaller crop or cutout (or crop(N,mode=zero))"))
-    return out
+        out.append(("augment", fits, "use a smaller crop or cutout (or crop(N,mode=zero))"))
+    return tuple(out)
 
 
 def _error(spec: ir.Spec, problems: list[Diagnostic]) -> SpecError:

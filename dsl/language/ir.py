@@ -340,6 +340,10 @@ class Line:
     comment: str | None = None
 
 
+class _OverLimit(Exception):
+    """Spec.flow_within passed its limit: the walk stops there."""
+
+
 DEFAULT_INPUT: Shape = (32, 32, 3)
 DEFAULT_CLASSES = 10
 
@@ -446,13 +450,29 @@ class Spec:
         """The network in the order the checker walks it: every layer (blocks inlined, repeats
         unrolled) with its block use as in layers_with_uses, and around each merge's branches
         the markers Fork, NextBranch (between branches) and Join."""
+        steps = self.flow_within(None)
+        assert steps is not None  # no limit: never cut short
+        return steps
+
+    def flow_within(
+        self, limit: int | None
+    ) -> tuple[tuple[Layer | Fork | NextBranch | Join, Span | None], ...] | None:
+        """`flow()`, or None as soon as the layers and merges passed (what `layer_count`
+        counts) exceed limit: the checker bounds the walk and counts in one pass instead of
+        counting first (a spec of a few characters can unroll to a million layers)."""
         blocks = self.blocks
         out: list[tuple[Layer | Fork | NextBranch | Join, Span | None]] = []
+        left = limit  # layers and merges still allowed (None: no limit)
 
         def walk(items: Iterable[Item], use: Span | None) -> None:
+            nonlocal left
             for item in items:
                 if isinstance(item, Layer):
                     out.append((item, use))
+                    if left is not None:
+                        left -= 1
+                        if left < 0:
+                            raise _OverLimit
                 elif isinstance(item, Merge):
                     out.append((Fork(item), use))
                     for i, branch in enumerate(item.branches):
@@ -460,6 +480,10 @@ class Spec:
                             out.append((NextBranch(item), use))
                         walk(branch, use)
                     out.append((Join(item), use))
+                    if left is not None:
+                        left -= 1
+                        if left < 0:
+                            raise _OverLimit
                 elif isinstance(item, Group):
                     walk(item.items, use)
                 elif isinstance(item, Repeat):
@@ -471,7 +495,10 @@ class Spec:
                 else:
                     raise ValueError("spec has sweep alternatives; expand it into variants first")
 
-        walk(self.body, None)
+        try:
+            walk(self.body, None)
+        except _OverLimit:
+            return None
         return tuple(out)
 
     def layer_count(self, item: Item | None = None) -> int:

@@ -51,8 +51,6 @@ _new_str = str.__new__
 
 # Builds the value of a rule's left-hand side from the values of its right-hand side.
 NodeBuilder = Callable[[list[Any]], Any]
-# A reduction on the value stack: pops a rule's right-hand side, pushes its left-hand side.
-StackOp = Callable[[list[Any]], None]
 # One rule as the driver needs it: (tree name, right-hand side length, kept children as
 # (index, splice), ?rule that collapses, _rule that is inlined, left-hand side)
 Rule = tuple[str, int, tuple[tuple[int, bool], ...], bool, bool, str]
@@ -338,43 +336,63 @@ def _builder(
     return build
 
 
+# How a reduction changes the value stack, as a small code the driver's loop switches on (a
+# function call per reduction cost more than the work of the common ones):
+_PASS = 0  # `?rule: x`: the top value already is the result
+_WRAP_TREE = 1  # Tree(name, [top])
+_WRAP_LIST = 2  # [top], for an inlined rule's parent to splice
+_APPEND = 3  # `__x : __x item` (payload: the count of values to drop): append to the list
+_CALL = 4  # anything else: payload(stack) pops the right-hand side and pushes the result
+_BARE_OR_TREE = 5  # lean trees: a bare word passes up as its token, anything else is wrapped
+_CALL_UNBARE = 6  # lean trees: a bare word first its Tree(bare rule, [token]), then _CALL
+# one reduction: (right-hand side length, left-hand side, code, payload)
+Reduction = tuple[int, str, int, Any]
+
+
 def _reduction(
     name: str, size: int, keep: tuple[tuple[int, bool], ...], expand1: bool, inlined: bool
-) -> StackOp | None:
-    """The stack operation of one reduction; None when the top value already is the result
-    (`?rule: x`, which passes its one child up). The commonest shapes get their own code."""
+) -> tuple[int, Any]:
+    """The (code, payload) of one reduction (see _PASS ... _CALL). The commonest shapes get a
+    code the driver runs inline; the rest a stack operation built by _builder."""
     if size == 1 and keep == ((0, False),):
         if expand1 and not inlined:
-            return None
-        if inlined:
-            def wrap_in_list(stack: list[Any]) -> None:
-                stack[-1] = [stack[-1]]
-
-            return wrap_in_list
-
-        def wrap_in_tree(stack: list[Any]) -> None:
-            stack[-1] = Tree(name, [stack[-1]])
-
-        return wrap_in_tree
+            return _PASS, None
+        return (_WRAP_LIST, None) if inlined else (_WRAP_TREE, name)
     if inlined and size >= 2 and keep == ((0, True), (size - 1, False)):
-        drop = size - 1
-
-        def append(stack: list[Any]) -> None:  # `__x : __x item`, `__x : __x "," item`
-            value = stack[-1]
-            del stack[-drop:]
-            stack[-1].append(value)
-
-        return append
+        return _APPEND, size - 1  # `__x : __x item`, `__x : __x "," item`
     build = _builder(name, size, keep, expand1, inlined)
     if not size:
-        return lambda stack: stack.append(build([]))
+        return _CALL, lambda stack: stack.append(build([]))
 
     def reduce(stack: list[Any]) -> None:
         values = stack[-size:]
         del stack[-size:]
         stack.append(build(values))
 
-    return reduce
+    return _CALL, reduce
+
+
+# Lean trees (see FastLALR): (the rule of a word, the rule of an item, the word's terminal)
+Bare = tuple[str, str, str]
+
+
+def _lean(reduction: Reduction, bare: Bare | None) -> Reduction:
+    """The reduction in a lean tree (see FastLALR): with bare = (word rule, item rule, word
+    terminal), a word rule of one token passes the token up, an item rule of one child
+    passes such a token up too (any other child is wrapped as usual), and a longer item
+    rule wraps the token back into Tree(word rule, [token]) first, so its tree is the
+    usual one."""
+    size, origin, code, payload = reduction
+    if bare is None:
+        return reduction
+    word_rule, item_rule, word = bare
+    if origin == word_rule and size == 1 and code == _WRAP_TREE:
+        return (size, origin, _PASS, None)
+    if origin == item_rule and size == 1 and code == _WRAP_TREE:
+        return (size, origin, _BARE_OR_TREE, (payload, word))
+    if origin == item_rule and size > 1 and code == _CALL:
+        return (size, origin, _CALL_UNBARE, (word_rule, word, payload))
+    return reduction
 
 
 def _lazy_scanners(
@@ -403,21 +421,27 @@ def _lazy_scanners(
 
 
 class FastLALR:
-    """Parses text with a Lark LALR parser's own tables and lexer regexes, or returns None."""
+    """Parses text with a Lark LALR parser's own tables and lexer regexes, or returns None.
 
-    def __init__(self, tables: Tables) -> None:
+    `parse(text)` builds Lark's tree exactly. `parse(text, lean=True)` builds a leaner one
+    when the instance is given `bare=(word rule, item rule, word terminal)`: an item that is
+    a word alone (the commonest item by far, `relu`, `conv64`) is its token itself instead
+    of Tree(item, [Tree(word rule, [token])]), two trees and two lists fewer per word; every
+    other node is as Lark builds it. Only a reader that knows this (cnnspec.language.parse's
+    builder) asks for it.
+    """
+
+    def __init__(self, tables: Tables, bare: Bare | None = None) -> None:
         self._start_state = tables.start_state
         self._end_state = tables.end_state
-        # Reductions, as (length of the right-hand side, left-hand side, stack operation).
-        reductions = [
-            (size, origin, _reduction(name, size, keep, expand1, inlined))
+        reductions: list[Reduction] = [
+            (size, origin, *_reduction(name, size, keep, expand1, inlined))
             for name, size, keep, expand1, inlined, origin in tables.rules
         ]
+        lean = [_lean(r, bare) for r in reductions]
         # Per state: terminal -> shift target (an int) or reduction (a tuple); rule -> goto.
-        self._actions: list[dict[str, int | tuple[int, str, StackOp | None]]] = [
-            {symbol: (arg if arg >= 0 else reductions[~arg]) for symbol, arg in row.items()}
-            for row in tables.actions
-        ]
+        self._actions = self._action_rows(tables, reductions)
+        self._lean_actions = self._action_rows(tables, lean) if bare else self._actions
         self._gotos: list[dict[str, int]] = list(tables.gotos)
         self._kept = frozenset(tables.kept)
         self._match = _lazy_scanners(tables.scanners)
@@ -425,14 +449,24 @@ class FastLALR:
         self._ignore = frozenset(tables.ignore)
         self._newline_types = frozenset(tables.newline_types)
 
+    @staticmethod
+    def _action_rows(tables: Tables, reductions: list[Reduction]
+                     ) -> list[dict[str, int | Reduction]]:
+        return [
+            {symbol: (arg if arg >= 0 else reductions[~arg]) for symbol, arg in row.items()}
+            for row in tables.actions
+        ]
+
     @classmethod
     def from_lark(cls, lark: Any) -> FastLALR:
         """The driver for a Lark instance's own tables (Unsupported if it cannot be)."""
         return cls(tables_from_lark(lark))
 
-    def parse(self, text: str) -> Tree | None:
-        """The tree Lark would build for text, or None where Lark would raise."""
-        actions, gotos, match, retype = self._actions, self._gotos, self._match, self._retype
+    def parse(self, text: str, lean: bool = False) -> Tree | None:
+        """The tree Lark would build for text (a lean one, see the class, if asked), or None
+        where Lark would raise."""
+        actions = self._lean_actions if lean else self._actions
+        gotos, match, retype = self._gotos, self._match, self._retype
         ignore, newline_types, kept = self._ignore, self._newline_types, self._kept
         end_state = self._end_state
         state = self._start_state
@@ -465,7 +499,7 @@ class FastLALR:
             # reduce as far as this token calls for, then shift it
             act = actions[state].get(kind)
             while act.__class__ is tuple:
-                n, origin, operation = act
+                n, origin, code, payload = act
                 if n:  # pop n states, push the goto: the bottom one is replaced
                     if n > 1:
                         del states[1 - n:]
@@ -473,8 +507,19 @@ class FastLALR:
                 else:
                     state = gotos[states[-1]][origin]
                     states.append(state)
-                if operation is not None:
-                    operation(values)
+                if code:
+                    if code == _WRAP_TREE:
+                        values[-1] = Tree(payload, [values[-1]])
+                    elif code == _APPEND:
+                        top = values[-1]
+                        del values[-payload:]
+                        values[-1].append(top)
+                    elif code == _CALL:
+                        payload(values)
+                    elif code == _WRAP_LIST:
+                        values[-1] = [values[-1]]
+                    else:
+                        _lean_reduce(values, n, code, payload)
                 if state == end_state and kind is _END:
                     return values[-1]
                 act = actions[state].get(kind)
@@ -495,3 +540,18 @@ class FastLALR:
                 values.append(None)
             state = act
             states.append(state)
+
+
+def _lean_reduce(values: list[Any], size: int, code: int, payload: Any) -> None:
+    """The lean tree's own reductions (see FastLALR and _lean)."""
+    if code == _BARE_OR_TREE:
+        item_rule, word = payload
+        top = values[-1]
+        if top.__class__ is not Token or top.type != word:
+            values[-1] = Tree(item_rule, [top])
+        return
+    word_rule, word, reduce = payload  # _CALL_UNBARE
+    first = values[-size]
+    if first.__class__ is Token and first.type == word:
+        values[-size] = Tree(word_rule, [first])
+    reduce(values)

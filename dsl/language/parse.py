@@ -143,7 +143,7 @@ def _fast() -> FastLALR | None:
     try:
         from cnnspec.language.lalr_fast import FastLALR, cached_tables
 
-        return FastLALR(cached_tables(_grammar_text(), _tables_from_lark))
+        return FastLALR(cached_tables(_grammar_text(), _tables_from_lark), bare=_BARE_RULES)
     except Exception as exc:  # Unsupported, AttributeError, KeyError, TypeError, ImportError...
         _FAST_FAILED.append(exc)
         return None
@@ -171,18 +171,25 @@ def _same_tree(a: Any, b: Any) -> bool:
             and all(_same_tree(x, y) for x, y in zip(a.children, b.children, strict=True)))
 
 
+# The rules of a layer word and of an item, and the word's terminal: in the fast path's lean
+# tree an item that is a word alone is its WORD token (see lalr_fast.FastLALR), which
+# _Builder.sequence reads as such.
+_BARE_RULES = ("layer", "item", "WORD")
+
+
 def _syntax_tree(text: str, fast: bool = True) -> Tree:
     """The parse tree of text that already ends in a newline; raises Lark's UnexpectedInput.
 
-    With fast=True the tree comes from FastLALR when it takes the text; anything it does not
-    take (every syntax error) goes to Lark itself, so the errors are Lark's. If the fast path
-    ever fails (a Lark internal it misreads), it is given up for the rest of the process.
+    With fast=True the tree comes from FastLALR when it takes the text (its lean tree: an
+    item that is a word alone is the word's token); anything it does not take (every syntax
+    error) goes to Lark itself, so the errors are Lark's. If the fast path ever fails (a Lark
+    internal it misreads), it is given up for the rest of the process.
     """
     parser = _fast() if fast and not _FAST_FAILED else None
     tree = None
     if parser is not None:
         try:
-            tree = parser.parse(text)
+            tree = parser.parse(text, lean=True)
         except Exception as exc:  # not a syntax error: those return None
             _FAST_FAILED.append(exc)
     return tree if tree is not None else _lark_tree(text)
@@ -1369,19 +1376,22 @@ class _Builder:
         out: list[ir.Item] = []
         for item in tree.children:
             # the commonest item by far, a layer word alone (`relu`, `conv64`), read here
-            # without the calls item -> layer -> bare_word make for it (same checks, in order)
-            if len(item.children) == 1:
-                first = item.children[0]
-                if (first.__class__ is Tree and first.data == "layer"
-                        and len(first.children) == 1):
-                    word_tok = first.children[0]
-                    text = str(word_tok)
-                    if (text != self.defining and text not in self.templates
-                            and text not in self.blocks):
-                        known = self.known_layer(word_tok, text)
-                        if known is not None:
-                            out.append(known)
-                            continue
+            # without the calls item -> layer -> bare_word make for it (same checks, in order).
+            # In the fast path's lean tree it is the word's token itself (see _BARE_RULES).
+            if item.__class__ is Token:
+                word_tok: Token | None = item
+            else:
+                word_tok = _word_alone(item)
+            if word_tok is not None:
+                text = str(word_tok)
+                if (text != self.defining and text not in self.templates
+                        and text not in self.blocks):
+                    known = self.known_layer(word_tok, text)
+                    if known is not None:
+                        out.append(known)
+                        continue
+                if item.__class__ is Token:  # the long way reads the tree Lark builds
+                    item = Tree("item", [Tree("layer", [word_tok])])
             built = self.item(item, out)
             if built is not None:
                 out.append(built)
@@ -1846,6 +1856,17 @@ class _Builder:
             hint = (f"did you mean `{_example(kind)}`? `{close}` takes its "
                     f"{kind.number.field} after the word")
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
+
+
+def _word_alone(item: Tree) -> Token | None:
+    """The WORD of an item that is a layer word alone, Tree(item, [Tree(layer, [WORD])]);
+    None for any other item."""
+    if len(item.children) != 1:
+        return None
+    first = item.children[0]
+    if first.__class__ is Tree and first.data == "layer" and len(first.children) == 1:
+        return first.children[0]  # type: ignore[no-any-return]
+    return None
 
 
 def _can_vanish(item: ir.Item, vanishing: set[str]) -> bool:
