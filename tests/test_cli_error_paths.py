@@ -868,13 +868,14 @@ def test_output_to_a_full_disk(home: Path, files: dict[str, Path], command: str)
         "cnnspec: error: cannot write the output: No space left on device"]
 
 
-@pytest.mark.parametrize("command", ["check", "summary"])
+@pytest.mark.parametrize("command", ["check", "summary", "--help"])
 def test_a_closed_standard_output_is_an_error_not_silence(home: Path, files: dict[str, Path],
                                                           command: str) -> None:
     """`cnnspec summary x.cnn >&-`: Python drops every print to a closed fd 1 without a word,
     so the command printed nothing and exited 0."""
+    args = [command] if command.startswith("-") else [command, str(files["good"])]
     result = subprocess.run(
-        [sys.executable, "-m", "cnnspec", command, str(files["good"])], capture_output=True,
+        [sys.executable, "-m", "cnnspec", *args], capture_output=True,
         cwd=ROOT, text=True, timeout=TIMEOUT, preexec_fn=lambda: os.close(1),
         env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
     assert result.returncode == 1

@@ -394,14 +394,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (CUDA probes on CPU machines) is noise on a terminal.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None:  # started with fd 1 closed (`>&-`): Python drops every print,
+        # --help and --version included
+        _console(stderr=True).print("cnnspec: error: cannot write the output: standard "
+                                    "output is closed", soft_wrap=True)
+        return EXIT_BAD_SPEC
     # a front-end command is the first argument (the only options before it: -h, --version)
     parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
     args = parser.parse_args(argv)
     args.argv = argv  # a stopped sweep prints the command that continues it
-    if sys.stdout is None:  # started with fd 1 closed (`>&-`): Python drops every print
-        _console(stderr=True).print("cnnspec: error: cannot write the output: standard "
-                                    "output is closed", soft_wrap=True)
-        return EXIT_BAD_SPEC
     try:
         # a training command stopped by SIGTERM (a scheduler preempting the job, `kill`)
         # saves and exits as for Ctrl-C; a front-end command has nothing to save
