@@ -1078,3 +1078,15 @@ def test_records_that_cannot_be_written_before_the_run_starts_say_to_start_again
     assert "--resume" not in stderr
     again = _train_with_a_file_size_limit(home, run, 1 << 30)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_an_out_that_links_to_nothing_is_named_before_the_data(home: Path, tmp_path: Path,
+                                                               files: dict[str, Path],
+                                                               command: str) -> None:
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone" / "x")
+    stderr = refused(cli(home, command, str(files["good"]), "--out", str(link)), 1,
+                     f"cnnspec: error: --out {link}: a symbolic link to {tmp_path / 'gone' / 'x'}"
+                     ", which does not exist; create that folder, or pick another --out")
+    assert "data:" not in stderr

@@ -34,6 +34,7 @@ from cnnspec.cli.train import (
     add_train_flags,
     checked_settings,
     out_folder,
+    refuse_dangling,
     resolved_settings,
 )
 from cnnspec.experiments.worker import safe_name
@@ -448,6 +449,7 @@ def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
     a run folder is refused."""
     from cnnspec.training.records import SETTINGS_FILE, STATUS_FILE
 
+    refuse_dangling(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         return  # out_lock names the file in the way
     if (out_dir / SETTINGS_FILE).exists() or (out_dir / STATUS_FILE).exists():

@@ -7,6 +7,7 @@ specs answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from contextlib import suppress
@@ -263,6 +264,15 @@ def refuse_existing(out: Path) -> None:
         raise Failure(str(exc)) from None
     if out.exists() and not out.is_dir():
         raise Failure(f"--out {out}: exists and is not a folder; pick another folder")
+    refuse_dangling(out)
+
+
+def refuse_dangling(out: Path) -> None:
+    """Failure for an --out that is a symbolic link to nothing: creating it fails only after
+    the data are read, as "File exists", which names neither the link nor its target."""
+    if out.is_symlink() and not out.exists():
+        raise Failure(f"--out {out}: a symbolic link to {os.readlink(out)}, which does not "
+                      "exist; create that folder, or pick another --out")
 
 
 def say_precision(args: argparse.Namespace) -> None:
