@@ -1090,3 +1090,16 @@ def test_an_out_that_links_to_nothing_is_named_before_the_data(home: Path, tmp_p
                      f"cnnspec: error: --out {link}: a symbolic link to {tmp_path / 'gone' / 'x'}"
                      ", which does not exist; create that folder, or pick another --out")
     assert "data:" not in stderr
+
+
+@pytest.mark.parametrize("command", ["train", "run", "sweep"])
+def test_an_out_below_a_file_names_the_file(home: Path, tmp_path: Path,
+                                            files: dict[str, Path], command: str) -> None:
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "notes.txt" / "run"
+    spec = files["sweep"] if command == "sweep" else files["good"]
+    stderr = refused(cli(home, command, str(spec), "--out", str(out)), 1,
+                     f"cnnspec: error: --out {out}: {tmp_path / 'notes.txt'} is a file, not a "
+                     "folder")
+    assert "data:" not in stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"

@@ -268,11 +268,15 @@ def refuse_existing(out: Path) -> None:
 
 
 def refuse_dangling(out: Path) -> None:
-    """Failure for an --out that is a symbolic link to nothing: creating it fails only after
-    the data are read, as "File exists", which names neither the link nor its target."""
+    """Failure for an --out that cannot be made: a symbolic link to nothing, or a path with a
+    file on the way (`notes.txt/run`). Creating it would fail only after the data are read,
+    as "File exists" or "Not a directory", naming neither the link nor the file."""
     if out.is_symlink() and not out.exists():
         raise Failure(f"--out {out}: a symbolic link to {os.readlink(out)}, which does not "
                       "exist; create that folder, or pick another --out")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise Failure(f"--out {out}: {blocker} is a file, not a folder")
 
 
 def say_precision(args: argparse.Namespace) -> None:
