@@ -434,7 +434,7 @@ def test_every_shipped_spec_fits_the_shipped_data() -> None:
 
 
 @pytest.mark.parametrize(("flag", "message"), [
-    ("--out", "cannot use it as a run folder"),
+    ("--out", "a-file is a file, not a folder"),  # named before the data are read
     ("--runs-dir", "cannot create the runs folder"),
 ])
 def test_run_folder_that_cannot_be_created_is_one_clear_error(
