@@ -634,3 +634,14 @@ def test_numbers_that_vanish_in_float32_are_refused(text):
     tiny = float(np.finfo(np.float32).tiny)
     cnnspec.parse(f"conv8 bn(eps={tiny!r}) |")  # the least normal value itself is fine
     assert "is too small" in str(error(f"conv8 bn(eps={float(np.nextafter(tiny, 0))!r}) |"))
+
+
+def test_a_rate_that_is_1_in_float32_is_refused():
+    """drop.99999999 passes `< 1` in Python but the model holds the rate in float32, where it
+    is 1 (numpy says so, independently): refused; the largest float32 below 1 is kept."""
+    import numpy as np
+
+    assert np.float32(0.99999999) == 1.0
+    assert "is 1 in float32" in str(error("conv8 drop.99999999 |"))
+    below = float(np.nextafter(np.float32(1), np.float32(0)))
+    cnnspec.parse(f"conv8 drop{below!r} |".replace("drop0.", "drop."))

@@ -137,7 +137,10 @@ REFUSED = [
     ("lr=onecycl(.4)", "lr must be a number or a schedule", "onecycl(.4)",
      "did you mean `onecycle`?"),
     ("lr=cosine", "cosine needs its arguments", "cosine", "cosine(.1,warm=.05)"),
-    ("lr=onecycle(.4,.2,.1,.1,.1)", "onecycle takes 4 argument(s) in order", ".1", None),
+    ("lr=onecycle(.4,.2,.1,.1,.1)", "onecycle takes 4 argument(s) in order (peak, warm, "
+     "final, start), not 5", ".1", "remove the values after the last one"),
+    ("lr=onecycle(warm=.2,.4)", "onecycle: a value without a name after a named one", ".4",
+     "name it"),
     ("lr=onecycle(.4,peak=.3)", "onecycle's `peak` is given twice", "peak", "keep one"),
     ("augment=crop100", "crop must be in [1, 64], got 100", "crop100", None),
     ("augment=cutout0", "cutout must be in [1, 256], got 0", "cutout0", None),
@@ -400,5 +403,5 @@ def test_schedule_arguments_by_position_are_the_named_ones_in_order():
     assert _one("lr=onecycle(.4,.2,.01)") == _one("lr=onecycle(.4,warm=.2,final=.01)")
     assert "train lr=onecycle(.4,warm=.2,final=.01)\n" in \
         format_spec(_spec("lr=onecycle(.4,.2,.01)"))
-    with pytest.raises(SpecError, match="onecycle takes 4 argument"):
+    with pytest.raises(SpecError, match="onecycle: a value without a name after a named one"):
         _spec("lr=onecycle(.4,warm=.2,.01)")

@@ -92,6 +92,9 @@ def test_a_variant_left_without_layers_is_placed_at_the_part_it_leaves_out():
     ("conv8 relu? relu? | dense4\n", 1, 7),
     ("conv8 relu pool2? pool2? | dense4\n", 1, 12),
     ("let b0 = conv8 relu\nb0? b0? | dense4\n", 2, 1),
+    # in a graph the rows' inputs are Keras names, which carry their column: compared by row
+    ("conv8 add(relu) relu? relu? | dense4\n", 1, 17),
+    ("conv8 add(relu)? add(relu)? | dense4\n", 1, 7),
 ])
 def test_choices_that_give_one_network_twice_are_refused_at_the_first(text, line, column):
     from cnnspec.language.sweep import check_all_variants
@@ -110,6 +113,7 @@ def test_choices_that_give_one_network_twice_are_refused_at_the_first(text, line
     "conv8 relu? pool2? | dense4\n",            # four different networks
     "conv8 relu? | dense4\ntrain lr={.01,.1}\n",  # same layers, other settings
     "conv8 (relu relu?)? | dense4\n",           # the tied form the hint suggests
+    "conv8 add(relu)? pool2 add(relu)? | dense4\n",  # before or after the pool: other shapes
 ])
 def test_choices_that_give_different_experiments_are_kept(text):
     from cnnspec.language.sweep import check_all_variants

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -141,10 +142,20 @@ def _read_float(param: Param, raw: str, token: str, what: str) -> Any:
             f"{what} is too small: {shown(raw)} is 0 or a denormal in float32 and bfloat16, "
             f"which the model computes in (the least normal value is {FLOAT32_TINY:.3g})")
     check_range(param, value, what)
+    if param.high_open and param.high is not None and _float32(value) >= param.high:
+        # drop.99999999: the model computes the rate in float32, where it is 1
+        raise ValueProblem(
+            f"{what} must be below {format_number(param.high)}, and {shown(raw)} is "
+            f"{format_number(param.high)} in float32, which the model computes in")
     return value
 
 
 FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny, without numpy
+
+
+def _float32(value: float) -> float:
+    """value rounded to float32 (as the model holds it), without numpy."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 @dataclass(frozen=True)

@@ -95,13 +95,17 @@ def _bind(kind: str, args: tuple[Arg, ...], params: tuple[Param, ...], call: Wri
     names = {n: p for p in params for n in p.names}
     for i, arg in enumerate(args):
         if arg.name is None:
-            if i >= len(params) or any(a.name for a in args[:i]):
+            if any(a.name for a in args[:i]):
                 raise WrittenProblem(
-                    f"{kind} takes {len(params)} argument(s) in order "
-                    f"({', '.join(p.field for p in params)}); name the others",
-                    f"e.g. {kind}(" + ",".join(
+                    f"{kind}: a value without a name after a named one",
+                    f"name it, or write the values by position first, e.g. {kind}(" + ",".join(
                         f"{p.field}=..." if j else "..." for j, p in enumerate(params[:2])) + ")",
                     arg.value.span)
+            if i >= len(params):
+                raise WrittenProblem(
+                    f"{kind} takes {len(params)} argument(s) in order "
+                    f"({', '.join(p.field for p in params)}), not {len(args)}",
+                    "remove the values after the last one", arg.value.span)
             param = params[i]
         else:
             param = names.get(arg.name)  # type: ignore[assignment]

@@ -475,7 +475,11 @@ def check_all_variants(
 def _network_key(report: Report, spec: ir.Spec) -> tuple[object, ...]:
     """What makes two variants the same experiment: every Keras layer as written, its shape,
     what it reads and where it sits, and the training settings."""
-    layers = tuple((r.text, r.output_shape, r.inputs, r.depth) for r in report.rows)
+    # what a layer reads, by row: the Keras names carry the column they were written at, so
+    # two equal layers written at other places would never compare equal by name
+    at = {r.keras_name: i for i, r in enumerate(report.rows)}
+    layers = tuple((r.text, r.output_shape, tuple(at.get(n, n) for n in r.inputs), r.depth)
+                   for r in report.rows)
     settings = tuple((s.key, repr(s.value)) for s in spec.settings)
     return (report.input_shape, report.classes, layers, settings)
 
