@@ -141,6 +141,9 @@ REFUSED = [
      "final, start), not 5", ".1", "remove the values after the last one"),
     ("lr=onecycle(warm=.2,.4)", "onecycle: a value without a name after a named one", ".4",
      "name it"),
+    # the argument as written (`mode`), never the settings field behind it (`crop_mode`)
+    ("augment=crop(4,mode=zero,mode=zero)", "crop's `mode` is given twice", "mode=zero",
+     "keep one"),
     ("lr=onecycle(.4,peak=.3)", "onecycle's `peak` is given twice", "peak", "keep one"),
     ("augment=crop100", "crop must be in [1, 64], got 100", "crop100", None),
     ("augment=cutout0", "cutout must be in [1, 256], got 0", "cutout0", None),

@@ -113,9 +113,9 @@ def _bind(kind: str, args: tuple[Arg, ...], params: tuple[Param, ...], call: Wri
                 raise WrittenProblem(
                     f"{kind} has no argument `{arg.name}`",
                     _suggest(arg.name, list(names)) or
-                    f"its arguments: {', '.join(p.field for p in params)}", arg.span)
+                    f"its arguments: {', '.join(_written(p) for p in params)}", arg.span)
         if param.field in bound:
-            raise WrittenProblem(f"{kind}'s `{param.field}` is given twice", "keep one",
+            raise WrittenProblem(f"{kind}'s `{_written(param)}` is given twice", "keep one",
                                  arg.span or arg.value.span)
         bound[param.field] = arg.value
     missing = [p.field for p in params if p.required and p.field not in bound]
@@ -123,6 +123,11 @@ def _bind(kind: str, args: tuple[Arg, ...], params: tuple[Param, ...], call: Wri
         raise WrittenProblem(f"{kind} needs its `{missing[0]}`",
                              f"e.g. {_EXAMPLES.get(kind, kind + '(...)')}", call.span)
     return bound
+
+
+def _written(param: Param) -> str:
+    """A parameter as a spec writes it (`mode`), not its field (`crop_mode`)."""
+    return param.names[0] if param.names else param.field
 
 
 # -- learning-rate schedules -------------------------------------------------------------------
