@@ -141,6 +141,9 @@ REFUSED = [
      "final, start), not 5", ".1", "remove the values after the last one"),
     ("lr=onecycle(warm=.2,.4)", "onecycle: a value without a name after a named one", ".4",
      "name it"),
+    # monitor only picks what patience watches: alone it would do nothing
+    ("monitor=val_accuracy", "monitor chooses what early stopping watches, and there is no "
+     "patience", "monitor=val_accuracy", "add patience=N"),
     # the argument as written (`mode`), never the settings field behind it (`crop_mode`)
     ("augment=crop(4,mode=zero,mode=zero)", "crop's `mode` is given twice", "mode=zero",
      "keep one"),

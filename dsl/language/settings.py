@@ -425,6 +425,19 @@ def _nesterov_needs_sgd_with_momentum(settings: Any) -> SettingProblem | None:
     return None
 
 
+MONITOR_DEFAULT = "val_loss"  # the table's default for `monitor` (below)
+
+
+def _monitor_needs_patience(settings: Any) -> SettingProblem | None:
+    """`monitor` only chooses what early stopping watches: without `patience` it would be
+    accepted and do nothing (and a sweep over it would train one network twice)."""
+    if settings.patience is None and settings.monitor != MONITOR_DEFAULT:
+        return SettingProblem(
+            "monitor", "monitor chooses what early stopping watches, and there is no patience",
+            f"add patience=N (e.g. patience=5 monitor={settings.monitor}), or remove monitor")
+    return None
+
+
 def _patience_needs_validation(settings: Any) -> SettingProblem | None:
     if settings.patience is not None and settings.validation == "none":
         return SettingProblem(
@@ -482,7 +495,7 @@ SETTINGS = SettingsTable(
                 "stop after this many epochs without improvement of `monitor`; the best "
                 "epoch's weights are kept", low=1, high=MAX_COUNT, flag="--patience",
                 metavar="N", default_text="none (train every epoch)"),
-        Setting("monitor", "choice", "val_loss", "what `patience` watches",
+        Setting("monitor", "choice", MONITOR_DEFAULT, "what `patience` watches",
                 choices=("val_loss", "val_accuracy"), flag="--monitor"),
         Setting("ema", "float", None,
                 "exponential moving average of the weights with this momentum, evaluated "
@@ -500,7 +513,7 @@ SETTINGS = SettingsTable(
                         "units, else float32)"),
     ),
     rules=(_momentum_needs_its_optimizer, _nesterov_needs_sgd_with_momentum,
-           _patience_needs_validation),
+           _monitor_needs_patience, _patience_needs_validation),
 )
 
 TrainSettings: Any = SETTINGS.settings_class
