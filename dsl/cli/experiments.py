@@ -447,12 +447,12 @@ def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
     `sweep`/`run` wrote, is fine (runs_to_continue then decides what is continued).
     `files_too=False` (a study's workers, whose storage may be a database file in --out): only
     a run folder is refused."""
-    from cnnspec.training.records import SETTINGS_FILE, STATUS_FILE
+    from cnnspec.training.records import holds_run
 
     refuse_dangling(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         return  # out_lock names the file in the way
-    if (out_dir / SETTINGS_FILE).exists() or (out_dir / STATUS_FILE).exists():
+    if holds_run(out_dir):
         raise Failure(
             f"--out {out_dir} is the folder of one run (`cnnspec train`); a sweep or `run` "
             "writes a folder per spec under --out, so pick another folder")

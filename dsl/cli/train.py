@@ -95,30 +95,32 @@ def out_folder(text: str) -> str:
     return text
 
 
-def _float(text: str) -> float:
-    """A number flag (--weight-decay, --ema, …): its range is the settings table's, checked
-    with the spec's; a value that is 0 in float32 is refused here, as the spec refuses it."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+
+
+def _not_vanishing(text: str, value: float) -> float:
+    """value, unless it is 0 or a denormal in float32: refused, as a spec refuses it."""
     if 0 < abs(value) < FLOAT32_TINY:
         raise argparse.ArgumentTypeError(
             f"is too small: {text} is 0 or a denormal in float32 and bfloat16")
     return value
 
 
+def _float(text: str) -> float:
+    """A number flag (--weight-decay, --ema, …): its range is the settings table's, checked
+    with the spec's; a value that is 0 in float32 is refused here."""
+    return _not_vanishing(text, _number(text))
+
+
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    value = _number(text)
     if not value > 0 or value == float("inf"):  # 1e400 reads as inf: say finite
         raise argparse.ArgumentTypeError(f"must be a positive finite number: {text}")
-    if value < FLOAT32_TINY:  # as in a spec: 0 in float32, which the model computes in
-        raise argparse.ArgumentTypeError(
-            f"is too small: {text} is 0 or a denormal in float32 and bfloat16")
-    return value
+    return _not_vanishing(text, value)
 
 
 def _spec_value(entry: Setting) -> Any:

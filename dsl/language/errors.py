@@ -50,7 +50,7 @@ def _window(text: str, start: int, width: int) -> tuple[str, str]:
 MAX_MESSAGE = 400
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
     """text with every character a terminal would act on instead of show (escape, carriage
     return, form feed, line and paragraph separators, other controls) as one visible
     character: a spec cannot recolour the terminal or break the one line the caret sits under,
@@ -67,10 +67,10 @@ def _visible(text: str) -> str:
 def visible_lines(text: str) -> str:
     """A message that may quote names from outside (file names, `--out`, label names) with
     every control character shown as a sign, line breaks kept: an error line cannot recolour
-    the terminal or overwrite itself (see _visible)."""
+    the terminal or overwrite itself (see visible)."""
     if text.isprintable():
         return text
-    return "\n".join(_visible(line) for line in text.split("\n"))
+    return "\n".join(visible(line) for line in text.split("\n"))
 
 
 def _clip(text: str) -> str:
@@ -96,8 +96,8 @@ class Diagnostic:
         """Compiler-style: `file:line:col: error: ...`, the source line, a caret line, a hint.
 
         lines is source already split at "\n" (SpecError splits once for all its problems)."""
-        name = _visible(filename or "<spec>")  # a file name may hold ESC too
-        message = _visible(_clip(self.message))
+        name = visible(filename or "<spec>")  # a file name may hold ESC too
+        message = visible(_clip(self.message))
         if self.span is None:
             out = [f"{name}: error: {message}"]
         else:
@@ -107,7 +107,7 @@ class Diagnostic:
             if lines is None:
                 lines = source.split("\n") if source is not None else []
             if 0 < self.span.line <= len(lines):
-                text = _visible(lines[self.span.line - 1].rstrip("\r").expandtabs(1))
+                text = visible(lines[self.span.line - 1].rstrip("\r").expandtabs(1))
                 width = (
                     self.span.end_column - self.span.column
                     if self.span.end_line == self.span.line
@@ -117,7 +117,7 @@ class Diagnostic:
                 out.append(f"    {shown}")
                 out.append("    " + caret)
         if self.hint:
-            out.append(f"  hint: {_visible(_clip(self.hint))}")
+            out.append(f"  hint: {visible(_clip(self.hint))}")
         return "\n".join(out)
 
 

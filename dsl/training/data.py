@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnspec.language.errors import visible_lines
+from cnnspec.language.errors import visible
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -406,7 +406,7 @@ def _read_label_names(folder: Path) -> tuple[str, ...]:
             raise DataError(f"{path}: 'label_names' must be a list of 10 names", path)
         # names are only shown (tables, metrics.json): a control character in one would act
         # on the terminal (ESC recolours it), so it is kept as its visible sign instead
-        out.append(visible_lines(name).replace("\n", "\u240a"))
+        out.append(visible(name))
     return tuple(out)
 
 

@@ -360,6 +360,12 @@ RUN_BUSY = ("{folder} is being written by {holder}; only one process may write a
             "Wait for it to finish (or stop it), then resume; or pick another folder")
 
 
+def holds_run(folder: Path) -> bool:
+    """Whether a folder holds a run (its settings or its status): one to resume, never one a
+    new run or a sweep may write into."""
+    return (folder / SETTINGS_FILE).exists() or (folder / STATUS_FILE).exists()
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike[str], busy: str = RUN_BUSY,
              role: str = "a run folder") -> Iterator[Path]:

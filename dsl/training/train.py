@@ -469,7 +469,7 @@ def refuse_existing_run(run_dir: str | Path) -> None:
     that stopped before its settings.json left (`spec.cnn`, the lock, a writer's temporary)
     may be there, and hidden files (`.gitkeep`), which no run writes over."""
     folder = Path(run_dir)
-    if (folder / records.SETTINGS_FILE).exists() or (folder / records.STATUS_FILE).exists():
+    if records.holds_run(folder):
         raise FileExistsError(
             f"{folder} already holds a run; resume it with `cnnspec train --resume {folder}`, "
             "or pick another folder")
