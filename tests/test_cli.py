@@ -82,6 +82,17 @@ def test_summary_respects_max_params(cli):
     assert "dense512" in result.stderr
 
 
+def test_budget_over_in_the_implicit_classifier_is_placed_at_classes(cli, tmp_path):
+    spec = tmp_path / "wide.cnn"
+    spec.write_text("input 32x32x3\nclasses 100000000\nconv8 pool32 |\n")
+    result = cli("check", "--max-params", "100000000", str(spec))
+    assert result.returncode == 1
+    # (8 + 1) * 10**8 parameters in the implicit dense10**8 after a 1x1x8 trunk
+    assert f"{spec}:2:9: error: the model has" in result.stderr
+    assert "the classifier dense100000000 alone has 900,000,000" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_parse_prints_ir_json(cli):
     result = cli("parse", str(SPECS / "exp1.cnn"))
     data = json.loads(result.stdout)

@@ -327,6 +327,23 @@ def test_parameter_budget():
     assert DEFAULT_MAX_PARAMS == 10**9
 
 
+def test_budget_over_in_the_implicit_classifier_points_at_classes():
+    # pool32 leaves 1x1x8, so the implicit dense10**8 reads 8 inputs: (8 + 1) * 10**8 =
+    # 900,000,000 parameters alone, over a budget of 10**8. The user never wrote that layer:
+    # the error points at the `classes` line that sized it, and its hint says so.
+    err = error("classes 100000000\nconv8 pool32 |", max_params=10**8)
+    assert "the classifier dense100000000 alone has 900,000,000" in str(err)
+    assert (err.line, err.column) == (1, 9)
+    assert "use fewer classes" in err.diagnostics[0].hint
+    # no `classes` line (the default 10): at the end of the written network, the `|`
+    # 1000*1000*8 = 8,000,000 flat inputs into the dense10: 80,000,010 parameters alone
+    err = error("input 1000x1000x3\nconv8 relu |", max_params=10**7)
+    assert "the classifier dense10 alone has 80,000,010" in str(err)
+    assert (err.line, err.column) == (2, 12)
+    # a written layer still gets its own hint
+    assert "use fewer units" in error("conv64 | dense1000000").diagnostics[0].hint
+
+
 def test_custom_max_params():
     spec = cnnspec.load(SPECS / "exp1.cnn")
     total = cnnspec.check(spec).params

@@ -276,7 +276,8 @@ def check(spec: ir.Spec, max_params: int = DEFAULT_MAX_PARAMS) -> Report:
         problems.append(_own_head_problem(written[-1], walk.shape, spec.classes))
     report = Report(spec.name, spec.input_shape, spec.classes, tuple(walk.rows))
     if not problems and report.params > max_params:
-        problems.append(_budget_problem(report, max_params))
+        problems.append(_budget_problem(
+            report, max_params, _classes_span(spec) or _network_end(steps)))
     if problems:
         raise _error(spec, problems)
     return report
@@ -322,15 +323,34 @@ def _steps(spec: ir.Spec) -> tuple[tuple[Any, Span | None], ...]:
     return spec.flow()
 
 
-def _budget_problem(report: Report, max_params: int) -> Diagnostic:
-    """Over the parameter budget: placed at the layer with the most parameters."""
+def _budget_problem(report: Report, max_params: int, head_at: Span | None) -> Diagnostic:
+    """Over the parameter budget: placed at the layer with the most parameters. When that is
+    the implicit classifier (`classes 100000000`), which the user did not write, at
+    `head_at`: the `classes` line that sized it, else where the written network ends."""
     worst = max(report.rows, key=lambda r: r.params)
+    if worst.implicit:
+        where = head_at
+        hint = ("use fewer classes, pool or stride more before the classifier, or raise "
+                "--max-params")
+        what = f"the classifier {worst.text}"
+    else:
+        where = worst.layer.span
+        hint = "pool or stride more before it, use fewer units, or raise --max-params"
+        what = worst.text
     return Diagnostic(
         f"the model has {report.params:,} parameters, over the budget of {max_params:,}; "
-        f"{worst.text} alone has {worst.params:,} (input {fmt_shape(worst.input_shape)})",
-        worst.layer.span,
-        "pool or stride more before it, use fewer units, or raise --max-params",
+        f"{what} alone has {worst.params:,} (input {fmt_shape(worst.input_shape)})",
+        where,
+        hint,
     )
+
+
+def _classes_span(spec: ir.Spec) -> Span | None:
+    """Where `classes N` is written (None when the spec leaves it out: the default)."""
+    for statement in spec.statements():
+        if isinstance(statement, ir.ClassesDecl):
+            return statement.span
+    return None
 
 
 class _Walk:
