@@ -912,3 +912,20 @@ def test_a_misspelt_word_that_needs_a_number_is_suggested_with_one(text, hint):
     assert problem.hint == hint
     fixed = text.replace(text.split()[1], hint.split("`")[1])
     cnnspec.check(cnnspec.parse(fixed))
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    # the number a word means, written out: 2.5e-1 is .25 and 1e-3 is .001, by arithmetic
+    ("conv8 drop2.5e-1 | dense4", "write drop.25"),
+    ("conv8 drop1e-3 | dense4", "write drop.001"),
+    # no word to name: `l21e-2` may be l2 with 1e-2, and 1e-400 is no float at all
+    ("conv8 | dense4 l21e-2", "write it out in full"),
+    ("conv8 drop1e-400 | dense4", "write it out in full"),
+    # a sign, not an exponent
+    ("conv8 drop-3 | dense4", "numbers are written without a sign"),
+])
+def test_a_minus_in_a_layer_word_says_what_to_write(text: str, hint: str) -> None:
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(text)
+    assert "unexpected character '-'" in str(info.value)
+    assert hint in (info.value.diagnostics[0].hint or "")

@@ -564,7 +564,8 @@ def _unexpected_character(exc: Any, text: str, line: int, col: int) -> Diagnosti
     char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
     hint = None
     if char == "-":
-        hint = "numbers are written without a sign; rates and penalties are >= 0"
+        hint = (_exponent_in_word(text, exc.pos_in_stream)
+                or "numbers are written without a sign; rates and penalties are >= 0")
     elif char in "[]":
         hint = "use ( ) for groups and { } for sweep alternatives"
     return Diagnostic(
@@ -572,6 +573,25 @@ def _unexpected_character(exc: Any, text: str, line: int, col: int) -> Diagnosti
         Span.point(line, col),
         hint,
     )
+
+
+# `drop1e-3`: a layer word ending in a number with an exponent, up to the exponent's `-`
+_WORD_EXPONENT = re.compile(r"([A-Za-z_]+)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE]$")
+_EXPONENT_DIGITS = re.compile(r"-([0-9]+)")
+
+
+def _exponent_in_word(text: str, pos: int) -> str | None:
+    """The hint for `drop1e-3` (the `-` at pos): a word's number takes no exponent (`lr=1e-3`
+    in settings and `l2(1e-3)` in arguments do), so it names the word as it is written."""
+    word = _WORD_EXPONENT.search(text, text.rfind("\n", 0, pos) + 1, pos)
+    digits = _EXPONENT_DIGITS.match(text, pos)
+    if word is None or digits is None:
+        return None
+    value = float(f"{word.group(2)}e-{digits.group(1)}")
+    if value == 0 or word.group(1) not in KINDS:  # 1e-400; `l21e-2`, l2 then 1e-2?
+        return "a layer word's number takes no exponent; write it out in full"
+    return (f"a layer word's number takes no exponent: write "
+            f"{word.group(1)}{format_number(value)}")
 
 
 def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnostic:
