@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from conftest import SPECS
+from conftest import ROOT, SPECS
+
+BUNDLED = ROOT / "dsl" / "sample_data" / "cifar-10-batches-py"  # the sample the repo carries
 
 RECORDS = ("spec.cnn", "settings.json", "history.csv", "history.json", "metrics.json",
            "model.keras", "learning_curve.png", "status.json")
@@ -48,6 +51,21 @@ def test_evaluate_rescores_the_saved_model(trained, cli, home):
     # the data line says how the run found its data (the bundled sample), not `--data`
     assert "test images from " in result.stderr and "(bundled sample)" in result.stderr
     assert "(--data)" not in result.stderr
+
+
+def test_evaluate_on_a_folder_of_test_images_alone(trained, cli, home, tmp_path):
+    out, _ = trained
+    # the sample's test batch and label names, without any training batch
+    alone = tmp_path / "test-only"
+    alone.mkdir()
+    for name in ("test_batch", "batches.meta"):
+        shutil.copy(BUNDLED / name, alone / name)
+    result = cli("evaluate", str(out), "--data", str(alone), env=home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    recorded = json.loads((out / "metrics.json").read_text())["test_accuracy"]
+    assert f"test accuracy {recorded:.4f}" in result.stdout  # the same test images
+    assert f"data: 500 test images from {alone} (--data)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_resume_of_a_completed_run_changes_nothing(trained, cli, home):

@@ -219,6 +219,25 @@ def test_missing_test_batch_is_named(sample: Path) -> None:
     assert e.value.path == sample / "test_batch"
 
 
+def test_test_only_needs_the_test_batch_alone(sample: Path) -> None:
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"):
+        (sample / name).unlink()
+    with pytest.raises(DataError, match="missing"):  # training needs them still
+        load_cifar10(sample, {})
+    data = load_cifar10(sample, {}, test_only=True)
+    x, y = _raw(sample / "test_batch")[b"data"], _raw(sample / "test_batch")[b"labels"]
+    assert data.x_train.shape == (0, 32, 32, 3) and data.y_train.shape == (0,)
+    np.testing.assert_array_equal(  # the official layout: 3 planes of 32x32, NCHW rows
+        data.x_test, np.asarray(x).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(data.y_test, y)
+    assert data.describe().startswith(f"{len(y):,} test images from ")
+    (sample / "test_batch").unlink()
+    with pytest.raises(DataError) as e:
+        load_cifar10(sample, {}, test_only=True)
+    assert e.value.path == sample / "test_batch"
+    assert "holding test_batch." in str(e.value)
+
+
 def test_truncated_file_is_named(sample: Path) -> None:
     path = sample / "data_batch_3"
     blob = path.read_bytes()

@@ -220,12 +220,15 @@ def data_failure(spec: ir.Spec, data: Any) -> None:
         raise Failure(str(exc)) from None
 
 
-def load_data(args: argparse.Namespace) -> Any:
-    """CIFAR-10 from --data / $CNNSPEC_DATA / Keras cache / bundled sample; DataError -> Failure."""
+def load_data(args: argparse.Namespace, test_only: bool = False) -> Any:
+    """CIFAR-10 from --data / $CNNSPEC_DATA / Keras cache / bundled sample; DataError -> Failure.
+
+    test_only: the test batch alone (evaluate re-scores a model: a folder of test images will
+    do)."""
     from cnnspec.training.data import DataError, load_cifar10
 
     try:
-        return load_cifar10(explicit=args.data, limit=args.limit)
+        return load_cifar10(explicit=args.data, limit=args.limit, test_only=test_only)
     except DataError as exc:
         raise Failure(str(exc)) from None
 
@@ -562,12 +565,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     if args.data is None and args.limit is None:
         try:
-            data = recorded_data(recorded)
+            data = recorded_data(recorded, test_only=True)
         except DataError as exc:
             raise Failure(f"cannot evaluate: the run's data is not readable any more: {exc}; "
                           "pass --data DIR") from None
     else:
-        data = load_data(args)
+        data = load_data(args, test_only=True)
     try:
         metrics = evaluate_run(run_dir, data)
     except RunFolderError as exc:

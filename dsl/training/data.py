@@ -20,6 +20,7 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 REQUIRED_FILES = (*TRAIN_FILES, TEST_FILE)
+TEST_ONLY_FILES = (TEST_FILE,)  # what re-scoring a model reads (evaluate): no training batches
 META_FILE = "batches.meta"
 ENV_VAR = "CNNSPEC_DATA"
 DEFAULT_LABEL_NAMES = (
@@ -72,38 +73,40 @@ class Cifar10:
     origin: str = ""
 
     def describe(self) -> str:
-        """One line, e.g. "1,000 train / 500 test images from DIR (bundled sample)"."""
-        text = f"{len(self.x_train):,} train / {len(self.x_test):,} test images from {self.source}"
+        """One line, e.g. "1,000 train / 500 test images from DIR (bundled sample)"; the test
+        images alone for data read without its training batches (load_cifar10's test_only)."""
+        train = f"{len(self.x_train):,} train / " if len(self.x_train) else ""
+        text = f"{train}{len(self.x_test):,} test images from {self.source}"
         return f"{text} ({self.origin})" if self.origin else text
 
 
 # --- finding the folder ---
 
 
-def _missing(folder: Path) -> list[str]:
-    return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+def _missing(folder: Path, required: tuple[str, ...] = REQUIRED_FILES) -> list[str]:
+    return [name for name in required if not (folder / name).is_file()]
 
 
-def _resolve(folder: Path) -> Path | None:
+def _resolve(folder: Path, required: tuple[str, ...] = REQUIRED_FILES) -> Path | None:
     """`folder` if it holds the batches, else its `cifar-10-batches-py` child, else None."""
     for candidate in (folder, folder / FOLDER):
-        if candidate.is_dir() and not _missing(candidate):
+        if candidate.is_dir() and not _missing(candidate, required):
             return candidate
     return None
 
 
-def _require(folder: Path, label: str) -> Path:
+def _require(folder: Path, label: str, required: tuple[str, ...] = REQUIRED_FILES) -> Path:
     """The batches folder the user pointed at; a DataError saying what is wrong if there is none."""
-    found = _resolve(folder)
+    found = _resolve(folder, required)
     if found is not None:
         return found
-    expected = f"expected a '{FOLDER}' folder (or its parent) holding {', '.join(REQUIRED_FILES)}"
+    expected = f"expected a '{FOLDER}' folder (or its parent) holding {', '.join(required)}"
     if not folder.exists():
         raise DataError(f"{label} {folder}: no such directory; {expected}.", folder)
     if not folder.is_dir():
         raise DataError(f"{label} {folder}: not a directory; {expected}.", folder)
     inner = folder / FOLDER if (folder / FOLDER).is_dir() else folder
-    missing = _missing(inner)
+    missing = _missing(inner, required)
     raise DataError(
         f"{label} {folder}: missing {', '.join(str(inner / m) for m in missing)}; {expected}.",
         inner / missing[0],
@@ -137,28 +140,31 @@ def bundled_sample_dir() -> Path:
 
 
 def find_data_dir(
-    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    explicit: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    required: tuple[str, ...] = REQUIRED_FILES,
 ) -> tuple[Path, str]:
     """The CIFAR-10 batches folder and where it came from.
 
     Searched in order: `explicit` (the CLI's `--data DIR`), `$CNNSPEC_DATA`, the Keras cache,
     then the bundled sample. A folder named by `explicit` or `$CNNSPEC_DATA` must hold the data
     (the folder itself or its parent); it is a DataError if it does not, never a silent
-    fall-through. `env` defaults to `os.environ`.
+    fall-through. `env` defaults to `os.environ`. `required`: the files a folder must hold
+    (TEST_ONLY_FILES to re-score a model).
     """
     env = os.environ if env is None else env
     if explicit is not None:
-        return _require(Path(explicit).expanduser(), "--data"), "--data"
+        return _require(Path(explicit).expanduser(), "--data", required), "--data"
     if env.get(ENV_VAR):
-        return _require(Path(env[ENV_VAR]).expanduser(), f"${ENV_VAR}"), f"${ENV_VAR}"
+        return _require(Path(env[ENV_VAR]).expanduser(), f"${ENV_VAR}", required), f"${ENV_VAR}"
     searched = []
     for cache in _keras_cache_dirs(env):
-        found = _resolve(cache)
+        found = _resolve(cache, required)
         if found is not None:
             return found, "keras cache"
         searched.append(cache)
     bundled = bundled_sample_dir()
-    if not _missing(bundled):
+    if not _missing(bundled, required):
         return bundled, "bundled sample"
     searched.append(bundled)
     raise DataError(
@@ -419,6 +425,7 @@ def load_cifar10(
     limit: int | None = None,
     *,
     recorded_origin: str | None = None,
+    test_only: bool = False,
 ) -> Cifar10:
     """Load CIFAR-10 from the folder `find_data_dir(explicit, env)` picks.
 
@@ -429,15 +436,21 @@ def load_cifar10(
     recorded_origin: `explicit` is a folder a run recorded (resume, evaluate), not the user's
     `--data`; the data keeps the origin the run recorded for it ("bundled sample", ...), and a
     missing folder is named as the recorded one.
+
+    test_only: read `test_batch` alone (re-scoring a trained model needs no training batches,
+    and a folder of test images only is enough); the training arrays are then empty.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of images, got {limit}")
+    required = TEST_ONLY_FILES if test_only else REQUIRED_FILES
     if recorded_origin is not None and explicit is not None:
-        folder, origin = _require(Path(explicit).expanduser(), RECORDED), recorded_origin
+        folder = _require(Path(explicit).expanduser(), RECORDED, required)
+        origin = recorded_origin
     else:
-        folder, origin = find_data_dir(explicit, env)
-    train = [_read_batch(folder / name) for name in TRAIN_FILES]
+        folder, origin = find_data_dir(explicit, env, required)
     x_test, y_test = _read_batch(folder / TEST_FILE)
+    empty = (x_test[:0], y_test[:0])  # the shapes and types of an image batch, no images
+    train = [empty] if test_only else [_read_batch(folder / name) for name in TRAIN_FILES]
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     if limit is not None and limit < len(x_train):

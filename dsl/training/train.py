@@ -758,18 +758,20 @@ def read_run_settings(run_dir: str | Path) -> dict[str, Any]:
     return recorded
 
 
-def recorded_data(recorded: dict[str, Any], limit: int | None = None) -> Cifar10:
+def recorded_data(recorded: dict[str, Any], limit: int | None = None,
+                  test_only: bool = False) -> Cifar10:
     """The data a run was trained on: its recorded source folder and image count.
 
     `limit` is the recorded number of training images, so a run trained with `--limit 256`
     gets the same 256 images back (and the same fingerprint), not the whole source; a
     `limit` given (a resume's --limit) is used instead, for the fingerprint to judge.
+    test_only: its test images alone (evaluate), see load_cifar10.
     """
     from cnnspec.training.data import load_cifar10
 
     info = recorded["data"]
     return load_cifar10(info["source"], limit=info["train_images"] if limit is None else limit,
-                        recorded_origin=info.get("origin") or "")
+                        recorded_origin=info.get("origin") or "", test_only=test_only)
 
 
 _load_recorded_data = recorded_data
