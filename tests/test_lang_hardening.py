@@ -929,3 +929,22 @@ def test_a_minus_in_a_layer_word_says_what_to_write(text: str, hint: str) -> Non
         cnnspec.parse(text)
     assert "unexpected character '-'" in str(info.value)
     assert hint in (info.value.diagnostics[0].hint or "")
+
+
+@pytest.mark.parametrize(("value", "count"), [
+    # a call's swept arguments multiply: 101 * 101, past the limit though each is far below
+    ("onecycle({V},{V})", 101 * 101),
+    # alternatives of a setting add up: the call's 101 * 101 and one more value
+    ("{onecycle({V},{V}), .1}", 101 * 101 + 1),
+    # schedule terms multiply too
+    ("onecycle({V})+onecycle({V})", 101 * 101),
+])
+def test_too_many_setting_alternatives_are_counted_exactly(value: str, count: int) -> None:
+    from cnnspec.language.parse import MAX_LAYER_OPTIONS
+
+    assert count > MAX_LAYER_OPTIONS
+    values = ",".join(f".{i:03d}" for i in range(1, 102))  # 101 different rates
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"conv8 | dense4\ntrain lr={value.replace('V', values)}\n")
+    assert f"`lr` has {count:,} alternatives, over the limit of {MAX_LAYER_OPTIONS:,}" in str(
+        info.value)

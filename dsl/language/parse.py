@@ -1078,12 +1078,14 @@ class _Builder:
         # `key={a,b}` is a sweep, and so is a call with alternatives inside, `onecycle({.2,.4})`
         swept = isinstance(value, Tree) and value.data == "setting_choices"
         written: list[Written] = []
+        count = 0
         for node in (value.children if swept else [value]):
-            alternatives, inner = self.setting_written(node)
+            alternatives, inner, combinations = self.setting_written(node)
             written += alternatives
+            count += combinations
             swept = swept or inner
-        if len(written) > MAX_LAYER_OPTIONS:
-            self.problem(f"`{key_tok}` has {len(written):,} alternatives, over the limit of "
+        if count > MAX_LAYER_OPTIONS:
+            self.problem(f"`{key_tok}` has {count:,} alternatives, over the limit of "
                          f"{MAX_LAYER_OPTIONS:,}", span, "sweep fewer values at a time")
             return ir.Setting(param.field, None, span=span)
         typed = []
@@ -1098,18 +1100,20 @@ class _Builder:
             self.problem(f"`{key_tok}` lists the same value twice", span, "write each value once")
         return ir.Setting(param.field, typed[0], choices, span=span)
 
-    def setting_written(self, node: Token | Tree) -> tuple[list[Written], bool]:
+    def setting_written(self, node: Token | Tree) -> tuple[list[Written], bool, int]:
         """A setting's value as setting_values reads it, with its positions: one Written per
-        alternative (a call's arguments may be sweeps), and whether there were any."""
+        alternative (a call's arguments may be sweeps), whether there were any, and how many
+        there are (the list stops past MAX_LAYER_OPTIONS; the count is exact, for the
+        message that refuses them)."""
         if isinstance(node, Token):
-            return [Written(str(node), node.type, span=_tok_span(node))], False
+            return [Written(str(node), node.type, span=_tok_span(node))], False, 1
         span = self.full_span(node)
         if node.data == "terms":
             parts = [self.setting_written(t) for t in node.children]
             combos = list(itertools.islice(
-                itertools.product(*(alts for alts, _ in parts)), MAX_LAYER_OPTIONS + 1))
+                itertools.product(*(alts for alts, _, _ in parts)), MAX_LAYER_OPTIONS + 1))
             return ([Written("+", "PLUS", terms=tuple(c), span=span) for c in combos],
-                    any(inner for _, inner in parts))
+                    any(inner for _, inner, _ in parts), math.prod(n for _, _, n in parts))
         name_tok, args_tree = node.children  # call: WORD args
         options: list[list[Arg]] = []
         for arg in args_tree.children:
@@ -1119,7 +1123,8 @@ class _Builder:
                             for t in self.values(arg.children[-1])])
         combos = list(itertools.islice(itertools.product(*options), MAX_LAYER_OPTIONS + 1))
         swept = any(isinstance(arg.children[-1], Tree) for arg in args_tree.children)
-        return [Written(str(name_tok), "CALL", args=tuple(c), span=span) for c in combos], swept
+        return ([Written(str(name_tok), "CALL", args=tuple(c), span=span) for c in combos], swept,
+                math.prod(len(o) for o in options))
 
     def values(self, value: Token | Tree) -> list[Token]:
         return list(value.children) if isinstance(value, Tree) else [value]
