@@ -199,6 +199,9 @@ def test_block_chains_are_refused_quickly(levels):
         cnnspec.parse("\n".join([*twice, f"b{levels - 1}(8) gap"]))
     assert time.process_time() - start < 5
     assert "blocks with parameters" in str(info.value)
+    # at the use that would build them all, on the last line
+    assert (info.value.line, info.value.column) == (levels + 1, 1)
+    assert f"in this use of `b{levels - 1}`" in str(info.value)
 
 
 def test_deep_chains_are_refused_without_recursion_errors():
@@ -209,6 +212,19 @@ def test_deep_chains_are_refused_without_recursion_errors():
     # 30 levels are fine
     ok = "\n".join([*chain[:30], "b29(8) gap"])
     assert len(_rows(ok)) == 1 + 1 + 2
+
+
+def test_too_deep_a_chain_is_placed_at_the_use_written_in_the_network():
+    chain = ["let b0(f) = conv{f}"] + [f"let b{i}(f) = b{i - 1}({{f}})" for i in range(1, 40)]
+    # a use of b31 builds 32 blocks, one inside the other: the limit, accepted
+    assert len(_rows("\n".join([*chain[:32], "b31(8) gap"]))) == 1 + 1 + 2
+    # b32 builds 33: refused where it is used (line 34), not at an inner block's `let` line,
+    # each of which is fine alone
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("\n".join([*chain[:33], "conv8 b32(8) gap"]))
+    err = info.value
+    assert (err.line, err.column) == (34, 7)
+    assert "in this use of `b32` (down to `b0`)" in str(err)
 
 
 def test_blocks_with_parameters_build_the_same_keras_model():

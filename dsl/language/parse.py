@@ -940,6 +940,7 @@ class _Builder:
         self.referenced: set[str] = set()  # the names its body has used as {name} so far
         self.env: dict[str, Token] | None = None  # the values, while building a use
         self.nest = 0
+        self.uses: list[tuple[str, Span | None]] = []  # the uses being built, outermost first
         self.expanded = 0
 
     def full_span(self, tree: Tree) -> Span | None:
@@ -1374,14 +1375,18 @@ class _Builder:
         if "expansion" in self.seen:  # refused once: every other use is left out at once
             return None
         if self.nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS:
+            # placed at the outermost use, the one the user wrote where the network (or a
+            # plain block) is built: the inner uses are `let` lines that are fine on their own
+            outer, outer_span = self.uses[0] if self.uses else (name, span)
             if "expansion" not in self.seen:
                 self.seen.add("expansion")
                 too_deep = self.nest >= MAX_BLOCK_NESTING
                 self.problem(
-                    f"blocks with parameters nest more than {MAX_BLOCK_NESTING} deep here"
+                    f"blocks with parameters nest more than {MAX_BLOCK_NESTING} deep in this "
+                    f"use of `{outer}` (down to `{name}`)"
                     if too_deep else
                     f"blocks with parameters build more than {MAX_EXPANDED_LAYERS:,} layers "
-                    "here, over the limit", span,
+                    f"in this use of `{outer}`, over the limit", outer_span,
                     "use fewer levels of blocks inside blocks" if too_deep else
                     "a real CNN has far fewer layers; repeat a use with xN instead")
             return None
@@ -1389,11 +1394,13 @@ class _Builder:
         saved = self.env, self.scope, self.defining
         self.env, self.scope, self.defining = env, None, None
         self.nest += 1
+        self.uses.append((name, span))
         try:
             return self.sequence(seq)
         finally:
             self.env, self.scope, self.defining = saved
             self.nest -= 1
+            self.uses.pop()
 
     # items
 
