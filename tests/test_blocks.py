@@ -238,3 +238,32 @@ def test_blocks_with_parameters_build_the_same_keras_model():
     assert [tuple(x.output.shape) for x in ours.layers] == [
         tuple(x.output.shape) for x in by_hand.layers]
     assert ours.count_params() == by_hand.count_params()
+
+
+@pytest.mark.parametrize("let", [
+    "let b(r) = conv8 drop{r}",
+    "let b(f, r) = conv{f} drop{r}",
+    "let b(p) = conv8 pool{p}",
+    "let b(s) = conv8(s={s})",
+    "let b(k) = conv8(k={k})",
+    "let b(p) = conv8({p})",
+    "let b(w) = conv8 l2({w})",
+    "let b(m) = conv8 bn(momentum={m})",
+    "let b(v) = conv8 scale{v}",
+])
+def test_the_example_use_in_a_missing_value_hint_checks(let):
+    """The hint's `e.g. b(...)` is a use that works: written in place of the bare use, the
+    spec checks (the check, not a copy of the hint, says the example fits)."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"{let}\nb gap")
+    hint = info.value.diagnostics[0].hint
+    example = hint.split("e.g. ", 1)[1]
+    assert example.startswith("b(")
+    cnnspec.check(cnnspec.parse(f"input 32x32x3\n{let}\n{example} gap"))
+
+
+def test_no_example_use_where_no_value_fits():
+    # leaky_relu takes no number, so no value of `a` makes `leaky_relu{a}` a layer
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse("let b(a) = conv8 leaky_relu{a}\nb gap")
+    assert info.value.diagnostics[0].hint == "its parameters: b(a)"

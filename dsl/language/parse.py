@@ -346,15 +346,18 @@ def _recovering_parse(text: str, fast: bool) -> tuple[Tree | None, list[Diagnost
             lines[number - 1] = ""
 
 
-def _example_value(body: str, param: str) -> str:
+def _example_value(body: str, param: str) -> str | None:
     """A value that fits where `{param}` stands in a block's body, for a hint's example use:
     `drop{r}` .25, `pool{p}` 2, `conv{f}` 64; `s={s}` 1, `k={k}` 3; `l2({w})` .01, a conv's
-    positional `({p})` same."""
+    positional `({p})` same. None where no value would do: `leaky_relu{a}` takes no number."""
     ref = re.escape("{" + param + "}")
     number = re.search(r"([A-Za-z_]+)" + ref, body)
     if number:
-        return {"drop": ".25", "pool": "2", "avgpool": "2", "scale": "1"}.get(
-            number.group(1), "64")
+        word = number.group(1)
+        kind = KINDS.get(word)
+        if kind is not None and kind.number is None:
+            return None
+        return {"drop": ".25", "pool": "2", "avgpool": "2", "scale": "1"}.get(word, "64")
     named = re.search(r"([A-Za-z_]+)[0-9.]*\([^()]*?\b([A-Za-z_]+)=" + ref, body)
     if named:
         word, key = named.groups()
@@ -1328,11 +1331,14 @@ class _Builder:
         if missing:
             body = self.span_text(self.full_span(self.templates[name][0]))
             given = [self.span_text(where) for _, _, where in written]
-            filled = [(f"{m}=" if given or i else "") + _example_value(body, m)
-                      for i, m in enumerate(missing)]
+            examples = [_example_value(body, m) for m in missing]
+            filled = [(f"{m}=" if given or i else "") + str(example)
+                      for i, (m, example) in enumerate(zip(missing, examples, strict=True))]
+            example = ("" if None in examples  # no value fits: the body's own problem
+                       else f"; e.g. {name}({', '.join(given + filled)})")
             self.problem(
                 f"block `{name}` needs a value for " + ", ".join(f"`{m}`" for m in missing),
-                span, f"its parameters: {signature}; e.g. {name}({', '.join(given + filled)})")
+                span, f"its parameters: {signature}{example}")
             ok = False
         if not ok:
             return None
