@@ -948,3 +948,13 @@ def test_too_many_setting_alternatives_are_counted_exactly(value: str, count: in
         cnnspec.parse(f"conv8 | dense4\ntrain lr={value.replace('V', values)}\n")
     assert f"`lr` has {count:,} alternatives, over the limit of {MAX_LAYER_OPTIONS:,}" in str(
         info.value)
+
+
+def test_a_long_list_of_names_stays_one_line() -> None:
+    from cnnspec.language.errors import some
+
+    names = [f"run{i}" for i in range(8)]
+    assert some(names) == "run0, run1, run2 and 5 more"
+    assert some(names[:3]) == "run0, run1, run2"  # nothing left over: no "and 0 more"
+    assert some(names[:1]) == "run0"
+    assert some(names, shown=7) == "run0, run1, run2, run3, run4, run5, run6 and 1 more"

@@ -41,7 +41,7 @@ from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
 from cnnspec.language.diff import diff_reports
-from cnnspec.language.errors import SpecError
+from cnnspec.language.errors import SpecError, some
 from cnnspec.language.format import format_spec
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load
@@ -414,7 +414,7 @@ def runs_to_continue(out_dir: Path | None, specs: list[ir.Spec],
     if other:
         raise Failure(
             f"--out {out_dir} holds other runs than this command would train, so it cannot "
-            "continue them:\n  " + "\n  ".join(f"{_some(folders)}: {why}"
+            "continue them:\n  " + "\n  ".join(f"{some(folders)}: {why}"
                                                for why, folders in other.items())
             + "\nrun the command with the spec and flags it was started with to continue, or "
             "pick another --out")
@@ -468,7 +468,7 @@ def refuse_foreign_out(out_dir: Path, files_too: bool = True) -> None:
         raise Failure(f"--out {out_dir}: cannot list the folder: {exc.strerror or exc}") from None
     if foreign:
         raise Failure(
-            f"--out {out_dir} holds files that are not a sweep's or `run`'s ({_some(foreign)}); "
+            f"--out {out_dir} holds files that are not a sweep's or `run`'s ({some(foreign)}); "
             "pick a new or empty folder, or move them away")
 
 
@@ -546,12 +546,6 @@ def _keep_precision(args: argparse.Namespace, recorded: str, out_dir: Path) -> N
     args._precision_said = True
 
 
-def _some(names: list[str], shown: int = 3) -> str:
-    """`a, b, c and 5 more`: a list of names that stays one line."""
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
 def same_data(out_dir: Path, names: list[str], data: Any) -> None:
     """Failure unless every continued run was trained on these data (the same images, in the
     same order): a kept run is compared with the new ones, so they must have seen the same."""
@@ -567,7 +561,7 @@ def same_data(out_dir: Path, names: list[str], data: Any) -> None:
     if other:
         raise Failure(
             f"the data differ from those the runs in --out {out_dir} were trained on ("
-            + "; ".join(f"{seen}: {_some(folders)}" for seen, folders in other.items())
+            + "; ".join(f"{seen}: {some(folders)}" for seen, folders in other.items())
             + f"; here {len(data.x_train):,} training images of {data.source}); pass the "
             "--data and --limit they were started with, or pick another --out")
 

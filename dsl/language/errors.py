@@ -50,6 +50,13 @@ def _window(text: str, start: int, width: int) -> tuple[str, str]:
 MAX_MESSAGE = 400
 
 
+def some(names: list[str] | tuple[str, ...], shown: int = 3) -> str:
+    """`a, b, c and 5 more`: a list of names (files, runs, variants) that stays one line in a
+    message however long it is."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def visible(text: str) -> str:
     """text with every character a terminal would act on instead of show (escape, carriage
     return, form feed, line and paragraph separators, other controls) as one visible

@@ -53,6 +53,7 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
+from cnnspec.language.errors import some
 from cnnspec.language.format import format_spec
 from cnnspec.language.parse import parse
 from cnnspec.language.settings import (
@@ -481,9 +482,8 @@ def refuse_existing_run(run_dir: str | Path) -> None:
     except OSError as exc:
         raise FileExistsError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from None
     if held:
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         what = ("the runs of a `cnnspec sweep` or `run`" if _holds_runs(folder, held)
-                else f"files that are not a run's ({shown})")
+                else f"files that are not a run's ({some(held)})")
         raise FileExistsError(
             f"{folder} holds {what}; a new run writes its records into its folder, so pick a "
             "new or empty folder")
