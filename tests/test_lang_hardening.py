@@ -958,3 +958,26 @@ def test_a_long_list_of_names_stays_one_line() -> None:
     assert some(names[:3]) == "run0, run1, run2"  # nothing left over: no "and 0 more"
     assert some(names[:1]) == "run0"
     assert some(names, shown=7) == "run0, run1, run2, run3, run4, run5, run6 and 1 more"
+
+
+@pytest.mark.parametrize(("line", "glued", "column"), [
+    ("conv8 drop.5relu |", "drop.5relu", 7),
+    ("conv8 drop.5conv16 |", "drop.5conv16", 7),
+    ("conv8 scale.125gap", "scale.125gap", 7),
+    ("conv8 drop.25add(relu) |", "drop.25add", 7),
+])
+def test_a_word_glued_to_a_decimal_word_is_refused(line: str, glued: str, column: int) -> None:
+    """The lexer ends `drop.5` at its decimals, so `drop.5relu` was two layers, silently."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"input 8x8x3\n{line}\n")
+    err = info.value
+    assert f"`{glued}` runs two words together" in str(err)
+    assert (err.line, err.column) == (2, column)
+    assert err.diagnostics[0].span.end_column == column + len(glued)  # the caret under both
+
+
+def test_a_repeat_may_touch_a_decimal_word() -> None:
+    # `drop.25x2` is the language's repeat of drop.25: two dropout layers, as README says
+    spec = cnnspec.parse("input 8x8x3\nconv8 drop.25x2 |\n")
+    assert [r.text for r in cnnspec.check(spec).rows][:4] == [
+        "conv8", "drop.25", "drop.25", "|"]

@@ -729,6 +729,8 @@ def _tree_span(tree: Tree) -> Span | None:
     return Span(first.line, first.column, last.end_line, last.end_column)
 
 
+_GLUED_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a word straight after another's decimals
+_TOUCHING_REPEAT = re.compile(r"x[0-9]+\b")  # ... unless it is a repeat (grammar's REPEAT)
 _WORD_NUMBER = re.compile(r"([A-Za-z_]+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
@@ -1422,6 +1424,8 @@ class _Builder:
                 word_tok = _word_alone(item)
             if word_tok is not None:
                 text = str(word_tok)
+                if "." in text:  # `drop.5relu`: the word stops at its decimals, `relu` follows
+                    self.glued_after_decimals(word_tok)
                 if (text != self.defining and text not in self.templates
                         and text not in self.blocks):
                     known = self.known_layer(word_tok, text)
@@ -1553,6 +1557,20 @@ class _Builder:
         if span is None or span.end_line != span.line or span.line > len(self.lines):
             return ""
         return self.lines[span.line - 1][span.column - 1:span.end_column - 1]
+
+    def glued_after_decimals(self, tok: Token) -> None:
+        """A problem if a word with decimals (`drop.5`, `scale.125`) has a word glued to it:
+        the lexer ends a word at its decimals, so `drop.5relu` would silently be two layers.
+        A repeat may touch it (`drop.25x2`, the language's own spelling)."""
+        rest = self.lines[tok.line - 1][tok.end_column - 1:]
+        glued = _GLUED_WORD.match(rest)
+        if glued is None or _TOUCHING_REPEAT.match(rest):
+            return
+        word = glued.group()
+        self.problem(
+            f"`{tok}{word}` runs two words together: a layer word ends at its number",
+            Span(tok.line, tok.column, tok.line, tok.end_column + len(word)),
+            f"put a space between them, `{tok} {word}`, if you mean two layers")
 
     def touches(self, tok: Token, char: str) -> bool:
         """Whether `char` follows the token at once (no space between)."""
