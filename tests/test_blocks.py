@@ -267,3 +267,23 @@ def test_no_example_use_where_no_value_fits():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse("let b(a) = conv8 leaky_relu{a}\nb gap")
     assert info.value.diagnostics[0].hint == "its parameters: b(a)"
+
+
+def _doubling_chain(levels: int) -> str:
+    """b0 is two layers; each b_i uses b_(i-1) twice: b_levels builds 2 * 2**levels layers
+    from 2**(levels + 1) - 1 uses."""
+    lines = ["input 8x8x3", "let b0(f) = relu drop{f}"] + [
+        f"let b{i}(f) = b{i - 1}({{f}}) b{i - 1}({{f}})" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"b{levels}(.1) |"]) + "\n"
+
+
+def test_uses_of_blocks_are_not_counted_as_layers():
+    # 2 * 2**12 = 8,192 layers from 8,191 uses: each under the 10,000 limit, so it checks
+    # (it was refused as "more than 10,000 layers" when uses counted as layers)
+    report = cnnspec.check(cnnspec.parse(_doubling_chain(12)))
+    assert len(report.rows) == 2 * 2**12 + 3  # with `|` and the implicit dense10 softmax
+    # one level more: 16,383 uses, refused at the use written in the network (line 16)
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(_doubling_chain(13))
+    assert "build more than 10,000 uses of blocks in this use of `b13`" in str(info.value)
+    assert (info.value.line, info.value.column) == (16, 1)

@@ -305,7 +305,7 @@ MAX_NESTING = 32
 # Blocks with parameters are built at each use, recursively: these bound the work (a chain of
 # blocks each using the one before twice would otherwise double the layers at every step).
 MAX_BLOCK_NESTING = 32  # uses of blocks with parameters inside each other
-MAX_EXPANDED_LAYERS = 10_000  # layers and uses built for blocks with parameters, in all
+MAX_EXPANDED_LAYERS = 10_000  # layers built for blocks with parameters, in all; uses alike
 MAX_LAYER_OPTIONS = 10_000  # combinations of one layer's alternatives (all built at parse)
 MAX_PROBLEMS = 50  # word problems reported before giving up, like a compiler's error limit
 MAX_SYNTAX_ERRORS = 20
@@ -946,7 +946,8 @@ class _Builder:
         self.env: dict[str, Token] | None = None  # the values, while building a use
         self.nest = 0
         self.uses: list[tuple[str, Span | None]] = []  # the uses being built, outermost first
-        self.expanded = 0
+        self.expanded = 0  # layers built for blocks with parameters (MAX_EXPANDED_LAYERS)
+        self.uses_built = 0  # ... and their uses, bounded alike
 
     def full_span(self, tree: Tree) -> Span | None:
         """A tree's span including the brackets around its edges, which the tree drops.
@@ -1379,23 +1380,27 @@ class _Builder:
         self, name: str, env: dict[str, Token], span: Span | None
     ) -> tuple[ir.Item, ...] | None:
         """The body of block `name` built with the values in env (None if refused)."""
-        self.expanded += 1  # a use counts as a layer: uses of uses cost work too
+        # uses are counted apart from layers: a use of uses of plain blocks builds no layer
+        # here, but building it is work all the same
+        self.uses_built += 1
         if "expansion" in self.seen:  # refused once: every other use is left out at once
             return None
-        if self.nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS:
+        if (self.nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS
+                or self.uses_built > MAX_EXPANDED_LAYERS):
+            self.seen.add("expansion")
             # placed at the outermost use, the one the user wrote where the network (or a
             # plain block) is built: the inner uses are `let` lines that are fine on their own
             outer, outer_span = self.uses[0] if self.uses else (name, span)
-            if "expansion" not in self.seen:
-                self.seen.add("expansion")
-                too_deep = self.nest >= MAX_BLOCK_NESTING
+            if self.nest >= MAX_BLOCK_NESTING:
                 self.problem(
                     f"blocks with parameters nest more than {MAX_BLOCK_NESTING} deep in this "
-                    f"use of `{outer}` (down to `{name}`)"
-                    if too_deep else
-                    f"blocks with parameters build more than {MAX_EXPANDED_LAYERS:,} layers "
+                    f"use of `{outer}` (down to `{name}`)", outer_span,
+                    "use fewer levels of blocks inside blocks")
+            else:
+                what = "layers" if self.expanded > MAX_EXPANDED_LAYERS else "uses of blocks"
+                self.problem(
+                    f"blocks with parameters build more than {MAX_EXPANDED_LAYERS:,} {what} "
                     f"in this use of `{outer}`, over the limit", outer_span,
-                    "use fewer levels of blocks inside blocks" if too_deep else
                     "a real CNN has far fewer layers; repeat a use with xN instead")
             return None
         seq = self.templates[name][0]
