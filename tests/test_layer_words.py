@@ -155,3 +155,19 @@ def test_every_table_node_reads_back_from_json():
         if not kind.modifier:
             assert ir.NODE_TYPES[kind.node.__name__] is kind.node
             assert kind.example == "" or cnnspec.parse(f"input 9x9x3\n{kind.example} flatten")
+
+
+@pytest.mark.parametrize(("line", "name", "column"), [
+    ("conv8(foo=1) |", "foo", 7),
+    ("conv8(strides=2) |", "strides", 7),
+    ("leaky_relu(alpha=.2) |", "alpha", 12),
+    ("conv8(k={3,5},foo=1) |", "foo", 15),
+])
+def test_an_unknown_argument_name_is_underlined_itself(line, name, column):
+    """The caret goes under the name the layer does not have, not under its value."""
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"input 8x8x3\n{line}\n")
+    err = info.value
+    assert f"has no argument `{name}`" in str(err)
+    span = err.diagnostics[0].span
+    assert (span.line, span.column, span.end_column) == (2, column, column + len(name))

@@ -1686,7 +1686,8 @@ class _Builder:
         for arg in args.children:
             if arg.data == "named_arg":
                 key, value = arg.children
-                out.append((str(key), self.values(value)))
+                out.append((key, self.values(value)))  # the name's token: its place, for
+                # a problem with the name itself (option_for)
             else:
                 out.append((None, self.values(arg.children[0])))
         return out
@@ -1797,7 +1798,7 @@ class _Builder:
         close = suggest(key, known) if known else None
         self.problem(
             f"`{kind.word}` has no argument `{key}`",
-            where,
+            _tok_span(key) if isinstance(key, Token) and key.line is not None else where,
             f"did you mean `{close}`?" if close else (
                 "it takes " + ", ".join(o.names[0] for o in kind.options) if known
                 else f"`{kind.word}` takes no arguments"),
