@@ -861,6 +861,23 @@ def test_the_example_value_fits_the_argument_it_stands_for(text, use):
     ("conv8 depthwise_conv2d |",
      "did you mean `dwconv`? `depthwise_conv2d` is written `dwconv` here",
      "conv8 dwconv |"),   # was `dwconv2d`, an unknown word too
+    # Keras's own class names keep the size they are called with (each was an example size)
+    ("conv8 | Dense(64)", "did you mean `dense64`? `Dense(64)` is written `dense64` here",
+     "conv8 | dense64"),
+    ("Conv2D(64, 3) |", "did you mean `conv64`? `Conv2D(64, 3)` is written `conv64` here",
+     "conv64 |"),         # Keras: filters, then the kernel
+    ("conv8 Dropout(rate=0.5) |",
+     "did you mean `drop.5`? `Dropout(rate=0.5)` is written `drop.5` here", "conv8 drop.5 |"),
+    ("conv8 dropout(.5, seed=1) |",
+     "did you mean `drop.5`? `dropout(.5, seed=1)` is written `drop.5` here", "conv8 drop.5 |"),
+    # PyTorch gives the input's size first: nn.Linear(in, out), nn.Conv2d(in, out, k)
+    ("conv8 | Linear(512, 10)",
+     "did you mean `dense10`? `Linear(512, 10)` is written `dense10` here", "conv8 | dense10"),
+    ("Conv2d(3, 32, 3) |",
+     "did you mean `conv32`? `Conv2d(3, 32, 3)` is written `conv32` here", "conv32 |"),
+    # the activation, written with a capital, is still the activation
+    ("conv8 Linear |", "did you mean `linear`? `Linear` is written `linear` here",
+     "conv8 linear |"),
 ])
 def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixed):
     (d,) = error(text).diagnostics

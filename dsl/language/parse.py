@@ -729,6 +729,10 @@ def _tree_span(tree: Tree) -> Span | None:
     return Span(first.line, first.column, last.end_line, last.end_column)
 
 
+# another framework's call after an unknown word, `(64, 3, padding="same")`, and its
+# positional numbers (those not after a `name=`)
+_CALL = re.compile(r"\(([^()]*)\)")
+_CALL_NUMBER = re.compile(r"(?:^|,)\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?=,|$)")
 _GLUED_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a word straight after another's decimals
 _TOUCHING_REPEAT = re.compile(r"x[0-9]+\b")  # ... unless it is a repeat (grammar's REPEAT)
 _WORD_NUMBER = re.compile(r"([A-Za-z_]+?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
@@ -803,26 +807,33 @@ NOT_IN_CNNSPEC: tuple[tuple[str, str], ...] = tuple(sorted({
 }.items(), key=lambda kv: -len(kv[0])))
 
 
-def framework_word(text: str, number: str | None = None) -> str | None:
+def framework_word(text: str, call: str | None = None) -> str | None:
     """A hint for a layer word written the way another framework names it, or None.
 
     `maxpool2` -> pool2, `dropout.5` -> drop.5, `batchnorm` -> bn, `conv2d` -> conv32 (conv
-    needs its filters: the hint shows an example), `linear512`/`fc512` -> dense512. The number
-    written after the word is kept, and so is one written as the call's only argument
-    (`number`: `dropout(.5)` -> drop.5, `maxpool(2)` -> pool2). A layer cnnspec does not have
-    (`upsample2`) is said to be one.
+    needs its filters: the hint shows an example), `linear512`/`fc512` -> dense512, `Dense`
+    -> dense512. The number written after the word is kept, and so is the size given in a
+    call (`call`: the text inside the brackets after the word): `dropout(.5)` -> drop.5,
+    `Dense(64)` -> dense64, `Dropout(rate=0.5)` -> drop.5, Keras's `Conv2D(64, 3)` ->
+    conv64, PyTorch's `Linear(512, 10)` -> dense10 (PyTorch gives the input size first). A
+    layer cnnspec does not have (`upsample2`) is said to be one.
     """
     lower = text.lower()
-    for foreign, ours in FRAMEWORK_WORDS:
+    number = _call_size(text, call) if call is not None else None
+    # a word of ours written in capitals (Keras's `Dense`) reads as its own foreign name; not
+    # a penalty, whose number stays in its call: `L2(.01)` is `l2(.01)`, the word alone fixed
+    own = ((lower, lower),) if (lower != text and lower in KINDS
+                                and not KINDS[lower].modifier) else ()
+    for foreign, ours in (*FRAMEWORK_WORDS, *own):
         if not lower.startswith(foreign):
             continue
         tail = text[len(foreign):]
         if tail and not _NUMBER.fullmatch(tail):
             continue  # `fcx` or `dropouts`: not this word
-        if foreign == "linear" and not tail and number is None:
-            return None  # the activation
+        if foreign == "linear" and ours == "dense" and not tail and number is None:
+            continue  # the activation
         kind = KINDS[ours]
-        given = tail or number or ""
+        given = tail or (_canonical_number(kind, number) if number is not None else "")
         if kind.number is None:
             written = ours
         elif given:
@@ -830,13 +841,46 @@ def framework_word(text: str, number: str | None = None) -> str | None:
         else:
             written = _example(kind)
         if number is not None and not tail and kind.number is not None:  # `maxpool(2)`
-            return f"did you mean `{written}`? `{text}({number})` is written `{written}` here"
+            return (f"did you mean `{written}`? `{text}({shown(call or '', 30)})` is written "
+                    f"`{written}` here")
         return f"did you mean `{written}`? `{text[:len(foreign)]}` is written `{ours}` here"
     for foreign, what in NOT_IN_CNNSPEC:
         if lower.startswith(foreign) and (lower == foreign
                                           or _NUMBER.fullmatch(lower[len(foreign):])):
             return f"cnnspec has no {what} layer; see the layer words in README.md"
     return None
+
+
+# PyTorch's layers that take the input's size first: nn.Conv2d(in, out, k), nn.Linear(in, out)
+_TORCH_ORDER = frozenset(("Conv2d", "Linear", "linear"))
+# the names other frameworks give the size a layer word writes after itself
+_SIZE_NAMES = ("rate", "p", "units", "filters", "out_features", "out_channels", "pool_size")
+_NAMED_SIZE = re.compile(
+    r"(?:^|,)\s*(" + "|".join(_SIZE_NAMES) + r")\s*=\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?=,|$)")
+
+
+def _call_size(word: str, call: str) -> str | None:
+    """The layer's size in another framework's call, as written: a named one (`rate=.5`,
+    `units=64`), else the first positional number (Keras's order), or the second for
+    PyTorch's Conv2d and Linear, whose first is the input's size."""
+    named = _NAMED_SIZE.search(call)
+    if named:
+        return named.group(2)
+    numbers = _CALL_NUMBER.findall(call)
+    if len(numbers) > 1 and word in _TORCH_ORDER:
+        return numbers[1]  # type: ignore[no-any-return]
+    return numbers[0] if numbers else None
+
+
+def _canonical_number(kind: LayerKind, written: str) -> str:
+    """A number from another framework's call as this layer word writes it: `0.5` -> `.5`."""
+    try:
+        value = float(written)
+    except ValueError:
+        return written
+    if kind.number is not None and kind.number.kind == "int" and value.is_integer():
+        return str(int(value))
+    return format_number(value)
 
 
 class _TooManyProblems(Exception):
@@ -1895,8 +1939,7 @@ class _Builder:
                 "write the count right after a layer or a group: conv64 x2, (conv64 relu)x2",
             )
             return
-        call = re.match(r"\(\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*\)",
-                        self.lines[tok.line - 1][tok.end_column - 1:])
+        call = _CALL.match(self.lines[tok.line - 1][tok.end_column - 1:])
         foreign = framework_word(text, call.group(1) if call else None)
         if foreign is not None:
             self.problem(f"unknown layer word `{text}`", at, foreign)
