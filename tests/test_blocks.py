@@ -250,6 +250,10 @@ def test_blocks_with_parameters_build_the_same_keras_model():
     "let b(w) = conv8 l2({w})",
     "let b(m) = conv8 bn(momentum={m})",
     "let b(v) = conv8 scale{v}",
+    # the layer's own number a parameter too: the argument after it is still read as such
+    "let b(f, p) = conv{f}({p})",
+    "let b(f, c) = conv{f}(bias={c})",
+    "let b(f, s) = conv{f}(s={s})",
 ])
 def test_the_example_use_in_a_missing_value_hint_checks(let):
     """The hint's `e.g. b(...)` is a use that works: written in place of the bare use, the
@@ -287,3 +291,16 @@ def test_uses_of_blocks_are_not_counted_as_layers():
         cnnspec.parse(_doubling_chain(13))
     assert "build more than 10,000 uses of blocks in this use of `b13`" in str(info.value)
     assert (info.value.line, info.value.column) == (16, 1)
+
+
+@pytest.mark.parametrize(("use", "example"), [
+    ("b(g=8)", "b(64)"),            # `g` is no parameter: left out of the example
+    ("b(8, f=9)", "b(8, s=1)"),     # `f` given twice: its second value left out
+])
+def test_the_example_use_leaves_out_the_arguments_refused(use, example):
+    let = "let b(f, s) = conv{f}(s={s}) relu" if "s=" in example else "let b(f) = conv{f} relu"
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"{let}\n{use} gap")
+    (missing,) = [d for d in info.value.diagnostics if "needs a value" in d.message]
+    assert missing.hint.endswith(f"e.g. {example}")
+    cnnspec.check(cnnspec.parse(f"{let}\n{example} gap"))

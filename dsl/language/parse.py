@@ -358,17 +358,23 @@ def _example_value(body: str, param: str) -> str | None:
         if kind is not None and kind.number is None:
             return None
         return {"drop": ".25", "pool": "2", "avgpool": "2", "scale": "1"}.get(word, "64")
-    named = re.search(r"([A-Za-z_]+)[0-9.]*\([^()]*?\b([A-Za-z_]+)=" + ref, body)
+    named = re.search(r"([A-Za-z_]+)" + _NUMBER_OR_PARAM + r"\([^()]*?\b([A-Za-z_]+)=" + ref,
+                      body)
     if named:
         word, key = named.groups()
         if key == "m":
             key = "momentum" if word == "bn" else "multiplier"
         return _NAMED_EXAMPLES.get(key, "1")
-    positional = re.search(r"([A-Za-z_]+[0-9.]*)\((?:[^()]*,)?\s*" + ref, body)
+    positional = re.search(
+        r"([A-Za-z_]+[0-9]?)" + _NUMBER_OR_PARAM + r"\((?:[^()]*,)?\s*" + ref, body)
     if positional:
         return ".01" if positional.group(1) in ("l1", "l2") else "same"
     return "64"
 
+
+# what may stand between a layer word and its `(` in a block's body: its number, or a
+# parameter for it (`conv{f}(s={s})`)
+_NUMBER_OR_PARAM = r"(?:[0-9.]*|\{[A-Za-z_][A-Za-z0-9_]*\})"
 
 # a value each named layer argument takes, for _example_value (`bias={b}`: false)
 _NAMED_EXAMPLES = {
@@ -1355,9 +1361,11 @@ class _Builder:
             return None
         bound: dict[str, list[Token]] = {}
         order: list[tuple[str | None, str]] = []  # (name written before `=`, parameter)
-        for param, (_, vals, _) in zip(params, positional, strict=False):
+        accepted: list[Span | None] = []  # the arguments taken, for a hint's example use
+        for param, (_, vals, where) in zip(params, positional, strict=False):
             bound[param.name] = vals
             order.append((None, param.name))
+            accepted.append(where)
         for key, vals, where in written:
             if key is None:
                 continue
@@ -1374,10 +1382,13 @@ class _Builder:
             else:
                 bound[str(key)] = vals
                 order.append((str(key), str(key)))
+                accepted.append(where)
         missing = [p.name for p in params if p.name not in bound and p.default is None]
         if missing:
             body = self.span_text(self.full_span(self.templates[name][0]))
-            given = [self.span_text(where) for _, _, where in written]
+            # the arguments as written, but not those refused above (an unknown name, one
+            # given twice): the example is a use that works
+            given = [self.span_text(where) for where in accepted]
             examples = [_example_value(body, m) for m in missing]
             filled = [(f"{m}=" if given or i else "") + str(example)
                       for i, (m, example) in enumerate(zip(missing, examples, strict=True))]
