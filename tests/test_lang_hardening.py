@@ -998,3 +998,16 @@ def test_a_repeat_may_touch_a_decimal_word() -> None:
     spec = cnnspec.parse("input 8x8x3\nconv8 drop.25x2 |\n")
     assert [r.text for r in cnnspec.check(spec).rows][:4] == [
         "conv8", "drop.25", "drop.25", "|"]
+
+
+@pytest.mark.parametrize(("written", "suggested"), [
+    ("relux2", "relu x2"),     # was `relu2`, refused: relu takes no number
+    ("bnx2", "bn x2"),
+    ("conv64x2", "conv64 x2"),  # was "cannot read the number in `conv64x2`"
+    ("sofmax8", "softmax"),    # was `softmax8`, refused again
+])
+def test_a_suggestion_is_a_word_that_checks(written: str, suggested: str) -> None:
+    text = "input 8x8x3\nconv8 {} gap dense4\n"
+    (d,) = error(text.format(written)).diagnostics
+    assert d.hint.startswith(f"did you mean `{suggested}`?"), d.hint
+    cnnspec.check(cnnspec.parse(text.format(suggested)))

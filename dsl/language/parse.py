@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -754,11 +754,14 @@ def split_word(text: str) -> tuple[str, str | None] | None:
     return None
 
 
-def suggest(text: str, candidates: list[str]) -> str | None:
+def suggest(text: str, candidates: list[str], numbered: Container[str] | None = None
+            ) -> str | None:
     """A close known spelling for a misspelt word, keeping its number: cnov64 -> conv64.
 
     A word that ends in a digit (`l2`) takes its number in parentheses: `l2.01` -> l2(.01),
-    `L2` -> l2, `l3` -> l2 (its `3` is not a number to keep: `l23` would be wrong again)."""
+    `L2` -> l2, `l3` -> l2 (its `3` is not a number to keep: `l23` would be wrong again).
+    numbered: the candidates a number may follow (layer words that take one); the others are
+    suggested without it: `sofmax8` -> softmax, which takes no number."""
     lower = text.lower()
     if lower in candidates:
         return lower
@@ -771,8 +774,21 @@ def suggest(text: str, candidates: list[str]) -> str | None:
     for probe, suffix in ((stem.lower(), tail), (lower, "")):
         close = difflib.get_close_matches(probe, candidates, n=1, cutoff=0.6)
         if close:
-            return close[0] if close[0][-1:].isdigit() else close[0] + suffix
+            keeps = not close[0][-1:].isdigit() and (numbered is None or close[0] in numbered)
+            return close[0] + suffix if keeps else close[0]
     return None
+
+
+# the layer words that take a number after them (`conv64`), for suggest
+_NUMBERED = frozenset(word for word, kind in KINDS.items() if kind.number is not None)
+# `relux2`, `conv64x2`: a layer word and a repeat count with no space between
+_GLUED_REPEAT = re.compile(r"(.+?)x([0-9]+)")
+
+
+def _whole_layer(text: str) -> bool:
+    """Whether text is a layer word as it stands: `relu`, `conv64` (not `conv`, not `relu2`)."""
+    split = split_word(text)
+    return split is not None and (split[1] is None) == (KINDS[split[0]].number is None)
 
 
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
@@ -1950,6 +1966,13 @@ class _Builder:
                 "write the count right after a layer or a group: conv64 x2, (conv64 relu)x2",
             )
             return
+        repeat = _GLUED_REPEAT.fullmatch(text)
+        if repeat and (repeat.group(1) in self.blocks or _whole_layer(repeat.group(1))):
+            word, count = repeat.groups()
+            self.problem(
+                f"unknown layer word `{text}`", at,
+                f"did you mean `{word} x{count}`? a repeat count is written after a space")
+            return
         call = _CALL.match(self.lines[tok.line - 1][tok.end_column - 1:])
         foreign = framework_word(text, call.group(1) if call else None)
         if foreign is not None:
@@ -1962,7 +1985,7 @@ class _Builder:
                 f"write a plain number after `{stem}`, e.g. {_example(KINDS[stem])}",
             )
             return
-        close = suggest(text, sorted(set(KINDS) | set(self.blocks)))
+        close = suggest(text, sorted(set(KINDS) | set(self.blocks)), numbered=_NUMBERED)
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
         if (close in KINDS and KINDS[close].number is not None and close not in self.blocks
