@@ -1011,3 +1011,29 @@ def test_a_suggestion_is_a_word_that_checks(written: str, suggested: str) -> Non
     (d,) = error(text.format(written)).diagnostics
     assert d.hint.startswith(f"did you mean `{suggested}`?"), d.hint
     cnnspec.check(cnnspec.parse(text.format(suggested)))
+
+
+@pytest.mark.parametrize(("line", "expected", "hint"), [
+    # inside brackets only their own `,` or closing fits after a whole value (Lark's merged
+    # states listed "a layer, `|`, `(`, or the end of the line" for all of these)
+    ("conv8(k=3 |", "`,` or `)`", None),
+    ("train lr=onecycle(.4 |", "`,` or `)`", None),
+    ("conv8 drop{.1,.2 |", "`,` or `}`", None),
+    ("conv8 drop{.1 .2} |", "`,` or `}`", None),
+    ("conv8(k=3 (relu) |", "`,` or `)`", None),
+    # a train line goes on with settings, separated by spaces
+    ("train lr=.1 |", "another setting such as epochs=10, a comment or the end of the line",
+     None),
+    ("train lr=.1,epochs=2", "another setting such as epochs=10, a comment or the end of the line",
+     "settings are separated by spaces"),
+    ("conv8, relu |", "a comment or the end of the line", "layers are separated by spaces"),
+    ("conv8 (k=3) |", "a layer, `|`, `(`, or the end of the line",
+     "arguments touch their word: conv8(k=3)"),
+])
+def test_a_syntax_error_says_what_fits_there(line: str, expected: str, hint: str | None) -> None:
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.parse(f"input 8x8x3\n{line}\n")
+    (d,) = info.value.diagnostics
+    assert d.message.endswith(f"; expected {expected}"), d.message
+    if hint is not None:
+        assert hint in d.hint

@@ -616,15 +616,51 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
     width = len(str(tok)) if tok.type != "_NL" else 1
     what = "end of the line" if tok.type == "_NL" else f"`{tok}`"
     described = _describe_expected(expected)
+    hint = _token_hint(tok, prev, expected)
     if prev is not None and prev.type == "LET":
         described = "a block name"
     elif prev is not None and prev.type == "TRAIN":
         described = "a setting such as lr=.01"
+    else:
+        # after a whole value, Lark's merged LALR states offer every bracket's closing: the
+        # brackets open before the token say which one fits
+        inside = _open_bracket(line_text[:col - 1])
+        settings = line_text.lstrip().startswith("train")
+        if inside == "{" and expected & {"RPAR", "RBRACE"}:
+            described = "`,` or `}`"
+        elif inside == "args" and expected & {"RPAR", "RBRACE"}:
+            described = "`,` or `)`"
+        elif inside is None and settings and {"WORD", "_NL"} <= expected:
+            described = "another setting such as epochs=10, a comment or the end of the line"
+        if tok.type == "COMMA" and hint is None and inside is None:
+            hint = ("settings are separated by spaces: train lr=.01 epochs=10" if settings
+                    else "layers are separated by spaces; `,` separates a merge's branches, "
+                    "alternatives or arguments")
+        elif tok.type == "EQUAL" and hint is None and inside == "(":
+            hint = "a `(` after a space opens a group; arguments touch their word: conv8(k=3)"
     return Diagnostic(
         f"unexpected {what}; expected {described}",
         Span.point(line, col, width),
-        _token_hint(tok, prev, expected),
+        hint,
     )
+
+
+def _open_bracket(before: str) -> str | None:
+    """The innermost bracket left open in `before` (a line up to a token; comments are
+    already past it): "{" alternatives, "args" an argument list (a `(` touching its word or
+    `}`: `conv8(`, `onecycle(`, `conv{f}(`), "(" a group or a merge; None if none is open."""
+    stack: list[str] = []
+    for i, ch in enumerate(before):
+        if ch == "{":
+            stack.append("{")
+        elif ch == "(":
+            word = re.search(r"[A-Za-z_][A-Za-z0-9_.]*$", before[:i])
+            touching = i > 0 and (before[i - 1] == "}" or word is not None)
+            merge = word is not None and word.group() in ("add", "concat")
+            stack.append("args" if touching and not merge else "(")
+        elif ch in ")}" and stack:
+            stack.pop()
+    return stack[-1] if stack else None
 
 
 def _misplaced_token(
