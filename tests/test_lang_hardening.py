@@ -714,7 +714,7 @@ _NUMS = ",".join(str(i) for i in range(1, 101))
 @pytest.mark.parametrize("text, message", [
     ("relu x" + "9" * 5000 + " |", "repeat count x999"),            # int() refuses 4,300 digits
     ("conv" + "9" * 5000 + " |", "conv filters is too large"),
-    ("input " + "9" * 5000 + "x3x3\n|", "input must be HxWxC"),
+    ("input " + "9" * 5000 + "x3x3\n|", "input sizes have at most 18 digits"),
     ("conv8(k=" + "7" * 5000 + ") |", "conv k is too large"),
     (f"conv{{{_NUMS}}}(k={{{_NUMS}}},s={{{_NUMS}}}) |", "1,000,000 alternatives in one layer"),
     ("let a0 = relu\n" + "".join(f"let a{i} = a{i - 1} relu\n" for i in range(1, 3000))
@@ -1036,4 +1036,33 @@ def test_a_syntax_error_says_what_fits_there(line: str, expected: str, hint: str
     (d,) = info.value.diagnostics
     assert d.message.endswith(f"; expected {expected}"), d.message
     if hint is not None:
+        assert hint in d.hint
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), [
+    # a whole number written with an exponent or a fraction: the digits to write instead
+    ("classes 1e3\nconv8 | dense4", "classes is a whole number written in digits alone, not 1e3",
+     "write 1000"),
+    ("train epochs=1e1\nconv8 | dense4",
+     "epochs is a whole number written in digits alone, not 1e1", "write 10"),
+    ("train batch=3.0\nconv8 | dense4",
+     "batch is a whole number written in digits alone, not 3.0", "write 3"),
+    ("train batch=1.5\nconv8 | dense4", "batch must be a whole number, not 1.5", None),
+    # sizes too long to read are said to be so (they were "sizes >= 1", which they are)
+    ("input 100000000000000000000x1x1\nconv8 |",
+     "input sizes have at most 18 digits, not 100000000000000000000x1x1", "e.g. 32x32x3"),
+    # an unclosed argument list is not called a group
+    ("conv8(k=3\n", "`(` is not closed on this line", "an argument list must close on its line"),
+    ("train lr=onecycle(.4\nconv8 |", "`(` is not closed on this line",
+     "an argument list must close on its line: lr=onecycle(.4)"),
+    ("(conv8 relu\n", "`(` is not closed on this line", "a group must open and close"),
+])
+def test_messages_say_what_is_wrong(text: str, message: str, hint: str | None) -> None:
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(text))
+    (d,) = info.value.diagnostics
+    assert message in d.message
+    if hint is None:
+        assert d.hint is None
+    else:
         assert hint in d.hint

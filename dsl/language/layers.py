@@ -125,10 +125,26 @@ def _read_int(param: Param, raw: str, token: str, what: str) -> Any:
     if token != "NUMBER":
         raise ValueProblem(f"{what} must be a number, not {raw}")
     if not raw.isdigit():
+        digits = _digits_of(raw)
+        if digits is not None:  # `1e3`, `3.0`: a whole number, written another way
+            raise ValueProblem(f"{what} is a whole number written in digits alone, not "
+                               f"{shown(raw)}", f"write {digits}")
         raise ValueProblem(f"{what} must be a whole number, not {shown(raw)}")
     value = whole(raw, what)
     check_range(param, value, what)
     return value
+
+
+def _digits_of(raw: str) -> str | None:
+    """The digits of a number written with a fraction or an exponent that is whole all the
+    same (`1e3` -> 1000, `3.0` -> 3); None for any other (`2.5`, `1e400`, `1e30`)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or not value.is_integer() or value >= 10**MAX_INT_DIGITS:
+        return None
+    return str(int(value))
 
 
 def _read_float(param: Param, raw: str, token: str, what: str) -> Any:

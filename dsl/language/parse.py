@@ -692,6 +692,9 @@ def _misplaced_token(
             Span.point(line, opened or col),
             f"a merge must open and close on one line: {merge}(a, b) on one line, or "
             "name a branch with `let` to shorten it" if merge else
+            "an argument list must close on its line: " + (
+                "lr=onecycle(.4)" if line_text.lstrip().startswith("train") else "conv8(k=3)")
+            if _open_bracket(line_text.split("#", 1)[0]) == "args" else
             "a group must open and close on one line",
         )
     if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
@@ -1144,7 +1147,12 @@ class _Builder:
         self.once("input", span)
         parts = str(tok).split("x")
         dims = tuple(int(x) for x in parts) if max(map(len, parts)) <= MAX_INT_DIGITS else ()
-        if len(dims) != 3 or min(dims) < 1:
+        if not dims:  # `100000000000000000000x1x1`: sizes >= 1, but no image is that large
+            self.problem(
+                f"input sizes have at most {MAX_INT_DIGITS} digits, not {_shown(str(tok))}",
+                _tok_span(tok), "e.g. 32x32x3")
+            dims = (32, 32, 3)
+        elif len(dims) != 3 or min(dims) < 1:
             self.problem(
                 f"input must be HxWxC with sizes >= 1, not {_shown(str(tok))}", _tok_span(tok),
                 "e.g. 32x32x3",
