@@ -806,7 +806,6 @@ def test_a_suggested_regulariser_checks_when_applied(text, word, hint):
 
 @pytest.mark.parametrize(("text", "word", "column"), [
     ("conv {8,16} |", "conv", 6),          # was accepted as conv{8,16}
-    ("conv8 {relu,elu} |", "conv8", 7),    # was "has both a number and alternatives"
     ("conv8 relu {1,2} |", "relu", 12),    # was "`relu` takes no number"
 ])
 def test_alternatives_must_touch_their_word(text, word, column):
@@ -814,6 +813,17 @@ def test_alternatives_must_touch_their_word(text, word, column):
     assert d.message == f"`{{` must touch `{word}`, with no space between"
     assert (d.span.line, d.span.column) == (1, column)
     assert "a layer word itself cannot be swept" in d.hint
+
+
+def test_layer_words_as_alternatives_are_told_they_cannot_be_swept():
+    """`conv8 {relu,elu}` was told `{` must touch `conv8`; doing so gave "has both a number
+    and alternatives", and following that, "conv filters must be a number"."""
+    (d,) = error("conv8 {relu,elu} |").diagnostics
+    assert d.message == ("alternatives sweep a layer's number or argument, not the layer "
+                         "word: `{relu,elu}` cannot be swept")
+    assert (d.span.line, d.span.column) == (1, 7)
+    assert "write a spec per layer word" in d.hint
+    cnnspec.check(cnnspec.parse("conv8 relu? |"))  # the hint's other way checks
 
 
 def test_a_penalty_after_an_optional_layer_is_told_to_go_inside_it():

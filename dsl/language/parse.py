@@ -1638,6 +1638,16 @@ class _Builder:
         if rest and rest[0].data == "choices" and not self.touches(word_tok, "{"):
             line = self.lines[word_tok.line - 1]
             column = line.index("{", word_tok.end_column - 1) + 1
+            options = rest[0].children
+            if options and all(getattr(o, "type", None) == "WORD" for o in options):
+                # `conv8 {relu,elu}`: words to choose between, which no `{` may sweep
+                self.problem(
+                    "alternatives sweep a layer's number or argument, not the layer word: "
+                    f"`{{{','.join(map(str, options))}}}` cannot be swept",
+                    Span.point(word_tok.line, column),
+                    "write a spec per layer word, or make a layer optional with `?` "
+                    "(relu?) to compare it with none")
+                return None
             self.problem(
                 f"`{{` must touch `{text}`, with no space between", Span.point(word_tok.line,
                                                                              column),
