@@ -823,7 +823,7 @@ def test_layer_words_as_alternatives_are_told_they_cannot_be_swept():
                          "word: `{relu,elu}` cannot be swept")
     assert (d.span.line, d.span.column) == (1, 7)
     assert "write a spec per layer word" in d.hint
-    cnnspec.check(cnnspec.parse("conv8 relu? |"))  # the hint's other way checks
+    assert all(sweep.check_all_variants(cnnspec.parse("conv8 relu? |")))  # the other way
 
 
 def test_a_penalty_after_an_optional_layer_is_told_to_go_inside_it():
