@@ -113,6 +113,20 @@ def test_fmt_check_and_rewrite(cli, tmp_path):
     assert cli("fmt", "--check", *seeds).returncode == 0
 
 
+def test_fmt_keeps_a_files_crlf_line_endings(cli, tmp_path):
+    crlf = tmp_path / "windows.cnn"
+    crlf.write_bytes(b"# keep me\r\nconv32 relu pool2 | dense64\r\n")  # canonical but CRLF
+    assert cli("fmt", "--check", str(crlf)).returncode == 0  # was "would reformat"
+    crlf.write_bytes(b"conv32   relu pool2 |dense64\r\n")
+    assert cli("fmt", str(crlf)).returncode == 0
+    assert crlf.read_bytes() == b"conv32 relu pool2 | dense64\r\n"
+    # mixed endings are not one file's style: made LF throughout
+    mixed = tmp_path / "mixed.cnn"
+    mixed.write_bytes(b"# a\r\nconv32 relu pool2 | dense64\n")
+    assert cli("fmt", str(mixed)).returncode == 0
+    assert mixed.read_bytes() == b"# a\nconv32 relu pool2 | dense64\n"
+
+
 def test_fmt_says_when_it_renames_sweep_points_told_apart_by_column(cli, tmp_path):
     """Two `conv{8,16}` on one line are named by their columns; fmt moves the second one from
     column 18 to 17 (one space less), so its variants' names change: fmt says so."""

@@ -27,7 +27,7 @@ from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-ex
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
 from cnnspec.language.errors import SpecError, visible_lines
-from cnnspec.language.format import format_spec
+from cnnspec.language.format import format_spec, in_source_line_endings
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load, parse
 from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, sweep_points
@@ -189,7 +189,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             status = EXIT_BAD_SPEC
             continue
         text = spec.source or ""
-        canonical = format_spec(spec)
+        canonical = in_source_line_endings(format_spec(spec), text)
         if args.show:
             _show_canonical(out, file, canonical, several=len(args.files) > 1)
             continue

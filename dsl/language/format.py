@@ -115,3 +115,13 @@ def format_spec(spec: ir.Spec) -> str:
     """The canonical text of a spec, ending in one newline."""
     empty = _empty_blocks(spec)
     return "".join(format_line(line, empty) + "\n" for line in spec.lines)
+
+
+def in_source_line_endings(canonical: str, source: str) -> str:
+    """canonical text with the source's line endings: CRLF when every line of the source ends
+    so (a file written on Windows stays one), else LF. Why here and not in format_spec: the
+    IR keeps no line endings, and `fmt --check` must not call a CRLF file unformatted."""
+    crlf = source.count("\r\n")
+    if crlf and crlf == source.count("\n"):
+        return canonical.replace("\n", "\r\n")
+    return canonical
