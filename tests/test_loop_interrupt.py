@@ -59,3 +59,40 @@ def test_a_second_ctrl_c_during_the_rewind_leaves_the_run_interrupted(
     status = records.read_status(run_dir)
     assert status["status"] == "interrupted" and status["epochs_completed"] == 1
     assert said == [status["reason"]]
+
+
+def test_a_closed_output_stops_the_run_resumably_not_as_failed(tmp_path):
+    """`cnnspec train ... | head -2`: the reader goes away mid-run. The run was marked
+    "failed: cannot write its records: Broken pipe" and told to make room; nothing was wrong
+    with its records, so it stops as for Ctrl-C, resumable, and resumes to the end."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_cli
+
+    spec = tmp_path / "s.cnn"
+    spec.write_text("input 32x32x3\nconv8 relu pool4 | dense16\n")
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path), "CNNSPEC_DATA": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", "train", str(spec), "--epochs", "40", "--limit",
+         "64", "--out", str(out), "--progress", "plain"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # epoch 1's line: the run is under way
+    proc.stdout.close()  # ... and its reader goes away
+    stderr = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert first.startswith("epoch 1/40"), first + stderr[-2000:]
+    assert "Traceback" not in stderr
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "interrupted", status
+    assert "its output was closed" in status["reason"]
+    done = status["epochs_completed"]
+    assert 1 <= done < 40
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == done  # records agree with the checkpoint they were rewound to
+    resumed = run_cli("train", "--resume", str(out), "--progress", "none",
+                      env={"HOME": str(tmp_path), "CNNSPEC_DATA": ""})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(json.loads((out / "history.json").read_text())) == 40

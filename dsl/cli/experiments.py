@@ -664,6 +664,9 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
             failed.append((spec.name, "interrupted"))
             held = _keep_if_started(run_dir, out_dir, done)
             return Batch(done, failed, (run_dir if held else None, _files(checked[i + 1:])))
+        except BrokenPipeError:  # the output was closed: no variant can say anything more
+            _keep_if_started(run_dir, out_dir, done)
+            raise
         except Exception as exc:  # noqa: BLE001 - one spec's failure must not end the batch
             if local is not None and spec.name in local.reporters:
                 local.end(spec, None)

@@ -451,6 +451,13 @@ class Loop:
             by = stop_signal.args[0] if stop_signal.args and isinstance(
                 stop_signal.args[0], str) else "Ctrl-C"
             return self._interrupted(by)
+        except BrokenPipeError:
+            # the progress's reader went away (`cnnspec train ... | head`): nothing is wrong
+            # with the run or its records, so it stops as for Ctrl-C, resumable, instead of
+            # "failed: cannot write its records"
+            with contextlib.suppress(BrokenPipeError):
+                self.reporter.finish()
+            return self._interrupted("its output was closed")
         except BaseException as exc:
             self.reporter.finish()
             why = (f"cannot write its records: {exc.strerror}" if isinstance(exc, OSError)
@@ -481,6 +488,7 @@ class Loop:
             "checkpointed; resume to continue"
         )
         rec.status("interrupted", reason)
-        self.reporter.say(reason)
+        with contextlib.suppress(BrokenPipeError):  # the output may be what stopped it
+            self.reporter.say(reason)
         return RunResult(rec.run_dir, "interrupted", rec.epochs, tuple(rec.history), None,
                          reason, chief=rec.chief)
