@@ -807,6 +807,33 @@ def test_resume_with_a_damaged_checkpoint_model(home: Path, tiny_run: Path, tmp_
     assert snapshot(run, lock=False) == before
 
 
+def test_resume_with_a_cut_off_checkpoint_says_it_is_cut_off(home: Path, tiny_run: Path,
+                                                              tmp_path: Path) -> None:
+    """Keras said "File not found" of the checkpoint, which is there, only cut short."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    state = json.loads((records.checkpoint_dir(run) / records.CHECKPOINT_STATE).read_text())
+    model = records.checkpoint_dir(run) / state["model"]
+    model.write_bytes(model.read_bytes()[:1000])
+    before = snapshot(run, lock=False)
+    result = cli(home, "train", "--resume", str(run), "--progress", "none")
+    refused(result, 1, "cnnspec: error: cannot resume", f"{model}: not a .keras zip archive "
+            "(cut off or overwritten)")
+    assert "not found" not in result.stderr
+    assert snapshot(run, lock=False) == before
+
+
+def test_evaluate_of_a_model_that_is_a_folder_says_so(home: Path, tiny_run: Path,
+                                                       tmp_path: Path) -> None:
+    """It said the run had no model.keras because "the run completed, so the file was
+    removed after it"."""
+    run = copy_run(tiny_run, tmp_path, "completed")
+    model = run / records.MODEL_FILE
+    model.unlink()
+    model.mkdir()
+    refused(cli(home, "evaluate", str(run)), 1, "cnnspec: error: cannot evaluate",
+            f"{model}: a folder, not a .keras file")
+
+
 # -- fmt's rewrite, and output that cannot be written --------------------------------------------
 
 UNFORMATTED = "conv8   gap\n"
@@ -1103,3 +1130,25 @@ def test_an_out_below_a_file_names_the_file(home: Path, tmp_path: Path,
                      "folder")
     assert "data:" not in stderr
     assert (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+def test_keras_file_problem_names_each_way_a_file_cannot_be_loaded(tmp_path: Path) -> None:
+    import zipfile
+
+    good = tmp_path / "good.keras"
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("config.json", "{}")
+    assert records.keras_file_problem(good) is None
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(good.read_bytes()[:10])
+    assert records.keras_file_problem(cut).startswith("not a .keras zip archive (cut off")
+    folder = tmp_path / "folder.keras"
+    folder.mkdir()
+    assert records.keras_file_problem(folder) == "a folder, not a .keras file"
+    assert records.keras_file_problem(tmp_path / "gone.keras") == (
+        "cannot be read: No such file or directory")
+    if os.geteuid() != 0:  # root reads any file: the permission case needs a user
+        locked = tmp_path / "locked.keras"
+        shutil.copy(good, locked)
+        locked.chmod(0)
+        assert records.keras_file_problem(locked) == "cannot be read: Permission denied"

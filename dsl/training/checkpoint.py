@@ -161,6 +161,10 @@ def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
     from cnnspec.backend.keras_model import prepare_training
 
     path = records.checkpoint_dir(run_dir) / state["model"]
+    unreadable = records.keras_file_problem(path)
+    if unreadable is not None:  # Keras would say "File not found" for a cut-off file
+        raise ResumeRefused(f"cannot resume {run_dir}: its checkpoint {path}: {unreadable}; "
+                            "the run folder is left as it was")
     try:
         model = prepare_training(keras.models.load_model(path))
         restore_seed_states(model, state["seed_states"])

@@ -59,6 +59,22 @@ HISTORY_FIELDS = (
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 
 
+def keras_file_problem(path: Path) -> str | None:
+    """Why a .keras file is not one Keras can load, in the user's terms, or None if it may be:
+    Keras says "File not found" for a cut-off file, a folder and one it may not read alike."""
+    import zipfile
+
+    try:
+        with path.open("rb") as f:
+            if not zipfile.is_zipfile(f):
+                return "not a .keras zip archive (cut off or overwritten); the file is damaged"
+    except IsADirectoryError:
+        return "a folder, not a .keras file"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
+
+
 class RunFolderError(ValueError):
     """A run folder that is missing, is not a run, or whose records cannot be read.
 

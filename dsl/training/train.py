@@ -834,7 +834,8 @@ def resume_run(
 def missing_model(folder: Path) -> str | None:
     """Why a run folder has no model.keras to evaluate (None when it has one). A run stopped
     before writing it may still have a checkpoint, which `--resume` continues from."""
-    if (folder / records.MODEL_FILE).is_file():
+    model = folder / records.MODEL_FILE
+    if model.exists() or model.is_symlink():  # a file, or something else evaluate names
         return None
     try:
         status = (records.read_status(folder) or {}).get("status")
@@ -862,12 +863,9 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
     missing = missing_model(folder)
     if missing is not None:
         raise records.RunFolderError(missing)
-    import zipfile
-
-    if not zipfile.is_zipfile(model_path):  # Keras says "File not found" for a cut-off file
-        raise records.RunFolderError(
-            f"{model_path}: not a .keras zip archive (cut off or overwritten); the file is "
-            "damaged")
+    unreadable = records.keras_file_problem(model_path)
+    if unreadable is not None:
+        raise records.RunFolderError(f"{model_path}: {unreadable}")
     tf, keras = import_tf()
     try:
         model = keras.models.load_model(model_path)
