@@ -96,3 +96,45 @@ def test_a_closed_output_stops_the_run_resumably_not_as_failed(tmp_path):
                       env={"HOME": str(tmp_path), "CNNSPEC_DATA": ""})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(json.loads((out / "history.json").read_text())) == 40
+
+
+def test_a_failed_run_counts_the_epochs_it_checkpointed(tmp_path):
+    """Epoch 2 trained, then its checkpoint could not be written (a read-only folder): the
+    status said 2 epochs completed while the history and the checkpoint, which a resume
+    starts from, hold 1."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    one = [{"epoch": 1, "loss": 2.0}]
+    records.write_checkpoint_state(run_dir, {"epochs_completed": 1, "history": one})
+    rec = loop.RunRecords(run_dir, "r", epochs=5, seed=1, history=[*one, {"epoch": 2}])
+
+    def body():
+        raise PermissionError(13, "Permission denied", str(run_dir / "checkpoint" / "x.keras"))
+
+    fake = SimpleNamespace(rec=rec, body=body, reporter=SimpleNamespace(finish=lambda: None))
+    with pytest.raises(PermissionError):
+        loop.Loop.run(fake)
+    status = records.read_status(run_dir)
+    assert status["status"] == "failed"
+    assert status["reason"] == "cannot write its records: Permission denied"
+    assert status["epochs_completed"] == 1
+
+
+def test_a_records_failure_names_the_folder_and_the_fix(tmp_path):
+    import errno
+
+    from cnnspec.cli.train import records_failure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / records.SETTINGS_FILE).write_text("{}")  # the run has started: it resumes
+    temporary = run / "checkpoint" / ".epoch-0006.x1y2.tmp.keras"
+    denied = records_failure(run, PermissionError(errno.EACCES, "Permission denied",
+                                                  str(temporary)))
+    # the folder that refused the file, not the writer's temporary name
+    assert denied.startswith(f"cannot write the run's records in {run / 'checkpoint'}: "
+                             "Permission denied; the run stopped. Make it writable, then ")
+    assert ".tmp." not in denied
+    full = records_failure(run, OSError(errno.ENOSPC, "No space left on device"))
+    assert full.startswith(f"cannot write the run's records in {run}: No space left on device;")
+    assert "Make room, then continue it from its last checkpoint: cnnspec train --resume" in full

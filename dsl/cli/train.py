@@ -7,6 +7,7 @@ specs answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import time
@@ -360,12 +361,14 @@ def records_failure(run_dir: Path, exc: OSError) -> str:
     sweep command again); one stopped before it has nothing to resume and starts again."""
     from cnnspec.training.records import SETTINGS_FILE
 
-    what = f" ({exc.filename})" if exc.filename else ""
-    head = f"cannot write the run's records in {run_dir}{what}: {exc.strerror or exc}"
+    where = Path(exc.filename).parent if exc.filename else run_dir  # not a temporary's name
+    head = f"cannot write the run's records in {where}: {exc.strerror or exc}"
+    fix = ("Make it writable" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+           else "Make room")
     if (run_dir / SETTINGS_FILE).is_file():
-        return (f"{head}; the run stopped. Make room, then continue it from its last "
+        return (f"{head}; the run stopped. {fix}, then continue it from its last "
                 f"checkpoint: cnnspec train --resume {shlex.quote(str(run_dir))}")
-    return f"{head}; the run had not started. Make room, then run the command again"
+    return f"{head}; the run had not started. {fix}, then run the command again"
 
 
 def recorded_precision(run_dir: Path, requested: str) -> str:
@@ -520,6 +523,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             text = str(exc)
             raise Failure(text if text.startswith("cannot resume") else
                           f"cannot resume: {text}") from None
+        except OSError as exc:  # a full disk, a folder that takes no new file: as for train
+            raise Failure(records_failure(Path(args.resume), exc)) from None
         return report_result(result)
     if not args.spec:
         raise UsageError("train needs a SPEC (or --resume RUN_DIR)")

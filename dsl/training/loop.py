@@ -462,6 +462,10 @@ class Loop:
             self.reporter.finish()
             why = (f"cannot write its records: {exc.strerror}" if isinstance(exc, OSError)
                    and exc.strerror else f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):  # the status counts the checkpointed epochs,
+                state = records.read_checkpoint_state(rec.run_dir)  # which a resume starts
+                if state is not None:  # from, not an epoch whose checkpoint failed
+                    rec.history[:] = list(state["history"])
             with contextlib.suppress(OSError):  # a full disk may refuse this one too
                 rec.status("failed", why)
             raise
