@@ -219,6 +219,10 @@ def test_a_damaged_kept_run_fails_alone(reference, sweep_file, tmp_path):
     for name in (NAMES[0], NAMES[2]):
         assert f"{name}: " in result.stderr and f"{out / name} before; kept" in result.stderr
     assert "epoch 1/2" not in result.stdout + result.stderr
+    # one failure in the summary: the comparison that leaves the damaged run out does not
+    # count it again (it was "2 failed:", then "compare: 1 of 3 ... not compared:" cut off)
+    assert "1 failed:" in result.stderr and "compare:" not in result.stderr
+    assert "2 runs" in result.stdout  # the other two are compared
 
 
 def _status(run, **changes) -> None:

@@ -733,8 +733,11 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
             plot_dir.mkdir(parents=True, exist_ok=True)
         try:
             compare_runs(done, args.sort, None, plot_dir)
-        except Failure as exc:  # a run folder that cannot be read: listed with the failures
-            failed.append(("compare", str(exc).splitlines()[0]))
+        except Failure as exc:  # a run folder that cannot be read: listed with the failures,
+            # each once (a kept variant whose records are damaged has failed on them already)
+            said = {why for _, why in failed}
+            failed += [("compare", why.strip()) for why in str(exc).splitlines()[1:]
+                       if why.strip() not in said]
     interrupted = [name for name, why in failed if why == "interrupted"]
     if stopped is not None:  # Ctrl-C or SIGTERM: stopped, not failed; exit 130 as `train`
         failed = [(name, why) for name, why in failed if why != "interrupted"]
