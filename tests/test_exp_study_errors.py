@@ -77,9 +77,8 @@ def test_a_file_that_is_not_a_database(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_text("not sqlite\n")
     first = _error(run_cli("compare", "--study", "x", "--storage", f"sqlite:///{junk}"), 1)
-    assert first.startswith(
-        f"cnnspec: error: cannot open the storage sqlite:///{junk}: DatabaseError")
-    assert "[SQL:" not in first
+    assert first == (f"cnnspec: error: cannot use {junk} as the sweep's SQLite storage: it "
+                     "is not an SQLite database; give the sweep another file")
 
 
 def test_compare_without_a_storage_in_the_runs_folder(tmp_path):
@@ -162,3 +161,21 @@ def test_a_study_worker_refuses_a_run_folder_as_out_before_creating_the_study(tm
     assert f"cnnspec: error: --out {run} is the folder of one run" in result.stderr
     assert "created" not in result.stderr
     assert not (rd / "sweeps.sqlite3").exists()
+
+
+@pytest.mark.parametrize(("make", "why"), [
+    (lambda p: p.mkdir(), "it is a folder; give a file name"),
+    (lambda p: p.write_text("not a database\n"), "it is not an SQLite database"),
+])
+def test_a_sweep_storage_that_is_not_an_sqlite_file_is_refused_leaving_nothing(
+        tmp_path, make, why):
+    """sqlite:///DIR said "unable to open database file" and left DIR.lock behind; a text
+    file said "file is not a database" and left its .lock too."""
+    target = tmp_path / "store.sqlite3"
+    make(target)
+    (tmp_path / "s.cnn").write_text("input 32x32x3\nconv{4,8} relu pool4 | dense8\n")
+    result = run_cli("sweep", "s.cnn", "--epochs", "1", "--limit", "64", "--study", "a",
+                     "--storage", f"sqlite:///{target}", "--out", "out", cwd=tmp_path)
+    _error(result, 1, f"cnnspec: error: cannot use {target} as the sweep's SQLite storage: "
+           f"{why}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.cnn", "store.sqlite3"]

@@ -156,10 +156,15 @@ def _open_sqlite(optuna: Any, url: str, database: str | None, kwargs: dict[str, 
     if not database or database == ":memory:":
         raise UsageError(f"{url}: an in-memory database cannot be shared; give a file")
     path = Path(database)
+    refused = _not_sqlite(path)
+    if refused is not None:  # before anything is created beside it
+        raise Failure(f"cannot use {path} as the sweep's SQLite storage: {refused}")
     engine_kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}}
+    lock_path = Path(str(path) + ".lock")
+    new_lock = not lock_path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(str(path) + ".lock", "a")  # noqa: SIM115 - closed by the `with` below
+        lock = open(lock_path, "a")  # noqa: SIM115 - closed by the `with` below
     except OSError as exc:
         raise Failure(f"cannot open the SQLite file {path}: {exc.strerror or exc}") from None
     with lock:
@@ -168,6 +173,10 @@ def _open_sqlite(optuna: Any, url: str, database: str | None, kwargs: dict[str, 
             storage = _retry_open(
                 lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs),
                 url)
+        except Failure:
+            if new_lock:  # a refused storage leaves nothing of ours behind
+                lock_path.unlink(missing_ok=True)
+            raise
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -176,6 +185,26 @@ def _open_sqlite(optuna: Any, url: str, database: str | None, kwargs: dict[str, 
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return storage
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _not_sqlite(path: Path) -> str | None:
+    """Why an existing path cannot be a sweep's SQLite file (a folder, a text file), or None
+    (it is one, or it does not exist yet and will be created)."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return "it is a folder; give a file name, e.g. sqlite:///runs/sweeps.sqlite3"
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    if head and head != _SQLITE_HEADER:
+        return "it is not an SQLite database; give the sweep another file"
+    return None
 
 
 def redact_url(url: str) -> str:
