@@ -1147,6 +1147,9 @@ def test_keras_file_problem_names_each_way_a_file_cannot_be_loaded(tmp_path: Pat
     assert records.keras_file_problem(folder) == "a folder, not a .keras file"
     assert records.keras_file_problem(tmp_path / "gone.keras") == (
         "cannot be read: No such file or directory")
+    fifo = tmp_path / "fifo.keras"
+    os.mkfifo(fifo)  # opening it would wait for a writer: evaluate hung
+    assert records.keras_file_problem(fifo) == "not a regular file"
     if os.geteuid() != 0:  # root reads any file: the permission case needs a user
         locked = tmp_path / "locked.keras"
         shutil.copy(good, locked)

@@ -1013,7 +1013,6 @@ def test_a_repeat_may_touch_a_decimal_word() -> None:
 @pytest.mark.parametrize(("written", "suggested"), [
     ("relux2", "relu x2"),     # was `relu2`, refused: relu takes no number
     ("bnx2", "bn x2"),
-    ("conv64x2", "conv64 x2"),  # was "cannot read the number in `conv64x2`"
     ("sofmax8", "softmax"),    # was `softmax8`, refused again
 ])
 def test_a_suggestion_is_a_word_that_checks(written: str, suggested: str) -> None:
@@ -1076,3 +1075,50 @@ def test_messages_say_what_is_wrong(text: str, message: str, hint: str | None) -
         assert d.hint is None
     else:
         assert hint in d.hint
+
+
+
+@pytest.mark.parametrize(("text", "message", "hint"), [
+    # kernel notation is not a glued repeat: `pool2 x2` would be two pools
+    ("conv8 pool2x2 |", "cannot read the number in `pool2x2`", "e.g. pool2"),
+    ("conv3x3 |", "cannot read the number in `conv3x3`", "e.g. conv32"),
+    # a block named train... is no train line
+    ("let trainable = conv8 relu\ntrainable, pool2 |", "unexpected `,`",
+     "layers are separated by spaces"),
+    ("let trainable = conv8 relu\ntrainable conv8(k=3\n", "`(` is not closed",
+     "an argument list must close on its line: conv8(k=3)"),
+    # argument values are not layer words: the `{` is only apart from its word
+    ("conv8 {valid,same} |", "`{` must touch `conv8`", "alternatives touch the word"),
+    # a merge's bracket is no group after a space
+    ("conv8 add(k=3) |", "unexpected `=`", None),
+    # what is glued after a word's decimals, each told the fix that works
+    ("conv8 drop.25x2relu |", "`drop.25x2relu` runs two words together",
+     "`drop.25x2 relu`"),
+    ("conv8 drop.5e2 |", "`drop.5e2` runs two words together", "takes no exponent"),
+    ("conv8 drop.25X2 |", "`drop.25X2` runs two words together",
+     "a repeat is written with a small x: `drop.25x2`"),
+    # a whole-number word's exponent: the digits, or no number that would do
+    ("conv8 | dense1e-0", "unexpected character '-'", "write dense1"),
+    ("conv8 | dense1e-3", "unexpected character '-'", "write it out in full"),
+])
+def test_hints_reviewed_against_their_literal_fix(text: str, message: str,
+                                                  hint: str | None) -> None:
+    with pytest.raises(cnnspec.SpecError) as info:
+        cnnspec.check(cnnspec.parse(f"input 8x8x3\n{text}\n"))
+    (d,) = info.value.diagnostics
+    assert message in d.message, d.message
+    if hint is None:
+        assert d.hint is None, d.hint
+    else:
+        assert hint in d.hint, d.hint
+
+
+def test_the_literal_fixes_check() -> None:
+    for fixed in ("conv8 drop.25x2 relu |", "conv8 pool2 |", "conv8 | dense1",
+                  "conv8({valid,same}) |"):
+        text = f"input 8x8x3\n{fixed}\n"
+        spec = cnnspec.parse(text)
+        if spec.has_sweep():
+            assert all(sweep.check_all_variants(spec))
+        else:
+            cnnspec.check(spec)

@@ -523,6 +523,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             text = str(exc)
             raise Failure(text if text.startswith("cannot resume") else
                           f"cannot resume: {text}") from None
+        except BrokenPipeError:  # the output was closed (`| head`): not the records
+            raise
         except OSError as exc:  # a full disk, a folder that takes no new file: as for train
             raise Failure(records_failure(Path(args.resume), exc)) from None
         return report_result(result)

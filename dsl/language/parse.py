@@ -596,11 +596,15 @@ def _exponent_in_word(text: str, pos: int) -> str | None:
     digits = _EXPONENT_DIGITS.match(text, pos)
     if word is None or digits is None:
         return None
-    value = float(f"{word.group(2)}e-{digits.group(1)}")
-    if value == 0 or word.group(1) not in KINDS:  # 1e-400; `l21e-2`, l2 then 1e-2?
+    written = f"{word.group(2)}e-{digits.group(1)}"
+    kind = KINDS.get(word.group(1))
+    value = float(written)
+    whole_kind = kind is not None and kind.number is not None and kind.number.kind == "int"
+    if (value == 0 or kind is None or kind.number is None  # 1e-400; `l21e-2`: l2, 1e-2?
+            or (whole_kind and not value.is_integer())):  # `dense1e-3`: no whole number
         return "a layer word's number takes no exponent; write it out in full"
     return (f"a layer word's number takes no exponent: write "
-            f"{word.group(1)}{format_number(value)}")
+            f"{word.group(1)}{_canonical_number(kind, written)}")
 
 
 def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnostic:
@@ -625,7 +629,7 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
         # after a whole value, Lark's merged LALR states offer every bracket's closing: the
         # brackets open before the token say which one fits
         inside = _open_bracket(line_text[:col - 1])
-        settings = line_text.lstrip().startswith("train")
+        settings = _TRAIN_LINE.match(line_text) is not None
         if inside == "{" and expected & {"RPAR", "RBRACE"}:
             described = "`,` or `}`"
         elif inside == "args" and expected & {"RPAR", "RBRACE"}:
@@ -645,10 +649,14 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
     )
 
 
+_TRAIN_LINE = re.compile(r"\s*train(?![A-Za-z0-9_])")  # `train lr=...`, not `trainable ...`
+
+
 def _open_bracket(before: str) -> str | None:
     """The innermost bracket left open in `before` (a line up to a token; comments are
     already past it): "{" alternatives, "args" an argument list (a `(` touching its word or
-    `}`: `conv8(`, `onecycle(`, `conv{f}(`), "(" a group or a merge; None if none is open."""
+    `}`: `conv8(`, `onecycle(`, `conv{f}(`), "merge" `add(`/`concat(`, "(" a group (a `(`
+    after a space or at the start); None if none is open."""
     stack: list[str] = []
     for i, ch in enumerate(before):
         if ch == "{":
@@ -657,7 +665,7 @@ def _open_bracket(before: str) -> str | None:
             word = re.search(r"[A-Za-z_][A-Za-z0-9_.]*$", before[:i])
             touching = i > 0 and (before[i - 1] == "}" or word is not None)
             merge = word is not None and word.group() in ("add", "concat")
-            stack.append("args" if touching and not merge else "(")
+            stack.append("merge" if merge else "args" if touching else "(")
         elif ch in ")}" and stack:
             stack.pop()
     return stack[-1] if stack else None
@@ -669,7 +677,7 @@ def _misplaced_token(
     """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`, a
     `(` apart from the word it belongs to."""
     if tok.type == "LPAR" and "_ARGS_OPEN" in expected and prev is not None:
-        if line_text.lstrip().startswith("train") and str(prev) not in SCHEDULES:
+        if _TRAIN_LINE.match(line_text) is not None and str(prev) not in SCHEDULES:
             # `optimizer=sgd (x)`: only a schedule takes arguments in a setting's value
             return Diagnostic(f"unexpected `(` after `{prev}`", Span.point(line, col),
                               "only a schedule takes arguments here, as in lr=onecycle(.4)")
@@ -693,7 +701,7 @@ def _misplaced_token(
             f"a merge must open and close on one line: {merge}(a, b) on one line, or "
             "name a branch with `let` to shorten it" if merge else
             "an argument list must close on its line: " + (
-                "lr=onecycle(.4)" if line_text.lstrip().startswith("train") else "conv8(k=3)")
+                "lr=onecycle(.4)" if _TRAIN_LINE.match(line_text) is not None else "conv8(k=3)")
             if _open_bracket(line_text.split("#", 1)[0]) == "args" else
             "a group must open and close on one line",
         )
@@ -824,12 +832,6 @@ _NUMBERED = frozenset(word for word, kind in KINDS.items() if kind.number is not
 _GLUED_REPEAT = re.compile(r"(.+?)x([0-9]+)")
 
 
-def _whole_layer(text: str) -> bool:
-    """Whether text is a layer word as it stands: `relu`, `conv64` (not `conv`, not `relu2`)."""
-    split = split_word(text)
-    return split is not None and (split[1] is None) == (KINDS[split[0]].number is None)
-
-
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 
@@ -939,8 +941,9 @@ def _canonical_number(kind: LayerKind, written: str) -> str:
         value = float(written)
     except ValueError:
         return written
-    if kind.number is not None and kind.number.kind == "int" and value.is_integer():
-        return str(int(value))
+    if value.is_integer() and (written.isdigit() or (
+            kind.number is not None and kind.number.kind == "int")):
+        return str(int(value))  # `Dropout(1)` -> drop1, `Linear(512.0)` -> dense512
     return format_number(value)
 
 
@@ -1053,6 +1056,7 @@ class _Builder:
         self.uses: list[tuple[str, Span | None]] = []  # the uses being built, outermost first
         self.expanded = 0  # layers built for blocks with parameters (MAX_EXPANDED_LAYERS)
         self.uses_built = 0  # ... and their uses, bounded alike
+        self.glued: set[tuple[int, int]] = set()  # words glued to decimals, reported with them
 
     def full_span(self, tree: Tree) -> Span | None:
         """A tree's span including the brackets around its edges, which the tree drops.
@@ -1639,7 +1643,8 @@ class _Builder:
             line = self.lines[word_tok.line - 1]
             column = line.index("{", word_tok.end_column - 1) + 1
             options = rest[0].children
-            if options and all(getattr(o, "type", None) == "WORD" for o in options):
+            if options and all(getattr(o, "type", None) == "WORD" and (
+                    split_word(str(o)) is not None or str(o) in self.blocks) for o in options):
                 # `conv8 {relu,elu}`: words to choose between, which no `{` may sweep
                 self.problem(
                     "alternatives sweep a layer's number or argument, not the layer word: "
@@ -1697,10 +1702,20 @@ class _Builder:
         if glued is None or _TOUCHING_REPEAT.match(rest):
             return
         word = glued.group()
+        repeat = re.match(r"([xX])([0-9]+)", word)
+        if re.fullmatch(r"[eE][0-9]+", word):  # `drop.5e2`
+            hint = "a layer word's number takes no exponent; write it out in full"
+        elif repeat and len(repeat.group()) < len(word):  # `drop.25x2relu`
+            hint = (f"put a space after the repeat, `{tok}x{repeat.group(2)} "
+                    f"{word[len(repeat.group()):]}`, if you mean it and another layer")
+        elif repeat:  # `drop.25X2`
+            hint = f"a repeat is written with a small x: `{tok}x{repeat.group(2)}`"
+        else:
+            hint = f"put a space between them, `{tok} {word}`, if you mean two layers"
         self.problem(
             f"`{tok}{word}` runs two words together: a layer word ends at its number",
-            Span(tok.line, tok.column, tok.line, tok.end_column + len(word)),
-            f"put a space between them, `{tok} {word}`, if you mean two layers")
+            Span(tok.line, tok.column, tok.line, tok.end_column + len(word)), hint)
+        self.glued.add((tok.line, tok.end_column))  # where the glued word starts
 
     def touches(self, tok: Token, char: str) -> bool:
         """Whether `char` follows the token at once (no space between)."""
@@ -1991,6 +2006,8 @@ class _Builder:
     def unknown_word(self, tok: Token) -> None:
         text = str(tok)
         at = _tok_span(tok)
+        if (tok.line, tok.column) in self.glued:  # told already, with the word before it
+            return
         if text in KEYWORDS:
             self.problem(f"`{text}` starts its own line", at, f"put `{text} ...` on a new line")
             return
@@ -2021,7 +2038,8 @@ class _Builder:
             )
             return
         repeat = _GLUED_REPEAT.fullmatch(text)
-        if repeat and (repeat.group(1) in self.blocks or _whole_layer(repeat.group(1))):
+        if repeat and (repeat.group(1) in self.blocks or (  # `relux2`; not `pool2x2`, `conv3x3`
+                repeat.group(1) in KINDS and KINDS[repeat.group(1)].number is None)):
             word, count = repeat.groups()
             self.problem(
                 f"unknown layer word `{text}`", at,

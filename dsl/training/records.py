@@ -65,11 +65,14 @@ def keras_file_problem(path: Path) -> str | None:
     import zipfile
 
     try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return "a folder, not a .keras file"
+        if not stat.S_ISREG(mode):  # a pipe would block the open until someone writes to it
+            return "not a regular file"
         with path.open("rb") as f:
             if not zipfile.is_zipfile(f):
                 return "not a .keras zip archive (cut off or overwritten); the file is damaged"
-    except IsADirectoryError:
-        return "a folder, not a .keras file"
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     return None
