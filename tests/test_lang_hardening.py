@@ -1088,7 +1088,8 @@ def test_messages_say_what_is_wrong(text: str, message: str, hint: str | None) -
     ("let trainable = conv8 relu\ntrainable conv8(k=3\n", "`(` is not closed",
      "an argument list must close on its line: conv8(k=3)"),
     # argument values are not layer words: the `{` is only apart from its word
-    ("conv8 {valid,same} |", "`{` must touch `conv8`", "alternatives touch the word"),
+    ("conv8 {valid,same} |", "`{` must touch `conv8`",
+     "an argument's alternatives go inside its brackets: conv8({valid,same})"),
     # a merge's bracket is no group after a space
     ("conv8 add(k=3) |", "unexpected `=`", None),
     # what is glued after a word's decimals, each told the fix that works

@@ -1653,9 +1653,13 @@ class _Builder:
                     "write a spec per layer word, or make a layer optional with `?` "
                     "(relu?) to compare it with none")
                 return None
+            words = options and all(getattr(o, "type", None) == "WORD" for o in options)
             self.problem(
                 f"`{{` must touch `{text}`, with no space between", Span.point(word_tok.line,
                                                                              column),
+                # `conv8 {valid,same}`: values of an argument, swept inside its brackets
+                f"an argument's alternatives go inside its brackets: "
+                f"{text}({{{','.join(map(str, options))}}})" if words else
                 "alternatives touch the word whose number or argument they sweep, as in "
                 "drop{.25,.5} or conv{32,64}; a layer word itself cannot be swept")
             return None
