@@ -182,3 +182,24 @@ def test_header_lines_complete_values_not_layer_words():
         assert cnnspec.check(cnnspec.parse(f"classes {count}\nconv8 relu gap\n")).classes \
             == int(count)
     assert "conv32" in {c.label for c in a.completions("input", 0, 5)}  # the word itself
+
+
+def test_references_skip_argument_values_and_settings_of_the_same_word():
+    # `same` is conv8's padding inside its brackets, `flip` an augmentation on the train line:
+    # neither is a use of the block named alike (both texts check)
+    same = "let same = relu\nconv8(same) same |\n"
+    assert a.references(same, 1, 13) == [(0, 4, 0, 8), (1, 12, 1, 16)]
+    flip = "let flip = relu\nconv8 flip |\ntrain augment=flip\n"
+    assert a.references(flip, 1, 7) == [(0, 4, 0, 8), (1, 6, 1, 10)]
+    # uses inside a merge's branches are uses
+    merge = "let u = conv8 relu\nu add(u, u) |\n"
+    assert a.references(merge, 1, 0) == [(0, 4, 0, 5), (1, 0, 1, 1), (1, 6, 1, 7),
+                                         (1, 9, 1, 10)]
+
+
+def test_sweep_problems_and_hover_name_variants_after_the_file():
+    """As `cnnspec check exp7.cnn` does (`exp7[pool=8]`); they said `spec[pool=8]`."""
+    text = "input 4x4x3\nconv8 pool{2,8} |\n"
+    (problem,) = a.diagnostics(text, name="exp7")
+    assert problem.message.startswith("in variant exp7[pool=8]: pool8:")
+    assert "`exp7[pool=2]`" in a.hover(text, 1, 1, name="exp7")

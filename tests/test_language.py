@@ -662,3 +662,8 @@ def test_a_rate_that_is_1_in_float32_is_refused():
     assert "is 1 in float32" in str(error("conv8 drop.99999999 |"))
     below = float(np.nextafter(np.float32(1), np.float32(0)))
     cnnspec.parse(f"conv8 drop{below!r} |".replace("drop0.", "drop."))
+
+
+def test_load_of_a_name_holding_nul_is_a_spec_error():
+    with pytest.raises(cnnspec.SpecError, match="the file name holds a NUL character"):
+        cnnspec.load("a\x00b.cnn")  # os.open raised ValueError: embedded null byte

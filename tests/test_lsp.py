@@ -519,3 +519,11 @@ def test_a_content_length_header_in_any_case_is_read(header):
     assert [m["id"] for m in answers] == [1, 2]
     assert "capabilities" in answers[0]["result"]
     assert done.returncode == 0, done.stderr
+
+
+def test_the_document_name_is_its_file_stem():
+    from cnnspec.editor.lsp import spec_name
+
+    assert spec_name("file:///work/specs/exp7.cnn") == "exp7"
+    assert spec_name("file:///a/my%20net.cnn") == "my net"  # as `cnnspec check` names it
+    assert spec_name("untitled:Untitled-1") == "Untitled-1"

@@ -15,7 +15,7 @@ from cnnspec.language import ir
 from cnnspec.language.checker import Report, Row, check
 from cnnspec.language.errors import Span, SpecError
 from cnnspec.language.layers import KINDS, fmt_shape
-from cnnspec.language.parse import parse
+from cnnspec.language.parse import TRAIN_LINE, open_bracket, parse
 from cnnspec.language.setting_values import SCHEDULE_DOCS, SCHEDULE_EXAMPLES, SCHEDULES
 from cnnspec.language.settings import SETTINGS, Setting
 from cnnspec.language.sweep import check_all_variants, first_variant, variant_count
@@ -66,11 +66,13 @@ def _contains(span: Span | None, line: int, character: int) -> bool:
 # -- diagnostics -------------------------------------------------------------------------------
 
 
-def diagnostics(text: str, max_variants: int | None = None) -> list[Problem]:
+def diagnostics(text: str, max_variants: int | None = None,
+                name: str | None = None) -> list[Problem]:
     """Every problem `cnnspec check` reports for this text, each at its token's range; the hint
-    follows the message. For a sweep, problems of any variant name it (`in variant …:`)."""
+    follows the message. For a sweep, problems of any variant name it (`in variant …:`), after
+    `name` (the file's stem, as `cnnspec check` names them) when given."""
     try:
-        spec = parse(text)
+        spec = parse(text, name=name)
         kwargs = {} if max_variants is None else {"max_variants": max_variants}
         check_all_variants(spec, **kwargs)
     except SpecError as err:
@@ -85,11 +87,11 @@ def diagnostics(text: str, max_variants: int | None = None) -> list[Problem]:
 # -- model reports -----------------------------------------------------------------------------
 
 
-def _report(text: str) -> tuple[ir.Spec | None, Report | None]:
-    """The parsed spec and the report of its first variant (grid order: each choice's first
-    alternative), or None where they fail."""
+def _report(text: str, name: str | None = None) -> tuple[ir.Spec | None, Report | None]:
+    """The parsed spec (named `name`, the file's stem, when given) and the report of its first
+    variant (grid order: each choice's first alternative), or None where they fail."""
     try:
-        spec = parse(text)
+        spec = parse(text, name=name)
     except SpecError:
         return None, None
     try:
@@ -193,10 +195,10 @@ def _word_at(text: str, line: int, character: int) -> tuple[str, int, int] | Non
     return None
 
 
-def hover(text: str, line: int, character: int) -> str | None:
+def hover(text: str, line: int, character: int, name: str | None = None) -> str | None:
     """Markdown for what is under the 0-based position, or None. On a sweep, figures are
-    those of its first variant, named at the end."""
-    spec, report = _report(text)
+    those of its first variant, named at the end (after `name`, the file's stem)."""
+    spec, report = _report(text, name)
     shown = _hover(text, line, character, spec, report)
     if shown is None:
         return None
@@ -379,11 +381,14 @@ def references(text: str, line: int, character: int,
     out = []
     for i, src in enumerate(text.split("\n")):
         code = _code(src)
+        if TRAIN_LINE.match(code):  # `augment=flip`: a setting's value, never a block
+            continue
         for m in pattern.finditer(code):
             if (i, m.start(), m.end()) == decl:
                 if include_declaration:
                     out.append((i, m.start(), i, m.end()))
-            elif not _argument_name(code, m.start(), m.end()):
+            elif not _argument_name(code, m.start(), m.end()) and open_bracket(
+                    code[:m.start()]) not in ("args", "{"):  # `conv8(same)`: a value
                 out.append((i, m.start(), i, m.end()))
     return out
 

@@ -184,10 +184,19 @@ def _encoding(ls: CnnspecServer) -> str:
     return str(getattr(chosen, "value", chosen))
 
 
+def spec_name(uri: str) -> str | None:
+    """The name `cnnspec check` gives the document's file (its stem: `exp7` for
+    file:///…/exp7.cnn), so the editor's messages name a sweep's variants as the CLI does."""
+    from pathlib import PurePosixPath
+    from urllib.parse import unquote, urlparse
+
+    return PurePosixPath(unquote(urlparse(uri).path)).stem or None
+
+
 def publish(ls: CnnspecServer, uri: str) -> None:
     doc = _doc(ls, uri)
     began = time.perf_counter()
-    problems = analysis.diagnostics(doc.text)
+    problems = analysis.diagnostics(doc.text, name=spec_name(uri))
     ls.costs[uri] = time.perf_counter() - began
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
         uri=uri,
@@ -274,7 +283,8 @@ def did_close(ls: CnnspecServer, params: types.DidCloseTextDocumentParams) -> No
 @_safe
 def hover(ls: CnnspecServer, params: types.HoverParams) -> types.Hover | None:
     doc = _doc(ls, params.text_document.uri)
-    text = analysis.hover(doc.text, *_pos(doc, params.position))
+    text = analysis.hover(doc.text, *_pos(doc, params.position),
+                          name=spec_name(params.text_document.uri))
     if text is None:
         return None
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))

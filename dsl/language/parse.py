@@ -482,6 +482,8 @@ def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
 
     if not os.fspath(path):  # Path("") is the working folder: "a directory" would mislead
         raise refuse("the file name is empty", "give the path of a .cnn file")
+    if "\0" in os.fspath(path):  # no file name holds one: os.open raises ValueError
+        raise refuse("the file name holds a NUL character", "give the path of a .cnn file")
 
     try:
         # O_NONBLOCK: opening a named pipe that nobody writes to would otherwise wait forever
@@ -628,8 +630,8 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
     else:
         # after a whole value, Lark's merged LALR states offer every bracket's closing: the
         # brackets open before the token say which one fits
-        inside = _open_bracket(line_text[:col - 1])
-        settings = _TRAIN_LINE.match(line_text) is not None
+        inside = open_bracket(line_text[:col - 1])
+        settings = TRAIN_LINE.match(line_text) is not None
         if inside == "{" and expected & {"RPAR", "RBRACE"}:
             described = "`,` or `}`"
         elif inside == "args" and expected & {"RPAR", "RBRACE"}:
@@ -649,10 +651,10 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
     )
 
 
-_TRAIN_LINE = re.compile(r"\s*train(?![A-Za-z0-9_])")  # `train lr=...`, not `trainable ...`
+TRAIN_LINE = re.compile(r"\s*train(?![A-Za-z0-9_])")  # `train lr=...`, not `trainable ...`
 
 
-def _open_bracket(before: str) -> str | None:
+def open_bracket(before: str) -> str | None:
     """The innermost bracket left open in `before` (a line up to a token; comments are
     already past it): "{" alternatives, "args" an argument list (a `(` touching its word or
     `}`: `conv8(`, `onecycle(`, `conv{f}(`), "merge" `add(`/`concat(`, "(" a group (a `(`
@@ -677,7 +679,7 @@ def _misplaced_token(
     """A keyword inside a line, a `(` left open, empty brackets, an unmatched `)` or `}`, a
     `(` apart from the word it belongs to."""
     if tok.type == "LPAR" and "_ARGS_OPEN" in expected and prev is not None:
-        if _TRAIN_LINE.match(line_text) is not None and str(prev) not in SCHEDULES:
+        if TRAIN_LINE.match(line_text) is not None and str(prev) not in SCHEDULES:
             # `optimizer=sgd (x)`: only a schedule takes arguments in a setting's value
             return Diagnostic(f"unexpected `(` after `{prev}`", Span.point(line, col),
                               "only a schedule takes arguments here, as in lr=onecycle(.4)")
@@ -701,8 +703,8 @@ def _misplaced_token(
             f"a merge must open and close on one line: {merge}(a, b) on one line, or "
             "name a branch with `let` to shorten it" if merge else
             "an argument list must close on its line: " + (
-                "lr=onecycle(.4)" if _TRAIN_LINE.match(line_text) is not None else "conv8(k=3)")
-            if _open_bracket(line_text.split("#", 1)[0]) == "args" else
+                "lr=onecycle(.4)" if TRAIN_LINE.match(line_text) is not None else "conv8(k=3)")
+            if open_bracket(line_text.split("#", 1)[0]) == "args" else
             "a group must open and close on one line",
         )
     if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
