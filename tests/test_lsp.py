@@ -527,3 +527,16 @@ def test_the_document_name_is_its_file_stem():
     assert spec_name("file:///work/specs/exp7.cnn") == "exp7"
     assert spec_name("file:///a/my%20net.cnn") == "my net"  # as `cnnspec check` names it
     assert spec_name("untitled:Untitled-1") == "Untitled-1"
+
+
+def test_a_notification_sent_with_an_id_is_answered(client):
+    """`textDocument/didOpen` with an id is a request the client waits on; it got no answer.
+    It is refused (-32600) and not run: the document stays closed."""
+    client.send({"id": 900, "method": "textDocument/didOpen", "params": {"textDocument": {
+        "uri": URI, "languageId": "cnnspec", "version": 1, "text": GOOD}}})
+    answer = client.wait(lambda m: m.get("id") == 900)
+    assert answer["error"]["code"] == -32600
+    assert "is a notification" in answer["error"]["message"]
+    client.send({"id": 901, "method": "textDocument/hover", "params": _pos(0, 0)})
+    hover = client.wait(lambda m: m.get("id") == 901)
+    assert hover.get("result") is None  # not open: nothing to say about it

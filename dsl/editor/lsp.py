@@ -64,6 +64,15 @@ class _Protocol(LanguageServerProtocol):
         self.shutdown_seen = False
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        method = data.get("method") if isinstance(data, dict) else None
+        kinds = types.METHOD_TO_TYPES.get(method) if isinstance(method, str) else None
+        if kinds is not None and kinds[1] is None and isinstance(data.get("id"), int | str):
+            # a notification's method sent as a request: it has no answer of its own, and
+            # the client waits for one; say so instead of running it without a reply
+            self._send_response(data["id"], None, JsonRpcInvalidRequest(
+                message=f"{method} is a notification: send it without an id",
+            ).to_response_error())
+            raise JsonRpcInvalidRequest(message=f"{method} sent with an id")
         try:
             return super().structure_message(data)
         except JsonRpcException as exc:
