@@ -667,3 +667,14 @@ def test_a_rate_that_is_1_in_float32_is_refused():
 def test_load_of_a_name_holding_nul_is_a_spec_error():
     with pytest.raises(cnnspec.SpecError, match="the file name holds a NUL character"):
         cnnspec.load("a\x00b.cnn")  # os.open raised ValueError: embedded null byte
+
+
+def test_a_leading_byte_order_mark_is_no_error():
+    """`cnnspec check` reads files as utf-8-sig; an editor may send the mark along, and the
+    language server and the API refused it as an unexpected character at 1:1."""
+    assert len(cnnspec.check(cnnspec.parse("\ufeffconv8 relu |")).rows) == 5
+    err = error("\ufeffconv8 rleu |")  # positions count the mark, as the client's text does
+    assert (err.line, err.column) == (1, 8)
+    from cnnspec.editor import analysis
+
+    assert analysis.diagnostics("\ufeffconv8 relu |\n") == []

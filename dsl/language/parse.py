@@ -234,6 +234,8 @@ def parse(
             f"the spec is {len(text):,} characters, over the limit of {MAX_SPEC_CHARS:,}",
             None, "a network spec is a few lines; is this the right file?",
         )], None, filename)
+    if text.startswith("\ufeff"):  # a byte-order mark (an editor's text, a read without
+        text = " " + text[1:]  # utf-8-sig): a space keeps the columns of line 1 as given
     # The parse allocates a few objects per character and frees none of them until the end:
     # the cyclic GC would rescan the growing heap again and again (a 1 MB spec took 4x longer
     # with it), and nothing built here forms a cycle.
