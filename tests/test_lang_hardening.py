@@ -1123,3 +1123,23 @@ def test_the_literal_fixes_check() -> None:
             assert all(sweep.check_all_variants(spec))
         else:
             cnnspec.check(spec)
+
+
+@pytest.mark.parametrize(("before", "inside"), [
+    ("conv8(k=3", "args"), ("train lr=onecycle(.4", "args"), ("let u(f) = conv{f}(s=", "args"),
+    ("conv8 add(relu", "merge"), ("conv8 concat(relu, gap", "merge"),
+    ("conv8 (relu", "("), ("(relu", "("), ("conv8 drop{.1", "{"),
+    ("conv8(k={3", "{"), ("add(conv8(k=3), relu", "merge"), ("conv8(k=3)", None),
+    ("3(relu", "("),  # a number is no word: a group, as before
+])
+def test_open_bracket_says_what_the_innermost_bracket_opens(before: str, inside: str | None):
+    from cnnspec.language.parse import open_bracket
+
+    assert open_bracket(before) == inside
+
+
+def test_an_argument_list_left_open_inside_alternatives_is_named_so():
+    # the innermost open bracket is the `{`; the `(` left open is conv8's argument list
+    (d,) = error("conv8(k={3,5\n").diagnostics
+    assert d.message.startswith("`(` is not closed on this line")
+    assert d.hint == "an argument list must close on its line: conv8(k=3)"

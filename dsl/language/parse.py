@@ -658,21 +658,35 @@ TRAIN_LINE = re.compile(r"\s*train(?![A-Za-z0-9_])")  # `train lr=...`, not `tra
 
 def open_bracket(before: str) -> str | None:
     """The innermost bracket left open in `before` (a line up to a token; comments are
-    already past it): "{" alternatives, "args" an argument list (a `(` touching its word or
-    `}`: `conv8(`, `onecycle(`, `conv{f}(`), "merge" `add(`/`concat(`, "(" a group (a `(`
-    after a space or at the start); None if none is open."""
+    already past it): "{" alternatives, or what a `(` opens (_paren_kind); None if none is
+    open."""
     stack: list[str] = []
     for i, ch in enumerate(before):
         if ch == "{":
             stack.append("{")
         elif ch == "(":
-            word = re.search(r"[A-Za-z_][A-Za-z0-9_.]*$", before[:i])
-            touching = i > 0 and (before[i - 1] == "}" or word is not None)
-            merge = word is not None and word.group() in ("add", "concat")
-            stack.append("merge" if merge else "args" if touching else "(")
+            stack.append(_paren_kind(before, i))
         elif ch in ")}" and stack:
             stack.pop()
     return stack[-1] if stack else None
+
+
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
+
+
+def _paren_kind(line: str, index: int) -> str:
+    """What the `(` at line[index] opens: "merge" (`add(`, `concat(`), "args" (an argument
+    list, touching its word or `}`: `conv8(`, `onecycle(`, `conv{f}(`) or "(" a group (after
+    a space or at the start). Looks back over the word before it only, so a scan of a line
+    stays linear."""
+    if _merge_word_before(line, index + 1):
+        return "merge"
+    start = index
+    while start > 0 and line[start - 1] in _WORD_CHARS:
+        start -= 1
+    touching = (index > 0 and line[index - 1] == "}") or any(
+        c.isalpha() or c == "_" for c in line[start:index])
+    return "args" if touching else "("
 
 
 def _misplaced_token(
@@ -706,7 +720,7 @@ def _misplaced_token(
             "name a branch with `let` to shorten it" if merge else
             "an argument list must close on its line: " + (
                 "lr=onecycle(.4)" if TRAIN_LINE.match(line_text) is not None else "conv8(k=3)")
-            if open_bracket(line_text.split("#", 1)[0]) == "args" else
+            if opened and _paren_kind(line_text, opened - 1) == "args" else
             "a group must open and close on one line",
         )
     if tok.type in ("RPAR", "RBRACE") and prev is not None and prev.type in (
@@ -734,8 +748,11 @@ def _misplaced_token(
 
 def _merge_word_before(line_text: str, column: int) -> str | None:
     """`add` or `concat` when the `(` at 1-based `column` is a merge's, else None."""
-    word = re.search(r"\b(\w+)$", line_text[:column - 1])
-    return word[1] if word and word[1] in MERGES else None
+    end = start = column - 1
+    while start > 0 and (line_text[start - 1].isalnum() or line_text[start - 1] == "_"):
+        start -= 1  # back over the word before it only (a regex would rescan the line)
+    word = line_text[start:end]
+    return word if word in MERGES else None
 
 
 def _token_hint(tok: Any, prev: Any, expected: set[str]) -> str | None:
@@ -832,7 +849,8 @@ def suggest(text: str, candidates: list[str], numbered: Container[str] | None = 
 
 # the layer words that take a number after them (`conv64`), for suggest
 _NUMBERED = frozenset(word for word, kind in KINDS.items() if kind.number is not None)
-# `relux2`, `conv64x2`: a layer word and a repeat count with no space between
+# `relux2`, `unitx3`: a word and a repeat count with no space between (unknown_word says so
+# for words that take no number and blocks; `pool2x2` is kernel notation, not a repeat)
 _GLUED_REPEAT = re.compile(r"(.+?)x([0-9]+)")
 
 
@@ -1056,7 +1074,6 @@ class _Builder:
         self.scope: set[str] | None = None  # its parameter names, while reading its body
         self.referenced: set[str] = set()  # the names its body has used as {name} so far
         self.env: dict[str, Token] | None = None  # the values, while building a use
-        self.nest = 0
         self.uses: list[tuple[str, Span | None]] = []  # the uses being built, outermost first
         self.expanded = 0  # layers built for blocks with parameters (MAX_EXPANDED_LAYERS)
         self.uses_built = 0  # ... and their uses, bounded alike
@@ -1508,13 +1525,14 @@ class _Builder:
         self.uses_built += 1
         if "expansion" in self.seen:  # refused once: every other use is left out at once
             return None
-        if (self.nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS
+        nest = len(self.uses)  # uses of blocks with parameters around this one
+        if (nest >= MAX_BLOCK_NESTING or self.expanded > MAX_EXPANDED_LAYERS
                 or self.uses_built > MAX_EXPANDED_LAYERS):
             self.seen.add("expansion")
             # placed at the outermost use, the one the user wrote where the network (or a
             # plain block) is built: the inner uses are `let` lines that are fine on their own
             outer, outer_span = self.uses[0] if self.uses else (name, span)
-            if self.nest >= MAX_BLOCK_NESTING:
+            if nest >= MAX_BLOCK_NESTING:
                 self.problem(
                     f"blocks with parameters nest more than {MAX_BLOCK_NESTING} deep in this "
                     f"use of `{outer}` (down to `{name}`)", outer_span,
@@ -1529,13 +1547,11 @@ class _Builder:
         seq = self.templates[name][0]
         saved = self.env, self.scope, self.defining
         self.env, self.scope, self.defining = env, None, None
-        self.nest += 1
         self.uses.append((name, span))
         try:
             return self.sequence(seq)
         finally:
             self.env, self.scope, self.defining = saved
-            self.nest -= 1
             self.uses.pop()
 
     # items
