@@ -179,3 +179,11 @@ def test_a_sweep_storage_that_is_not_an_sqlite_file_is_refused_leaving_nothing(
     _error(result, 1, f"cnnspec: error: cannot use {target} as the sweep's SQLite storage: "
            f"{why}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.cnn", "store.sqlite3"]
+
+
+def test_an_empty_file_is_a_new_sqlite_storage(tmp_path):
+    """SQLite makes a database of an empty file (as `touch` leaves one): not refused."""
+    empty = tmp_path / "fresh.sqlite3"
+    empty.touch()
+    study.open_storage(f"sqlite:///{empty}")  # creates the schema
+    assert empty.read_bytes().startswith(b"SQLite format 3\x00")
