@@ -6,6 +6,8 @@
   dataclass defaults give, and a word with a problem is still reported at every place.
 * The depth walk is skipped when the text cannot nest MAX_DEPTH levels (parse._may_nest_deeply):
   the bound it uses is never below the real depth, measured here by a walk of our own.
+* A setting's one-token value is read once per text (Setting.read_token): the value is the
+  one written, a refused value is still reported at every place, and the table is bounded.
 """
 
 from __future__ import annotations
@@ -95,6 +97,35 @@ def test_a_bad_bare_word_is_reported_at_every_place():
         (19, "conv filters must be at least 1, got 0"),
         (25, "drop rate must be in [0, 1), got 1.5"),
     ]
+
+
+def test_a_setting_read_again_gives_the_value_written():
+    for _ in range(2):  # the second parse finds the values kept by the first
+        spec = cnnspec.parse("train lr=.05 optimizer=adam batch=64 shuffle=false\nconv8 | dense2\n")
+        assert {s.key: s.value for s in spec.settings} == {
+            "lr": 0.05, "optimizer": "adam", "batch": 64, "shuffle": "false"}
+    spec = cnnspec.parse("train lr=.5 batch=7\nconv8 | dense2\n")  # another text, another value
+    assert {s.key: s.value for s in spec.settings} == {"lr": 0.5, "batch": 7}
+
+
+def test_a_refused_setting_is_reported_at_every_place():
+    text = "train batch=0\ntrain batch=32 epochs=0\nconv8 | dense2\n"
+    for _ in range(2):
+        with pytest.raises(cnnspec.SpecError) as err:
+            cnnspec.parse(text)
+        places = [(d.span.line, d.span.column) for d in err.value.diagnostics]
+        assert (1, 13) in places and (2, 23) in places  # batch=0's 0, epochs=0's 0
+
+
+def test_the_values_kept_per_setting_are_bounded():
+    from cnnspec.language.setting_values import Written
+    from cnnspec.language.settings import MAX_KEPT_READS, SETTINGS
+
+    entry = SETTINGS.by_key["batch"]
+    for n in range(1, MAX_KEPT_READS + 50):
+        assert entry.read_token(Written(str(n), "NUMBER")) == n
+    assert len(entry._read_tokens) == MAX_KEPT_READS
+    assert entry.read_token(Written(str(MAX_KEPT_READS + 49), "NUMBER")) == MAX_KEPT_READS + 49
 
 
 # -- the depth bound ---------------------------------------------------------------------------

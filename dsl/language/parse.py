@@ -1213,7 +1213,7 @@ class _Builder:
         if isinstance(value, Token):  # one number or word, the usual case: the loops below
             w = Written(str(value), value.type, span=_tok_span(value))  # (setting_written)
             try:
-                return ir.Setting(param.field, entry.read(w), (), span=span)
+                return ir.Setting(param.field, entry.read_token(w), (), span=span)
             except WrittenProblem as p:
                 self.problem(p.message, p.span or w.span, p.hint)
                 return ir.Setting(param.field, None, (), span=span)

@@ -63,6 +63,9 @@ _PARAM_KIND = {"int": "int", "float": "float", "choice": "flag", "bool": "flag",
 _PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "bool": bool,
                              "schedule": float | Schedule, "augment": Augment}
 _BOOL_WORDS = ("true", "false")
+# values kept per setting by Setting.read_token, at most: a long-lived process (the language
+# server) reads every value typed, and must not grow the table without bound
+MAX_KEPT_READS = 256
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,26 @@ class Setting:
         return Param(self.name, _PARAM_KIND[self.kind], self.names, low=self.low,
                      low_open=self.low_open, high=self.high, high_open=self.high_open,
                      flags=self.values or self.choices, doc=self.help)
+
+    @cached_property
+    def _read_tokens(self) -> dict[tuple[str, str], Any]:
+        """What `read_token` found per (text, token type), kept on the (frozen) entry."""
+        return {}
+
+    def read_token(self, w: Written) -> Any:
+        """`read(w)` for a value that is one token (`lr=.01`, `optimizer=sgd`, the usual
+        case), kept per text and token type: the value depends on nothing else, and the specs
+        of a sweep or a batch write the same `train` line again and again (reading it was a
+        tenth of a parse). Refusals are not kept: they carry the place to point at."""
+        key = (w.text, w.token)
+        known = self._read_tokens
+        try:
+            return known[key]
+        except KeyError:
+            value = self.read(w)
+            if len(known) < MAX_KEPT_READS:
+                known[key] = value
+            return value
 
     def read(self, w: Written) -> Any:
         """The IR value of one written value (a sweep's alternatives are read one by one);
