@@ -87,6 +87,17 @@ def test_arguments_can_be_swept():
     assert format_spec(spec).splitlines()[-1] == "unit({16,32}) unit(8,s={1,2}) gap"
 
 
+@pytest.mark.parametrize("network", [
+    "let b = drop{.1,.2}\nconv8 b conv8 b |",  # a plain block used twice
+    "let b = drop{.1,.2}\nlet u(f) = conv{f} b\nu(8) u(16) |",  # ... through a block's uses
+])
+def test_a_choice_in_a_plain_block_is_one_sweep_point_at_every_use(network):
+    variants = expand(cnnspec.parse(network))
+    rates = [[layer.rate for layer in v.spec.layers() if isinstance(layer, ir.Dropout)]
+             for v in variants]
+    assert rates == [[0.1, 0.1], [0.2, 0.2]]  # README, Sweeps: the same rate in both places
+
+
 def test_a_bad_value_is_reported_at_the_use_that_wrote_it():
     with pytest.raises(cnnspec.SpecError) as info:
         cnnspec.parse(UNIT + "unit(16)\nunit(0)")
