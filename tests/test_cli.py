@@ -193,3 +193,18 @@ def test_a_broken_let_line_is_reported_once_even_when_the_block_is_used_oddly():
     with pytest.raises(cnnspec.SpecError) as err:
         cnnspec.parse(text, filename="t.cnn")
     assert [d.span.line for d in err.value.diagnostics] == [1]
+
+
+def test_max_params_in_e_notation_is_the_whole_number_it_writes(cli, tmp_path):
+    spec = tmp_path / "p.cnn"
+    spec.write_text("conv8 gap\n")  # 3*3*3*8 + 8 + 8*10 + 10 = 314 parameters
+    assert cli("check", "--max-params", "3.14e2", str(spec)).returncode == 0
+    over = cli("check", "--max-params", "3.13e2", str(spec))
+    assert over.returncode == 1 and "over the budget of 313" in over.stderr
+
+
+def test_macs_past_a_thousand_giga_are_told_in_tera():
+    from cnnspec.cli.main import _si
+
+    assert [_si(n) for n in (999, 1_500, 2.5e9, 2.5e12, 2_535_130e9)] == [
+        "999", "1.50k", "2.50G", "2.50T", "2535.13T"]

@@ -92,6 +92,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["check", "--max-params", "1e999", "{good}"],  # a float infinity, not a ValueError
      "argument --max-params: not a whole number: 1e999"),
     (["expand", "{sweep}", "--sample", "1E400"], "argument --sample: not a whole number: 1E400"),
+    (["check", "--max-params", "1.5e0", "{good}"],  # not a budget of 1
+     "argument --max-params: not a whole number: 1.5e0"),
     (["train", "{good}", "--lr", "fast"], "argument --lr: not a number: fast"),
     (["train", "{good}", "--lr", "inf"], "argument --lr: must be a positive finite number: inf"),
     (["train", "{good}", "--lr", "1e400"],  # overflows to inf: not "positive"
@@ -256,6 +258,41 @@ def test_check_takes_the_sample_its_hint_offers(home: Path, tmp_path: Path,
             assert result.returncode == 0, result.stderr
         verdicts.add(bool(bad))
     assert verdicts == {True, False}, "the seeds should give samples with and without pool64"
+
+
+def test_a_sample_of_one_variant_is_told_as_a_sample(home: Path, tmp_path: Path) -> None:
+    """`--sample 1` of a sweep: a failing variant is named (it used to be told as if the file
+    had no sweep), and a passing one is `1 sampled variant`, not a plain spec's `ok` line;
+    `expand` says how many the sample was taken from. A sample as large as the sweep is the
+    sweep itself."""
+    from cnnspec.language.parse import parse
+    from cnnspec.language.sweep import expand
+
+    text = "conv8 relu pool{2,64} | dense16\n"
+    spec_file = tmp_path / "one.cnn"
+    spec_file.write_text(text)
+    seen = set()
+    for seed in range(6):
+        (name,) = [v.name for v in expand(parse(text, name="one"), sample=1, seed=seed)]
+        result = cli(home, "check", str(spec_file), "--sample", "1", "--sample-seed", str(seed))
+        if "pool=64" in name:
+            refused(result, 1, f"in variant {name}: pool64")
+        else:
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.split() == ["ok", str(spec_file), "1", "sampled", "variant",
+                                             "(--sample-seed", f"{seed}),", "all", "check"]
+            listed = cli(home, "expand", str(spec_file), "--sample", "1", "--sample-seed",
+                         str(seed))
+            assert listed.stdout.splitlines()[0] == (
+                f"{spec_file}: 1 variant sampled of 2 (--sample-seed {seed})")
+        seen.add("pool=64" in name)
+    assert seen == {True, False}, "the seeds should sample both variants"
+    whole = tmp_path / "whole.cnn"
+    whole.write_text("conv8 relu pool{2,4} | dense16\n")
+    assert cli(home, "check", str(whole), "--sample", "5").stdout.split() == [
+        "ok", str(whole), "2", "variants,", "all", "check"]
+    assert cli(home, "expand", str(whole), "--sample", "5").stdout.splitlines()[0] == (
+        f"{whole}: 2 variants")
 
 
 # -- folders the CLI is told to write into (exit 1) ---------------------------------------------
@@ -1075,6 +1112,36 @@ def test_control_characters_in_a_spec_file_name_are_shown_as_signs(home: Path,
     missing = tmp_path / "nope\x1b[31m.cnn"
     stderr = refused(cli(home, "check", str(missing)), 1, "nope\u241b[31m.cnn: error: cannot read")
     assert "\x1b" not in stderr
+
+
+def test_control_characters_in_a_file_name_are_signs_in_every_command(home: Path,
+                                                                      tmp_path: Path) -> None:
+    """fmt, summary and expand print the file name too: ESC as ␛, and a line break in a name
+    cannot end the `# FILE` comment `fmt --show` heads each file with (its output stays a
+    spec: the second line of the name was read as a network)."""
+    odd = tmp_path / "e\x1b[2Jx.cnn"
+    odd.write_text("conv8  relu gap\n")
+    shown = str(odd).replace("\x1b", "\u241b")
+    for args, says in [(("fmt", "--check"), f"would reformat {shown}"),
+                       (("summary",), shown), (("fmt",), f"reformatted {shown}")]:
+        result = cli(home, *args, str(odd))
+        assert "\x1b" not in result.stdout + result.stderr and says in result.stdout, args
+    sweep = tmp_path / "s\x1bw.cnn"
+    sweep.write_text("conv8 drop{.1,.2} gap\n")
+    listed = cli(home, "expand", str(sweep)).stdout.splitlines()[0]
+    assert listed == str(sweep).replace("\x1b", "\u241b") + ": 2 variants"
+    two_lines = tmp_path / "n\nconv8 cnov.cnn"
+    two_lines.write_text("relu gap\n")
+    plain = tmp_path / "p.cnn"
+    plain.write_text("conv8 gap\n")
+    shown_text = cli(home, "fmt", "--show", str(two_lines), str(plain)).stdout
+    assert shown_text.splitlines()[0] == f"# {tmp_path}/n\u240aconv8 cnov.cnn"
+    out = tmp_path / "out.cnn"
+    out.write_text(shown_text)
+    from cnnspec.language.parse import load  # the comments hide nothing: two layer lines
+
+    assert [type(layer).__name__ for layer in load(out).layers()] == [
+        "Activation", "GlobalAvgPool", "Conv", "GlobalAvgPool"]
 
 
 def test_a_run_stopped_before_its_settings_can_be_started_again(home: Path,

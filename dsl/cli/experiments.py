@@ -41,12 +41,17 @@ from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
 from cnnspec.language.diff import diff_reports
-from cnnspec.language.errors import SpecError, some
+from cnnspec.language.errors import SpecError, some, visible
 from cnnspec.language.format import format_spec
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load
 from cnnspec.language.settings import SETTINGS, settings_of
-from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, check_all_variants, expand
+from cnnspec.language.sweep import (
+    DEFAULT_MAX_VARIANTS,
+    check_all_variants,
+    expand,
+    variant_count,
+)
 
 _OP_STYLE = {"same": "dim", "added": "green", "removed": "red", "changed": "yellow"}
 _OP_MARK = {"same": " ", "added": "+", "removed": "-", "changed": "~"}
@@ -138,7 +143,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
                               f"({exc.strerror or exc}); nothing written") from None
             written.append(path)
         same = len(texts) - len(new)
-        console.print(f"wrote {len(new)} variant specs to {out}/"
+        console.print(f"wrote {len(new)} variant specs to {visible(str(out))}/"
                       + (f" ({same} already there, unchanged)" if same else ""))
         return EXIT_OK
     table = Table()
@@ -148,7 +153,11 @@ def cmd_expand(args: argparse.Namespace) -> int:
     for v in variants:
         r = by_name[v.name]
         table.add_row(Text(v.name), f"{r.params:,}", f"{r.macs:,}")
-    console.print(Text(f"{args.file}: {len(variants)} variants"))
+    total = variant_count(spec)
+    console.print(Text(f"{visible(args.file)}: {len(variants)} variant"
+                       f"{'s' if len(variants) != 1 else ''}" + (
+                           f" sampled of {total:,} (--sample-seed {args.sample_seed})"
+                           if len(variants) < total else "")))
     console.print(table)
     return EXIT_OK
 

@@ -26,7 +26,7 @@ from cnnspec import __version__
 from cnnspec.failures import Failure, UsageError  # defined below the CLI; re-exported
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.language.errors import SpecError, visible_lines
+from cnnspec.language.errors import SpecError, visible, visible_lines
 from cnnspec.language.format import format_spec, in_source_line_endings
 from cnnspec.language.layers import fmt_shape
 from cnnspec.language.parse import load, parse
@@ -81,7 +81,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cnnspec.language.sweep import check_all_variants
+    from cnnspec.language.sweep import check_all_variants, variant_count
 
     out, err = _console(), _console(stderr=True)
     bad = 0
@@ -97,12 +97,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             file = visible_lines(file)  # shown, not sent to the terminal as codes
-            if len(reports) == 1:
+            if args.sample is not None and spec.has_sweep() and args.sample < variant_count(
+                    spec):  # a sample of one variant is a sample still, not a plain spec
+                out.print(f"ok  {file}  {len(reports)} sampled variant"
+                          f"{'s' if len(reports) > 1 else ''} (--sample-seed "
+                          f"{args.sample_seed}), all check")
+            elif len(reports) == 1:
                 r = reports[0]
                 out.print(f"ok  {file}  {r.params:,} params, {_si(r.macs)} MACs")
-            elif args.sample is not None and len(reports) == args.sample:
-                out.print(f"ok  {file}  {len(reports)} sampled variants "
-                          f"(--sample-seed {args.sample_seed}), all check")
             else:
                 out.print(f"ok  {file}  {len(reports)} variants, all check")
     if bad and len(args.files) > 1:
@@ -119,7 +121,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return EXIT_OK
     console = _console()
-    console.print(summary_table(report, args.file, console))
+    console.print(summary_table(report, visible(args.file), console))
     return EXIT_OK
 
 
@@ -172,7 +174,7 @@ def _layer_cell(row: Any, console: Console, spec_text: Callable[..., Text]) -> T
 
 
 def _si(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return str(int(n))
@@ -188,35 +190,36 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             print_spec_error(exc, err)
             status = EXIT_BAD_SPEC
             continue
+        shown = visible(file)  # a name's control characters shown, not sent to the terminal
         text = spec.source or ""
         canonical = in_source_line_endings(format_spec(spec), text)
         if args.show:
-            _show_canonical(out, file, canonical, several=len(args.files) > 1)
+            _show_canonical(out, shown, canonical, several=len(args.files) > 1)
             continue
         if canonical == text:
             continue
         renamed = _renamed_sweep_keys(spec, canonical)
         if args.check:
-            out.print(f"would reformat {file}")
-            _say_renamed(err, file, renamed, "reformatting would rename")
+            out.print(f"would reformat {shown}")
+            _say_renamed(err, shown, renamed, "reformatting would rename")
             status = EXIT_BAD_SPEC
             continue
         # a link is followed: the file it names is reformatted and the link stays a link
         target = Path(file).resolve()
         if not target.is_file():
-            err.print(f"cnnspec: error: {file}: fmt rewrites files only (this is a pipe or a "
+            err.print(f"cnnspec: error: {shown}: fmt rewrites files only (this is a pipe or a "
                       "device); `fmt --show` prints the canonical text", soft_wrap=True)
             status = EXIT_BAD_SPEC
             continue
         try:
             write_atomic(target, canonical)
         except OSError as exc:  # a folder that takes no new file beside it, a full disk
-            err.print(f"cnnspec: error: cannot rewrite {file}: {exc.strerror or exc}; it is "
+            err.print(f"cnnspec: error: cannot rewrite {shown}: {exc.strerror or exc}; it is "
                       "unchanged (`fmt --show` prints the canonical text)", soft_wrap=True)
             status = EXIT_BAD_SPEC
             continue
-        out.print(f"reformatted {file}")
-        _say_renamed(err, file, renamed, "reformatting renamed")
+        out.print(f"reformatted {shown}")
+        _say_renamed(err, shown, renamed, "reformatting renamed")
     return status
 
 
@@ -248,7 +251,8 @@ def _say_renamed(err: Console, file: str, renamed: list[tuple[str, str]], done: 
 def _show_canonical(out: Console, file: str, canonical: str, several: bool) -> None:
     """`fmt --show`: the canonical text on stdout, coloured on a terminal; the file is untouched.
 
-    With several files each starts with a `# FILE` comment, so the output is still a spec.
+    With several files each starts with a `# FILE` comment, so the output is still a spec
+    (file is the name as shown: a line break in it is a sign, not the end of the comment).
     """
     if not out.is_terminal:  # byte for byte: Rich would expand a comment's tabs
         out.file.write((f"# {file}\n" if several else "") + canonical)
@@ -279,7 +283,10 @@ def _add_max_params(p: argparse.ArgumentParser) -> None:
 
 def _positive_int(text: str) -> int:
     try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
+        number = float(text) if "e" in text.lower() else int(text)
+        if not float(number).is_integer():  # 1.5e0 is not a budget of 1
+            raise ValueError(text)
+        value = int(number)
     except (ValueError, OverflowError):  # 1e999 is a float infinity
         raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
     if value < 1:

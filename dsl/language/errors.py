@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from cnnspec.language.frozen import fast_init
 
@@ -128,6 +130,15 @@ class Diagnostic:
         return "\n".join(out)
 
 
+def as_file_name(filename: Any) -> str | None:
+    """A file name as messages show it: a Path (the API's callers pass one) as its text."""
+    if filename is None or isinstance(filename, str):
+        return filename
+    if isinstance(filename, os.PathLike | bytes):
+        return os.fsdecode(filename)
+    raise TypeError(f"filename must be a str or a path, not {type(filename).__name__}")
+
+
 class SpecError(Exception):
     """Everything wrong with one spec; `str()` renders each with file, line, column and caret.
 
@@ -137,15 +148,23 @@ class SpecError(Exception):
 
     def __init__(
         self,
-        diagnostics: list[Diagnostic] | tuple[Diagnostic, ...],
+        diagnostics: list[Diagnostic] | tuple[Diagnostic, ...] | Diagnostic | str,
         source: str | None = None,
-        filename: str | None = None,
+        filename: str | os.PathLike[str] | None = None,
     ) -> None:
+        # a caller's own error may be one message or one Diagnostic: `SpecError("too deep")`
+        if isinstance(diagnostics, str | Diagnostic):
+            diagnostics = [Diagnostic(diagnostics) if isinstance(diagnostics, str)
+                           else diagnostics]
         self.diagnostics = tuple(diagnostics)
         if not self.diagnostics:
             raise ValueError("SpecError needs at least one diagnostic")
+        wrong = [d for d in self.diagnostics if not isinstance(d, Diagnostic)]
+        if wrong:
+            raise TypeError("SpecError takes a message or Diagnostics, not "
+                            f"{type(wrong[0]).__name__}")
         self.source = source
-        self.filename = filename
+        self.filename = as_file_name(filename)
         super().__init__(self.render())
 
     @property

@@ -623,10 +623,44 @@ def from_json(text: str) -> Spec:
     import cnnspec.language.layers  # noqa: F401  (registers the layer nodes in NODE_TYPES)
     import cnnspec.language.setting_values  # noqa: F401  (schedules, augmentation)
 
-    spec = _decode(json.loads(text))
+    try:
+        spec = _decode(json.loads(text))
+    except (KeyError, TypeError, AttributeError, RecursionError) as exc:  # not our nodes
+        raise ValueError(f"JSON does not hold a cnnspec Spec ({type(exc).__name__}: {exc})"
+                         ) from None
     if not isinstance(spec, Spec):
         raise ValueError("JSON does not hold a cnnspec Spec")
+    _refuse_what_parse_refuses(spec)
     return spec
+
+
+def _refuse_what_parse_refuses(spec: Spec) -> None:
+    """ValueError unless the spec is one `parse` builds: its canonical text parses back to it.
+
+    Why: JSON can be edited by hand, and the checker trusts the IR it is given (`filters: -5`
+    was checked as -180 parameters, `filters: "8"` failed deep in the shape rules), while
+    every range and type rule lives in the parser. Reading the text back applies them all."""
+    from cnnspec.language.errors import SpecError
+    from cnnspec.language.format import format_spec
+    from cnnspec.language.parse import parse
+
+    try:
+        canonical = format_spec(spec)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of a wrong type
+        raise ValueError(f"JSON holds a spec that cannot be written as text ({exc})") from None
+    try:
+        again = parse(canonical)
+    except SpecError as err:
+        d = err.diagnostics[0]
+        line = canonical.split("\n")[d.span.line - 1] if d.span else ""
+        raise ValueError(f"JSON holds a spec cnnspec refuses: {d.message}"
+                         + (f" (in `{line}`)" if line else "")) from None
+    for mine, read in zip(spec.lines, again.lines, strict=False):
+        if mine != read:  # a field of a wrong type that writes like a good one ("8" for 8)
+            raise ValueError("JSON holds a value of the wrong type in the line written as "
+                             f"`{format_spec(Spec((mine,))).rstrip()}`")
+    if len(spec.lines) != len(again.lines):
+        raise ValueError("JSON holds a spec whose text reads back as other lines")
 
 
 # Every node is built with the faster __init__ of cnnspec.language.frozen (same signature and

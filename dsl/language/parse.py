@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnspec.language import ir
 from cnnspec.language.checker import OWN_HEAD, check, layer_facts
-from cnnspec.language.errors import Diagnostic, Span, SpecError
+from cnnspec.language.errors import Diagnostic, Span, SpecError, as_file_name
 from cnnspec.language.lalr_fast import Token, Tree
 from cnnspec.language.layers import (
     KINDS,
@@ -228,7 +228,15 @@ def parse(
     fast=False parses with Lark alone (the reference the fast path is tested against).
     settings is the table of training settings the `train` line may write.
     Text longer than MAX_SPEC_CHARS is refused before parsing, so no input makes it slow.
+    Arguments of the wrong type are a TypeError saying which (text as bytes, a name not a str).
     """
+    if not isinstance(text, str):
+        raise TypeError(f"parse() takes the spec's text as a str, not {type(text).__name__}" + (
+            " (decode it, or read the file with cnnspec.load)"
+            if isinstance(text, bytes | bytearray) else ""))
+    filename = as_file_name(filename)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"parse()'s name must be a str, not {type(name).__name__}")
     if len(text) > MAX_SPEC_CHARS:
         raise SpecError([Diagnostic(
             f"the spec is {len(text):,} characters, over the limit of {MAX_SPEC_CHARS:,}",

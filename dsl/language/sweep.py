@@ -456,11 +456,12 @@ def check_all_variants(
     variants = expand(spec, max_variants=max_variants, sample=sample, seed=seed)
     points = sweep_points(spec)
     reports, problems = [], []
+    swept = spec.has_sweep()  # a variant's problem names it, also when a sample is one
     for v in variants:
         try:
             reports.append(check(v.spec, max_params=max_params))
         except SpecError as err:
-            prefix = f"in variant {v.name}: " if len(variants) > 1 else ""
+            prefix = f"in variant {v.name}: " if swept else ""
             problems.extend(replace(d, message=prefix + d.message, span=d.span or (
                 _left_out_at(points, v) if d.message == NO_LAYERS else None))
                 for d in err.diagnostics)
