@@ -111,6 +111,11 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (["run", "{good}", "--out", ""], "argument --out: needs a folder, not an empty name"),
     (["expand", "{sweep}", "--sample-seed", "x"], "argument --sample-seed: not a whole number: x"),
     (["expand", "{sweep}", "--sample-seed", "-1"], "argument --sample-seed: must be 0 or more: -1"),
+    # a column to sort by is known before anything trains (it was refused after the batch)
+    (["sweep", "{sweep}", "--sort", "val_acc"],
+     "argument --sort: cannot sort by 'val_acc'; use one of: val_accuracy"),
+    (["run", "{good}", "--sort", "bogus"], "argument --sort: cannot sort by 'bogus'"),
+    (["compare", "{good}", "--sort", "bogus"], "argument --sort: cannot sort by 'bogus'"),
 ])
 def test_argument_types(home: Path, files: dict[str, Path], args: list[str], message: str
                         ) -> None:
@@ -1222,3 +1227,108 @@ def test_keras_file_problem_names_each_way_a_file_cannot_be_loaded(tmp_path: Pat
         shutil.copy(good, locked)
         locked.chmod(0)
         assert records.keras_file_problem(locked) == "cannot be read: Permission denied"
+
+
+# -- what `run`, `sweep` and studies are given, refused before anything trains -----------------
+
+
+def test_run_refuses_two_specs_that_make_one_folder_name(home: Path, tmp_path: Path) -> None:
+    """`a b.cnn` and `a_b.cnn` both train into --out/a_b: refused up front (the second used to
+    fail on the first's run, and the comparison listed that run twice)."""
+    for name in ("a b", "a_b"):
+        (tmp_path / f"{name}.cnn").write_text(GOOD)
+    out = tmp_path / "out"
+    refused(cli(home, "run", str(tmp_path / "a b.cnn"), str(tmp_path / "a_b.cnn"), "--out",
+                str(out), "--limit", "64"), 2, "share the run folder name a_b")
+    assert not out.exists()
+
+
+def test_run_refuses_an_untrainable_flag_before_the_data(home: Path, files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    result = cli(home, "run", str(files["good"]), "--seed", "-1", "--limit", "64", "--out",
+                 str(tmp_path / "out"))
+    refused(result, 2, "good.cnn: seed must be in [0, 4294967295], got -1")
+    assert "data:" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "expand"])
+def test_a_name_too_long_for_a_folder_is_refused_before_anything(home: Path, tmp_path: Path,
+                                                                 command: str) -> None:
+    """A run folder or variant file is named after the spec: past 255 bytes the file system
+    said `File name too long` mid-command (and `expand --write` left an empty folder)."""
+    stem = "s" * (248 if command != "train" else 240)
+    spec = tmp_path / f"{stem}.cnn"
+    spec.write_text(SWEEP if command != "train" else GOOD)
+    target = tmp_path / "target"
+    args = {"train": ["--limit", "64", "--runs-dir", str(target)],
+            "sweep": ["--limit", "64", "--out", str(target)],
+            "expand": ["--write", str(target)]}[command]
+    stderr = refused(cli(home, command, str(spec), *args), 2,
+                     "over the 255 a file name may have; give the spec a shorter file name")
+    assert "data:" not in stderr and not target.exists()
+
+
+def test_run_and_sweep_put_their_plots_where_plots_says(home: Path, tmp_path: Path,
+                                                        files: dict[str, Path]) -> None:
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    result = cli(home, "run", str(files["good"]), "--limit", "64", "--out", str(out),
+                 "--plots", str(plots), "--progress", "none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "compare_accuracy_vs_params.png", "compare_curves.png"]
+    assert not list(out.glob("*.png"))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("mine\n")
+    refused(cli(home, "sweep", str(files["sweep"]), "--limit", "64", "--out",
+                str(tmp_path / "sweep"), "--plots", str(blocked)), 1,
+            f"--plots {blocked}: cannot create the folder")
+    assert not (tmp_path / "sweep").exists()  # refused before anything trained
+
+
+def test_sweeps_started_in_one_second_get_a_folder_each(home: Path, tmp_path: Path,
+                                                        files: dict[str, Path]) -> None:
+    """Without --out a sweep's folder is claimed as a run's is: the second sweep of the same
+    second (here: of a clock that stands still) trains in `-2`, where it used to be told that
+    another sweep was writing its folder, or to continue it."""
+    runs = tmp_path / "runs"
+    for lr in (".01", ".05"):
+        result = cli(home, "sweep", str(files["sweep"]), "--sample", "1", "--limit", "64",
+                     "--lr", lr, "--runs-dir", str(runs), "--progress", "none", "--no-plots",
+                     code=FIXED_STAMP)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "sweep-sweep-20260101-000000", "sweep-sweep-20260101-000000-2"]
+
+
+def test_two_studies_that_make_one_folder_name_do_not_share_runs(home: Path, tmp_path: Path,
+                                                                files: dict[str, Path]) -> None:
+    """Studies `s 1` and `s_1` would both train in RUNS/s_1, in trial folders numbered from 0
+    in each: the second is refused before it stores or trains anything; the first joins its
+    own folder again."""
+    runs = tmp_path / "runs"
+    first = cli(home, "sweep", str(files["sweep"]), "--study", "s 1", "--sample", "1",
+                "--runs-dir", str(runs), "--limit", "64", "--progress", "none", "--no-plots")
+    assert first.returncode == 0, first.stderr[-3000:]
+    trials = sorted(p.name for p in (runs / "s_1").iterdir())
+    second = cli(home, "sweep", str(files["sweep"]), "--study", "s_1", "--sample", "1",
+                 "--runs-dir", str(runs), "--limit", "64", "--progress", "none", "--no-plots")
+    refused(second, 2, f"{runs / 's_1'} holds the runs of study 's 1'; study 's_1' would train "
+                       "in the same run folders")
+    assert sorted(p.name for p in (runs / "s_1").iterdir()) == trials
+    again = cli(home, "sweep", str(files["sweep"]), "--study", "s 1", "--sample", "1",
+                "--runs-dir", str(runs), "--limit", "64", "--progress", "none", "--no-plots")
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_compare_of_values_no_plot_can_draw_is_one_line(home: Path, tiny_run: Path,
+                                                        tmp_path: Path) -> None:
+    """A history edited to 1e308 (float32 training never makes it): matplotlib cannot draw it;
+    the table is printed, then one error line, no traceback nor numpy warnings."""
+    run = copy_run(tiny_run, tmp_path)
+    (run / "history.json").write_text(json.dumps([{
+        "epoch": 1, "loss": -1e308, "accuracy": 0.1, "val_loss": 1e308, "val_accuracy": 0.1}]))
+    result = cli(home, "compare", str(run))
+    stderr = refused(result, 1, "cannot draw the plots from these records",
+                     "--no-plots leaves them out")
+    assert "1 runs" in result.stdout and "Warning" not in stderr
+    assert cli(home, "compare", str(run), "--no-plots").returncode == 0

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,13 +32,15 @@ from cnnspec.cli.main import (
 )
 from cnnspec.cli.train import (
     EXIT_INTERRUPTED,
+    RUN_DIR_SUFFIX,
     add_train_flags,
     checked_settings,
+    new_run_dir,
     out_folder,
     refuse_dangling,
+    refuse_long_names,
     resolved_settings,
 )
-from cnnspec.experiments.worker import safe_name
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, check
 from cnnspec.language.diff import diff_reports
@@ -52,6 +55,7 @@ from cnnspec.language.sweep import (
     expand,
     variant_count,
 )
+from cnnspec.training.records import safe_name
 
 _OP_STYLE = {"same": "dim", "added": "green", "removed": "red", "changed": "yellow"}
 _OP_MARK = {"same": " ", "added": "+", "removed": "-", "changed": "~"}
@@ -125,6 +129,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
 
         from cnnspec.cli.main import write_atomic
 
+        refuse_long_names([f"{v.name}.cnn" for v in variants], what="a variant file")
         existed = Path(args.write).is_dir()
         out = make_folder(Path(args.write), "--write")
         texts = {out / f"{v.name}.cnn": format_spec(v.spec) for v in variants}
@@ -314,13 +319,20 @@ def write_plots(rows: list[Any], dirs: list[Path], plot_dir: Path) -> None:
     from cnnspec.experiments import compare
 
     try:
-        curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
-        points = compare.plot_accuracy_vs_params(rows,
-                                                 plot_dir / "compare_accuracy_vs_params.png")
+        with warnings.catch_warnings():  # overflow on such values: the error below says it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            curves = compare.plot_curves(dirs, rows, plot_dir / "compare_curves.png")
+            points = compare.plot_accuracy_vs_params(
+                rows, plot_dir / "compare_accuracy_vs_params.png")
     except OSError as exc:
         where = exc.filename2 or exc.filename  # os.replace(tmp, target): name the target
         raise Failure(f"cannot write the plots in {plot_dir}: {exc.strerror or exc}"
                       + (f": {where}" if where else "")) from None
+    except (ValueError, OverflowError, FloatingPointError) as exc:  # matplotlib on values no
+        # float32 training makes (a history edited to 1e308): the table above stands
+        raise Failure(f"cannot draw the plots from these records ({type(exc).__name__}: "
+                      f"{exc}); the table above is complete, --no-plots leaves them out"
+                      ) from None
     _console(stderr=True).print(f"plots: {curves}  {points}")
 
 
@@ -356,6 +368,14 @@ def _plot_dir(args: argparse.Namespace, run_dirs: list[Path]) -> Path | None:
         parents = {d.parent for d in run_dirs}
         path = parents.pop() if len(parents) == 1 else Path(".")
     return make_folder(path, "--plots")
+
+
+def plots_folder(args: argparse.Namespace) -> Path | None:
+    """The folder --plots names, made (a file in its way refused), or None when it is not
+    given or --no-plots is: `run` and `sweep` call it before anything trains."""
+    if args.no_plots or not getattr(args, "plots", None):
+        return None
+    return make_folder(Path(args.plots), "--plots")
 
 
 def make_folder(path: Path, flag: str) -> Path:
@@ -617,7 +637,7 @@ def _train_many(checked: list[tuple[ir.Spec, Report]], args: argparse.Namespace,
     is called once the data are read and checked, before the first run (a sweep records how
     it prunes then: a sweep refused before it leaves no folder).
     """
-    from cnnspec.cli.train import load_data, new_run_dir, train_one
+    from cnnspec.cli.train import load_data, train_one
     from cnnspec.training.records import RunFolderError
     from cnnspec.training.train import load_result
 
@@ -737,9 +757,10 @@ def _finish(done: list[Path], failed: list[tuple[str, str]], args: argparse.Name
             out_dir: Path | None,
             stopped: tuple[Path | None, list[str]] | None = None) -> int:
     if done:
-        plot_dir = None if args.no_plots else (out_dir or Path(args.runs_dir))
+        plot_dir = None if args.no_plots else (
+            plots_folder(args) or out_dir or Path(args.runs_dir))
         if plot_dir is not None:
-            plot_dir.mkdir(parents=True, exist_ok=True)
+            plot_dir = make_folder(plot_dir, "--plots")
         try:
             compare_runs(done, args.sort, None, plot_dir)
         except Failure as exc:  # a run folder that cannot be read: listed with the failures,
@@ -817,13 +838,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SpecError as exc:
             print_spec_error(exc)
             bad.append((file, _did_not_check(exc)))
-    names = [spec.name for spec, _ in checked]
+    # the folder names: `a b.cnn` and `a_b.cnn` both train into --out/a_b
+    names = [safe_name(spec.name) for spec, _ in checked]
     if len(set(names)) != len(names) and args.out:
         shared = sorted({n for n in names if names.count(n) > 1})[0]
-        files = [spec.filename or "?" for spec, _ in checked if spec.name == shared]
+        files = [spec.filename or "?" for spec, _ in checked if safe_name(spec.name) == shared]
         raise UsageError(
-            f"{' and '.join(files)} share the name {shared}; their run folders under --out "
-            "would clash (rename one file)")
+            f"{' and '.join(files)} share the run folder name {shared}; their run folders "
+            "under --out would clash (rename one file)")
+    refuse_long_names(names, 0 if args.out else RUN_DIR_SUFFIX)
+    for spec, _ in checked:  # a flag that makes a spec untrainable stops here, before the
+        checked_settings(spec, args)  # data is read or anything trains (as `sweep` does)
+    plots_folder(args)
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and checked:
         refuse_foreign_out(out_dir)
@@ -973,11 +999,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     by_name = {r.name: r for r in reports}
     for variant in variants:  # a flag that makes a variant untrainable stops the sweep here,
         checked_settings(variant.spec, args)  # before the data is read or anything trains
+    refuse_long_names([safe_name(v.name) for v in variants])
+    if not args.out:
+        refuse_long_names([safe_name(spec.name) + "-sweep"], RUN_DIR_SUFFIX)
+    plots_folder(args)
     _console(stderr=True).print(f"{spec.name}: {len(variants)} variants, all check")
-    out_dir = Path(args.out) if args.out else Path(args.runs_dir) / (
-        f"{safe_name(spec.name)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.out:
+        out_dir = Path(args.out)
         refuse_foreign_out(out_dir)
+    else:  # claimed by mkdir: two sweeps started in one second get a folder each
+        out_dir = new_run_dir(args.runs_dir, f"{spec.name}-sweep")
     local = None
     if config.kind != "none" or args.then_train:
         local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
@@ -1020,8 +1051,20 @@ def _sweep_batch(args: argparse.Namespace, variants: list[Any], by_name: dict[st
     return Batch(done, failed, stopped)
 
 
+def _sort_key(text: str) -> str:
+    """--sort's field, refused with the command line (exit 2) when there is no such column:
+    `sweep`/`run` checked it only once everything had trained, then showed no comparison."""
+    from cnnspec.experiments import compare
+
+    if compare.SORT_ALIASES.get(text, text) not in compare.SORT_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"cannot sort by {text!r}; use one of: "
+            + ", ".join([*compare.SORT_ALIASES, *compare.SORT_KEYS]))
+    return text
+
+
 def _add_compare_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sort", metavar="FIELD",
+    p.add_argument("--sort", metavar="FIELD", type=_sort_key,
                    help="a column to sort by, e.g. val_accuracy (final), best_val_accuracy, "
                         "params, gap, images_per_second; accuracies sort best first")
     p.add_argument("--plots", metavar="DIR", help="where the PNGs go (default: the runs' folder)")
@@ -1102,6 +1145,41 @@ def sweep_options(args: argparse.Namespace, prune: Any = None) -> Any:
     )
 
 
+STUDY_FOLDER_MARK = ".cnnspec-study"  # in a study's runs folder: the study's name
+
+
+def claim_study_folder(runs_base: Path, name: str) -> None:
+    """Make the folder a study's trials train in, marked with the study's name; a folder
+    another study marked is refused (UsageError), before anything is stored or trained.
+
+    Why: the folder is named after the study (`safe_name`), so `s 1` and `s_1` share one, and
+    their trials' folders (`<variant>-t<N>`, numbered from 0 in each study) too: the second
+    study's trials all failed on the first's runs, and its table showed the first's results.
+    The mark is created with O_EXCL, so workers racing to start one study agree on it; a
+    folder from before the mark existed is marked by the first study that uses it."""
+    mark = make_folder(runs_base, "--runs-dir" if runs_base.name else "--out") / STUDY_FOLDER_MARK
+    try:
+        with open(mark, "x", encoding="utf-8") as f:
+            f.write(name)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise Failure(f"cannot mark {runs_base} as study {name}'s folder: "
+                      f"{exc.strerror or exc}") from None
+    try:
+        owner = mark.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(f"{mark}: cannot read which study the folder belongs to "
+                      f"({getattr(exc, 'strerror', None) or exc}); remove the file if the "
+                      "folder is this study's") from None
+    if owner != name:
+        raise UsageError(
+            f"{runs_base} holds the runs of study {owner!r}; study {name!r} would train in the "
+            f"same run folders (both names make the folder name {runs_base.name}): give this "
+            "study another name, --out DIR or --runs-dir DIR")
+
+
 def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     """`cnnspec sweep SPEC --study NAME [--storage URL]`: one worker of a stored sweep."""
     from cnnspec.experiments import study as st
@@ -1121,16 +1199,18 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     check_then_train(args, sweep.trials)
     url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
     name = args.study or spec.name
+    refuse_long_names([safe_name(v.name) for v in sweep.variants], len("-t999999"))
     if getattr(args, "out", None):  # before the study is created or joined
         refuse_foreign_out(Path(args.out), files_too=False)
+    runs_base = Path(args.out) if getattr(args, "out", None) \
+        else Path(args.runs_dir) / safe_name(name)
+    claim_study_folder(runs_base, name)
     storage = st.open_storage(url, heartbeat, grace)
     study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
     say(f"study {name} in {st.redact_url(url)}: worker {socket.gethostname()}:{os.getpid()}, "
         f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
         f"{storage.heartbeat_interval}s, grace {storage.grace_period}s"
         + ("" if config.kind == "none" else f", pruning {config.kind}"))
-    runs_base = Path(args.out) if getattr(args, "out", None) \
-        else Path(args.runs_dir) / safe_name(name)
     trainer = _CliTrainer(args, say)
     worker = st.Worker(study, storage, sweep, trainer, runs_base, say, trainer.settings,
                        pruner=config)

@@ -440,9 +440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_stdout()  # else Python's own flush at exit fails again, with a traceback
         where = f"{exc.filename}: " if exc.filename is not None else ""
         what = "cannot write the output: " if output else where
+        hint = ("; files and run folders are named after the spec and its variants: give the "
+                "spec a shorter file name") if exc.errno == errno.ENAMETOOLONG else ""
         with contextlib.suppress(OSError):
             _console(stderr=True).print(
-                f"cnnspec: error: {visible_lines(f'{what}{exc.strerror or exc}')}",
+                f"cnnspec: error: {visible_lines(f'{what}{exc.strerror or exc}{hint}')}",
                 soft_wrap=True)
         return EXIT_BAD_SPEC
 

@@ -29,6 +29,7 @@ from cnnspec.cli.main import (
 )
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, check
+from cnnspec.language.errors import visible
 from cnnspec.language.layers import FLOAT32_TINY
 from cnnspec.language.parse import load
 from cnnspec.language.setting_values import SCHEDULES
@@ -43,6 +44,7 @@ from cnnspec.language.settings import (
     settings_of,
     validate,
 )
+from cnnspec.training.records import safe_name
 
 EXIT_INTERRUPTED = 130
 
@@ -234,6 +236,28 @@ def load_data(args: argparse.Namespace, test_only: bool = False) -> Any:
         raise Failure(str(exc)) from None
 
 
+# bytes in one file or folder name (ext4, XFS, APFS, NTFS alike); a longer name is ENAMETOOLONG
+NAME_MAX = 255
+# what new_run_dir adds to a name: `-YYYYmmdd-HHMMSS` and, in a busy second, `-N`
+RUN_DIR_SUFFIX = len("-20260101-000000-9999")
+
+
+def refuse_long_names(names: list[str], extra: int = 0, what: str = "a run folder") -> None:
+    """UsageError if a folder or file named after a spec or variant (plus `extra` bytes of
+    suffix) would be longer than a file name may be: checked before anything is written or
+    trained, where the file system's `File name too long` came mid-command, named no spec and
+    (`expand --write`) left an empty folder behind."""
+    for name in names:
+        size = len(os.fsencode(name)) + extra
+        if size > NAME_MAX:
+            shown = visible(name if len(name) <= 60 else name[:60] + "…")
+            raise UsageError(
+                f"{what} named after {shown} would be {size} bytes, over the {NAME_MAX} a file "
+                "name may have; give the spec a shorter file name" + (
+                    " (or sweep fewer choices in one spec: a variant's name lists its choices)"
+                    if "[" in name else ""))
+
+
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     """Create and return a new, empty `runs/<name>-<YYYYmmdd-HHMMSS>[-N]` folder.
 
@@ -243,7 +267,7 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     """
     base = Path(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
+    safe = safe_name(name)
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -537,6 +561,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check(spec, max_params=args.max_params)
     checked_settings(spec, args)
     out = Path(args.out) if args.out else None
+    if out is None:
+        refuse_long_names([safe_name(spec.name)], RUN_DIR_SUFFIX)
     if out is not None:
         refuse_existing(out)  # before the data is even read
     data = load_data(args)

@@ -102,8 +102,9 @@ from cnnspec.experiments.storage import (
     storage_url,
 )
 from cnnspec.experiments.view import StudyView, study_view
-from cnnspec.experiments.worker import Interrupted, Worker, safe_name
+from cnnspec.experiments.worker import Interrupted, Worker
 from cnnspec.failures import Failure, UsageError
+from cnnspec.training.records import safe_name
 
 __all__ = [
     "A_CONFIG", "A_GRACE", "A_HEARTBEAT", "A_MODELS", "A_QUEUED", "A_SPEC", "A_VARIANTS",

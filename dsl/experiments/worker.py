@@ -33,16 +33,11 @@ from cnnspec.experiments.heartbeat import Heartbeat
 from cnnspec.experiments.queue import S_RETRY_OF, quiet_optuna, requeue
 from cnnspec.experiments.results import Trainer, completed_folder, result_record
 from cnnspec.language.sweep import Variant, canonical_labels
+from cnnspec.training.records import safe_name
 
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM while this worker held a trial; the trial is already re-queued."""
-
-
-def safe_name(name: str) -> str:
-    """A variant or study name as a folder name: characters a shell or file system would
-    mangle become `_` (the names' brackets, commas and `=` stay, so a folder says its variant)."""
-    return "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
 
 
 class Worker:

@@ -59,6 +59,12 @@ HISTORY_FIELDS = (
 STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 
 
+def safe_name(name: str) -> str:
+    """A spec, variant or study name as a folder name: characters a shell or file system would
+    mangle become `_` (the names' brackets, commas and `=` stay, so a folder says its variant)."""
+    return "".join(c if c.isalnum() or c in "-_.[],=+" else "_" for c in name)
+
+
 def keras_file_problem(path: Path) -> str | None:
     """Why a .keras file is not one Keras can load, in the user's terms, or None if it may be:
     Keras says "File not found" for a cut-off file, a folder and one it may not read alike."""
