@@ -1035,7 +1035,8 @@ def test_a_suggestion_is_a_word_that_checks(written: str, suggested: str) -> Non
      None),
     ("train lr=.1,epochs=2", "another setting such as epochs=10, a comment or the end of the line",
      "settings are separated by spaces"),
-    ("conv8, relu |", "a comment or the end of the line", "layers are separated by spaces"),
+    ("conv8, relu |", "a layer, `|`, `(`, a comment or the end of the line",
+     "layers are separated by spaces"),
     ("conv8 (k=3) |", "a layer, `|`, `(`, or the end of the line",
      "arguments touch their word: conv8(k=3)"),
 ])

@@ -584,9 +584,13 @@ def _unexpected_character(exc: Any, text: str, line: int, col: int) -> Diagnosti
     """A character no token starts with here (Lark's UnexpectedCharacters)."""
     char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else "?"
     hint = None
-    if char == "-":
+    if char == "-" and text.startswith("->", exc.pos_in_stream):  # `conv8 -> relu`
+        hint = "layers follow each other separated by spaces, with no arrow: conv8 relu"
+    elif char == "-":
         hint = (_exponent_in_word(text, exc.pos_in_stream)
                 or "numbers are written without a sign; rates and penalties are >= 0")
+    elif char == ";":
+        hint = "a line is one statement and ends without `;`; layers are separated by spaces"
     elif char in "[]":
         hint = "use ( ) for groups and { } for sweep alternatives"
     return Diagnostic(
@@ -648,6 +652,10 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
             described = "`,` or `)`"
         elif inside is None and settings and {"WORD", "_NL"} <= expected:
             described = "another setting such as epochs=10, a comment or the end of the line"
+        if tok.type == "COMMA" and inside is None and not settings and "_NL" in expected:
+            # `conv8, relu`: Lark's state after a reduced layer lists only the line's end, but
+            # the next layer fits there as well
+            described = "a layer, `|`, `(`, a comment or the end of the line"
         if tok.type == "COMMA" and hint is None and inside is None:
             hint = ("settings are separated by spaces: train lr=.01 epochs=10" if settings
                     else "layers are separated by spaces; `,` separates a merge's branches, "
