@@ -185,8 +185,8 @@ USAGE = {
                       "is a sweep; train its variants with `cnnspec sweep`"),
     "run_a_sweep": (["run", "{sweep}"], "sweep.cnn is a sweep; use `cnnspec sweep {sweep}`"),
     "run_same_names": (["run", "{good}", "{tmp}/other/good.cnn", "--out", "{tmp}/out"],
-                       "cnnspec: error: {good} and {tmp}/other/good.cnn share the name good; "
-                       "their run folders under --out would clash (rename one file)"),
+                       "cnnspec: error: {good} and {tmp}/other/good.cnn share the run folder "
+                       "name good; their run folders under --out would clash (rename one file)"),
     "cluster_twice": (["train", "{good}", *CLUSTER, "127.0.0.1:5,127.0.0.1:5"],
                       "cnnspec: error: --cluster lists the same host:port twice"),
     "cluster_empty": (["train", "{good}", *CLUSTER, " , "],

@@ -1148,29 +1148,36 @@ def sweep_options(args: argparse.Namespace, prune: Any = None) -> Any:
 STUDY_FOLDER_MARK = ".cnnspec-study"  # in a study's runs folder: the study's name
 
 
-def claim_study_folder(runs_base: Path, name: str) -> None:
-    """Make the folder a study's trials train in, marked with the study's name; a folder
-    another study marked is refused (UsageError), before anything is stored or trained.
+def claim_study_folder(runs_base: Path, name: str, mark: bool, flag: str = "--runs-dir"
+                       ) -> None:
+    """Refuse (UsageError) a folder for a study's trials that another study marked as its own;
+    with mark=True, also make the folder and mark it with this study's name.
 
     Why: the folder is named after the study (`safe_name`), so `s 1` and `s_1` share one, and
     their trials' folders (`<variant>-t<N>`, numbered from 0 in each study) too: the second
     study's trials all failed on the first's runs, and its table showed the first's results.
-    The mark is created with O_EXCL, so workers racing to start one study agree on it; a
-    folder from before the mark existed is marked by the first study that uses it."""
-    mark = make_folder(runs_base, "--runs-dir" if runs_base.name else "--out") / STUDY_FOLDER_MARK
+    The worker checks before it opens the storage (nothing is stored or made for a refused
+    study) and marks once the study is created or joined. The mark is created with O_EXCL, so
+    workers racing to start one study agree on it; a folder from before the mark existed is
+    marked by the first study that uses it."""
+    path = runs_base / STUDY_FOLDER_MARK
+    if mark:
+        make_folder(runs_base, flag)
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(name)
+            return
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise Failure(f"cannot mark {runs_base} as study {name}'s folder: "
+                          f"{exc.strerror or exc}") from None
     try:
-        with open(mark, "x", encoding="utf-8") as f:
-            f.write(name)
+        owner = path.read_text("utf-8")
+    except FileNotFoundError:
         return
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise Failure(f"cannot mark {runs_base} as study {name}'s folder: "
-                      f"{exc.strerror or exc}") from None
-    try:
-        owner = mark.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise Failure(f"{mark}: cannot read which study the folder belongs to "
+        raise Failure(f"{path}: cannot read which study the folder belongs to "
                       f"({getattr(exc, 'strerror', None) or exc}); remove the file if the "
                       "folder is this study's") from None
     if owner != name:
@@ -1204,9 +1211,11 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
         refuse_foreign_out(Path(args.out), files_too=False)
     runs_base = Path(args.out) if getattr(args, "out", None) \
         else Path(args.runs_dir) / safe_name(name)
-    claim_study_folder(runs_base, name)
+    flag = "--out" if getattr(args, "out", None) else "--runs-dir"
+    claim_study_folder(runs_base, name, False, flag)  # before anything is stored or made
     storage = st.open_storage(url, heartbeat, grace)
     study, _ = st.create_or_join(storage, name, sweep, heartbeat, grace, say)
+    claim_study_folder(runs_base, name, True, flag)
     say(f"study {name} in {st.redact_url(url)}: worker {socket.gethostname()}:{os.getpid()}, "
         f"{len(sweep.variants)} variants, search {sweep.search}, heartbeat "
         f"{storage.heartbeat_interval}s, grace {storage.grace_period}s"
