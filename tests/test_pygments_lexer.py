@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pygments")
 
@@ -85,4 +87,35 @@ def test_no_error_tokens_in_shipped_specs(path):
 
 def test_garbage_gives_no_error_tokens():
     toks = _tokens("conv8 @@ ]] ((( {{ ~ \x00 x")
+    assert not [v for t, v in toks if t in Error]
+
+
+def test_indented_headers_are_headers():
+    """The grammar allows blanks before `train`/`input`/`classes` (cnnspec check takes it);
+    they were coloured as block names."""
+    toks = _tokens("  train lr=.1 epochs=2\n\tinput 32x32x3\n classes 10\nconv8 relu |\n")
+    assert [(t, v) for t, v in toks if v in ("train", "input", "classes")] == [
+        (Keyword.Declaration, "train"), (Keyword.Declaration, "input"),
+        (Keyword.Declaration, "classes")]
+    assert [(t, v) for t, v in toks if v in ("lr", "epochs")] == [
+        (Name.Attribute, "lr"), (Name.Attribute, "epochs")]
+
+
+@pytest.mark.parametrize("text", [
+    "input 32x32x3\nconv{8 # todo\n",  # a half-typed sweep with a comment after it
+    "conv8 {relu\r x\n", "input 32\rx\n", "train lr=onecycle(.4\r,warm=.2)\n",
+    "conv8(k=3\r)\n", "train augment={flip # later\n",
+])
+def test_half_typed_lines_give_no_error_tokens(text):
+    toks = list(get_lexer_by_name("cnnspec").get_tokens(text))
+    assert not [v for t, v in toks if t in Error]
+    assert "".join(v for _, v in toks) == text.replace("\r", "\n")  # Pygments' own newlines
+    if "#" in text:
+        assert [t for t, v in toks if v.startswith("#")] == [Comment.Single]
+
+
+@given(st.text(alphabet="conv8 relu{}(),#\r\n\t=|.x?+trainput", max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_no_text_gives_an_error_token(text):
+    toks = list(get_lexer_by_name("cnnspec").get_tokens(text))
     assert not [v for t, v in toks if t in Error]

@@ -40,14 +40,16 @@ class CnnspecLexer(RegexLexer):
     tokens = {
         "common": [
             (r"#[^\n]*", Comment.Single),
-            (r"[ \t\f]+", Whitespace),
+            (r"[ \t\f\r]+", Whitespace),  # a lone \r too (a line break is matched before)
             (r"\{", Punctuation, "sweep"),
         ],
         "root": [
             (r"\r?\n", Whitespace),
+            # a header may be indented, as the grammar allows (before `common` takes the blanks)
+            (r"^([ \t\f]*)(input|classes)\b", bygroups(Whitespace, Keyword.Declaration),
+             "header"),
+            (r"^([ \t\f]*)(train)\b", bygroups(Whitespace, Keyword.Declaration), "train"),
             include("common"),
-            (r"^(input|classes)\b", Keyword.Declaration, "header"),
-            (r"^(train)\b", Keyword.Declaration, "train"),
             (r"(let)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
              bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (r"(add|concat)(\()", bygroups(Keyword, Punctuation)),
@@ -101,7 +103,8 @@ class CnnspecLexer(RegexLexer):
         "sweep": [
             (r"\}", Punctuation, "#pop"),
             (r"\r?\n", Whitespace, "#pop"),
-            (r"[ \t\f]+", Whitespace),
+            (r"#[^\n]*", Comment.Single),  # `conv{8 # todo`: a comment ends the line's `{`
+            (r"[ \t\f\r]+", Whitespace),
             include("setting_value"),
             (r"[0-9]+(?:x[0-9]+)+", Number),
             (_NUM, Number),
