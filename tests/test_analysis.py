@@ -203,3 +203,72 @@ def test_sweep_problems_and_hover_name_variants_after_the_file():
     (problem,) = a.diagnostics(text, name="exp7")
     assert problem.message.startswith("in variant exp7[pool=8]: pool8:")
     assert "`exp7[pool=2]`" in a.hover(text, 1, 1, name="exp7")
+
+
+# -- found by a review of the editor answers (2026-12-03) --------------------------------------
+
+CONV8 = 3 * 3 * 3 * 8 + 8  # conv8 on a 32x32x3 input
+BN8 = 4 * 8  # gamma, beta (trainable) and the two moving statistics
+
+
+def test_hover_on_a_repeated_block_shows_one_use():
+    """`u x2` writes one use that makes two copies: the hover is the block, not both copies."""
+    for text, position in [("input 32x32x3\nlet u = conv8 relu\nu x2 |\n", (2, 0)),
+                           ("input 32x32x3\nlet u = conv8 relu\nu x2 |\n", (1, 4)),
+                           ("input 32x32x3\nlet u = conv8 relu\n(u pool2)x2 |\n", (2, 1))]:
+        shown = a.hover(text, *position)
+        assert shown.startswith("**u** = conv8 relu\n"), (text, shown)
+        assert f"2 layers · params {CONV8:,} " in shown
+
+
+def test_hover_on_a_let_line_counts_the_blocks_it_uses():
+    text = "input 32x32x3\nlet a = conv8 relu\nlet b = a bn\nb |\n"
+    for position in [(2, 4), (3, 0)]:  # the `let` line and the use agree
+        shown = a.hover(text, *position)
+        assert shown.startswith("**b** = conv8 relu bn\n")
+        assert f"3 layers · params {CONV8 + BN8:,} " in shown
+
+
+def test_keywords_are_offered_for_the_first_word_of_a_line():
+    for typed in ("in", "tr", "le", "cl", ""):
+        keywords = [c.label for c in a.completions(typed + "\n", 0, len(typed))
+                    if c.kind == "keyword"]
+        assert keywords == ["input", "classes", "train", "let"], typed
+    assert not [c for c in a.completions("conv8 in\n", 0, 8) if c.kind == "keyword"]
+
+
+def test_arguments_are_offered_inside_swept_or_parameterised_calls():
+    conv = {"k=", "s=", "padding=", "same", "valid"}
+    for text in ("let unit(f, s=1) = conv{f}(", "conv{8,16}(", "conv8(k=3,"):
+        labels = {c.label for c in a.completions(text, 0, len(text))}
+        assert conv <= labels and "relu" not in labels, text
+    block = "let unit(f, s=1) = conv{f}(s={s})\nunit(64, "
+    assert [c.label for c in a.completions(block, 1, 9)] == ["f=", "s="]
+
+
+def test_train_line_completion_inside_a_call_or_a_set():
+    onecycle = [c.label for c in a.completions("train lr=onecycle(.4, ", 0, 22)]
+    assert onecycle == ["peak=", "warm=", "final=", "start="]
+    assert [c.label for c in a.completions("train lr=onecycle(", 0, 18)] == onecycle
+    values = [c.label for c in a.completions("train augment={none, ", 0, 21)]
+    assert "flip" in values and "lr" not in values
+    crop = [c.label for c in a.completions("train augment=crop4(", 0, 20)]
+    assert crop and "lr" not in crop and "flip" not in crop
+    assert "epochs" in [c.label for c in a.completions("train lr=.1 ", 0, 12)]
+
+
+def test_hover_on_a_train_line_with_spaces_inside_values():
+    text = ("input 32x32x3\ntrain lr=onecycle(.4, warm=.2) augment={none, flip+crop4}\n"
+            "conv8 |\n")
+    assert a.hover(text, 1, 23).startswith("**warm** (onecycle's `warm`):")
+    assert a.hover(text, 1, 51).startswith("**augment**:")  # on `crop4`, after `, `
+    assert a.hover(text, 1, 7).startswith("**lr**:")
+
+
+def test_an_argument_value_spelt_like_a_block_is_a_value():
+    """`conv8(same)` is the padding, though a block is named `same` (references agreed)."""
+    text = "input 32x32x3\nlet same = conv8\nconv8(same) same |\n"
+    assert a.definition(text, 2, 7) is None
+    assert a.hover(text, 2, 7).startswith("**same** (conv's `padding`)")
+    assert a.definition(text, 2, 13) == (1, 4, 1, 8)
+    assert a.references(text, 1, 4) == [(1, 4, 1, 8), (2, 12, 2, 16)]

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cnnspec.language import ir
 from cnnspec.language.checker import Report, Row, check
 from cnnspec.language.errors import Span, SpecError
 from cnnspec.language.layers import KINDS, fmt_shape
 from cnnspec.language.parse import TRAIN_LINE, open_bracket, parse
-from cnnspec.language.setting_values import SCHEDULE_DOCS, SCHEDULE_EXAMPLES, SCHEDULES
+from cnnspec.language.setting_values import (
+    AUGMENTS,
+    SCHEDULE_DOCS,
+    SCHEDULE_EXAMPLES,
+    SCHEDULES,
+)
 from cnnspec.language.settings import SETTINGS, Setting
 from cnnspec.language.sweep import check_all_variants, first_variant, variant_count
 
@@ -211,29 +217,21 @@ def _hover(text: str, line: int, character: int, spec: ir.Spec | None,
     """The hover's markdown, and whether it shows the model's figures (shapes, params)."""
     word = _word_at(text, line, character)
     src = text.split("\n")[line] if 0 <= line < len(text.split("\n")) else ""
+    code = _code(src)
     if re.match(r"\s*(input|classes)\b", src):
         return (_model_hover(report), True) if report else None
-    if re.match(r"\s*train\b", src):
-        for m in re.finditer(r"([A-Za-z_]+)=\S*", src):
-            if m.start() <= character < m.end():
-                doc = setting_doc(m.group(1))
-                return None if doc is None else (doc, False)
-        return (_model_hover(report), True) if report else None
-    if spec is not None:
+    if TRAIN_LINE.match(code):
+        return _train_hover(code, character, word, report)
+    in_value = word is not None and open_bracket(code[:word[1]]) in ("args", "{")
+    if word and in_value:  # `conv8(same)`: an argument or its value, never a block
+        doc = _argument_doc(code, word[1], word[0])
+        if doc is not None:
+            return doc, False
+    if spec is not None and not in_value:
         names = block_names(text)
         if word and word[0] in names and report is not None:
-            uses = [r for r in report.rows if r.used_at is not None
-                    and r.used_at.line == line + 1 and r.used_at.column - 1 <= character]
-            if uses:
-                at = max(r.used_at.column for r in uses)
-                rows = [r for r in uses if r.used_at.column == at]
-            else:
-                rows = []
-                for r in report.rows:  # the first use of the block (or the `let` line)
-                    if r.used_at is not None and r.defined_at == names[word[0]][0] + 1:
-                        if rows and r.used_at != rows[0].used_at:
-                            break
-                        rows.append(r)
+            rows = _block_rows(report, first_variant(spec).spec, word[0], line, character,
+                               names[word[0]][0])
             expansion = " ".join(r.text for r in rows)
             return (f"**{word[0]}** = {expansion}\n\n{totals(rows)}", True) if rows else None
         if report is not None:
@@ -247,6 +245,114 @@ def _hover(text: str, line: int, character: int, spec: ir.Spec | None,
         base = re.match(r"[A-Za-z_]+", word[0])
         doc = layer_doc(word[0]) or (layer_doc(base.group()) if base else None)
         return None if doc is None else (doc, False)
+    return None
+
+
+def _train_hover(code: str, character: int, word: tuple[str, int, int] | None,
+                 report: Report | None) -> tuple[str, bool] | None:
+    """On a `train` line: the setting whose `key=value` the position is in (a value may hold
+    spaces inside its brackets, `lr=onecycle(.4, warm=.2)`), an argument of a call its own
+    doc; elsewhere on the line the model."""
+    keys = _setting_keys(code)
+    for i, m in enumerate(keys):
+        end = keys[i + 1].start() if i + 1 < len(keys) else len(code.rstrip())
+        if m.start() <= character < end:
+            if word is not None and word[1] >= m.end():
+                doc = _argument_doc(code, word[1], word[0])
+                if doc is not None:
+                    return doc, False
+            doc = setting_doc(m.group(1))
+            return None if doc is None else (doc, False)
+    return (_model_hover(report), True) if report else None
+
+
+def _setting_keys(code: str) -> list[re.Match[str]]:
+    """The `key=` of each setting on a train line: those outside any bracket (a call's `warm=`
+    is its argument)."""
+    return [m for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)=", code)
+            if open_bracket(code[:m.start()]) is None and not TRAIN_LINE.fullmatch(
+                code[:m.end() - 1])]
+
+
+# the call a position is inside: its word (a layer's, a schedule's, an augmentation's)
+_CALL_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)(?:\{[^{}]*\})?\(([^()]*)$")
+
+
+def _call_params(code: str, start: int) -> tuple[str, tuple[Any, ...]] | None:
+    """(the call's word, its parameters) for a position inside `word(...)`: a layer's
+    options, a schedule's or an augmentation's arguments; None for anything else."""
+    call = _CALL_BEFORE.search(code[:start])
+    if call is None:
+        return None
+    word = call.group(1)
+    kind = KINDS.get(word) or KINDS.get(_split_kind(word))
+    if kind is not None:
+        return kind.word, kind.options
+    bare = re.match(r"[A-Za-z_]+", word)
+    name = bare.group() if bare else word
+    if name in SCHEDULES:
+        return name, tuple(p for p, _ in SCHEDULES[name])
+    if name in AUGMENTS:
+        return name, AUGMENTS[name]
+    return None
+
+
+def _argument_doc(code: str, start: int, word: str) -> str | None:
+    """The doc of an argument's name or bare value (`k` or `same` in `conv8(k=3,same)`,
+    `warm` in `onecycle(.4,warm=.2)`), or None."""
+    found = _call_params(code, start)
+    if found is None:
+        return None
+    call, params = found
+    for p in params:
+        if word in p.names or word == p.field or word in p.flags:
+            return f"**{word}** ({call}'s `{p.names[0] if p.names else p.field}`): {p.doc}"
+    return None
+
+
+def _block_rows(report: Report, spec: ir.Spec, name: str, line: int, character: int,
+                let_line: int) -> list[Row]:
+    """The rows of one use of block `name`: the use under the position, else the first use
+    written in the network, else (a block used only inside others) its own layers."""
+    uses = [r.used_at for r in report.rows if r.used_at is not None
+            and r.used_at.line == line + 1 and r.used_at.column - 1 <= character]
+    if uses:
+        return _one_use(report, spec, max(uses, key=lambda span: span.column))
+    for r in report.rows:
+        node = _use_node(spec, r.used_at) if r.used_at is not None else None
+        if node is not None and node.name == name:
+            return _one_use(report, spec, r.used_at)
+    rows: list[Row] = []
+    for r in report.rows:  # its layers at their first place (the `let` line's own)
+        if r.used_at is not None and r.defined_at == let_line + 1:
+            if rows and r.used_at != rows[0].used_at:
+                break
+            rows.append(r)
+    return rows
+
+
+def _one_use(report: Report, spec: ir.Spec, used_at: Span | None) -> list[Row]:
+    """The rows one use makes: `u x2` repeats its use, whose rows all share its place, so
+    they are cut to the layers (and merges) one expansion holds."""
+    rows = [r for r in report.rows if r.used_at == used_at]
+    node = _use_node(spec, used_at)
+    return rows[:spec.layer_count(node)] if node is not None else rows
+
+
+def _use_node(spec: ir.Spec, span: Span | None) -> ir.BlockRef | None:
+    """The block use written at span in the network's lines (where rows' `used_at` point)."""
+    todo: list[Any] = list(spec.body)
+    while todo:
+        item = todo.pop()
+        if isinstance(item, ir.BlockRef):
+            if item.span == span:
+                return item
+        elif isinstance(item, ir.Group):
+            todo.extend(item.items)
+        elif isinstance(item, ir.Repeat | ir.Optional):
+            todo.append(item.body)
+        elif isinstance(item, ir.Merge):
+            todo.extend(i for branch in item.branches for i in branch)
     return None
 
 
@@ -304,33 +410,67 @@ def completions(text: str, line: int, character: int) -> list[Completion]:
     before = lines[line][:character] if 0 <= line < len(lines) else ""
     if "#" in before:
         return []
-    if re.match(r"\s*train\b", before):
-        m = re.search(r"([A-Za-z_]+)=[^\s=]*$", before)
-        if m:
-            e = _setting_entry(m.group(1))
-            return setting_value_completions(e) if e else []
-        return [Completion(e.name, e.help, setting_doc(e.name) or "", "setting")
-                for e in SETTINGS.spec_entries]
+    if TRAIN_LINE.match(before):
+        return _train_completions(before)
     header = re.match(r"\s*(input|classes)\s", before)
     if header:  # a header line takes a shape or a count, never a layer word
         return [Completion(value, header.group(1), doc, "value")
                 for value, doc in _HEADER_VALUES[header.group(1)]]
-    arg = re.search(r"(?<![A-Za-z0-9_.])([A-Za-z_][A-Za-z0-9_.]*)\(([^()]*)$", before)
-    kind = arg and (KINDS.get(arg.group(1)) or KINDS.get(_split_kind(arg.group(1))))
-    if kind:
-        out_args = []
-        for p in kind.options:
-            out_args.append(Completion(f"{p.names[0]}=" if p.names else p.field, p.field,
-                                       p.doc, "argument"))
-            out_args += [Completion(f, p.field, p.doc, "value") for f in p.flags]
-        return out_args
+    if open_bracket(before) == "args":  # `conv8(`, `conv{f}(`, `unit(`: what the call takes
+        call = _CALL_BEFORE.search(before)
+        params = block_parameters(text).get(call.group(1)) if call else None
+        if params is not None:
+            return [Completion(f"{p}=", "parameter", f"parameter of block {call.group(1)}",
+                               "argument") for p in params]
+        found = _call_params(before, len(before))
+        return _argument_completions(found[1]) if found else []
     out = [Completion(k.spelling, k.keras_class, layer_doc(w) or "", "layer")
            for w, k in KINDS.items() if w == k.word]
     out += [Completion(n, "block", f"let {n} (line {ln + 1})", "block")
             for n, (ln, _, _) in block_names(text).items()]
-    if not before.strip():
+    if re.fullmatch(r"\s*[A-Za-z]*", before):  # the first word of a line: may be a keyword
         out += [Completion(w, "keyword", "", "keyword") for w in ("input", "classes",
                                                                    "train", "let")]
+    return out
+
+
+def _argument_completions(params: tuple[Any, ...]) -> list[Completion]:
+    out = []
+    for p in params:
+        out.append(Completion(f"{p.names[0]}=" if p.names else p.field, p.field, p.doc,
+                              "argument"))
+        out += [Completion(f, p.field, p.doc, "value") for f in p.flags]
+    return out
+
+
+def _train_completions(before: str) -> list[Completion]:
+    """On a `train` line: setting keys; after `key=` (or inside its `{…}`) its values; inside a
+    call (`onecycle(`, `crop4(`) the call's arguments."""
+    inside = open_bracket(before)
+    if inside == "args":
+        found = _call_params(before, len(before))
+        return _argument_completions(found[1]) if found else []
+    keys = _setting_keys(before)
+    typing_value = re.search(r"=[^\s=]*$", before)  # `lr=`, `augment=flip+`
+    if keys and (inside == "{" or typing_value):
+        e = _setting_entry(keys[-1].group(1))
+        return setting_value_completions(e) if e else []
+    return [Completion(e.name, e.help, setting_doc(e.name) or "", "setting")
+            for e in SETTINGS.spec_entries]
+
+
+_LET_PARAMS = re.compile(r"^\s*let\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(([^()]*)\)")
+
+
+def block_parameters(text: str) -> dict[str, list[str]]:
+    """name -> its parameters' names, for each block with parameters (`let unit(f, s=1)`),
+    read from the text alone as block_names is."""
+    out: dict[str, list[str]] = {}
+    for src in text.split("\n"):
+        m = _LET_PARAMS.match(_code(src))
+        if m and m.group(1) not in out:
+            out[m.group(1)] = [p.partition("=")[0].strip() for p in m.group(2).split(",")
+                               if p.partition("=")[0].strip()]
     return out
 
 
@@ -358,7 +498,8 @@ def _block_at(text: str, line: int, character: int) -> str | None:
     if word is None:
         return None
     name = _IDENT.match(word[0])
-    if name is None or _argument_name(code, word[1], word[1] + name.end()):
+    if name is None or _argument_name(code, word[1], word[1] + name.end()) or open_bracket(
+            code[:word[1]]) in ("args", "{"):  # `conv8(same)`: a value, as references says
         return None
     return name.group() if name.group() in block_names(text) else None
 
