@@ -159,6 +159,15 @@ def test_an_empty_spec_file_name_is_named_as_such(home: Path, tmp_path: Path) ->
 
 CLUSTER = ["--strategy", "multiworker", "--task-index", "0", "--cluster"]
 USAGE = {
+    # a flag's number the model cannot compute with, refused as the spec's would be
+    "ema_one_in_float32": (["train", "{good}", "--ema", ".99999999999"],
+                           "ema must be below 1, and .99999999999 is 1 in float32"),
+    "momentum_one_in_float32": (["sweep", "{sweep}", "--momentum", ".99999999999"],
+                                "momentum must be below 1, and .99999999999 is 1 in float32"),
+    "weight_decay_infinite": (["run", "{good}", "--weight-decay", "1e300"],
+                              "weight_decay is too large: 1e+300 is infinite in float32"),
+    "lr_infinite": (["train", "{good}", "--lr", "1e39"],
+                    "lr is too large: 1e+39 is infinite in float32"),
     "spec_and_resume": (["train", "{good}", "--resume", "{tmp}"],
                         "cnnspec: error: give either a SPEC or --resume RUN_DIR, not both"),
     "no_spec": (["train"], "cnnspec: error: train needs a SPEC (or --resume RUN_DIR)"),
@@ -1332,3 +1341,31 @@ def test_compare_of_values_no_plot_can_draw_is_one_line(home: Path, tiny_run: Pa
                      "--no-plots leaves them out")
     assert "1 runs" in result.stdout and "Warning" not in stderr
     assert cli(home, "compare", str(run), "--no-plots").returncode == 0
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("weight_decay=1e300", "weight_decay is too large: 1e300 is infinite in float32"),
+    ("lr=1e39", "lr is too large: 1e39 is infinite in float32"),
+    ("lr=cosine(.1,final=1e300)", "cosine's final is too large: 1e300 is infinite in float32"),
+    ("label_smoothing=.99999999999", "label_smoothing must be below 1, and .99999999999 is 1"),
+])
+def test_check_refuses_a_setting_infinite_or_rounded_up_in_float32(
+        home: Path, tmp_path: Path, setting: str, message: str) -> None:
+    """float32 is what the model computes in: `weight_decay=1e300` trained as inf and its
+    diverged run blamed the learning rate."""
+    spec = tmp_path / "s.cnn"
+    spec.write_text(f"train {setting}\nconv8 relu pool2 |\n")
+    refused(cli(home, "check", str(spec)), 1, "s.cnn:1:", message)
+    big = tmp_path / "fine.cnn"  # float32's largest is still a number
+    big.write_text("train weight_decay=3e38\nconv8 relu pool2 |\n")
+    assert cli(home, "check", str(big)).returncode == 0
+
+
+def test_a_sweep_refused_at_its_data_leaves_no_folder(home: Path, tmp_path: Path,
+                                                      files: dict[str, Path]) -> None:
+    """The default sweep folder is claimed before the data is read; a sweep that stops there
+    gives it back (it was left with only its lock, which `compare` called no run folder)."""
+    runs = tmp_path / "runs"
+    refused(cli(home, "sweep", str(files["sweep"]), "--data", str(tmp_path / "nowhere"),
+                "--runs-dir", str(runs)), 1, "--data")
+    assert list(runs.iterdir()) == []

@@ -297,11 +297,34 @@ def test_invalid_batches_are_refused(sample: Path, change: dict, message: str) -
 def test_empty_batch_is_refused(sample: Path) -> None:
     from cnnspec.sample_data.make_sample import encode_batch
 
-    # Python 3 pickles empty bytes via builtins.bytes, which is refused; write the official way.
     path = sample / "data_batch_4"
     path.write_bytes(encode_batch(b"x", [], np.zeros((0, 3072), np.uint8)))
     with pytest.raises(DataError, match="data_batch_4: holds no images"):
         load_cifar10(sample, {})
+    # Python 3's protocol 2 writes the empty array's b"" as `__builtin__.bytes()`: the same
+    # message, not "corrupt or hostile"
+    _write_batch(path, {**_good(0), b"labels": []})
+    with pytest.raises(DataError, match="data_batch_4: holds no images"):
+        load_cifar10(sample, {})
+
+
+@pytest.mark.parametrize("write", [
+    lambda path, batch: path.write_bytes(pickle.dumps(batch, protocol=5)),  # _frombuffer
+    lambda path, batch: _write_batch(  # labels as numpy integers: `list(array)`
+        path, {**batch, b"labels": list(np.array(batch[b"labels"], dtype=np.int64))}),
+    lambda path, batch: _write_batch(  # ... big-endian 32-bit ones
+        path, {**batch, b"labels": list(np.array(batch[b"labels"], dtype=">i4"))}),
+    lambda path, batch: _write_batch(  # labels as an integer array
+        path, {**batch, b"labels": np.array(batch[b"labels"], dtype=np.uint8)}),
+], ids=["protocol-5", "numpy-int64-labels", "big-endian-labels", "label-array"])
+def test_other_ways_python_3_writes_a_batch_load(sample: Path, write) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (5, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, 5)]
+    write(sample / "data_batch_2", {b"batch_label": b"x", b"labels": labels, b"data": data})
+    loaded = load_cifar10(sample, {})
+    assert np.array_equal(loaded.x_train[200:205], data.reshape(5, 3, 32, 32).transpose(0, 2, 3, 1))
+    assert list(loaded.y_train[200:205]) == labels
 
 
 def test_wrong_keys_and_wrong_type(sample: Path) -> None:
@@ -464,6 +487,55 @@ def test_declared_sizes_beyond_the_file_are_refused_without_allocating(
     # the real sample is ~3 MB in all; anything near the claimed sizes would be GiB
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
     assert time.monotonic() - started < 30  # generous: "promptly" on any machine
+
+
+def _subarray_dtype_array(length: int) -> bytes:
+    """A one-image uint8 array whose dtype's BUILD gives it a subarray of `length` bytes: a
+    dtype so altered still says `|u1`, itemsize 1, and numpy then read `length` bytes for each
+    byte in the file (a crash past the buffer, or a 14 TiB allocation)."""
+    plain_state = b"(K\x03" + _pstr(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
+    inner = b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R" + plain_state + b"b"
+    state = (b"(K\x03" + _pstr(b"|") + b"(" + inner + b"(" + _pint(length) + b"tt"
+             + b"NNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t")
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+            + b"K\x00\x85" + _pstr(b"b") + b"\x87R"
+            + b"(K\x01" + _pint(1) + _pint(3072) + b"\x86"
+            + b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R" + state + b"b"
+            + b"\x89" + _pstr(_ONE_IMAGE) + b"tb")
+
+
+def _shared_rows_labels(rows: int, width: int) -> bytes:
+    """{labels: a list of `rows` references to one list of `width` lists of 1000 ints, data:
+    one image}: a few KB in the file, rows * width * 1000 values once numpy copies it out."""
+    inner = b"]q\x01(" + b"K\x01" * 1000 + b"e"
+    middle = b"]q\x02(" + b"h\x01" * width + b"e"
+    outer = b"](" + b"h\x02" * rows + b"e"
+    return (b"\x80\x02}(" + _pstr(b"batch_label") + _pstr(b"x") + _pstr(b"data")
+            + _reconstructed(1, _ONE_IMAGE) + _pstr(b"labels") + inner + b"0" + middle + b"0"
+            + outer + b"u.")
+
+
+@pytest.mark.parametrize(("blob", "message"), [
+    (_batch_with(_subarray_dtype_array(100_000)), "unexpected dtype state"),
+    (_batch_with(_subarray_dtype_array(10**8)), "unexpected dtype state"),
+    (_shared_rows_labels(200, 1000), "'labels' must be a list of integers"),
+], ids=["subarray-1e5", "subarray-1e8", "shared-label-rows"])
+def test_a_crafted_dtype_or_label_list_is_refused_without_allocating(
+        sample: Path, blob: bytes, message: str) -> None:
+    import tracemalloc
+
+    path = sample / "data_batch_1"
+    path.write_bytes(blob)
+    assert path.stat().st_size < 12_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=message) as e:
+            load_cifar10(sample, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(e.value)
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def test_a_reconstructed_array_matches_numpys_own_pickle(sample: Path) -> None:

@@ -1013,9 +1013,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if config.kind != "none" or args.then_train:
         local = LocalPruning(config, {v.name: resolved_settings(v.spec, args).epochs
                                       for v in variants})
-    with out_lock(out_dir):
-        done, failed, stopped = _sweep_batch(args, variants, by_name, config, out_dir, local)
+    try:
+        with out_lock(out_dir):
+            done, failed, stopped = _sweep_batch(args, variants, by_name, config, out_dir,
+                                                 local)
+    except BaseException:  # data that cannot be read, Ctrl-C before the first variant, ...
+        if not args.out:
+            _give_back(out_dir)
+        raise
     return _finish(done, failed, args, out_dir, stopped)
+
+
+def _give_back(folder: Path) -> None:
+    """Remove the default sweep folder this command claimed when it holds nothing but its
+    lock: a sweep refused at its data left an empty `runs/<spec>-sweep-<time>/` that
+    `compare` then called "not a run folder"."""
+    from cnnspec.training.records import LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        entries = list(folder.iterdir())
+        if all(p.name == LOCK_FILE for p in entries):
+            for p in entries:
+                p.unlink()
+            folder.rmdir()
 
 
 def _sweep_batch(args: argparse.Namespace, variants: list[Any], by_name: dict[str, Report],

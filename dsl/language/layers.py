@@ -158,15 +158,29 @@ def _read_float(param: Param, raw: str, token: str, what: str) -> Any:
             f"{what} is too small: {shown(raw)} is 0 or a denormal in float32 and bfloat16, "
             f"which the model computes in (the least normal value is {FLOAT32_TINY:.3g})")
     check_range(param, value, what)
-    if param.high_open and param.high is not None and _float32(value) >= param.high:
-        # drop.99999999: the model computes the rate in float32, where it is 1
-        raise ValueProblem(
-            f"{what} must be below {format_number(param.high)}, and {shown(raw)} is "
-            f"{format_number(param.high)} in float32, which the model computes in")
+    problem = float32_problem(what, value, shown(raw), param.high, param.high_open)
+    if problem is not None:
+        raise ValueProblem(problem)
     return value
 
 
 FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny, without numpy
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+
+
+def float32_problem(what: str, value: float, text: str, high: float | None,
+                    high_open: bool) -> str | None:
+    """Why a number in range cannot be what the model computes with (float32), or None: past
+    float32's largest it is infinite (`weight_decay=1e300` trained as inf: a diverged run
+    blamed on the learning rate); below an open upper bound it may round up to the bound
+    (`drop.99999999` is a rate of 1). One rule for a spec's value and a flag's."""
+    if abs(value) > FLOAT32_MAX:
+        return (f"{what} is too large: {text} is infinite in float32, which the model "
+                "computes in")
+    if high_open and high is not None and _float32(value) >= high:
+        return (f"{what} must be below {format_number(high)}, and {text} is "
+                f"{format_number(high)} in float32, which the model computes in")
+    return None
 
 
 def _float32(value: float) -> float:

@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from cnnspec.language.frozen import fast_init
-from cnnspec.language.layers import Param, format_number
+from cnnspec.language.layers import Param, float32_problem, format_number
 from cnnspec.language.setting_values import (
     SCHEDULE_EXAMPLES,
     Augment,
@@ -405,6 +405,9 @@ def _value_problem(e: Setting, value: Any) -> SettingProblem | None:
     if isinstance(value, float) and not math.isfinite(value):
         return SettingProblem(e.name, f"{e.name} must be finite, not {value}")
     message = _out_of_range(e, value)
+    if message is None and isinstance(value, float):  # `--ema .99999999999`: 1 in float32
+        text = format_number(value) if abs(value) < 1e16 else f"{value:g}"
+        message = float32_problem(e.name, value, text, e.high, e.high_open)
     return None if message is None else SettingProblem(e.name, message)
 
 

@@ -213,8 +213,9 @@ class _PendingArray:
         if not (isinstance(shape, tuple) and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
             raise pickle.UnpicklingError(f"unexpected array shape {shape!r}")
-        if not isinstance(dtype, np.dtype) or dtype.str[1:] not in _INTEGER_DTYPES:
+        if not isinstance(dtype, _PendingDtype):  # only the vetted stand-in makes a dtype
             raise pickle.UnpicklingError(f"unexpected array dtype {dtype!r}")
+        dtype = dtype.dtype
         if not isinstance(raw, bytes):
             raise pickle.UnpicklingError(f"array data must be bytes, not {type(raw).__name__}")
         count = 1
@@ -242,13 +243,69 @@ def _new_ndarray(subtype: object, shape: object, typecode: object) -> _PendingAr
 _INTEGER_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8"})
 
 
-def _integer_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype:
-    """Stands in for `numpy.dtype`: integer kinds only (no object arrays), always a fresh copy,
-    so the BUILD that follows never touches numpy's shared descriptors."""
+class _PendingDtype:
+    """Stands in for the `numpy.dtype` a batch's pickle makes: an integer kind only (no object
+    arrays), whose BUILD state must be a plain integer type's, a byte order and nothing else.
+
+    Why not a real dtype: BUILD runs numpy's own `dtype.__setstate__`, which takes a subarray
+    shape, fields or names from the file, and a dtype so altered still says `|u1`, itemsize 1:
+    a 3 KB batch then read 100,000 bytes for each byte it holds (a crash past the buffer's
+    end). The real dtype is made from the name and byte order only, once both are checked.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dtype = np.dtype(name)
+
+    def __setstate__(self, state: object) -> None:
+        order = state[1] if isinstance(state, tuple) and len(state) == 8 else None
+        if isinstance(order, bytes):  # the official Python 2 files, read with bytes strings
+            order = order.decode("latin1")
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] in (3, 4)
+                and order in ("<", ">", "|", "=") and state[2:] == (None, None, None,
+                                                                   -1, -1, 0)):
+            raise pickle.UnpicklingError(f"unexpected dtype state {state!r}")
+        self.dtype = np.dtype(self.name).newbyteorder(order) if order in "<>" else np.dtype(
+            self.name)
+
+    def __repr__(self) -> str:
+        return f"dtype({self.name!r})"
+
+
+def _integer_dtype(obj: object, align: object = False, copy: object = True) -> _PendingDtype:
+    """Stands in for `numpy.dtype`: integer kinds only (see _PendingDtype)."""
     name = obj.decode("latin1") if isinstance(obj, bytes) else obj
     if name not in _INTEGER_DTYPES:
         raise pickle.UnpicklingError(f"dtype {obj!r} is not an integer type")
-    return np.dtype(name, bool(align), True)
+    return _PendingDtype(name)
+
+
+def _from_buffer(buf: object, dtype: object, shape: object, order: object = "C"
+                 ) -> _PendingArray:
+    """Stands in for numpy's `_frombuffer` (an array in pickle protocol 5): the same checks
+    as a protocol-2 array's BUILD (_PendingArray), the bytes being the ones in the file."""
+    if not isinstance(buf, bytes | bytearray) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("unexpected array in protocol 5")
+    pending = _PendingArray()
+    pending.__setstate__((1, shape, dtype, order == "F", bytes(buf)))
+    return pending
+
+
+def _integer_scalar(dtype: object, raw: object) -> int:
+    """Stands in for numpy's `scalar` (a numpy integer pickled alone, as in labels written as
+    `list(numpy_array)`): a plain int, read from exactly the bytes of one value."""
+    if not isinstance(dtype, _PendingDtype) or not isinstance(raw, bytes) \
+            or len(raw) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError("unexpected numpy scalar")
+    return int(np.frombuffer(raw, dtype=dtype.dtype)[0])
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """Stands in for `bytes`, which protocol 2 calls with no argument for b"" (an empty
+    batch's data). Any argument is refused: `bytes(10**10)` would allocate 10 GB."""
+    if args:
+        raise pickle.UnpicklingError("bytes(...) called with an argument; a batch never does")
+    return b""
 
 
 def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
@@ -267,6 +324,14 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _integer_dtype,
     ("_codecs", "encode"): _latin1_encode,
+    # what a subset written from Python 3 may hold besides: an empty batch's b"" (protocol
+    # 2), labels as numpy integers (`list(array)`), arrays in protocol 5
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    ("numpy.core.multiarray", "scalar"): _integer_scalar,
+    ("numpy._core.multiarray", "scalar"): _integer_scalar,
+    ("numpy.core.numeric", "_frombuffer"): _from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _from_buffer,
 }
 
 
@@ -283,8 +348,9 @@ class _BatchUnpickler(pickle.Unpickler):
         except KeyError:
             raise DataError(
                 f"{self._path}: refused to load: the pickle asks for {module}.{name}, which a "
-                "CIFAR-10 batch never uses, so the file is corrupt or hostile. Replace it with "
-                "an official copy.",
+                "CIFAR-10 batch never uses (it is never imported or run). Replace the file "
+                "with an official copy, or write it as a dict of a uint8 numpy array "
+                "(b'data') and a list of ints (b'labels').",
                 self._path,
             ) from None
 
@@ -377,11 +443,8 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     n = data.shape[0]
     if n == 0:
         raise DataError(f"{path}: holds no images", path)
-    try:
-        labels = np.asarray(d["labels"])
-    except Exception:  # ragged or exotic values
-        labels = np.asarray([None])
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+    labels = _label_array(d["labels"])
+    if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: 'labels' must be a list of integers 0..9", path)
     if len(labels) != n:
         raise DataError(f"{path}: {len(labels)} labels for {n} images", path)
@@ -390,11 +453,25 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         i = int(bad[0])
         raise DataError(
             f"{path}: label {int(labels[i])} at index {i} is outside 0..9 "
-            f"({bad.size} bad label(s))",
+            f"({bad.size} bad label(s)); cnnspec reads CIFAR-10's format, 10 classes",
             path,
         )
     images = np.ascontiguousarray(data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1))  # -> NHWC
     return images, labels.astype(np.int64)
+
+
+def _label_array(labels: object) -> np.ndarray | None:
+    """The labels as an array, or None when they are not a list of ints (or an integer array).
+    Checked before numpy sees them: a list of lists that shares its rows through the pickle's
+    memo is a few KB in the file and gigabytes once numpy copies it out."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    if not isinstance(labels, list) or not all(type(v) is int for v in labels):  # noqa: E721
+        return None  # (bool is no label, nor is a nested list)
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:  # an int past int64: no label
+        return None
 
 
 def _read_label_names(folder: Path) -> tuple[str, ...]:
