@@ -1369,3 +1369,22 @@ def test_a_sweep_refused_at_its_data_leaves_no_folder(home: Path, tmp_path: Path
     refused(cli(home, "sweep", str(files["sweep"]), "--data", str(tmp_path / "nowhere"),
                 "--runs-dir", str(runs)), 1, "--data")
     assert list(runs.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["compare", "{run}", "--no-plots"],
+                                  ["expand", "{sweep}"], ["check", "{good}"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(home: Path, tiny_run: Path,
+                                                           files: dict[str, Path],
+                                                           args: list[str]) -> None:
+    """`cnnspec compare RUN | head -0`: the pipe closes before the table is written. rich's
+    own handler exited 1 there (while `summary … | head` exited 0); now every command ends as
+    a closed pipe should, 0 and silent."""
+    command = [a.format(run=tiny_run, **files) for a in args]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", *command], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc.stdout.close()  # the reader is gone before anything is written
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=TIMEOUT) == 0, stderr
+    assert stderr == ""

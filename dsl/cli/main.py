@@ -35,6 +35,21 @@ from cnnspec.language.sweep import DEFAULT_MAX_VARIANTS, sweep_points
 EXIT_OK, EXIT_BAD_SPEC, EXIT_USAGE = 0, 1, 2
 
 
+class _Console(Console):
+    """rich's Console, whose closed output is Python's BrokenPipeError again: rich's own
+    handler exits 1 on the spot (`cnnspec compare … | head -1` failed where `summary … | head`
+    did not, and a run stopped that way never said why); `main` and the training loop each
+    handle BrokenPipeError as the reader going away."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        with contextlib.suppress(OSError, ValueError):  # as rich does: Python's own flush
+            devnull = os.open(os.devnull, os.O_WRONLY)  # at exit would fail again
+            os.dup2(devnull, self.file.fileno())
+            os.close(devnull)
+        raise BrokenPipeError(errno.EPIPE, "the output was closed")
+
+
 def _console(stderr: bool = False) -> Console:
     """The console every command prints through.
 
@@ -43,7 +58,7 @@ def _console(stderr: bool = False) -> Console:
     read `[red]` in it as a style, `[/]` as an error and `:smile:` as an emoji. Styled output
     is built as `Text` (or with `style=`), never with markup in strings.
     """
-    console = Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    console = _Console(stderr=stderr, highlight=False, markup=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 120)  # pipes and CI logs: don't wrap tables at 80
     return console
