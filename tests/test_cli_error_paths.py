@@ -1356,8 +1356,8 @@ def test_check_refuses_a_setting_infinite_or_rounded_up_in_float32(
     spec = tmp_path / "s.cnn"
     spec.write_text(f"train {setting}\nconv8 relu pool2 |\n")
     refused(cli(home, "check", str(spec)), 1, "s.cnn:1:", message)
-    big = tmp_path / "fine.cnn"  # float32's largest is still a number
-    big.write_text("train weight_decay=3e38\nconv8 relu pool2 |\n")
+    big = tmp_path / "fine.cnn"  # float32's largest is still a number, as numpy writes it
+    big.write_text("train weight_decay=3.4028235e38\nconv8 relu pool2 |\n")
     assert cli(home, "check", str(big)).returncode == 0
 
 
@@ -1388,3 +1388,45 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(home: Path, tiny_run: 
     stderr = proc.stderr.read()
     assert proc.wait(timeout=TIMEOUT) == 0, stderr
     assert stderr == ""
+
+
+def test_a_study_name_too_long_for_a_folder_is_refused_before_it_is_stored(
+        home: Path, tmp_path: Path, files: dict[str, Path]) -> None:
+    runs = tmp_path / "runs"
+    refused(cli(home, "sweep", str(files["sweep"]), "--study", "s" * 300, "--runs-dir",
+                str(runs), "--limit", "64"), 2, "a study's folder named after sss")
+    assert not runs.exists()  # no storage made, no study stored
+
+
+def test_plots_folder_is_not_made_by_a_refused_command(home: Path, tmp_path: Path,
+                                                       files: dict[str, Path]) -> None:
+    for command, spec in (("run", "good"), ("sweep", "sweep")):
+        plots = tmp_path / f"plots-{command}"
+        refused(cli(home, command, str(files[spec]), "--data", str(tmp_path / "nowhere"),
+                    "--plots", str(plots), "--runs-dir", str(tmp_path / "runs")), 1, "--data")
+        assert not plots.exists(), command
+
+
+def test_workers_starting_one_study_together_agree_on_its_folder(tmp_path: Path) -> None:
+    """The folder's mark is published whole (written, then linked into place): a worker
+    racing another read it empty and refused its own study's folder."""
+    code = (
+        "import sys, multiprocessing as mp\n"
+        "from pathlib import Path\n"
+        "from cnnspec.cli.experiments import claim_study_folder\n"
+        "def work(base):\n"
+        "    try:\n"
+        "        claim_study_folder(Path(base), 's1', True)\n"
+        "        return 'ok'\n"
+        "    except Exception as e:\n"
+        "        return f'{type(e).__name__}: {e}'\n"
+        "if __name__ == '__main__':\n"
+        "    bases = [f'{sys.argv[1]}/t{i}/s1' for i in range(40)]\n"
+        "    with mp.Pool(6) as pool:\n"
+        "        for base in bases:\n"
+        "            print(*sorted(set(pool.map(work, [base] * 6))), sep='\\n')\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(result.stdout.split()) == {"ok"}
+    assert [p.name for p in (tmp_path / "t0" / "s1").iterdir()] == [".cnnspec-study"]

@@ -538,6 +538,34 @@ def test_a_crafted_dtype_or_label_list_is_refused_without_allocating(
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
+def _memo_shared_dtype_state(levels: int, width: int) -> bytes:
+    """A dtype whose BUILD state is a tuple of `levels` levels, each `width` references to the
+    level below through the pickle's memo: ~1 KB in the file, width**levels values printed."""
+    out = b"\x80\x02(" + b"K\x07" * width + b"tq\x01"
+    for i in range(1, levels):
+        out += b"(" + (b"h" + bytes([i])) * width + b"tq" + bytes([i + 1])
+    return (out + b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R"
+            + b"h" + bytes([levels]) + b"b.")
+
+
+def test_a_refusal_quotes_the_file_in_bounded_words(sample: Path) -> None:
+    """The refusal names what it refused; a memo-shared value printed whole was a 600 MB
+    message (1.2 GB, 20 s) from a 1 KB file."""
+    import tracemalloc
+
+    path = sample / "data_batch_1"
+    path.write_bytes(_memo_shared_dtype_state(4, 120))
+    assert path.stat().st_size < 1_100
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="unexpected dtype state") as e:
+            load_cifar10(sample, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(str(e.value)) < 1_000 and peak < 64 * 2**20
+
+
 def test_a_reconstructed_array_matches_numpys_own_pickle(sample: Path) -> None:
     """The stand-in builds exactly what numpy's unpickling builds, from the same bytes."""
     raw = bytes(range(256)) * 12 * 3

@@ -1037,6 +1037,10 @@ def test_a_suggestion_is_a_word_that_checks(written: str, suggested: str) -> Non
      "settings are separated by spaces"),
     ("conv8, relu |", "a layer, `|`, `(`, a comment or the end of the line",
      "layers are separated by spaces"),
+    ("conv8 | dense10, softmax", "a layer, `(`, a comment or the end of the line",  # one `|`
+     "layers are separated by spaces"),
+    ("input 32x32x3, 10", "a comment or the end of the line", "input takes one size"),
+    ("classes 10, 20", "a comment or the end of the line", "classes takes one count"),
     ("conv8 (k=3) |", "a layer, `|`, `(`, or the end of the line",
      "arguments touch their word: conv8(k=3)"),
 ])

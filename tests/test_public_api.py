@@ -122,3 +122,12 @@ def test_from_json_still_reads_a_good_spec_back_exactly():
 def test_from_json_of_something_else_is_a_value_error(text):
     with pytest.raises(ValueError, match="JSON"):
         ir.from_json(text)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("filename", 5), ("source", 5), ("name", [1]), ("name", 1.5), ("name", None)])
+def test_from_json_refuses_a_spec_whose_names_are_not_text(field, value):
+    data = json.loads(ir.to_json(cnnspec.parse("conv8 gap\n")))
+    data[field] = value
+    with pytest.raises(ValueError, match=f"whose {field} is not text"):
+        ir.from_json(json.dumps(data))

@@ -371,11 +371,19 @@ def _plot_dir(args: argparse.Namespace, run_dirs: list[Path]) -> Path | None:
 
 
 def plots_folder(args: argparse.Namespace) -> Path | None:
-    """The folder --plots names, made (a file in its way refused), or None when it is not
-    given or --no-plots is: `run` and `sweep` call it before anything trains."""
+    """The folder --plots names, or None when it is not given or --no-plots is. `run` and
+    `sweep` call it before anything trains, so a file in its way is refused then; the folder
+    itself is made when the plots are written (a command refused later leaves none)."""
     if args.no_plots or not getattr(args, "plots", None):
         return None
-    return make_folder(Path(args.plots), "--plots")
+    path = Path(args.plots)
+    for place in (path, *path.parents):  # the nearest part that exists must be a folder
+        if place.exists() or place.is_symlink():
+            if not place.is_dir():
+                raise Failure(f"--plots {path}: cannot create the folder ({place} is not a "
+                              "folder)")
+            break
+    return path
 
 
 def make_folder(path: Path, flag: str) -> Path:
@@ -1183,15 +1191,21 @@ def claim_study_folder(runs_base: Path, name: str, mark: bool, flag: str = "--ru
     path = runs_base / STUDY_FOLDER_MARK
     if mark:
         make_folder(runs_base, flag)
+        # written whole under a name of this process's, then linked into place: a worker
+        # racing this one sees the mark with its name or no mark, never an empty one
+        partial = runs_base / f"{STUDY_FOLDER_MARK}.{os.getpid()}.tmp"
         try:
-            with open(path, "x", encoding="utf-8") as f:
-                f.write(name)
+            partial.write_text(name, "utf-8")
+            os.link(partial, path)
             return
         except FileExistsError:
             pass
         except OSError as exc:
             raise Failure(f"cannot mark {runs_base} as study {name}'s folder: "
                           f"{exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink()
     try:
         owner = path.read_text("utf-8")
     except FileNotFoundError:
@@ -1226,6 +1240,7 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     check_then_train(args, sweep.trials)
     url = st.storage_url(getattr(args, "storage", None), args.runs_dir)
     name = args.study or spec.name
+    refuse_long_names([safe_name(name)], what="a study's folder")
     refuse_long_names([safe_name(v.name) for v in sweep.variants], len("-t999999"))
     if getattr(args, "out", None):  # before the study is created or joined
         refuse_foreign_out(Path(args.out), files_too=False)

@@ -314,46 +314,50 @@ def _block_rows(report: Report, spec: ir.Spec, name: str, line: int, character: 
                 let_line: int) -> list[Row]:
     """The rows of one use of block `name`: the use under the position, else the first use
     written in the network, else (a block used only inside others) its own layers."""
+    nodes = _use_nodes(spec)  # one walk: a hover stays linear in the network's size
     uses = [r.used_at for r in report.rows if r.used_at is not None
             and r.used_at.line == line + 1 and r.used_at.column - 1 <= character]
     if uses:
-        return _one_use(report, spec, max(uses, key=lambda span: span.column))
+        return _one_use(report, spec, nodes, max(uses, key=lambda span: span.column))
     for r in report.rows:
-        node = _use_node(spec, r.used_at) if r.used_at is not None else None
+        node = nodes.get(r.used_at) if r.used_at is not None else None
         if node is not None and node.name == name:
-            return _one_use(report, spec, r.used_at)
+            return _one_use(report, spec, nodes, r.used_at)
     rows: list[Row] = []
     for r in report.rows:  # its layers at their first place (the `let` line's own)
         if r.used_at is not None and r.defined_at == let_line + 1:
             if rows and r.used_at != rows[0].used_at:
                 break
             rows.append(r)
-    return rows
+    # `let v = u x2` repeats u inside v: both copies share v's use, so cut to one expansion
+    return rows[:spec.layer_count(ir.BlockRef(name))] if name in spec.blocks else rows
 
 
-def _one_use(report: Report, spec: ir.Spec, used_at: Span | None) -> list[Row]:
+def _one_use(report: Report, spec: ir.Spec, nodes: dict[Span, ir.BlockRef],
+             used_at: Span | None) -> list[Row]:
     """The rows one use makes: `u x2` repeats its use, whose rows all share its place, so
     they are cut to the layers (and merges) one expansion holds."""
     rows = [r for r in report.rows if r.used_at == used_at]
-    node = _use_node(spec, used_at)
+    node = nodes.get(used_at) if used_at is not None else None
     return rows[:spec.layer_count(node)] if node is not None else rows
 
 
-def _use_node(spec: ir.Spec, span: Span | None) -> ir.BlockRef | None:
-    """The block use written at span in the network's lines (where rows' `used_at` point)."""
+def _use_nodes(spec: ir.Spec) -> dict[Span, ir.BlockRef]:
+    """Each block use written in the network's lines (where rows' `used_at` point), by place."""
+    found: dict[Span, ir.BlockRef] = {}
     todo: list[Any] = list(spec.body)
     while todo:
         item = todo.pop()
         if isinstance(item, ir.BlockRef):
-            if item.span == span:
-                return item
+            if item.span is not None:
+                found.setdefault(item.span, item)
         elif isinstance(item, ir.Group):
             todo.extend(item.items)
         elif isinstance(item, ir.Repeat | ir.Optional):
             todo.append(item.body)
         elif isinstance(item, ir.Merge):
             todo.extend(i for branch in item.branches for i in branch)
-    return None
+    return found
 
 
 def inlay_hints(text: str) -> list[tuple[int, int, str]]:

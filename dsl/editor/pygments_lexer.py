@@ -40,7 +40,7 @@ class CnnspecLexer(RegexLexer):
     tokens = {
         "common": [
             (r"#[^\n]*", Comment.Single),
-            (r"[ \t\f\r]+", Whitespace),  # a lone \r too (a line break is matched before)
+            (r"[^\S\n]+", Whitespace),  # any blank but a line break (matched before): \v too
             (r"\{", Punctuation, "sweep"),
         ],
         "root": [
@@ -104,7 +104,7 @@ class CnnspecLexer(RegexLexer):
             (r"\}", Punctuation, "#pop"),
             (r"\r?\n", Whitespace, "#pop"),
             (r"#[^\n]*", Comment.Single),  # `conv{8 # todo`: a comment ends the line's `{`
-            (r"[ \t\f\r]+", Whitespace),
+            (r"[^\S\n]+", Whitespace),
             include("setting_value"),
             (r"[0-9]+(?:x[0-9]+)+", Number),
             (_NUM, Number),

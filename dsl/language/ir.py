@@ -630,6 +630,10 @@ def from_json(text: str) -> Spec:
                          ) from None
     if not isinstance(spec, Spec):
         raise ValueError("JSON does not hold a cnnspec Spec")
+    for field_name, value in (("name", spec.name), ("source", spec.source),
+                              ("filename", spec.filename)):
+        if not (isinstance(value, str) or (value is None and field_name != "name")):
+            raise ValueError(f"JSON holds a spec whose {field_name} is not text: {value!r:.40}")
     _refuse_what_parse_refuses(spec)
     return spec
 

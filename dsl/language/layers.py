@@ -174,13 +174,21 @@ def float32_problem(what: str, value: float, text: str, high: float | None,
     float32's largest it is infinite (`weight_decay=1e300` trained as inf: a diverged run
     blamed on the learning rate); below an open upper bound it may round up to the bound
     (`drop.99999999` is a rate of 1). One rule for a spec's value and a flag's."""
-    if abs(value) > FLOAT32_MAX:
+    if abs(value) > FLOAT32_MAX and _float32_overflows(value):  # (the largest float32 is
         return (f"{what} is too large: {text} is infinite in float32, which the model "
-                "computes in")
+                "computes in")  # written 3.4028235e38, a little above FLOAT32_MAX: no inf)
     if high_open and high is not None and _float32(value) >= high:
         return (f"{what} must be below {format_number(high)}, and {text} is "
                 f"{format_number(high)} in float32, which the model computes in")
     return None
+
+
+def _float32_overflows(value: float) -> bool:
+    """Whether value rounds to infinity in float32 (not merely lies above its largest)."""
+    try:
+        return math.isinf(_float32(value))
+    except OverflowError:  # struct refuses what is far past the largest float32
+        return True
 
 
 def _float32(value: float) -> float:

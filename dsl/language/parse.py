@@ -652,11 +652,17 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
             described = "`,` or `)`"
         elif inside is None and settings and {"WORD", "_NL"} <= expected:
             described = "another setting such as epochs=10, a comment or the end of the line"
-        if tok.type == "COMMA" and inside is None and not settings and "_NL" in expected:
+        if (tok.type == "COMMA" and inside is None and not settings and "_NL" in expected
+                and not _HEADER_LINE.match(line_text)):
             # `conv8, relu`: Lark's state after a reduced layer lists only the line's end, but
-            # the next layer fits there as well
-            described = "a layer, `|`, `(`, a comment or the end of the line"
-        if tok.type == "COMMA" and hint is None and inside is None:
+            # the next layer fits there as well (`|` only once: a second is an error)
+            bar = "" if "|" in line_text[:col - 1] else " `|`,"
+            described = f"a layer,{bar} `(`, a comment or the end of the line"
+        header = _HEADER_LINE.match(line_text)
+        if tok.type == "COMMA" and hint is None and inside is None and header:
+            hint = ("input takes one size, HxWxC: input 32x32x3" if header.group(1) == "input"
+                    else "classes takes one count: classes 10")
+        elif tok.type == "COMMA" and hint is None and inside is None:
             hint = ("settings are separated by spaces: train lr=.01 epochs=10" if settings
                     else "layers are separated by spaces; `,` separates a merge's branches, "
                     "alternatives or arguments")
@@ -670,6 +676,7 @@ def _unexpected_token(exc: Any, line: int, col: int, line_text: str) -> Diagnost
 
 
 TRAIN_LINE = re.compile(r"\s*train(?![A-Za-z0-9_])")  # `train lr=...`, not `trainable ...`
+_HEADER_LINE = re.compile(r"\s*(input|classes)(?![A-Za-z0-9_])")
 
 
 def open_bracket(before: str) -> str | None:

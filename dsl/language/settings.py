@@ -406,7 +406,7 @@ def _value_problem(e: Setting, value: Any) -> SettingProblem | None:
         return SettingProblem(e.name, f"{e.name} must be finite, not {value}")
     message = _out_of_range(e, value)
     if message is None and isinstance(value, float):  # `--ema .99999999999`: 1 in float32
-        text = format_number(value) if abs(value) < 1e16 else f"{value:g}"
+        text = format_number(value) if abs(value) < 1e16 else repr(value)
         message = float32_problem(e.name, value, text, e.high, e.high_open)
     return None if message is None else SettingProblem(e.name, message)
 

@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import pickletools
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,22 @@ def find_data_dir(
 # --- reading one file, safely ---
 
 
+def _shown(value: object) -> str:
+    """A value from the file, for a message: bounded, however it was built (a tuple whose
+    levels reuse each other through the pickle's memo is a few hundred bytes in the file and
+    printed whole was a 600 MB message)."""
+    return _clip(_REPR.repr(value))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict = 3, 8, 8, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 40, 40, 40
+
+
 class _NdarrayName:
     """What the pickle's `numpy.ndarray` global resolves to: a name, never the real class.
 
@@ -212,9 +229,9 @@ class _PendingArray:
         _version, shape, dtype, fortran, raw = state
         if not (isinstance(shape, tuple) and all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-            raise pickle.UnpicklingError(f"unexpected array shape {shape!r}")
+            raise pickle.UnpicklingError(f"unexpected array shape {_shown(shape)}")
         if not isinstance(dtype, _PendingDtype):  # only the vetted stand-in makes a dtype
-            raise pickle.UnpicklingError(f"unexpected array dtype {dtype!r}")
+            raise pickle.UnpicklingError(f"unexpected array dtype {_shown(dtype)}")
         dtype = dtype.dtype
         if not isinstance(raw, bytes):
             raise pickle.UnpicklingError(f"array data must be bytes, not {type(raw).__name__}")
@@ -236,7 +253,8 @@ class _SizeMismatch(pickle.UnpicklingError):
 def _new_ndarray(subtype: object, shape: object, typecode: object) -> _PendingArray:
     """Stands in for numpy's `_reconstruct`: a placeholder that BUILD turns into the array."""
     if subtype is not _NDARRAY or not isinstance(shape, tuple) or shape != (0,):
-        raise pickle.UnpicklingError(f"unexpected array reconstruction {subtype!r}, {shape!r}")
+        raise pickle.UnpicklingError(
+            f"unexpected array reconstruction {_shown(subtype)}, {_shown(shape)}")
     return _PendingArray()
 
 
@@ -264,7 +282,7 @@ class _PendingDtype:
         if not (isinstance(state, tuple) and len(state) == 8 and state[0] in (3, 4)
                 and order in ("<", ">", "|", "=") and state[2:] == (None, None, None,
                                                                    -1, -1, 0)):
-            raise pickle.UnpicklingError(f"unexpected dtype state {state!r}")
+            raise pickle.UnpicklingError(f"unexpected dtype state {_shown(state)}")
         self.dtype = np.dtype(self.name).newbyteorder(order) if order in "<>" else np.dtype(
             self.name)
 
@@ -276,7 +294,7 @@ def _integer_dtype(obj: object, align: object = False, copy: object = True) -> _
     """Stands in for `numpy.dtype`: integer kinds only (see _PendingDtype)."""
     name = obj.decode("latin1") if isinstance(obj, bytes) else obj
     if name not in _INTEGER_DTYPES:
-        raise pickle.UnpicklingError(f"dtype {obj!r} is not an integer type")
+        raise pickle.UnpicklingError(f"dtype {_shown(obj)} is not an integer type")
     return _PendingDtype(name)
 
 
@@ -311,7 +329,7 @@ def _empty_bytes(*args: object) -> bytes:
 def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
     """Stands in for `_codecs.encode`, which Python 3 protocol-2 pickles use for raw bytes."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"unexpected _codecs.encode(..., {encoding!r})")
+        raise pickle.UnpicklingError(f"unexpected _codecs.encode(..., {_shown(encoding)})")
     return text.encode("latin1")
 
 
@@ -398,7 +416,7 @@ def _read_pickle(path: Path) -> dict[str, object]:
     except Exception as e:  # anything that goes wrong decoding untrusted bytes is bad data
         raise DataError(
             f"{path}: not a readable CIFAR-10 pickle (truncated or corrupt: "
-            f"{type(e).__name__}: {e}). Replace it with an official copy.",
+            f"{type(e).__name__}: {_clip(str(e))}). Replace it with an official copy.",
             path,
         ) from None
     if not isinstance(obj, dict):
