@@ -124,6 +124,9 @@ def main() -> None:
     data = args.data or default_data()
     seeds = args.seeds
     precisions = args.precisions.split(",")
+    unknown = [p for p in precisions if p not in ("float32", "bf16")]
+    if unknown:  # `auto` trains as one of them, and its runs are recorded under that name
+        parser.error(f"--precisions takes float32 and bf16, not {', '.join(unknown)}")
     print(cpu_line())
     print(f"{args.spec.name}, {args.epochs} epochs, seeds {seeds}, data {data}")
 

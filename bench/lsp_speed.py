@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -101,9 +102,10 @@ def server_round_trips(text: str, edits: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--edits", type=int, default=40)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--edits", type=int, default=40, help="edits timed each way (default 40)")
     args = ap.parse_args()
+    print(cpu_line(), flush=True)
     text = spec_200()
     assert len(text.splitlines()) == 200 and diagnostics(text) == [], diagnostics(text)
     src = text.split("\n")
@@ -119,11 +121,10 @@ def main() -> None:
         local.append(time.perf_counter() - start)
     trips = server_round_trips(text, args.edits)
 
-    print(cpu_line())
     for label, ts in (("analysis.diagnostics", local), ("lsp didChange->publish", trips)):
         ms = sorted(t * 1000 for t in ts)
         print(f"{label}: median {statistics.median(ms):.1f} ms, "
-              f"p90 {ms[int(len(ms) * .9) - 1]:.1f} ms, max {ms[-1]:.1f} ms "
+              f"p90 {ms[math.ceil(len(ms) * .9) - 1]:.1f} ms, max {ms[-1]:.1f} ms "
               f"({len(ms)} edits to a 200-line spec; target < 50 ms)")
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnspec.experiments import pruning
+from cnnspec.failures import UsageError
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{(best.final or 0) * 100:.1f} %")
     print(f"{'setting':32} {'epochs':>6} {'share':>6} {'winner':>8} {'gap':>6}  winner")
     for text in args.settings:
-        config = parse_setting(text, epochs)
-        runs = replay(variants, config)
+        try:
+            config = parse_setting(text, epochs)
+            runs = replay(variants, config)
+        except (UsageError, ValueError) as exc:  # e.g. min_epochs 2 in a sweep of 2 epochs
+            print(f"{text:32} {'not for this sweep: ' + str(exc).splitlines()[0]}")
+            continue
         trained = sum(n for _, n, _ in runs)
         done = [(name, finals[name]) for name, _, state in runs if state == "completed"]
         name, value = max(done, key=lambda x: x[1] or 0.0)
         gap = ((best.final or 0) - (value or 0)) * 100
         verdict = ("met" if trained / full_epochs <= 0.40 and gap <= 1.0 + 1e-9 else "-")
         print(f"{text:32} {trained:6} {100 * trained / full_epochs:5.1f}% "
-              f"{(value or 0) * 100:7.1f}% {-gap:+6.1f}  {name}  [{verdict}]")
+              f"{(value or 0) * 100:7.1f}% {-gap + 0.0:+6.1f}  {name}  [{verdict}]")
     return 0
 
 
