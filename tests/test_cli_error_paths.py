@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -1430,3 +1431,108 @@ def test_workers_starting_one_study_together_agree_on_its_folder(tmp_path: Path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(result.stdout.split()) == {"ok"}
     assert [p.name for p in (tmp_path / "t0" / "s1").iterdir()] == [".cnnspec-study"]
+
+
+# -- a run folder's model, checkpoint and spec: what resume and evaluate trust ------------------
+
+
+@pytest.fixture(scope="module")
+def other_runs(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two completed runs to take files from: another spec's (float32) and tiny_run's own spec
+    in bf16."""
+    tmp = tmp_path_factory.mktemp("others")
+    out = {}
+    for name, text, precision in (("other", "conv4 relu pool4 | dense8\n", "float32"),
+                                  ("bf16", GOOD, "bf16")):
+        spec = tmp / f"{name}.cnn"
+        spec.write_text(text)
+        out[name] = tmp / name
+        result = cli(home, "train", str(spec), "--limit", "64", "--epochs", "1", "--out",
+                     str(out[name]), "--progress", "none", "--precision", precision)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize(("donor", "message"), [
+    ("other", "is not this run's model (it has conv4_l1c1"),
+    ("bf16", "is not this run's model (it computes in mixed_bfloat16, the run in float32)"),
+])
+def test_resume_and_evaluate_refuse_another_runs_model(home: Path, tiny_run: Path,
+                                                        tmp_path: Path, other_runs: dict,
+                                                        donor: str, message: str) -> None:
+    """A checkpoint (or model.keras) copied in from another run loaded and trained (or was
+    scored) without a word: exp7's network went on training in exp1's folder."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    state = json.loads((records.checkpoint_dir(run) / records.CHECKPOINT_STATE).read_text())
+    theirs = sorted((records.checkpoint_dir(other_runs[donor])).glob("*.keras"))
+    theirs = theirs or [other_runs[donor] / records.MODEL_FILE]
+    shutil.copy(theirs[-1], records.checkpoint_dir(run) / state["model"])
+    shutil.copy(other_runs[donor] / records.MODEL_FILE, run / records.MODEL_FILE)
+    before = snapshot(run, lock=False)
+    refused(cli(home, "train", "--resume", str(run)), 1, f"cnnspec: error: cannot resume {run}",
+            message, "the run folder is left as it was")
+    assert snapshot(run, lock=False) == before
+    refused(cli(home, "evaluate", str(run)), 1, "cannot evaluate", message)
+
+
+def test_a_damaged_best_weights_file_is_refused_before_training(home: Path, tiny_run: Path,
+                                                                tmp_path: Path) -> None:
+    """checkpoint/best.npz is read when the run ends: damaged, it was a traceback after the
+    whole resumed run had trained, and the run was marked failed."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    best = records.checkpoint_dir(run) / records.BEST_WEIGHTS
+    best.write_text("hello\n")
+    before = snapshot(run, lock=False)
+    refused(cli(home, "train", "--resume", str(run)), 1,
+            f"cnnspec: error: cannot resume: {best}: corrupted record: the best epoch's "
+            "weights do not load")
+    assert snapshot(run, lock=False) == before
+
+
+def test_a_run_spec_that_no_longer_parses_is_a_damaged_folder(home: Path, tiny_run: Path,
+                                                              tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    (run / records.SPEC_FILE).write_text("garbage !!\n")
+    stderr = refused(cli(home, "train", "--resume", str(run)), 1,
+                     f"cannot resume: {run / records.SPEC_FILE}:1:9: the run's spec no longer "
+                     "parses (unexpected character '!'", "the folder is damaged")
+    assert len(stderr.strip().splitlines()) == 1  # one line, not a spec error with its caret
+    assert cli(home, "evaluate", str(run)).returncode == 0  # the model is scored as it is
+
+
+def test_evaluate_of_a_diverged_run_does_not_offer_resume(home: Path, tiny_run: Path,
+                                                          tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path)
+    (run / records.MODEL_FILE).unlink()
+    reason = ("tiny: training diverged: the loss became nan (not a number) in epoch 3/3 at "
+              "batch 1/2 (sgd, lr=5). The run stopped; 2 epoch(s) completed before it.")
+    _edit_json(run / records.STATUS_FILE, lambda r: r.update(status="failed", reason=reason))
+    stderr = refused(cli(home, "evaluate", str(run)), 1, "the run failed (tiny: training "
+                     "diverged", "start a new run")
+    assert "--resume" not in stderr
+
+
+def test_ctrl_c_as_a_resume_starts_leaves_it_interrupted(home: Path, tiny_run: Path,
+                                                         tmp_path: Path) -> None:
+    """Ctrl-C right after the "resuming" line, before the loop began, left status.json saying
+    "running" with the pid of a process gone."""
+    run = copy_run(tiny_run, tmp_path, "interrupted")
+    _edit_json(run / records.SETTINGS_FILE, lambda r: r["settings"].update(epochs=3))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", "train", "--resume", str(run), "--progress", "plain"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    said = []
+    try:
+        for line in proc.stdout:
+            said.append(line)
+            if line.startswith("resuming"):
+                proc.send_signal(signal.SIGINT)
+                break
+        said.append(proc.stdout.read())
+        code = proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = records.read_status(run)
+    assert status["status"] == "interrupted" and code in (1, 130), (status, code, said)

@@ -138,3 +138,20 @@ def test_a_records_failure_names_the_folder_and_the_fix(tmp_path):
     full = records_failure(run, OSError(errno.ENOSPC, "No space left on device"))
     assert full.startswith(f"cannot write the run's records in {run}: No space left on device;")
     assert "Make room, then continue it from its last checkpoint: cnnspec train --resume" in full
+
+
+def test_an_interrupt_inside_a_c_call_is_still_an_interrupt():
+    """Ctrl-C landing in numpy's __array__ under TensorFlow surfaces as SystemError("...
+    returned a result with an exception set") with the KeyboardInterrupt as its context: the
+    run was interrupted (resumable), not failed, and SIGTERM keeps its name."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("<built-in method __array__> returned a result with an "
+                              "exception set")  # noqa: B904 (the context is the point)
+    except SystemError as exc:
+        wrapped = exc
+    assert loop.interrupted_by(wrapped) == "Ctrl-C"
+    assert loop.interrupted_by(KeyboardInterrupt("SIGTERM")) == "SIGTERM"
+    assert loop.interrupted_by(ValueError("no")) is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnspec.language.errors import some
 from cnnspec.training import plots, records
 
 
@@ -90,11 +91,24 @@ def restore_best(run_dir: Path, model: Any) -> int | None:
     path = records.checkpoint_dir(run_dir) / records.BEST_WEIGHTS
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as saved:
-        weights = [saved[f"w{i:04d}"] for i in range(len(saved.files) - 1)]
-        epoch = int(saved["epoch"])
+    weights, epoch = _read_best(path)
     model.set_weights(weights)
     return epoch
+
+
+def _read_best(path: Path) -> tuple[list[np.ndarray], int]:
+    """best.npz's weights and epoch, or RunFolderError naming the file: a damaged one gave a
+    traceback after the whole resumed run had trained, and marked it failed."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            weights = [saved[f"w{i:04d}"] for i in range(len(saved.files) - 1)]
+            epoch = int(saved["epoch"])
+    except Exception as exc:  # noqa: BLE001 - np.load raises many kinds for a damaged file
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise records.RunFolderError(
+            f"{path}: corrupted record: the best epoch's weights do not load ({why})"
+        ) from None
+    return weights, epoch
 
 
 def save_progress(run_dir: Path, history: list[dict[str, Any]], title: str) -> None:
@@ -151,11 +165,17 @@ def check_state_record(state: Any, run_dir: Path) -> None:
     if not isinstance(seeds, list) or not all(
             isinstance(x, list) and all(isinstance(v, int) for v in x) for x in seeds):
         raise bad("'seed_states' must be a list of integer lists")
+    best = records.checkpoint_dir(run_dir) / records.BEST_WEIGHTS
+    if best.exists() or best.is_symlink():  # read at the very end: checked before training
+        _read_best(best)
 
 
-def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
+def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any],
+                    report: Any = None, policy: str | None = None) -> Any:
     """The checkpoint's model with its dropout RNG states; ResumeRefused naming the file if it
-    does not load (damaged, truncated) or does not fit the run (another model's checkpoint).
+    does not load (damaged, truncated) or does not fit the run (another model's checkpoint:
+    its layers, their parameter counts or its precision are not those of the run's `report`
+    and dtype `policy`, when given).
     The model gets the training-only speed-ups build_training_model gives a new one (a saved
     model is plain Keras), so a resumed bf16 run computes what an uninterrupted one does."""
     from cnnspec.backend.keras_model import prepare_training
@@ -166,7 +186,18 @@ def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
         raise ResumeRefused(f"cannot resume {run_dir}: its checkpoint {path}: {unreadable}; "
                             "the run folder is left as it was")
     try:
-        model = prepare_training(keras.models.load_model(path))
+        loaded = keras.models.load_model(path)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ResumeRefused(
+            f"cannot resume {run_dir}: its checkpoint {path} does not load or does not fit "
+            f"the run ({why}); the run folder is left as it was") from None
+    misfit = model_misfit(loaded, report, policy) if report is not None else None
+    if misfit is not None:
+        raise ResumeRefused(f"cannot resume {run_dir}: its checkpoint {path} is not this run's "
+                            f"model ({misfit}); the run folder is left as it was")
+    try:
+        model = prepare_training(loaded)
         restore_seed_states(model, state["seed_states"])
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
@@ -176,10 +207,36 @@ def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any]) -> Any:
     return model
 
 
-def load_into(keras: Any, run_dir: Path, state: dict[str, Any], model: Any) -> None:
+def model_misfit(model: Any, report: Any, policy: str | None) -> str | None:
+    """Why a loaded model is not the one `report` (the run's checked spec) builds under dtype
+    `policy` ("float32" or "mixed_bfloat16"), or None: its layers by Keras name and class,
+    each one's parameter count, and the precision of its first layer. A checkpoint or
+    model.keras copied from another run loaded and trained (or was scored) without a word.
+    Layers are matched by name: a graph's order of layers is Keras's, not the spec's."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    found = {layer.name: (type(layer).__name__, layer.count_params()) for layer in layers}
+    expected = {row.keras_name: (row.keras_class, row.params) for row in report.rows}
+    extra = [name for name in found if name not in expected]
+    missing = [name for name in expected if name not in found]
+    if extra or missing:
+        return (f"it has {some(extra, 3) or 'no other layers'} where the spec has "
+                f"{some(missing, 3) or 'no more'}")
+    for name, (keras_class, params) in expected.items():
+        if found[name][0] != keras_class:
+            return f"its {name} is a {found[name][0]}, the spec's a {keras_class}"
+        if found[name][1] != params:
+            return f"its {name} has {found[name][1]:,} parameters, the spec's {params:,}"
+    first = getattr(getattr(layers[0], "dtype_policy", None), "name", None) if layers else None
+    if policy is not None and first is not None and first != policy:
+        return f"it computes in {first}, the run in {policy}"
+    return None
+
+
+def load_into(keras: Any, run_dir: Path, state: dict[str, Any], model: Any,
+              report: Any = None, policy: str | None = None) -> None:
     """The checkpoint copied into an already built `model` (one made in a strategy's scope)."""
     try:
-        copy_state(load_checkpoint(keras, run_dir, state), model)
+        copy_state(load_checkpoint(keras, run_dir, state, report, policy), model)
     except ResumeRefused:
         raise
     except ValueError as exc:  # copy_state's "does not fit"

@@ -296,6 +296,22 @@ class RunRecords:
 # -- the loop ----------------------------------------------------------------------------------
 
 
+def interrupted_by(exc: BaseException) -> str | None:
+    """What interrupted the run, when exc is (or was caused by) a KeyboardInterrupt: "Ctrl-C",
+    or the signal the CLI names (it raises KeyboardInterrupt("SIGTERM")); None otherwise.
+
+    Why the chain: a signal that lands inside a C function (numpy's `__array__` under
+    TensorFlow) surfaces as that function's SystemError "returned a result with an exception
+    set", with the KeyboardInterrupt as its context; the run was interrupted all the same."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc.args[0] if exc.args and isinstance(exc.args[0], str) else "Ctrl-C"
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
+
+
 @dataclass
 class Loop:
     """Everything the epochs of one run need, prepared by `train` (start or resume)."""
@@ -447,10 +463,7 @@ class Loop:
             raise TrainingFailed(reason, rec.run_dir if rec.chief else None) from None
         except KeyboardInterrupt as stop_signal:
             self.reporter.finish()
-            # the CLI raises KeyboardInterrupt("SIGTERM") for SIGTERM; Python's own is Ctrl-C
-            by = stop_signal.args[0] if stop_signal.args and isinstance(
-                stop_signal.args[0], str) else "Ctrl-C"
-            return self._interrupted(by)
+            return self._interrupted(interrupted_by(stop_signal) or "Ctrl-C")
         except BrokenPipeError:
             # the progress's reader went away (`cnnspec train ... | head`): nothing is wrong
             # with the run or its records, so it stops as for Ctrl-C, resumable, instead of
@@ -459,6 +472,10 @@ class Loop:
                 self.reporter.finish()
             return self._interrupted("its output was closed")
         except BaseException as exc:
+            by = interrupted_by(exc)
+            if by is not None:  # Ctrl-C inside a C call (numpy, TensorFlow) comes out as the
+                self.reporter.finish()  # error that call then reports: still an interruption
+                return self._interrupted(by)
             self.reporter.finish()
             why = (f"cannot write its records: {exc.strerror}" if isinstance(exc, OSError)
                    and exc.strerror else f"{type(exc).__name__}: {exc}")

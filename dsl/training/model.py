@@ -23,6 +23,11 @@ from cnnspec.training.schedules import (
 _MIXED_POLICY = {"bf16": "mixed_bfloat16"}
 
 
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy a precision builds its layers under (the final softmax aside)."""
+    return _MIXED_POLICY.get(precision, "float32")
+
+
 def import_tf() -> tuple[Any, Any]:
     """(tensorflow, keras), imported now: the first call costs seconds, later ones nothing.
 

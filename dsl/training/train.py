@@ -42,6 +42,7 @@ import hashlib
 import json
 import platform
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.language import ir
 from cnnspec.language.checker import DEFAULT_MAX_PARAMS, Report, check
-from cnnspec.language.errors import some
+from cnnspec.language.errors import SpecError, some
 from cnnspec.language.format import format_spec
 from cnnspec.language.parse import parse
 from cnnspec.language.settings import (
@@ -72,6 +73,7 @@ from cnnspec.training.checkpoint import (
     check_state_record,
     load_checkpoint,
     load_into,
+    model_misfit,
 )
 from cnnspec.training.evaluation import Evaluator, metrics
 from cnnspec.training.loop import (
@@ -84,12 +86,14 @@ from cnnspec.training.loop import (
     TrainingFailed,
     divergence_reason,
     guard_callback,
+    interrupted_by,
     nonfinite_name,
     progress_callback,
 )
 from cnnspec.training.model import (
     build_training_model,
     compile_model,
+    dtype_policy,
     horizon_of,
     import_tf,
     learning_rate_schedule,
@@ -320,11 +324,12 @@ def _prepare_model(job: _Job, steps: Any, keras: Any, state: dict[str, Any] | No
                       horizon_of(job.settings, len(job.data.x_train)))
         return model
 
+    policy = dtype_policy(job.precision)
     if state is not None and isinstance(steps, LocalSteps):
-        return load_checkpoint(keras, job.run_dir, state)
+        return load_checkpoint(keras, job.run_dir, state, job.report, policy)
     model = steps.build(build)
     if state is not None:
-        load_into(keras, job.run_dir, state, model)
+        load_into(keras, job.run_dir, state, model, job.report, policy)
     return model
 
 
@@ -405,26 +410,52 @@ def _run(
     if not chief:
         keras.utils.set_random_seed(start.seed)  # the dropout states came with the broadcast
         reporter = NoProgress()
-    else:
-        lost = _epochs_without_checkpoint(job.run_dir) if recorded and not state else 0
-        _write_start(job, steps, recorded, seed, history, tf, keras)
-        if state and len(history) >= job.settings.epochs:  # stopped while finishing
-            n = job.settings.epochs
-            reporter.say(f"finishing {job.spec.name}: its {n} epoch{'s' * (n != 1)} "
-                         f"{'are' if n != 1 else 'is'} trained; writing its final records")
-        elif state and stopped is not None:
-            reporter.say(f"finishing {job.spec.name}: {stopped.status} after epoch "
-                         f"{len(history)}, as decided before it was interrupted; writing its "
-                         "final records")
-        elif state:
-            reporter.say(_resuming_line(job.spec.name, len(history) + 1, job.settings.epochs,
-                                        job.precision))
-        elif lost:
-            reporter.say(f"no checkpoint in {job.run_dir}, though its status names {lost} "
-                         f"finished epoch(s): training {job.spec.name} again from epoch 1")
+        return _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras,
+                     stopped if state else None).run()
+    try:
+        loop = _chief_start(job, steps, model, start, history, reporter, callbacks, hooks,
+                            tf, keras, recorded, state, seed, stopped)
+    except BaseException as exc:  # after "running" was written, before the loop (which
+        # records how it ends) began: the status must not stay "running"
+        by = interrupted_by(exc)
+        status, reason = ("interrupted", f"interrupted ({by}) before epoch "
+                          f"{len(history) + 1}/{job.settings.epochs} began; {len(history)} "
+                          "epoch(s) completed and checkpointed; resume to continue") \
+            if by is not None else ("failed", f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):
+            records.write_status(job.run_dir, status, reason, epochs_completed=len(history),
+                                 epochs_planned=job.settings.epochs)
+        if by is not None and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt(by) from None  # the CLI's Ctrl-C: exit 130, resumable
+        raise
+    return loop.run()
+
+
+def _chief_start(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str, Any]],
+                 reporter: ProgressReporter, callbacks: Sequence[Any],
+                 hooks: Sequence[EpochHook], tf: Any, keras: Any,
+                 recorded: dict[str, Any] | None, state: dict[str, Any] | None, seed: int,
+                 stopped: Stop | None) -> Loop:
+    """The chief's first records and words, then its loop (not yet run)."""
+    lost = _epochs_without_checkpoint(job.run_dir) if recorded and not state else 0
+    _write_start(job, steps, recorded, seed, history, tf, keras)
+    if state and len(history) >= job.settings.epochs:  # stopped while finishing
+        n = job.settings.epochs
+        reporter.say(f"finishing {job.spec.name}: its {n} epoch{'s' * (n != 1)} "
+                     f"{'are' if n != 1 else 'is'} trained; writing its final records")
+    elif state and stopped is not None:
+        reporter.say(f"finishing {job.spec.name}: {stopped.status} after epoch "
+                     f"{len(history)}, as decided before it was interrupted; writing its "
+                     "final records")
+    elif state:
+        reporter.say(_resuming_line(job.spec.name, len(history) + 1, job.settings.epochs,
+                                    job.precision))
+    elif lost:
+        reporter.say(f"no checkpoint in {job.run_dir}, though its status names {lost} "
+                     f"finished epoch(s): training {job.spec.name} again from epoch 1")
     # only a resumed run's kept epochs were judged before this start
     return _loop(job, steps, model, start, history, reporter, callbacks, hooks, tf, keras,
-                 stopped if state else None).run()
+                 stopped if state else None)
 
 
 def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str, Any]],
@@ -799,21 +830,7 @@ def resume_run(
 
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
-    spec_path = folder / records.SPEC_FILE
-    try:
-        text = spec_path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise records.RunFolderError(
-            f"{spec_path}: cannot read the run's spec ({exc}); the folder is damaged") from None
-    name = recorded["spec"]["name"]
-    spec = parse(text, filename=str(spec_path), name=name)
-    if spec.has_sweep():  # a sweep's variant: the sweep file as written, and the variant's name
-        variant = variant_named(spec, name)
-        if variant is None:
-            raise records.RunFolderError(
-                f"{spec_path}: a sweep with no variant named {name} (settings.json); the "
-                "folder is damaged")
-        spec = variant
+    spec = recorded_spec(folder, recorded)
     settings = SETTINGS.from_record(recorded["settings"])
     if data is None:
         data = _load_recorded_data(recorded)
@@ -831,6 +848,35 @@ def resume_run(
     )
 
 
+def recorded_spec(folder: Path, recorded: dict[str, Any]) -> ir.Spec:
+    """The spec a run folder trained (its spec.cnn; a sweep's variant by its recorded name),
+    or RunFolderError saying the folder is damaged: a spec.cnn edited so that it no longer
+    parses was told as a bare spec error, not as the run folder's problem."""
+    spec_path = folder / records.SPEC_FILE
+    try:
+        text = spec_path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise records.RunFolderError(
+            f"{spec_path}: cannot read the run's spec ({exc}); the folder is damaged") from None
+    name = recorded["spec"]["name"]
+    try:
+        spec = parse(text, filename=str(spec_path), name=name)
+    except SpecError as exc:
+        d = exc.diagnostics[0]
+        where = f":{d.span.line}:{d.span.column}" if d.span else ""
+        raise records.RunFolderError(
+            f"{spec_path}{where}: the run's spec no longer parses ({d.message}); the folder "
+            "is damaged") from None
+    if spec.has_sweep():  # a sweep's variant: the sweep file as written, and the variant's name
+        variant = variant_named(spec, name)
+        if variant is None:
+            raise records.RunFolderError(
+                f"{spec_path}: a sweep with no variant named {name} (settings.json); the "
+                "folder is damaged")
+        spec = variant
+    return spec
+
+
 def missing_model(folder: Path) -> str | None:
     """Why a run folder has no model.keras to evaluate (None when it has one). A run stopped
     before writing it may still have a checkpoint, which `--resume` continues from."""
@@ -838,12 +884,17 @@ def missing_model(folder: Path) -> str | None:
     if model.exists() or model.is_symlink():  # a file, or something else evaluate names
         return None
     try:
-        status = (records.read_status(folder) or {}).get("status")
+        record = records.read_status(folder) or {}
     except records.RunFolderError:
-        status = None
+        record = {}
+    status, reason = record.get("status"), record.get("reason")
     checkpointed = (records.checkpoint_dir(folder) / records.CHECKPOINT_STATE).is_file()
     if status == "completed":  # resume returns a completed run as it is: no help there
         why = "the run completed, so the file was removed after it"
+    elif status == "failed" and isinstance(reason, str) and "diverged" in reason:
+        # resuming replays the same steps into the same divergence: a new run is the way on
+        why = (f"the run failed ({reason.split(';')[0].split('. ')[0]}); start a new run "
+               "with the fix its error names (e.g. a lower learning rate)")
     elif checkpointed:
         why = (f"the run was stopped before writing it; `cnnspec train --resume {folder}` "
                "continues from its last checkpoint and writes it")
@@ -874,6 +925,15 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
         raise records.RunFolderError(
             f"{model_path}: cannot load the model ({type(exc).__name__}: {first}); the file is "
             "damaged") from None
+    try:  # the model of this run's spec and precision, not one copied in from another run
+        report = check(recorded_spec(folder, recorded), max_params=sys.maxsize)
+    except (SpecError, records.RunFolderError):  # a spec.cnn damaged (resume says so) or
+        report = None  # refused by a newer cnnspec: the model is scored as it is
+    misfit = None if report is None else model_misfit(
+        model, report, dtype_policy(recorded["precision"]))
+    if misfit is not None:
+        raise records.RunFolderError(
+            f"{model_path} is not this run's model ({misfit}); the folder is damaged")
     classes = int(model.output_shape[-1])
     if tuple(model.input_shape[1:]) != data.x_test.shape[1:]:
         raise records.RunFolderError(
