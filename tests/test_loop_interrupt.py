@@ -148,8 +148,8 @@ def test_an_interrupt_inside_a_c_call_is_still_an_interrupt():
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
-            raise SystemError("<built-in method __array__> returned a result with an "
-                              "exception set")  # noqa: B904 (the context is the point)
+            raise SystemError(  # noqa: B904 (the KeyboardInterrupt as context is the point)
+                "<built-in method __array__> returned a result with an exception set")
     except SystemError as exc:
         wrapped = exc
     assert loop.interrupted_by(wrapped) == "Ctrl-C"
