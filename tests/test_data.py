@@ -452,6 +452,26 @@ def _direct(rows: int) -> bytes:
             + b"cnumpy\ndtype\n" + _pstr(b"u1") + b"K\x00K\x01\x87R" + b"\x86R")
 
 
+def _refused_as_batch_1(sample: Path, blob: bytes, message: str, size: int
+                        ) -> tuple[DataError, int]:
+    """Load the sample with `blob` (under `size` bytes) as data_batch_1: the DataError that
+    must match `message` and name the file, and the peak memory traced while loading."""
+    import tracemalloc
+
+    path = sample / "data_batch_1"
+    path.write_bytes(blob)
+    assert path.stat().st_size < size
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=message) as e:
+            load_cifar10(sample, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(e.value) and e.value.path == path
+    return e.value, peak
+
+
 _ONE_IMAGE = bytes(range(256)) * 12  # 3072 bytes: one image's worth
 
 
@@ -470,20 +490,9 @@ _ONE_IMAGE = bytes(range(256)) * 12  # 3072 bytes: one image's worth
 def test_declared_sizes_beyond_the_file_are_refused_without_allocating(
         sample: Path, blob: bytes, message: str) -> None:
     import time
-    import tracemalloc
 
-    path = sample / "data_batch_1"
-    path.write_bytes(blob)
-    assert path.stat().st_size < 4000
-    tracemalloc.start()
     started = time.monotonic()
-    try:
-        with pytest.raises(DataError, match=message) as e:
-            load_cifar10(sample, {})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert str(path) in str(e.value) and e.value.path == path
+    _, peak = _refused_as_batch_1(sample, blob, message, 4000)
     # the real sample is ~3 MB in all; anything near the claimed sizes would be GiB
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
     assert time.monotonic() - started < 30  # generous: "promptly" on any machine
@@ -522,19 +531,7 @@ def _shared_rows_labels(rows: int, width: int) -> bytes:
 ], ids=["subarray-1e5", "subarray-1e8", "shared-label-rows"])
 def test_a_crafted_dtype_or_label_list_is_refused_without_allocating(
         sample: Path, blob: bytes, message: str) -> None:
-    import tracemalloc
-
-    path = sample / "data_batch_1"
-    path.write_bytes(blob)
-    assert path.stat().st_size < 12_000
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match=message) as e:
-            load_cifar10(sample, {})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert str(path) in str(e.value)
+    _, peak = _refused_as_batch_1(sample, blob, message, 12_000)
     assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
@@ -551,19 +548,9 @@ def _memo_shared_dtype_state(levels: int, width: int) -> bytes:
 def test_a_refusal_quotes_the_file_in_bounded_words(sample: Path) -> None:
     """The refusal names what it refused; a memo-shared value printed whole was a 600 MB
     message (1.2 GB, 20 s) from a 1 KB file."""
-    import tracemalloc
-
-    path = sample / "data_batch_1"
-    path.write_bytes(_memo_shared_dtype_state(4, 120))
-    assert path.stat().st_size < 1_100
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError, match="unexpected dtype state") as e:
-            load_cifar10(sample, {})
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(str(e.value)) < 1_000 and peak < 64 * 2**20
+    error, peak = _refused_as_batch_1(sample, _memo_shared_dtype_state(4, 120),
+                                      "unexpected dtype state", 1_100)
+    assert len(str(error)) < 1_000 and peak < 64 * 2**20
 
 
 def test_a_reconstructed_array_matches_numpys_own_pickle(sample: Path) -> None:
