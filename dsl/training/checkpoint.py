@@ -188,10 +188,7 @@ def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any],
     try:
         loaded = keras.models.load_model(path)
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ResumeRefused(
-            f"cannot resume {run_dir}: its checkpoint {path} does not load or does not fit "
-            f"the run ({why}); the run folder is left as it was") from None
+        raise _does_not_load(run_dir, path, exc) from None
     misfit = model_misfit(loaded, report, policy) if report is not None else None
     if misfit is not None:
         raise ResumeRefused(f"cannot resume {run_dir}: its checkpoint {path} is not this run's "
@@ -200,11 +197,16 @@ def load_checkpoint(keras: Any, run_dir: Path, state: dict[str, Any],
         model = prepare_training(loaded)
         restore_seed_states(model, state["seed_states"])
     except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad .keras file
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ResumeRefused(
-            f"cannot resume {run_dir}: its checkpoint {path} does not load or does not fit "
-            f"the run ({why}); the run folder is left as it was") from None
+        raise _does_not_load(run_dir, path, exc) from None
     return model
+
+
+def _does_not_load(run_dir: Path, path: Path, exc: Exception) -> ResumeRefused:
+    """The refusal for a checkpoint Keras cannot load or prepare, with its first line."""
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return ResumeRefused(
+        f"cannot resume {run_dir}: its checkpoint {path} does not load or does not fit "
+        f"the run ({why}); the run folder is left as it was")
 
 
 def model_misfit(model: Any, report: Any, policy: str | None) -> str | None:

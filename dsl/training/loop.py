@@ -461,9 +461,6 @@ class Loop:
                 rec.save_progress()
             rec.status("failed", reason)
             raise TrainingFailed(reason, rec.run_dir if rec.chief else None) from None
-        except KeyboardInterrupt as stop_signal:
-            self.reporter.finish()
-            return self._interrupted(interrupted_by(stop_signal) or "Ctrl-C")
         except BrokenPipeError:
             # the progress's reader went away (`cnnspec train ... | head`): nothing is wrong
             # with the run or its records, so it stops as for Ctrl-C, resumable, instead of
@@ -472,9 +469,9 @@ class Loop:
                 self.reporter.finish()
             return self._interrupted("its output was closed")
         except BaseException as exc:
-            by = interrupted_by(exc)
-            if by is not None:  # Ctrl-C inside a C call (numpy, TensorFlow) comes out as the
-                self.reporter.finish()  # error that call then reports: still an interruption
+            by = interrupted_by(exc)  # Ctrl-C or SIGTERM; also one that landed in a C call
+            if by is not None:  # (numpy, TensorFlow) and came out as the error it reported
+                self.reporter.finish()
                 return self._interrupted(by)
             self.reporter.finish()
             why = (f"cannot write its records: {exc.strerror}" if isinstance(exc, OSError)
