@@ -279,6 +279,8 @@ def _good(n: int = 4) -> dict[bytes, object]:
         ({b"labels": [1, 2, 10, 4]}, r"label 10 at index 2 is outside 0\.\.9"),
         ({b"labels": [-1, 2, 3, 4]}, r"label -1 at index 0 is outside 0\.\.9"),
         ({b"labels": ["a", "b", "c", "d"]}, "'labels' must be a list of integers"),
+        ({b"labels": [True, False, True, True]}, "'labels' must be a list of integers"),
+        ({b"labels": [[1], [2], [3], [4]]}, "'labels' must be a list of integers"),
         ({b"data": np.zeros((4, 3072), np.int16)}, "must be a uint8 N x 3072 array, found int16"),
         ({b"data": np.zeros((4, 1024), np.uint8)}, r"found uint8 array of shape \(4, 1024\)"),
         ({b"data": np.zeros((4, 32, 32, 3), np.uint8)}, "must be a uint8 N x 3072 array"),
