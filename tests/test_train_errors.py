@@ -465,3 +465,69 @@ def test_resume_of_a_completed_run_with_a_damaged_record_is_one_clear_error(
     assert code == 1 and not tf, stderr
     assert_one_clean_error(stderr, "cannot resume", message)
     assert snapshot(folder, lock=False) == before
+
+
+# -- what a diverged run blames ----------------------------------------------------------------
+
+def _reason(lr_now: float | None = .01, l2_factors: tuple[float, ...] = (), **settings: object
+            ) -> str:
+    from cnnspec.language.settings import TrainSettings
+    from cnnspec.training.loop import Diverged, divergence_reason
+
+    return divergence_reason("net", Diverged(1, 2, float("nan")), 3, 10,
+                             TrainSettings().override(**settings), lr_now=lr_now,
+                             l2_factors=l2_factors)
+
+
+@pytest.mark.parametrize(("weight_decay", "blamed"), [
+    (5e-4, False), (200.0, False),  # lr·wd = 2: each weight flips sign, its size kept
+    (201.0, True), (1e30, True),
+])
+def test_a_weight_decay_too_large_for_the_learning_rate_is_named(weight_decay: float,
+                                                                 blamed: bool) -> None:
+    """Decoupled decay multiplies each weight by 1 - lr·wd every step; past lr·wd = 2 that
+    factor's size is over 1 and the weights blow up at any learning rate: lowering lr, as the
+    message used to say whatever the cause, is the wrong advice for `weight_decay=1e30`."""
+    reason = _reason(weight_decay=weight_decay, lr=.01)
+    assert ("weight_decay" in reason) is blamed, reason
+    assert ("Lower the learning rate" in reason) is not blamed, reason
+    if blamed:
+        assert f"= {1 - .01 * weight_decay:.3g}," in reason  # the factor, worked out here
+
+
+@pytest.mark.parametrize(("settings", "l2", "blamed"), [
+    ({}, 60.0, False),  # 1 - 2·.01·60 = -.2: shrinks
+    ({}, 1000.0, True),  # 1 - 2·.01·1000 = -19
+    ({"momentum": .9}, 150.0, False),  # heavy ball is stable while lr·c < 1 + momentum
+    ({"momentum": .9}, 200.0, True),
+    ({"optimizer": "adam"}, 1000.0, False),  # Adam scales the gradient: the rule is SGD's
+])
+def test_an_l2_factor_too_large_for_sgd_is_named(settings: dict[str, object], l2: float,
+                                                 blamed: bool) -> None:
+    reason = _reason(l2_factors=(.01, l2), lr=.01, **settings)
+    assert (f"l2({l2:g}) is too large" in reason) is blamed, reason
+    assert ("Lower the learning rate" in reason) is not blamed, reason
+
+
+def test_without_the_rate_at_the_diverged_step_the_learning_rate_is_blamed() -> None:
+    assert "Lower the learning rate, e.g. `train lr=0.001`" in _reason(
+        lr_now=None, weight_decay=1e30, lr=.01)
+
+
+@pytest.mark.parametrize(("train", "layers", "needle"), [
+    ("weight_decay=1e30", "conv8 relu pool2 | dense16", "weight_decay=1e+30 is too large"),
+    ("", "conv8 relu pool2 | dense16 l2(1e6)", "l2(1e+06) is too large"),
+])
+def test_a_run_diverged_by_its_decay_says_so(home: Path, tmp_path: Path, train: str,
+                                             layers: str, needle: str) -> None:
+    """The whole path: the trainer passes the step's learning rate and the spec's l2 factors
+    (both runs diverge within a few steps on any CPU: the factor is -1e28 / -2e4 a step)."""
+    spec = tmp_path / "decay.cnn"
+    spec.write_text(f"train optimizer=sgd lr=.01 {train}\n{layers}\n")
+    code, _, _, stderr = probe(home, "train", str(spec), "--epochs", "1", "--limit", "320",
+                               "--out", str(tmp_path / "run"), "--progress", "none")
+    assert code == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("cnnspec: error: ")]
+    assert len(errors) == 1 and "training diverged" in errors[0], stderr
+    assert needle in errors[0] and "Lower the learning rate" not in errors[0], stderr
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"

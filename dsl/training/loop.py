@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,19 +189,39 @@ def nonfinite_name(value: float) -> str:
 
 
 def divergence_reason(
-    name: str, d: Diverged, epochs: int, steps: int, settings: TrainSettings
+    name: str, d: Diverged, epochs: int, steps: int, settings: TrainSettings,
+    lr_now: float | None = None, l2_factors: Iterable[float] = (),
 ) -> str:
+    """Why the run stopped, and what to change. The learning rate is the usual culprit, but a
+    weight decay or an `l2()` factor too large for it diverges at any learning rate that is
+    not tiny, and then the decay is what to lower: with lr_now (the rate at the step that
+    diverged), decoupled decay multiplies each weight by 1 - lr*wd every step, which grows
+    without bound once lr*wd > 2; plain SGD's step on an `l2(c)` penalty multiplies it by
+    1 - 2*lr*c (momentum m: stable while lr*c < 1 + m)."""
     kind = {"nan": "not a number", "inf": "infinite", "-inf": "infinite"}.get(
         nonfinite_name(d.loss), "not finite")
     plain = isinstance(settings.lr, int | float)
     lr = f"{settings.lr:g}" if plain else settings.table.by_name["lr"].written(settings.lr)
-    lower = f"e.g. `train lr={settings.lr / 10:g}`" if plain else "e.g. a lower schedule peak"
-    return (
+    what = (
         f"{name}: training diverged: the loss became {nonfinite_name(d.loss)} ({kind}) in epoch "
         f"{d.epoch}/{epochs} at batch {d.batch}/{steps} ({settings.optimizer}, "
-        f"lr={lr}). The run stopped; {d.epoch - 1} epoch(s) completed before it. "
-        f"Lower the learning rate, {lower}."
-    )
+        f"lr={lr}). The run stopped; {d.epoch - 1} epoch(s) completed before it. ")
+    wd = settings.weight_decay
+    if lr_now is not None and wd is not None and lr_now * wd > 2:
+        return what + (
+            f"weight_decay={wd:g} is too large for lr={lr_now:g}: each step multiplies every "
+            f"weight by 1 - lr·weight_decay = {1 - lr_now * wd:.3g}, so the weights grow "
+            "without bound. Lower it so that lr·weight_decay stays well below 1, e.g. "
+            "`train weight_decay=5e-4`.")
+    l2 = max(l2_factors, default=0.0)
+    if (lr_now is not None and settings.optimizer == "sgd"
+            and lr_now * l2 > 1 + settings.momentum):
+        return what + (
+            f"l2({l2:g}) is too large for lr={lr_now:g}: each SGD step multiplies the layer's "
+            f"weights by 1 - 2·lr·l2 = {1 - 2 * lr_now * l2:.3g}, so they grow without "
+            "bound. Lower the l2 factor (the notebook's is .01) or the learning rate.")
+    lower = f"e.g. `train lr={settings.lr / 10:g}`" if plain else "e.g. a lower schedule peak"
+    return what + f"Lower the learning rate, {lower}."
 
 
 def history_row(

@@ -482,8 +482,12 @@ def _loop(job: _Job, steps: Any, model: Any, start: Any, history: list[dict[str,
         hooks=hooks,
         y_test=job.data.y_test,
         label_names=job.data.label_names,
-        divergence=lambda d: divergence_reason(job.spec.name, d, epochs,
-                                               horizon.steps_per_epoch, settings),
+        divergence=lambda d: divergence_reason(
+            job.spec.name, d, epochs, horizon.steps_per_epoch, settings,
+            lr_now=schedule.lr_at((d.epoch - 1) * horizon.steps_per_epoch + d.batch - 1,
+                                  horizon),
+            l2_factors=[f for f in (getattr(layer, "l2", None) for layer in job.spec.layers())
+                        if f is not None]),
         lr_at_epoch=lambda e: schedule.lr_at((e + 1) * horizon.steps_per_epoch - 1, horizon),
         stopping=None if settings.patience is None else EarlyStopping(
             settings.patience, monitor=settings.monitor),
