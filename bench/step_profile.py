@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import SHARED_DATA, cpu_line  # bench/machine.py: beside this script
+from machine import cpu_line, default_data  # bench/machine.py: beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.data is None:
-        args.data = SHARED_DATA if SHARED_DATA.is_dir() else None
+        args.data = default_data()  # as the other benches: never the loader's own search
     if args.worker:
         worker(args)
         return
     print(cpu_line(), flush=True)
+    print(f"data: {args.data}", flush=True)
     rows = []
     for spec in args.specs.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
@@ -296,8 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                 cmd = [sys.executable, __file__, "--worker", "--spec", spec, "--batch",
                        str(batch), "--precision", precision, "--reps", str(args.reps),
                        "--fit-rounds", str(args.fit_rounds)]
-                if args.data:
-                    cmd += ["--data", str(args.data)]
+                cmd += ["--data", str(args.data)]
                 if args.ops:
                     cmd.append("--ops")
                 env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
