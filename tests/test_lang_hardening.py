@@ -28,7 +28,7 @@ from cnnspec.language import sweep
 from cnnspec.language.checker import MAX_LAYERS
 from cnnspec.language.diff import diff_reports
 from cnnspec.language.errors import WINDOW
-from cnnspec.language.parse import MAX_PROBLEMS, MAX_SPEC_BYTES
+from cnnspec.language.parse import FRAMEWORK_WORDS, MAX_PROBLEMS, MAX_SPEC_BYTES
 from cnnspec.language.settings import (
     MAX_SEED,
     OPTIMIZERS,
@@ -893,6 +893,52 @@ def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixe
     (d,) = error(text).diagnostics
     assert d.hint == hint
     cnnspec.check(cnnspec.parse(fixed))
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("conv8 Dropout(1) |", "`Dropout` is written `drop` here, but drop rate must be in [0, 1), "
+     "got 1.0; for example drop.25"),  # was "did you mean `drop1`?", refused in turn
+    ("conv8 dropout1 |", "`dropout` is written `drop` here, but drop rate must be in [0, 1), "
+     "got 1.0; for example drop.25"),
+    ("conv8 maxpool0 |", "`maxpool` is written `pool` here, but pool size must be at least 1, "
+     "got 0; for example pool2"),
+    ("Conv2D(0, 3) |", "`Conv2D` is written `conv` here, but conv filters must be at least 1, "
+     "got 0; for example conv32"),
+    ("conv8 | Linear(512, 0)", "`Linear` is written `dense` here, but dense units must be at "
+     "least 1, got 0; for example dense512"),
+    # a misspelling keeps its number, which is refused in turn: was "did you mean `conv0`?"
+    ("cnov0 |", "did you mean `conv`? but conv filters must be at least 1, got 0; for example "
+     "conv32"),
+])
+def test_a_foreign_layer_whose_number_we_refuse_is_not_offered_as_a_word(text, hint):
+    (d,) = error(text).diagnostics
+    assert d.hint == hint
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(word=st.sampled_from([w for w, _ in FRAMEWORK_WORDS]
+                                       + ["cnov", "drpo", "pooll", "dens", "Conv", "avgpol"]),
+                  number=st.sampled_from(["", "0", "1", ".5", "1.5", "2", "3", "64", "1e3"]),
+                  call=st.booleans())
+def test_every_word_an_unknown_word_hint_offers_is_read(word, number, call):
+    """`did you mean `W`?`: W, put where the unknown word stood, is read without a problem;
+    where the number written is what is refused (`cnov0`, `Dropout(1)`), the hint says so and
+    its example is read."""
+    written = f"{word}({number})" if call and number else word + number
+    try:
+        cnnspec.parse(f"conv8 {written} |")
+    except cnnspec.SpecError as e:
+        for d in e.diagnostics:
+            if d.message != f"unknown layer word `{written.partition('(')[0]}`":
+                continue
+            hint = d.hint or ""
+            if ", but " in hint or "? but " in hint:
+                offered = hint.rpartition("for example ")[2]
+            elif hint.startswith("did you mean `"):
+                offered = hint.split("`")[1]
+            else:
+                continue
+            cnnspec.parse(f"conv8 {offered} |")  # raises if the offered word is refused
 
 
 @pytest.mark.parametrize(("word", "what"), [

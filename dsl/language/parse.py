@@ -946,6 +946,10 @@ def framework_word(text: str, call: str | None = None) -> str | None:
             written = ours
         elif given:
             written = ours + given
+            refused = _number_refused(kind, given)
+            if refused is not None:  # `Dropout(1)` is `drop1`, which is refused in turn
+                return (f"`{text[:len(foreign)]}` is written `{ours}` here, but {refused}; "
+                        f"for example {_example(kind)}")
         else:
             written = _example(kind)
         if number is not None and not tail and kind.number is not None:  # `maxpool(2)`
@@ -978,6 +982,19 @@ def _call_size(word: str, call: str) -> str | None:
     if len(numbers) > 1 and word in _TORCH_ORDER:
         return numbers[1]  # type: ignore[no-any-return]
     return numbers[0] if numbers else None
+
+
+def _number_refused(kind: LayerKind, given: str) -> str | None:
+    """Why this layer word refuses the number another framework's name was written with
+    (`Dropout(1)`: a drop rate must be below 1), or None: a hint never offers a word that is
+    refused in turn."""
+    assert kind.number is not None
+    try:
+        coerce(kind.number, given, kind.word if kind.word == kind.number.field
+               else f"{kind.word} {kind.number.field}")
+    except ValueProblem as p:
+        return p.message
+    return None
 
 
 def _canonical_number(kind: LayerKind, written: str) -> str:
@@ -2107,6 +2124,14 @@ class _Builder:
         close = suggest(text, sorted(set(KINDS) | set(self.blocks)), numbered=_NUMBERED)
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
+        kept = re.fullmatch(r"([a-z_]+)([0-9.].*)", close or "")
+        if kept and kept.group(1) in _NUMBERED and kept.group(1) not in self.blocks:
+            # `cnov0` -> `conv0`, `max_pool1e3` -> `pool1e3`: the number kept is refused too
+            kind = KINDS[kept.group(1)]
+            refused = _number_refused(kind, kept.group(2))
+            if refused is not None:
+                hint = (f"did you mean `{kind.word}`? but {refused}; for example "
+                        f"{_example(kind)}")
         if (close in KINDS and KINDS[close].number is not None and close not in self.blocks
                 and re.fullmatch(re.escape(close) + r"[0-9.]+", _example(KINDS[close]))):
             # `cnov` -> `conv` alone would be the next error: show it with its number
