@@ -185,3 +185,24 @@ def test_loading_in_a_fresh_process_needs_register_keras_objects(tmp_path: Path)
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("refused:"), out.stdout + out.stderr
     assert float(lines[1].split()[-1]) == pytest.approx(0.1, rel=1e-6)
+
+
+@pytest.mark.parametrize(("schedule", "horizon", "rates"), [
+    # one step, warm .6: round(.6) = 1 warm-up step was the whole run, at start = 0: the run
+    # trained at lr 0. The warm-up keeps the last step, which runs at the schedule's rate.
+    (Cosine(0.1, warm=0.6), Horizon(1, 1), [0.1]),
+    (Constant(0.1, warm=0.9), Horizon(1, 1), [0.1]),
+    # two steps, warm .9: round(1.8) = 2 -> 1; step 0 from start, step 1 at the peak
+    (OneCycle(0.4, warm=0.9), Horizon(2, 1), [0.0, 0.4]),
+    # ten steps, warm .96: round(9.6) = 10 -> 9 warm-up steps (0, .4/9, ...), then the peak
+    (OneCycle(0.4, warm=0.96), Horizon(5, 2), [0.4 * t / 9 for t in range(9)] + [0.4]),
+])
+def test_a_warm_up_never_takes_every_step(schedule, horizon, rates):
+    assert [schedule.lr_at(t, horizon) for t in range(horizon.total_steps)] == pytest.approx(
+        rates, rel=1e-12, abs=1e-15)
+
+
+def test_a_warm_up_short_of_the_whole_run_is_as_written():
+    """The cap only touches a warm-up that would take every step: round(.5 · 4) = 2 stays."""
+    assert OneCycle(0.4, warm=0.5).warm_steps(Horizon(2, 2)) == 2
+    assert Cosine(0.1, warm=0.6).warm_steps(Horizon(1, 1)) == 0

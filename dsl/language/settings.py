@@ -482,8 +482,9 @@ SETTINGS = SettingsTable(
                 meaning="learning rate (Keras SGD's default, which the notebook used), or a "
                         "schedule over all steps: see [Learning-rate schedules]"
                         "(#learning-rate-schedules)"),
-        Setting("momentum", "float", 0.0, "SGD momentum", low=0, high=1, high_open=True,
-                flag="--momentum", metavar="X", meaning="momentum (`sgd` and `rmsprop` only)"),
+        Setting("momentum", "float", 0.0, "momentum (sgd and rmsprop)", low=0, high=1,
+                high_open=True, flag="--momentum", metavar="X",
+                meaning="momentum (`sgd` and `rmsprop` only)"),
         Setting("batch", "int", 32, "global batch size", aliases=("batch_size",), low=1,
                 high=MAX_COUNT, flag="--batch-size", metavar="N", cli_type="positive_int"),
         Setting("epochs", "int", 10, "epochs", low=1, high=MAX_COUNT, flag="--epochs",

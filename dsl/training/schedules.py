@@ -5,7 +5,9 @@ Why it is built this way:
 * One formula, two evaluators. Each schedule writes its formula once, over a tiny maths
   namespace: Python's `math` for `lr_at` (closed form, float64, no TensorFlow: what records,
   plots and tests use) and `keras.ops` for the Keras schedule the optimizer calls (float32,
-  in the graph). The two agree to float32 rounding (~1e-7 relative).
+  in the graph). The two agree to float32 rounding of the rate (differences ~1e-7 of the
+  schedule's largest rate; near the end of a decay, where the rate is near 0, that can be a
+  few percent of the rate itself).
 * Stepped by the optimizer, so resumes are exact. The Keras schedule is a function of
   `optimizer.iterations`, which is an optimizer variable: it is saved in every checkpoint and
   restored on `--resume`, so the resumed run continues the schedule at the very step it
@@ -18,7 +20,9 @@ Why it is built this way:
   schedules existed, so such runs keep their numbers and their checkpoint layout (a float
   rate is an optimizer variable; a schedule is not).
 
-The shape of every schedule, with W = round(warm * total_steps) warm-up steps:
+The shape of every schedule, with W = round(warm * total_steps) warm-up steps (at most
+total_steps - 1: a run so short that the warm-up would take every step, e.g. one step with
+warm=.6, would otherwise never leave it, and one step from `start` = 0 does not train at all):
 
     step t <  W:  start + (top - start) * t / W        (linear warm-up; top = the value at W)
     step t >= W:  the decay of the kind, over the remaining total_steps - W steps
@@ -30,8 +34,12 @@ The shape of every schedule, with W = round(warm * total_steps) warm-up steps:
     onecycle(peak, final)        peak + (final - peak) * p       (a piecewise-linear triangle
                                  with warm-up: Page's DAWNBench 0 -> .4 -> 0 schedule)
 
-where p = (t - W) / (total_steps - W), clamped to 0..1. Warm-up starts at `start` (0 unless
-given, as in Page's and Keras's warm-ups), so the very first step has learning rate `start`.
+where p = (t - W) / (total_steps - W), clamped to 0..1. So a decay reaches `final` one step
+after the last (steps are numbered 0 .. total_steps - 1), as Keras's own CosineDecay does with
+decay_steps = the run's steps, and the per-epoch form Page's schedule is written in (the rate
+at epoch e of E); the last step's rate is one step's worth above `final`. Warm-up starts at
+`start` (0 unless given, as in Page's and Keras's warm-ups), so the very first step has
+learning rate `start`.
 TensorFlow and Keras are imported only when a Keras schedule is built.
 """
 
@@ -87,8 +95,8 @@ class _Schedule:
             raise ValueError(f"{self.kind}: warm must be a fraction in [0, 1), not {warm!r}")
 
     def warm_steps(self, horizon: Horizon) -> int:
-        """W: the number of warm-up steps."""
-        return round(self.warm * horizon.total_steps)
+        """W: the number of warm-up steps (at most all but the last: see the module)."""
+        return min(round(self.warm * horizon.total_steps), horizon.total_steps - 1)
 
     def _decay(self, m: Any, t: Any, warm_steps: int, horizon: Horizon) -> Any:
         raise NotImplementedError
@@ -169,7 +177,7 @@ class Cosine(_Schedule):
 
 @dataclass(frozen=True)
 class OneCycle(_Schedule):
-    """Piecewise linear: start -> peak over the warm-up, then peak -> final at the last step."""
+    """Piecewise linear: start -> peak over the warm-up, then peak -> final at the end."""
 
     kind: ClassVar[str] = "onecycle"
     peak: float
