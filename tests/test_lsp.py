@@ -284,9 +284,12 @@ def test_messages_pygls_cannot_read_get_one_log_line_each_and_the_server_reads_o
     err = done.stderr.decode()
     assert done.returncode == 0 and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 4 and all(line.endswith("the message is ignored") for line in lines)
+    assert len(lines) == 2 and all(line.endswith("the message is ignored") for line in lines)
     assert "JSONDecodeError: Expecting property name" in lines[0]
     assert "required field missing @ $.params.position" in lines[1]
+    # a JSON value that is no object is not logged: it is answered (id null, Invalid Request)
+    unknown = [m["error"]["code"] for m in _messages(done.stdout) if m.get("id", 0) is None]
+    assert unknown == [-32700, -32600, -32600]
     assert b'{"id": 3, "jsonrpc": "2.0", "result": null}' in done.stdout  # shutdown answered
     # the request it could not read is answered with the protocol's error, not left waiting
     (answer,) = [m for m in _messages(done.stdout) if m.get("id") == 2]
@@ -540,3 +543,45 @@ def test_a_notification_sent_with_an_id_is_answered(client):
     client.send({"id": 901, "method": "textDocument/hover", "params": _pos(0, 0)})
     hover = client.wait(lambda m: m.get("id") == 901)
     assert hover.get("result") is None  # not open: nothing to say about it
+
+
+def test_messages_it_cannot_take_get_json_rpcs_answers():
+    """A client waits for an answer to what it sent: a body that is not JSON or not UTF-8
+    (parse error), a batch, an id JSON-RPC has no use for (a bool, 1.5) all get the protocol's
+    error to id null (they used to be logged and dropped); a position at line 1.5 is -32602
+    (it was truncated to line 1 and answered about another place). The server goes on."""
+    def frame(body: bytes) -> bytes:
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def msg(obj: object) -> bytes:
+        return frame(json.dumps(obj).encode())
+
+    def hover(msg_id: object, line: object = 0) -> dict:
+        return {"jsonrpc": "2.0", "id": msg_id, "method": "textDocument/hover",
+                "params": {"textDocument": {"uri": URI}, "position": {"line": line,
+                                                                      "character": 1}}}
+
+    stream = b"".join([
+        msg({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"processId": None, "rootUri": None, "capabilities": {}}}),
+        msg({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {
+            "uri": URI, "languageId": "cnnspec", "version": 1, "text": GOOD}}}),
+        frame(b"{not json"),
+        frame(json.dumps(hover(2)).encode().replace(b"bad.cnn", b"bad\xff.cnn")),
+        msg([hover(3), hover(4)]),
+        msg(hover(True)),
+        msg(hover(1.5)),
+        msg(hover(5, line=1.5)),
+        msg(hover(6, line=1)),
+        msg({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}),
+        msg({"jsonrpc": "2.0", "method": "exit"})])
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "lsp"], input=stream,
+                          capture_output=True, timeout=TIMEOUT)
+    answers = [m for m in _messages(done.stdout) if "method" not in m]
+    assert [(m["id"], m.get("error", {}).get("code")) for m in answers] == [
+        (1, None), (None, -32700), (None, -32700), (None, -32600), (None, -32600),
+        (None, -32600), (5, -32602), (6, None), (7, None)]
+    assert "batches are not part of LSP" in answers[3]["error"]["message"]
+    assert "params.position.line must be a whole number" in answers[6]["error"]["message"]
+    assert answers[7]["result"]["contents"]["value"].startswith("**conv8**")  # line 1, col 1
+    assert done.returncode == 0, done.stderr

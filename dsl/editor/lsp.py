@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import re
 import sys
@@ -24,6 +25,7 @@ from pygls.exceptions import (
     JsonRpcException,
     JsonRpcInvalidParams,
     JsonRpcInvalidRequest,
+    JsonRpcParseError,
     JsonRpcServerNotInitialized,
 )
 from pygls.lsp.server import LanguageServer
@@ -64,6 +66,20 @@ class _Protocol(LanguageServerProtocol):
         self.shutdown_seen = False
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "jsonrpc" in data and "id" in data and not _a_request_id(data["id"]):
+            # JSON-RPC: an id is a string or a whole number (LSP: integer | string); one that
+            # is neither cannot be answered by it, so the error goes to id null
+            self.answer_unknown_id(JsonRpcInvalidRequest(
+                message=f"a request id is a whole number or a string, not {data['id']!r}"))
+            raise JsonRpcInvalidRequest(message="unusable request id")
+        where = (_fractional_position(data.get("params"))
+                 if "jsonrpc" in data and "method" in data else None)
+        if where is not None:  # a notification (a change at line 1.5) is dropped unanswered
+            if "id" in data:
+                self._send_response(data["id"], None, JsonRpcInvalidParams(
+                    message=f"invalid params for {data['method']}: {where} must be a whole "
+                            "number").to_response_error())
+            raise JsonRpcInvalidParams(message=f"{where} not a whole number")
         method = data.get("method") if isinstance(data, dict) else None
         kinds = types.METHOD_TO_TYPES.get(method) if isinstance(method, str) else None
         if kinds is not None and kinds[1] is None and isinstance(data.get("id"), int | str):
@@ -82,7 +98,20 @@ class _Protocol(LanguageServerProtocol):
                 ).to_response_error())
             raise
 
+    def answer_unknown_id(self, error: JsonRpcException) -> None:
+        """JSON-RPC's answer to a message whose id cannot be read: the error, to id null
+        (written out: pygls's own response leaves a null id out, and the member is required)."""
+        self._send_data({"jsonrpc": "2.0", "id": None,
+                         "error": {"code": error.code, "message": error.message}})
+
     def handle_message(self, message: Any) -> None:
+        if not hasattr(message, "jsonrpc"):  # a batch (a JSON array), a bare value
+            self.answer_unknown_id(JsonRpcInvalidRequest(
+                message="a message is one JSON-RPC object"
+                + (" (batches are not part of LSP: send each alone)"
+                   if isinstance(message, list) else "")))
+            log.debug("cnnspec lsp: not a JSON-RPC object: %s", type(message).__name__)
+            return
         method = getattr(message, "method", None)
         request = method is not None and hasattr(message, "id")
         if request and method == types.INITIALIZE:
@@ -132,7 +161,12 @@ class CnnspecServer(LanguageServer):
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Logged, never shown in a pop-up: the client sent something unreadable (its log
-        says what), which the user can do nothing about."""
+        says what), which the user can do nothing about. A body that is not JSON (or not
+        UTF-8) gets JSON-RPC's parse error, to id null: its id cannot be read."""
+        if isinstance(error, json.JSONDecodeError | UnicodeDecodeError) and isinstance(
+                self.protocol, _Protocol):
+            self.protocol.answer_unknown_id(JsonRpcParseError(
+                message=f"the message is not UTF-8 JSON: {_why(error)}"))
         log.debug("cnnspec lsp: %s", error)
 
     @property
@@ -142,6 +176,33 @@ class CnnspecServer(LanguageServer):
 
 
 server = CnnspecServer()
+
+
+def _a_request_id(value: Any) -> bool:
+    """Whether a request id is one JSON-RPC can answer: a string or a whole number (a bool is
+    JSON's true/false, not a number; 1.5 is no LSP id)."""
+    return isinstance(value, str) or (isinstance(value, int | float) and not isinstance(
+        value, bool) and float(value).is_integer())
+
+
+def _fractional_position(params: Any, path: str = "params") -> str | None:
+    """Where params hold a `line` or `character` that is not a whole number (lsprotocol's
+    converter would truncate 1.5 to 1 and answer about another place), or None."""
+    if isinstance(params, dict):
+        for key, value in params.items():
+            here = f"{path}.{key}"
+            if key in ("line", "character") and isinstance(value, float) \
+                    and not value.is_integer():
+                return here
+            found = _fractional_position(value, here)
+            if found is not None:
+                return found
+    elif isinstance(params, list):
+        for i, value in enumerate(params[:1000]):
+            found = _fractional_position(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 class _NotOpen(Exception):
