@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, snapshot
+from conftest import ROOT, SPECS, snapshot
 
 from cnnspec.training import records
 from cnnspec.training.data import bundled_sample_dir
@@ -1389,6 +1389,54 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(home: Path, tiny_run: 
     stderr = proc.stderr.read()
     assert proc.wait(timeout=TIMEOUT) == 0, stderr
     assert stderr == ""
+
+
+def _with_closed(home: Path, stream: str, *args: str) -> tuple[int, str]:
+    """Run the CLI with its stdout or stderr closed before anything is written: (exit code,
+    what the other stream got)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
+    closed, other = (proc.stdout, proc.stderr) if stream == "stdout" else (proc.stderr,
+                                                                         proc.stdout)
+    closed.close()
+    said = other.read()
+    return proc.wait(timeout=TIMEOUT), said
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_closed_report_does_not_hide_a_bad_spec(home: Path, tmp_path: Path,
+                                                  stream: str) -> None:
+    """`cnnspec check a b bad | head -1` stopped after a, never looked at bad and exited 0: a
+    pipeline with pipefail passed a broken spec. The files are checked whatever happens to
+    the report, and the exit code says what they hold."""
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("conv8 cnov |\n")
+    code, said = _with_closed(home, stream, "check", str(SPECS / "exp1.cnn"),
+                              str(SPECS / "exp2.cnn"), str(bad))
+    assert code == 1
+    if stream == "stdout":  # the error is still told where it goes
+        assert "bad.cnn:1:7: error: unknown layer word `cnov`" in said, said
+        assert "1 of 3 specs have errors" in said and "Traceback" not in said
+    else:
+        assert "ok  " in said and "Traceback" not in said
+
+
+def test_a_closed_report_does_not_stop_fmt_half_way(home: Path, tmp_path: Path) -> None:
+    """`cnnspec fmt *.cnn | head -1`: only the first file was reformatted, exit 0."""
+    specs = [tmp_path / f"s{i}.cnn" for i in range(4)]
+    for spec in specs:
+        spec.write_text("conv8   relu |\n")
+    code, said = _with_closed(home, "stdout", "fmt", *map(str, specs))
+    assert code == 0 and said == ""
+    assert [spec.read_text() for spec in specs] == ["conv8 relu |\n"] * 4
+    for spec in specs[2:]:
+        spec.write_text("conv8   relu |\n")
+    code, said = _with_closed(home, "stdout", "fmt", "--check", *map(str, specs))
+    assert code == 1 and said == ""  # the last two would be reformatted: the exit code says so
+    code, said = _with_closed(home, "stdout", "fmt", "--show", *map(str, specs))
+    assert code == 0 and said == ""
 
 
 def test_a_study_name_too_long_for_a_folder_is_refused_before_it_is_stored(

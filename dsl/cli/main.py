@@ -39,7 +39,17 @@ class _Console(Console):
     """rich's Console, whose closed output is Python's BrokenPipeError again: rich's own
     handler exits 1 on the spot (`cnnspec compare … | head -1` failed where `summary … | head`
     did not, and a run stopped that way never said why); `main` and the training loop each
-    handle BrokenPipeError as the reader going away."""
+    handle BrokenPipeError as the reader going away.
+
+    carry_on: the command goes on without this output instead (it falls silent). For the
+    commands that work through several files (`check`, `fmt`): `check a b bad | head -1`
+    stopped after a, never reported bad, and exited 0, so a pipeline passed a broken spec;
+    `fmt` left the files after the closed line unformatted. Their work is the files and the
+    exit code, which a closed report must not change."""
+
+    def __init__(self, *args: Any, carry_on: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.carry_on = carry_on
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
@@ -47,10 +57,11 @@ class _Console(Console):
             devnull = os.open(os.devnull, os.O_WRONLY)  # at exit would fail again
             os.dup2(devnull, self.file.fileno())
             os.close(devnull)
-        raise BrokenPipeError(errno.EPIPE, "the output was closed")
+        if not self.carry_on:
+            raise BrokenPipeError(errno.EPIPE, "the output was closed")
 
 
-def _console(stderr: bool = False) -> Console:
+def _console(stderr: bool = False, carry_on: bool = False) -> _Console:
     """The console every command prints through.
 
     Markup and emoji codes are off: what is printed holds user text (file names, `--out`,
@@ -58,7 +69,8 @@ def _console(stderr: bool = False) -> Console:
     read `[red]` in it as a style, `[/]` as an error and `:smile:` as an emoji. Styled output
     is built as `Text` (or with `style=`), never with markup in strings.
     """
-    console = _Console(stderr=stderr, highlight=False, markup=False, emoji=False)
+    console = _Console(stderr=stderr, highlight=False, markup=False, emoji=False,
+                       carry_on=carry_on)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 120)  # pipes and CI logs: don't wrap tables at 80
     return console
@@ -98,7 +110,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from cnnspec.language.sweep import check_all_variants, variant_count
 
-    out, err = _console(), _console(stderr=True)
+    out, err = _console(carry_on=True), _console(stderr=True, carry_on=True)
     bad = 0
     for file in args.files:
         try:
@@ -196,7 +208,7 @@ def _si(n: float) -> str:
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
-    out, err = _console(), _console(stderr=True)
+    out, err = _console(carry_on=True), _console(stderr=True, carry_on=True)
     status = EXIT_OK
     for file in args.files:
         try:
@@ -263,15 +275,20 @@ def _say_renamed(err: Console, file: str, renamed: list[tuple[str, str]], done: 
                   soft_wrap=True, markup=False, highlight=False)
 
 
-def _show_canonical(out: Console, file: str, canonical: str, several: bool) -> None:
+def _show_canonical(out: _Console, file: str, canonical: str, several: bool) -> None:
     """`fmt --show`: the canonical text on stdout, coloured on a terminal; the file is untouched.
 
     With several files each starts with a `# FILE` comment, so the output is still a spec
     (file is the name as shown: a line break in it is a sign, not the end of the comment).
     """
     if not out.is_terminal:  # byte for byte: Rich would expand a comment's tabs
-        out.file.write((f"# {file}\n" if several else "") + canonical)
-        out.file.flush()
+        if out.quiet:  # its reader went away
+            return
+        try:
+            out.file.write((f"# {file}\n" if several else "") + canonical)
+            out.file.flush()
+        except BrokenPipeError:
+            out.on_broken_pipe()
         return
     from cnnspec.cli.highlight import spec_text
 
