@@ -16,12 +16,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT, SPECS, snapshot
 
+import cnnspec
 from cnnspec.training import records
 from cnnspec.training.data import bundled_sample_dir
 
@@ -930,6 +932,54 @@ def test_fmt_where_no_file_can_be_written(home: Path, tmp_path: Path) -> None:
     refused(result, 1, f"cnnspec: error: cannot rewrite {spec}: ", "it is unchanged")
     assert spec.read_text() == UNFORMATTED
     assert sorted(p.name for p in folder.iterdir()) == ["a.cnn"]
+
+
+def test_fmt_keeps_a_file_with_other_names_whole(home: Path, tmp_path: Path) -> None:
+    """fmt replaces the file by a new one (all or nothing), which split a hard link: the other
+    name kept the old text without a word. It is refused, and both names keep the text."""
+    spec, other = tmp_path / "a.cnn", tmp_path / "b.cnn"
+    spec.write_text(UNFORMATTED)
+    os.link(spec, other)
+    refused(cli(home, "fmt", str(spec)), 1, f"cnnspec: error: cannot rewrite {spec}: it has 2 "
+            "names (hard links)", "it is unchanged")
+    assert spec.read_text() == other.read_text() == UNFORMATTED
+    assert os.path.samefile(spec, other)
+    assert cli(home, "fmt", "--show", str(spec)).stdout == cnnspec.format_spec(
+        cnnspec.parse(UNFORMATTED))  # the way on, as the message says
+
+
+def _as_nobody(command: list[str]) -> list[str]:
+    """The command as a user who is not root (root writes through any mode), or skip."""
+    if os.geteuid() != 0:
+        return command
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*nobody, sys.executable, "-c", "import cnnspec"],
+                           capture_output=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip("cannot run the CLI as another user here (setpriv, or the venv unreadable)")
+    return [*nobody, *command]
+
+
+def test_fmt_does_not_write_through_a_read_only_file(home: Path) -> None:
+    """A mode-444 spec (or another user's, in a folder open to all) was replaced: fmt renames
+    a new file over it, which the folder allows. It is refused as a write in place would be."""
+    folder = Path(tempfile.mkdtemp(prefix="cnnspec-ro-"))
+    try:
+        folder.chmod(0o777)
+        spec = folder / "a.cnn"
+        spec.write_text(UNFORMATTED)
+        spec.chmod(0o444)
+        command = _as_nobody([sys.executable, "-m", "cnnspec", "fmt", str(spec)])
+        if os.geteuid() == 0:
+            os.chown(spec, 65534, 65534)  # nobody's own file, read-only to it
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                timeout=TIMEOUT, env={**os.environ, "HOME": str(home),
+                                                      "COLUMNS": "1000"})
+        refused(result, 1, f"cnnspec: error: cannot rewrite {spec}: you may not write it",
+                "it is unchanged")
+        assert spec.read_text() == UNFORMATTED and sorted(folder.iterdir()) == [spec]
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")

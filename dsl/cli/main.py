@@ -238,6 +238,12 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                       "device); `fmt --show` prints the canonical text", soft_wrap=True)
             status = EXIT_BAD_SPEC
             continue
+        kept = _kept_as_it_is(target)
+        if kept is not None:
+            err.print(f"cnnspec: error: cannot rewrite {shown}: {kept}; it is unchanged "
+                      "(`fmt --show` prints the canonical text)", soft_wrap=True)
+            status = EXIT_BAD_SPEC
+            continue
         try:
             write_atomic(target, canonical)
         except OSError as exc:  # a folder that takes no new file beside it, a full disk
@@ -248,6 +254,24 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         out.print(f"reformatted {shown}")
         _say_renamed(err, shown, renamed, "reformatting renamed")
     return status
+
+
+def _kept_as_it_is(target: Path) -> str | None:
+    """Why fmt must not replace this file, or None. fmt writes a new file and renames it over
+    the old one (so a failed write changes nothing), which goes past what a write in place
+    would meet: a read-only file (mode 444) was rewritten, a file of another user's in a
+    folder open to all was replaced by one of ours, and a file with other names (hard
+    links) was split from them, the others keeping the old text."""
+    try:
+        links = target.stat().st_nlink
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not os.access(target, os.W_OK):
+        return "you may not write it (Permission denied)"
+    if links > 1:
+        return (f"it has {links} names (hard links), and rewriting it would leave the "
+                f"other{'s' if links > 2 else ''} with the old text")
+    return None
 
 
 def _renamed_sweep_keys(spec: ir.Spec, canonical: str) -> list[tuple[str, str]]:
