@@ -304,6 +304,10 @@ def test_a_sample_of_one_variant_is_told_as_a_sample(home: Path, tmp_path: Path)
                 f"{spec_file}: 1 variant sampled of 2 (--sample-seed {seed})")
         seen.add("pool=64" in name)
     assert seen == {True, False}, "the seeds should sample both variants"
+    optional = tmp_path / "optional.cnn"  # 2 x 2 grid points, 3 variants: none, .1, .2
+    optional.write_text("conv8 drop{.1,.2}? |\n")
+    assert cli(home, "expand", str(optional)).stdout.splitlines()[0] == (
+        f"{optional}: 3 variants")  # was "3 variants sampled of 4", with nothing sampled
     whole = tmp_path / "whole.cnn"
     whole.write_text("conv8 relu pool{2,4} | dense16\n")
     assert cli(home, "check", str(whole), "--sample", "5").stdout.split() == [

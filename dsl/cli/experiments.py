@@ -158,11 +158,14 @@ def cmd_expand(args: argparse.Namespace) -> int:
     for v in variants:
         r = by_name[v.name]
         table.add_row(Text(v.name), f"{r.params:,}", f"{r.macs:,}")
+    # a sample only where one was drawn: the grid's count is an upper bound (`drop{.1,.2}?`
+    # has 2 x 2 grid points and 3 variants), so fewer variants than it is no sign of one
     total = variant_count(spec)
+    sampled = args.sample is not None and args.sample < total
     console.print(Text(f"{visible(args.file)}: {len(variants)} variant"
                        f"{'s' if len(variants) != 1 else ''}" + (
                            f" sampled of {total:,} (--sample-seed {args.sample_seed})"
-                           if len(variants) < total else "")))
+                           if sampled else "")))
     console.print(table)
     return EXIT_OK
 
