@@ -1860,8 +1860,10 @@ class _Builder:
                 options.append(node)
                 labels.append(",".join(
                     ([format_number(_num_value(num))] if num is not None and choices else [])
-                    # a swept argument as written: `k=3` named, `valid` by position
-                    + [str(v) if k is None else f"{k}={v}"
+                    # a swept argument in its canonical spelling, `k=3` named, `valid` by
+                    # position: `m=0.5` is `m=.5`, as the number's `drop0.5` is `drop=.5`,
+                    # so fmt (which writes it `.5`) leaves the variants' names as they were
+                    + [_arg_text(v) if k is None else f"{k}={_arg_text(v)}"
                        for (k, v), (_, vals) in zip(combo, arg_list, strict=True)
                        if len(vals) > 1]
                 ))
@@ -2177,6 +2179,11 @@ def _items_span(items: tuple[ir.Item, ...]) -> Span | None:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _arg_text(value: Any) -> str:
+    """A layer argument's value in its canonical spelling (`_value_text` for a token)."""
+    return _value_text(value) if isinstance(value, Token) else str(value)
 
 
 def _value_text(tok: Token) -> str:
