@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import EXAMPLES, SPECS
+import pytest
+from conftest import EXAMPLES, ROOT, SPECS
+
+from cnnspec.language.layers import fmt_shape
 
 
 def test_check_all_seed_specs_and_examples(cli, tmp_path):
@@ -73,6 +76,39 @@ def test_summary_table_and_json(cli, tmp_path):
     assert data["layers"][0]["output_shape"] == [32, 32, 64]
     assert data["layers"][-1]["keras_name"] == "classifier_softmax"
     assert sum(r["params"] for r in data["layers"]) == data["totals"]["params"]
+
+
+@pytest.mark.parametrize(("command", "files"), [
+    ("summary", ["examples/resnet20.cnn"]), ("summary", ["specs/exp7.cnn"]),
+    ("diff", ["specs/exp1.cnn", "specs/exp7.cnn"]),
+    ("diff", ["examples/resnet9.cnn", "examples/resnet20.cnn"]),
+])
+def test_tables_cut_nothing_short_at_80_columns(cli, command, files):
+    """At 80 columns `summary` cut 94 cells of resnet20 (`conv16_l9c…`, `(BatchNorm…`) and
+    `diff` cut shapes (`32×32×…`). Numbers and shapes now stay whole on one line, text wraps
+    or folds, and the table still fits the width (no column dropped off the edge)."""
+    import cnnspec
+
+    result = cli(command, *files, env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout
+    assert max(len(line) for line in lines) <= 80
+    reports = [cnnspec.check(cnnspec.load(str(ROOT / file))) for file in files]
+    if command == "summary":
+        rows = reports[0].rows
+        assert f"{reports[0].params:,}" in result.stdout and "RF" in lines[2]
+    else:  # the rows the diff shows: those that differ
+        from cnnspec.language.diff import diff_reports
+        from cnnspec.language.settings import settings_of
+
+        changes = diff_reports(*reports, *(settings_of(cnnspec.load(str(ROOT / f)))
+                                           for f in files)).changes
+        rows = [row for c in changes if c.op != "same" for row in (c.a, c.b) if row]
+        assert rows
+    for row in rows:  # every shape and parameter count, whole, as the checker has them
+        assert fmt_shape(row.output_shape) in result.stdout
+        assert f"{row.params:,}" in result.stdout
 
 
 def test_summary_respects_max_params(cli):

@@ -29,6 +29,7 @@ from cnnspec.cli.main import (
     _si,
     print_spec_error,
     sigterm_as_interrupt,
+    whole_cells,
 )
 from cnnspec.cli.train import (
     EXIT_INTERRUPTED,
@@ -84,6 +85,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 fmt_shape(row.output_shape), f"{row.params:,}",
             ]
         table.add_row(*cells, style=_OP_STYLE[c.op])
+    whole_cells(table, 0, 3, 4, 7, 8)  # the marks, shapes and counts; lines may wrap
     console = _console()
     if d.edits or args.all:
         # the title on its own line: a table's title wraps at the table's width, mid-path

@@ -76,6 +76,26 @@ def _console(stderr: bool = False, carry_on: bool = False) -> _Console:
     return console
 
 
+def whole_cells(table: Table, *numbers: int) -> Table:
+    """A table whose cells are never cut short: the columns at indexes `numbers` (numbers and
+    shapes) keep their widest cell on one line, and every other column wraps between words,
+    folding a word onto the next line only where the column is narrower than it, instead of
+    ending it in `…`. At 80 columns `summary` showed `conv16_l9c…`, the part of a Keras name
+    that points back at the spec's line and column, and `diff` showed `32×32×…` for a shape.
+    (Giving every word its whole width made the tables wider than 80 columns, and rich then
+    cut off the last columns.)"""
+    from rich.cells import cell_len
+
+    for i, column in enumerate(table.columns):
+        if i in numbers:
+            column.no_wrap = True
+            column.min_width = max(cell_len(text) for text in [str(column.header)] + [
+                cell.plain if isinstance(cell, Text) else str(cell) for cell in column.cells])
+        else:
+            column.overflow = "fold"
+    return table
+
+
 def print_spec_error(err: SpecError, console: Console | None = None) -> None:
     """Render a SpecError compiler-style on stderr; `error:` in red when on a terminal."""
     console = console or _console(stderr=True)
@@ -188,7 +208,7 @@ def summary_table(report: Report, title: str, console: Console | None = None) ->
         f"activations {report.activation_bytes / 2**20:.2f} MiB per image (float32) · {head}"
     )
     table.caption_justify = "left"
-    return table
+    return whole_cells(table, 3, 4, 5, 6)
 
 
 def _layer_cell(row: Any, console: Console, spec_text: Callable[..., Text]) -> Text:
