@@ -938,6 +938,17 @@ def test_fmt_where_no_file_can_be_written(home: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["a.cnn"]
 
 
+def test_fmt_keeps_a_byte_order_mark(home: Path, tmp_path: Path) -> None:
+    """A Windows editor's BOM was dropped when fmt rewrote the file (and kept when it had
+    nothing to change): it is kept, as CRLF line endings are."""
+    spec = tmp_path / "bom.cnn"
+    spec.write_bytes(b"\xef\xbb\xbf" + UNFORMATTED.encode())
+    assert cli(home, "fmt", str(spec)).returncode == 0
+    canonical = cnnspec.format_spec(cnnspec.parse(UNFORMATTED))
+    assert spec.read_bytes() == b"\xef\xbb\xbf" + canonical.encode()
+    assert cli(home, "fmt", "--check", str(spec)).returncode == 0  # formatted, BOM and all
+
+
 def test_fmt_keeps_a_file_with_other_names_whole(home: Path, tmp_path: Path) -> None:
     """fmt replaces the file by a new one (all or nothing), which split a hard link: the other
     name kept the old text without a word. It is refused, and both names keep the text."""
@@ -987,11 +998,14 @@ def test_fmt_does_not_write_through_a_read_only_file(home: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
-@pytest.mark.parametrize("command", ["parse", "check", "summary"])
+@pytest.mark.parametrize("command", ["parse", "check", "summary", "--version", "--help",
+                                     "check --help", "train --help"])
 def test_output_to_a_full_disk(home: Path, files: dict[str, Path], command: str) -> None:
+    """--help and --version too: argparse drops a failed write, and they exited 0, silent."""
+    args = command.split() if "-" in command else [command, str(files["good"])]
     with open("/dev/full", "w") as full:
         result = subprocess.run(
-            [sys.executable, "-m", "cnnspec", command, str(files["good"])], stdout=full,
+            [sys.executable, "-m", "cnnspec", *args], stdout=full,
             stderr=subprocess.PIPE, cwd=ROOT, text=True, timeout=TIMEOUT,
             env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, \
@@ -1178,9 +1192,21 @@ def test_control_characters_in_a_spec_file_name_are_shown_as_signs(home: Path,
     odd.write_text(GOOD)
     ok = cli(home, "check", str(odd))
     assert ok.returncode == 0 and "\x1b" not in ok.stdout and "n\u241b[2Jx.cnn" in ok.stdout
+    broken = tmp_path / "two\nlines.cnn"  # the `ok` line stays one line, as fmt's does
+    broken.write_text(GOOD)
+    ok = cli(home, "check", str(broken))
+    assert ok.stdout.splitlines() == [ok.stdout.strip()] and "two\u240alines.cnn" in ok.stdout
     missing = tmp_path / "nope\x1b[31m.cnn"
     stderr = refused(cli(home, "check", str(missing)), 1, "nope\u241b[31m.cnn: error: cannot read")
     assert "\x1b" not in stderr
+
+
+def test_a_dash_is_a_file_name_and_the_error_says_how_to_read_standard_input(
+        home: Path, tmp_path: Path) -> None:
+    refused(cli(home, "check", "-", cwd=tmp_path), 1, "-: error: cannot read spec: No such file",
+            "give /dev/stdin")
+    (tmp_path / "-").write_text(GOOD)  # a file that is really called `-` is read as one
+    assert cli(home, "check", "-", cwd=tmp_path).returncode == 0
 
 
 def test_control_characters_in_a_file_name_are_signs_in_every_command(home: Path,

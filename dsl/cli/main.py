@@ -143,7 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             bad += 1
             continue
         if not args.quiet:
-            file = visible_lines(file)  # shown, not sent to the terminal as codes
+            file = visible(file)  # shown, not sent to the terminal as codes (nor a new line)
             if args.sample is not None and spec.has_sweep() and args.sample < variant_count(
                     spec):  # a sample of one variant is a sample still, not a plain spec
                 out.print(f"ok  {file}  {len(reports)} sampled variant"
@@ -264,8 +264,8 @@ def cmd_fmt(args: argparse.Namespace) -> int:
                       "(`fmt --show` prints the canonical text)", soft_wrap=True)
             status = EXIT_BAD_SPEC
             continue
-        try:
-            write_atomic(target, canonical)
+        try:  # a byte-order mark an editor wrote stays, as the line endings do (was dropped)
+            write_atomic(target, "\ufeff" * _starts_with_bom(target) + canonical)
         except OSError as exc:  # a folder that takes no new file beside it, a full disk
             err.print(f"cnnspec: error: cannot rewrite {shown}: {exc.strerror or exc}; it is "
                       "unchanged (`fmt --show` prints the canonical text)", soft_wrap=True)
@@ -274,6 +274,12 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         out.print(f"reformatted {shown}")
         _say_renamed(err, shown, renamed, "reformatting renamed")
     return status
+
+
+def _starts_with_bom(path: Path) -> bool:
+    """Whether a file begins with UTF-8's byte-order mark (which load reads past)."""
+    with path.open("rb") as f:
+        return f.read(3) == b"\xef\xbb\xbf"
 
 
 def _kept_as_it_is(target: Path) -> str | None:
@@ -436,6 +442,16 @@ _FRONT_END: dict[str, tuple[Callable[[argparse.Namespace], int], str,
 FRONT_END = tuple(_FRONT_END)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that help, version and usage text that cannot be written is an error
+    (OSError, which `main` reports): argparse drops it, so `cnnspec --version > /dev/full`
+    exited 0 having printed nothing. Sub-command parsers are made of the same class."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; or, with `only` (one of FRONT_END), just that command.
 
@@ -445,7 +461,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     of `cnnspec summary`. What that command accepts, its help and its usage errors are the
     same either way (the top-level usage names COMMAND, not the list of commands).
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnspec",
         description="Check, compile, train and compare CNNs written in the cnnspec language.",
     )
@@ -484,7 +500,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_SPEC
     # a front-end command is the first argument (the only options before it: -h, --version)
     parser = build_parser(only=argv[0] if argv and argv[0] in FRONT_END else None)
-    args = parser.parse_args(argv)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage error argparse printed
+            if done.code == 0:  # their text, flushed here: at exit it fails without a word
+                sys.stdout.flush()
+            raise
+    except OSError as exc:  # `cnnspec --version > /dev/full` exited 0, printing nothing
+        _quiet_stdout()
+        with contextlib.suppress(OSError):
+            _console(stderr=True).print(
+                f"cnnspec: error: cannot write the output: {exc.strerror or exc}",
+                soft_wrap=True)
+        return EXIT_BAD_SPEC
     args.argv = argv  # a stopped sweep prints the command that continues it
     try:
         # a training command stopped by SIGTERM (a scheduler preempting the job, `kill`)

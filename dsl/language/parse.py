@@ -506,6 +506,10 @@ def read_spec_text(path: str | Path, limit: int = MAX_SPEC_BYTES) -> str:
             data = handle.read(limit + 1)
     except IsADirectoryError:
         raise refuse("it is a directory", "give the path of a .cnn file") from None
+    except FileNotFoundError as exc:
+        raise refuse(exc.strerror or str(exc), (
+            "`-` is a file name here, not standard input: give /dev/stdin to read a spec "
+            "from it") if os.fspath(path) == "-" else None) from None
     except OSError as exc:
         raise refuse(exc.strerror or str(exc)) from None
     if not data and stat.S_ISFIFO(mode):
