@@ -941,6 +941,21 @@ def test_every_word_an_unknown_word_hint_offers_is_read(word, number, call):
             cnnspec.parse(f"conv8 {offered} |")  # raises if the offered word is refused
 
 
+@pytest.mark.parametrize(("text", "message", "hint"), [
+    ("conv8 l1(0) |", "l1 must be greater than 0, got 0.0",
+     "a penalty of 0 is none: leave `l1(...)` out"),
+    ("conv8 l2({.01,.1}) |", "sweeps over l2 are not supported",
+     "sweep it through a block: `let d(w) = dense512 l2({w})`, then `d({.01,.1})`"),
+])
+def test_a_penalty_refused_says_what_to_write(text, message, hint):
+    (d,) = error(text).diagnostics
+    assert (d.message, d.hint) == (message, hint)
+    # the way the hint gives is a spec that checks, with the two variants asked for
+    if "block" in hint:
+        spec = cnnspec.parse("let d(w) = dense512 l2({w})\nconv8 | d({.01,.1})\n")
+        assert len(sweep.check_all_variants(spec)) == 2
+
+
 @pytest.mark.parametrize(("word", "what"), [
     ("upsample2", "UpSampling2D"),     # was "did you mean `scale2`?", which multiplies values
     ("hard_swish", "hard swish"),      # was `swish`, another function

@@ -2034,12 +2034,16 @@ class _Builder:
             return
         toks = written[0][1]
         if len(toks) != 1:
-            self.problem(f"sweeps over {kind.word} are not supported", at)
+            self.problem(f"sweeps over {kind.word} are not supported", at,
+                         f"sweep it through a block: `let d(w) = dense512 {kind.word}({{w}})`, "
+                         f"then `d({{.01,.1}})`")
             return
         try:
             value = coerce(kind.number, toks[0], kind.word)
         except _Problem as p:
-            self.problem(p.message, _tok_span(toks[0]), p.hint)
+            self.problem(p.message, _tok_span(toks[0]), p.hint or (
+                f"a penalty of 0 is none: leave `{kind.word}(...)` out"
+                if _is_zero(str(toks[0])) else None))
             return
         target = previous[-1] if previous else None
         if isinstance(target, ir.TemplateLayer):  # `conv{f} l2(.01)`: checked at each use
@@ -2183,6 +2187,14 @@ def _items_span(items: tuple[ir.Item, ...]) -> Span | None:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _is_zero(text: str) -> bool:
+    """Whether written text is the number 0 (`0`, `0.0`, `0e5`)."""
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def _arg_text(value: Any) -> str:
