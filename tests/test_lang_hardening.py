@@ -909,6 +909,11 @@ def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixe
     # a misspelling keeps its number, which is refused in turn: was "did you mean `conv0`?"
     ("cnov0 |", "did you mean `conv`? but conv filters must be at least 1, got 0; for example "
      "conv32"),
+    ("conv8 drp1e |", "did you mean `drop`? but drop rate is written in plain digits after the "
+     "word, not 1e; for example drop.25"),  # was a ValueError out of parse()
+    ("conv8 L20 |", "did you mean `l2`? but l2 must be greater than 0, got 0.0; for example "
+     "l2(.01)"),  # was "did you mean `l2(0)`?"
+    ("conv8 l3 |", "did you mean `l2(.01)`? a penalty takes its factor in brackets"),  # `l2`
 ])
 def test_a_foreign_layer_whose_number_we_refuse_is_not_offered_as_a_word(text, hint):
     (d,) = error(text).diagnostics
@@ -917,8 +922,10 @@ def test_a_foreign_layer_whose_number_we_refuse_is_not_offered_as_a_word(text, h
 
 @hypothesis.settings(max_examples=300, deadline=None)
 @hypothesis.given(word=st.sampled_from([w for w, _ in FRAMEWORK_WORDS]
-                                       + ["cnov", "drpo", "pooll", "dens", "Conv", "avgpol"]),
-                  number=st.sampled_from(["", "0", "1", ".5", "1.5", "2", "3", "64", "1e3"]),
+                                       + ["cnov", "drpo", "pooll", "dens", "Conv", "avgpol",
+                                          "drp", "scal", "sclae"]),
+                  number=st.sampled_from(["", "0", "1", ".5", "1.5", "2", "3", "64", "1e3",
+                                          "1e", "1e.5", "0e.5", "2e"]),  # `drp1e` crashed
                   call=st.booleans())
 def test_every_word_an_unknown_word_hint_offers_is_read(word, number, call):
     """`did you mean `W`?`: W, put where the unknown word stood, is read without a problem;

@@ -988,14 +988,17 @@ def _call_size(word: str, call: str) -> str | None:
     return numbers[0] if numbers else None
 
 
-def _number_refused(kind: LayerKind, given: str) -> str | None:
+def _number_refused(kind: LayerKind, given: str, after_word: bool = True) -> str | None:
     """Why this layer word refuses the number another framework's name was written with
     (`Dropout(1)`: a drop rate must be below 1), or None: a hint never offers a word that is
-    refused in turn."""
+    refused in turn. after_word: the number is written after the word (`drop.5`), in digits
+    alone; else in a penalty's brackets (`l2(1e-3)`), where an exponent is fine."""
     assert kind.number is not None
+    what = kind.word if kind.word == kind.number.field else f"{kind.word} {kind.number.field}"
+    if after_word and not _NUMBER.fullmatch(given):  # `drp1e`: a word's number is digits
+        return f"{what} is written in plain digits after the word, not {shown(given)}"
     try:
-        coerce(kind.number, given, kind.word if kind.word == kind.number.field
-               else f"{kind.word} {kind.number.field}")
+        coerce(kind.number, given, what)
     except ValueProblem as p:
         return p.message
     return None
@@ -2134,11 +2137,13 @@ class _Builder:
         close = suggest(text, sorted(set(KINDS) | set(self.blocks)), numbered=_NUMBERED)
         hint = f"did you mean `{close}`?" if close and close != text else (
             "see the language reference in README.md")
-        kept = re.fullmatch(r"([a-z_]+)([0-9.].*)", close or "")
+        # the number a suggestion kept: `conv0`, or a penalty's in brackets, `l2(0)` for `L20`
+        kept = (re.fullmatch(r"([a-z_]+[0-9]*)\((.*)\)", close or "")
+                or re.fullmatch(r"([a-z_]+)([0-9.].*)", close or ""))
         if kept and kept.group(1) in _NUMBERED and kept.group(1) not in self.blocks:
             # `cnov0` -> `conv0`, `max_pool1e3` -> `pool1e3`: the number kept is refused too
             kind = KINDS[kept.group(1)]
-            refused = _number_refused(kind, kept.group(2))
+            refused = _number_refused(kind, kept.group(2), after_word="(" not in close)
             if refused is not None:
                 hint = (f"did you mean `{kind.word}`? but {refused}; for example "
                         f"{_example(kind)}")
@@ -2148,6 +2153,11 @@ class _Builder:
             kind = KINDS[close]
             hint = (f"did you mean `{_example(kind)}`? `{close}` takes its "
                     f"{kind.number.field} after the word")
+        elif (close in KINDS and KINDS[close].modifier and close not in self.blocks
+              and not self.lines[tok.line - 1][tok.end_column - 1:].startswith("(")):
+            # `l3` -> `l2` alone would be the next error: a penalty's factor is in brackets
+            hint = f"did you mean `{_example(KINDS[close])}`? a penalty takes its factor in " \
+                   "brackets"
         self.problem(f"unknown layer word `{_shown(text)}`", at, hint)
 
 
