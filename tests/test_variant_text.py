@@ -92,3 +92,15 @@ def test_variant_names_do_not_change_with_the_spelling_of_a_value(layer, data):
     assert [v.name for v in expand(cnnspec.parse(spelled, name="s"))] == names
     assert all("0." not in n and "e" not in n.partition("[")[2].replace("eps", "")
                for n in names), names  # the canonical spelling, independent of the writing
+
+
+@pytest.mark.parametrize("sweep", [
+    "input 8x8x3\nconv4 concat(conv2 (dwconv?)x1 relu, relu)\ngap\n",
+    "conv8 (bn?)x2 relu pool2 | dense8\n",
+    "conv8 ((bn? drop.1?)x2 relu)x2 | dense8\n",
+])
+def test_a_variant_whose_group_is_left_empty_round_trips(sweep):
+    """`format_spec` promises parse(format_spec(s)) == s; a variant that left a group empty
+    kept `Repeat(Group(()))` in its IR, which its text cannot write, so it came back unequal."""
+    for variant in expand(cnnspec.parse(sweep)):
+        assert cnnspec.parse(cnnspec.format_spec(variant.spec)) == variant.spec, variant.name

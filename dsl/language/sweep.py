@@ -196,8 +196,9 @@ def _choose_tracked(spec: ir.Spec, picks: tuple[int, ...]) -> tuple[ir.Spec, fro
             if not keep:
                 absent.update(range(start, position))
             return body if keep else None
-        if isinstance(it, ir.Group):
-            return replace(it, items=items(it.items))
+        if isinstance(it, ir.Group):  # one left empty is nothing: the language has no `()`,
+            kept = items(it.items)  # and the variant's text (which cannot write one) parses
+            return replace(it, items=kept) if kept else None  # back to this very IR
         if isinstance(it, ir.Repeat):
             body = item(it.body)
             return None if body is None else replace(it, body=body)
