@@ -244,3 +244,17 @@ def test_macs_past_a_thousand_giga_are_told_in_tera():
 
     assert [_si(n) for n in (999, 1_500, 2.5e9, 2.5e12, 2_535_130e9)] == [
         "999", "1.50k", "2.50G", "2.50T", "2535.13T"]
+
+
+def test_fmt_says_when_its_spelling_renames_a_swept_arguments_variants(cli, tmp_path):
+    """A swept layer argument names its variants as written (`m=0.5`), so runs keep their
+    names whatever cnnspec's version; fmt writes `.5`, which renames the variant and its run.
+    That went unsaid (a continued sweep then trained the variant again): fmt now tells."""
+    spec = tmp_path / "m.cnn"
+    spec.write_text("input 32x32x3\nconv8 bn(m={.9,0.5}) relu pool2 | dense16\n")
+    assert "m[bn=m=0.5]" in cli("expand", str(spec)).stdout
+    done = cli("fmt", str(spec))
+    assert done.returncode == 0
+    assert "renamed its sweep points bn=m=0.5 -> bn=m=.5, and so the variants" in done.stderr
+    assert "m[bn=m=.5]" in cli("expand", str(spec)).stdout
+    assert cli("fmt", str(spec)).stderr == ""  # canonical now: nothing renamed again

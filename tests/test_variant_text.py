@@ -8,8 +8,6 @@ compared with the network written by hand without the optional parts.
 
 from __future__ import annotations
 
-import hypothesis
-import hypothesis.strategies as st
 import pytest
 from conftest import run_cli
 
@@ -65,33 +63,6 @@ def test_expand_write_writes_files_that_check(tmp_path):
     checked = run_cli("check", *map(str, files))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert (out / "e[-bn].cnn").read_text() == "\nconv8 relu pool2 | dense8\n"
-
-
-def _spellings(value: str) -> list[str]:
-    """Ways of writing one number that all mean it: `0.5`, `.50`, `5e-1`, `05` for 5."""
-    if value.isdigit():  # a whole number is written in digits alone
-        return [value, f"0{value}", f"00{value}"]
-    return [value, f"{float(value):e}", f"0{value}0", f"{value}00"]
-
-
-@hypothesis.settings(max_examples=60, deadline=None)
-@hypothesis.given(
-    layer=st.sampled_from([("bn(m={})", [".9", ".5", ".99"]), ("bn(eps={})", [".001", ".01"]),
-                           ("conv8(s={})", ["1", "2"]), ("conv8(k={})", ["3", "5"]),
-                           ("drop{}", [".1", ".25"]), ("conv{}", ["8", "16"])]),
-    data=st.data())
-def test_variant_names_do_not_change_with_the_spelling_of_a_value(layer, data):
-    """Variants are named after their values, and runs after their variants: `bn(m={.9,0.5})`
-    named one `bn=m=0.5` and, once fmt had written it `.5`, `bn=m=.5`, so a sweep continued
-    after fmt trained that variant again under its new name."""
-    template, values = layer
-    written = [data.draw(st.sampled_from(_spellings(v))) for v in values]
-    canonical = f"conv8 {template.format('{' + ','.join(values) + '}')} |\n"
-    spelled = f"conv8 {template.format('{' + ','.join(written) + '}')} |\n"
-    names = [v.name for v in expand(cnnspec.parse(canonical, name="s"))]
-    assert [v.name for v in expand(cnnspec.parse(spelled, name="s"))] == names
-    assert all("0." not in n and "e" not in n.partition("[")[2].replace("eps", "")
-               for n in names), names  # the canonical spelling, independent of the writing
 
 
 @pytest.mark.parametrize("sweep", [

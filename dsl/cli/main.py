@@ -301,9 +301,11 @@ def _kept_as_it_is(target: Path) -> str | None:
 
 
 def _renamed_sweep_keys(spec: ir.Spec, canonical: str) -> list[tuple[str, str]]:
-    """(old, new) for each sweep key the canonical text names differently. A key written twice
-    on one line is told apart by its column (`conv@2:18`), and fmt moves columns: the meaning
-    stays, but the variants' names, and the runs named after them, would not match."""
+    """(old, new) for each sweep key, or choice of one, the canonical text names differently.
+    A key written twice on one line is told apart by its column (`conv@2:18`), and fmt moves
+    columns; a layer argument's choice is named as written (`bn(m={.9,0.5})` has `m=0.5`),
+    and fmt writes `.5`: the meaning stays, but the variants' names, and the runs named after
+    them, would not match."""
     if not spec.has_sweep():
         return []
     try:
@@ -313,15 +315,19 @@ def _renamed_sweep_keys(spec: ir.Spec, canonical: str) -> list[tuple[str, str]]:
     before = sweep_points(spec)
     if len(before) != len(after):  # not reached either: fmt keeps every sweep point
         return []
-    return [(old.key, new.key) for old, new in zip(before, after, strict=True)
-            if old.key != new.key]
+    renamed = [(old.key, new.key) for old, new in zip(before, after, strict=True)
+               if old.key != new.key]
+    for old, new in zip(before, after, strict=True):
+        renamed += [(f"{old.key}={a}", f"{new.key}={b}")
+                    for a, b in zip(old.labels, new.labels, strict=False) if a != b]
+    return renamed
 
 
 def _say_renamed(err: Console, file: str, renamed: list[tuple[str, str]], done: str) -> None:
     if renamed:
         keys = ", ".join(f"{old} -> {new}" for old, new in renamed)
-        err.print(f"cnnspec: note: {file}: {done} its sweep points {keys} (they are told apart "
-                  "by column); runs already named after the old names keep them",
+        err.print(f"cnnspec: note: {file}: {done} its sweep points {keys}, and so the "
+                  "variants named after them; runs already named after the old names keep them",
                   soft_wrap=True, markup=False, highlight=False)
 
 

@@ -1867,10 +1867,10 @@ class _Builder:
                 options.append(node)
                 labels.append(",".join(
                     ([format_number(_num_value(num))] if num is not None and choices else [])
-                    # a swept argument in its canonical spelling, `k=3` named, `valid` by
-                    # position: `m=0.5` is `m=.5`, as the number's `drop0.5` is `drop=.5`,
-                    # so fmt (which writes it `.5`) leaves the variants' names as they were
-                    + [_arg_text(v) if k is None else f"{k}={_arg_text(v)}"
+                    # a swept argument as written: `k=3` named, `valid` by position (runs
+                    # are named after their variants, so a name never changes with cnnspec's
+                    # version; fmt says when its spelling renames one)
+                    + [str(v) if k is None else f"{k}={v}"
                        for (k, v), (_, vals) in zip(combo, arg_list, strict=True)
                        if len(vals) > 1]
                 ))
@@ -2205,11 +2205,6 @@ def _is_zero(text: str) -> bool:
         return float(text) == 0
     except ValueError:
         return False
-
-
-def _arg_text(value: Any) -> str:
-    """A layer argument's value in its canonical spelling (`_value_text` for a token)."""
-    return _value_text(value) if isinstance(value, Token) else str(value)
 
 
 def _value_text(tok: Token) -> str:
