@@ -914,6 +914,9 @@ def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixe
     ("conv8 L20 |", "did you mean `l2`? but l2 must be greater than 0, got 0.0; for example "
      "l2(.01)"),  # was "did you mean `l2(0)`?"
     ("conv8 l3 |", "did you mean `l2(.01)`? a penalty takes its factor in brackets"),  # `l2`
+    # a block whose name starts like a layer word is offered as the block
+    ("let conv1x1 = conv8(k=1) relu\ncnov1x1 | dense10", "did you mean `conv1x1`?"),
+    ("let pool2x2 = pool2\nconv8 pol2x2 | dense10", "did you mean `pool2x2`?"),
 ])
 def test_a_foreign_layer_whose_number_we_refuse_is_not_offered_as_a_word(text, hint):
     (d,) = error(text).diagnostics

@@ -2140,7 +2140,7 @@ class _Builder:
         # the number a suggestion kept: `conv0`, or a penalty's in brackets, `l2(0)` for `L20`
         kept = (re.fullmatch(r"([a-z_]+[0-9]*)\((.*)\)", close or "")
                 or re.fullmatch(r"([a-z_]+)([0-9.].*)", close or ""))
-        if kept and kept.group(1) in _NUMBERED and kept.group(1) not in self.blocks:
+        if kept and kept.group(1) in _NUMBERED and close not in self.blocks:
             # `cnov0` -> `conv0`, `max_pool1e3` -> `pool1e3`: the number kept is refused too
             kind = KINDS[kept.group(1)]
             refused = _number_refused(kind, kept.group(2), after_word="(" not in close)
