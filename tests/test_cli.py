@@ -78,22 +78,23 @@ def test_summary_table_and_json(cli, tmp_path):
     assert sum(r["params"] for r in data["layers"]) == data["totals"]["params"]
 
 
-@pytest.mark.parametrize(("command", "files"), [
-    ("summary", ["examples/resnet20.cnn"]), ("summary", ["specs/exp7.cnn"]),
-    ("diff", ["specs/exp1.cnn", "specs/exp7.cnn"]),
-    ("diff", ["examples/resnet9.cnn", "examples/resnet20.cnn"]),
+@pytest.mark.parametrize(("command", "files", "width"), [
+    ("summary", ["examples/resnet20.cnn"], 80), ("summary", ["specs/exp7.cnn"], 80),
+    ("diff", ["specs/exp1.cnn", "specs/exp7.cnn"], 80),
+    # two columns of shapes and counts up to 11 wide each side: whole from 100 columns
+    ("diff", ["examples/resnet9.cnn", "examples/resnet20.cnn"], 100),
 ])
-def test_tables_cut_nothing_short_at_80_columns(cli, command, files):
+def test_tables_cut_nothing_short_at_usual_widths(cli, command, files, width):
     """At 80 columns `summary` cut 94 cells of resnet20 (`conv16_l9c…`, `(BatchNorm…`) and
     `diff` cut shapes (`32×32×…`). Numbers and shapes now stay whole on one line, text wraps
     or folds, and the table still fits the width (no column dropped off the edge)."""
     import cnnspec
 
-    result = cli(command, *files, env={"COLUMNS": "80"})
+    result = cli(command, *files, env={"COLUMNS": str(width)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "…" not in result.stdout
-    assert max(len(line) for line in lines) <= 80
+    assert max(len(line) for line in lines) <= width
     reports = [cnnspec.check(cnnspec.load(str(ROOT / file))) for file in files]
     if command == "summary":
         rows = reports[0].rows
@@ -109,6 +110,19 @@ def test_tables_cut_nothing_short_at_80_columns(cli, command, files):
     for row in rows:  # every shape and parameter count, whole, as the checker has them
         assert fmt_shape(row.output_shape) in result.stdout
         assert f"{row.params:,}" in result.stdout
+
+
+@pytest.mark.parametrize("width", [40, 50, 60])
+def test_a_table_too_narrow_for_whole_numbers_keeps_some_of_every_column(cli, width):
+    """Whole numbers in a 40-column summary squeezed the line, layer and Keras columns to
+    nothing (rows of numbers alone); where they do not fit, rich's own layout, cells cut
+    with `…`, is kept: every column shows something."""
+    result = cli("summary", "examples/resnet20.cnn", env={"COLUMNS": str(width)})
+    assert result.returncode == 0, result.stderr
+    first_row = next(line for line in result.stdout.splitlines() if line.startswith("│"))
+    cells = [cell.strip() for cell in first_row.strip("│").split("│")]
+    assert len(cells) == 7 and all(cells), first_row
+    assert cells[1].startswith("co") and cells[2].startswith("co")  # conv16, conv16_l9c19
 
 
 def test_summary_respects_max_params(cli):

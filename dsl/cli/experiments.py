@@ -85,8 +85,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 fmt_shape(row.output_shape), f"{row.params:,}",
             ]
         table.add_row(*cells, style=_OP_STYLE[c.op])
-    whole_cells(table, 0, 3, 4, 7, 8)  # the marks, shapes and counts; lines may wrap
     console = _console()
+    whole_cells(table, console.width, 0, 3, 4, 7, 8)  # marks, shapes, counts; lines may wrap
     if d.edits or args.all:
         # the title on its own line: a table's title wraps at the table's width, mid-path
         console.print(Text(f"{args.a}  →  {args.b}"))

@@ -76,21 +76,35 @@ def _console(stderr: bool = False, carry_on: bool = False) -> _Console:
     return console
 
 
-def whole_cells(table: Table, *numbers: int) -> Table:
-    """A table whose cells are never cut short: the columns at indexes `numbers` (numbers and
-    shapes) keep their widest cell on one line, and every other column wraps between words,
-    folding a word onto the next line only where the column is narrower than it, instead of
-    ending it in `…`. At 80 columns `summary` showed `conv16_l9c…`, the part of a Keras name
-    that points back at the spec's line and column, and `diff` showed `32×32×…` for a shape.
-    (Giving every word its whole width made the tables wider than 80 columns, and rich then
-    cut off the last columns.)"""
+# the narrowest a text column gets beside the whole numbers (`conv16` folds to 2 lines)
+_TEXT_COLUMN_LEAST = 5
+
+
+def whole_cells(table: Table, width: int, *numbers: int) -> Table:
+    """A table whose cells are not cut short where the terminal (`width`) allows: the columns
+    at indexes `numbers` (numbers and shapes) keep their widest cell on one line, and every
+    other column wraps between words, folding a word onto the next line only where the column
+    is narrower than it, instead of ending it in `…`. At 80 columns `summary` showed
+    `conv16_l9c…`, the part of a Keras name that points back at the spec's line and column,
+    and `diff` showed `32×32×…` for a shape. Where the whole numbers would leave the text
+    columns under _TEXT_COLUMN_LEAST characters, the table is left as rich lays it out: at 40
+    columns, text columns squeezed to nothing said less than cells cut with `…`. (Giving every
+    word its whole width made tables wider than 80 columns, and rich then cut off the last
+    columns.)"""
     from rich.cells import cell_len
 
+    widest = [max(cell_len(text) for text in [str(column.header)] + [
+        cell.plain if isinstance(cell, Text) else str(cell) for cell in column.cells])
+        for column in table.columns]
+    least = {i: widest[i] for i in numbers}
+    texts = sum(min(w, _TEXT_COLUMN_LEAST) for i, w in enumerate(widest) if i not in least)
+    frame = 3 * len(table.columns) + 1  # a border and a space each side of every cell
+    if sum(least.values()) + texts + frame > width:
+        return table
     for i, column in enumerate(table.columns):
-        if i in numbers:
+        if i in least:
             column.no_wrap = True
-            column.min_width = max(cell_len(text) for text in [str(column.header)] + [
-                cell.plain if isinstance(cell, Text) else str(cell) for cell in column.cells])
+            column.min_width = least[i]
         else:
             column.overflow = "fold"
     return table
@@ -208,7 +222,7 @@ def summary_table(report: Report, title: str, console: Console | None = None) ->
         f"activations {report.activation_bytes / 2**20:.2f} MiB per image (float32) · {head}"
     )
     table.caption_justify = "left"
-    return whole_cells(table, 3, 4, 5, 6)
+    return whole_cells(table, console.width, 3, 4, 5, 6)
 
 
 def _layer_cell(row: Any, console: Console, spec_text: Callable[..., Text]) -> Text:
