@@ -1503,6 +1503,23 @@ def test_a_closed_report_does_not_hide_a_bad_spec(home: Path, tmp_path: Path,
         assert "ok  " in said and "Traceback" not in said
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["check", "--help"]])
+def test_help_to_a_reader_that_went_away_ends_quietly(home: Path, args: list[str]) -> None:
+    """`cnnspec --help | head -1` is a closed pipe, as for every command: 0 and silent (the
+    full-disk check made it `cannot write the output: Broken pipe`, exit 1)."""
+    assert _with_closed(home, "stdout", *args) == (0, "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_usage_error_that_cannot_be_told_still_exits_2(home: Path) -> None:
+    """Exit 2 is a wrong command line, whether or not its message could be written."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "cnnspec", "--bogus"], stderr=full,
+                              stdout=subprocess.PIPE, cwd=ROOT, timeout=TIMEOUT,
+                              env={**os.environ, "HOME": str(home)})
+    assert done.returncode == 2
+
+
 def test_a_closed_report_does_not_stop_fmt_half_way(home: Path, tmp_path: Path) -> None:
     """`cnnspec fmt *.cnn | head -1`: only the first file was reformatted, exit 0."""
     specs = [tmp_path / f"s{i}.cnn" for i in range(4)]

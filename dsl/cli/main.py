@@ -463,13 +463,22 @@ FRONT_END = tuple(_FRONT_END)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, except that help, version and usage text that cannot be written is an error
+    """argparse, except that help and version text that cannot be written is an error
     (OSError, which `main` reports): argparse drops it, so `cnnspec --version > /dev/full`
-    exited 0 having printed nothing. Sub-command parsers are made of the same class."""
+    exited 0 having printed nothing. A usage error's text on stderr is still dropped as
+    argparse does, so the exit code stays 2 (a wrong command line). Sub-command parsers are
+    made of the same class."""
 
     def _print_message(self, message: str, file: Any = None) -> None:
-        if message:
-            (file or sys.stderr).write(message)
+        if not message:
+            return
+        file = file or sys.stderr
+        try:
+            file.write(message)
+        except OSError:
+            if file is not sys.stdout:
+                return
+            raise
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -527,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if done.code == 0:  # their text, flushed here: at exit it fails without a word
                 sys.stdout.flush()
             raise
+    except BrokenPipeError:  # `cnnspec --help | head -1`: the reader went away, as below
+        _quiet_stdout()
+        return EXIT_OK
     except OSError as exc:  # `cnnspec --version > /dev/full` exited 0, printing nothing
         _quiet_stdout()
         with contextlib.suppress(OSError):
