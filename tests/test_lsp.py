@@ -572,6 +572,9 @@ def test_messages_it_cannot_take_get_json_rpcs_answers():
         msg(hover(True)),
         msg(hover(1.5)),
         msg(hover(5, line=1.5)),
+        # a client's response (to a request of the server's) is never answered, id null or not
+        msg({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "no"}}),
+        msg({"jsonrpc": "2.0", "id": None, "result": None}),
         msg(hover(6, line=1)),
         msg({"jsonrpc": "2.0", "id": 7, "method": "shutdown"}),
         msg({"jsonrpc": "2.0", "method": "exit"})])
