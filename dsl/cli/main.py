@@ -299,9 +299,10 @@ def _starts_with_bom(path: Path) -> bool:
 def _kept_as_it_is(target: Path) -> str | None:
     """Why fmt must not replace this file, or None. fmt writes a new file and renames it over
     the old one (so a failed write changes nothing), which goes past what a write in place
-    would meet: a read-only file (mode 444) was rewritten, a file of another user's in a
-    folder open to all was replaced by one of ours, and a file with other names (hard
-    links) was split from them, the others keeping the old text."""
+    would meet: a file the user may not write (mode 444, or another user's 644 in a folder
+    open to all) was replaced by one of theirs, and a file with other names (hard links) was
+    split from them, the others keeping the old text. (Root may write any file, as with a
+    write in place; a file of another user's that the user may write still becomes theirs.)"""
     try:
         links = target.stat().st_nlink
     except OSError as exc:
