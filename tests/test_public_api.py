@@ -131,3 +131,50 @@ def test_from_json_refuses_a_spec_whose_names_are_not_text(field, value):
     data[field] = value
     with pytest.raises(ValueError, match=f"whose {field} is not text"):
         ir.from_json(json.dumps(data))
+
+
+def test_train_refuses_arguments_of_the_wrong_type_before_anything_runs(tmp_path):
+    """The spec's text, a dict for settings, None for the data failed deep inside train()
+    with an AttributeError; a hook that is not callable failed only after a whole epoch had
+    trained, leaving a "failed" run. Each is a TypeError naming the argument, no folder made,
+    no TensorFlow imported (a subprocess, so this process's imports do not count)."""
+    script = f"""
+import sys
+from pathlib import Path
+import cnnspec
+from cnnspec.language.settings import settings_of
+from cnnspec.training.data import load_cifar10
+from cnnspec.training.train import evaluate_run, train
+spec = cnnspec.parse("conv8 relu pool2 | dense16\\ntrain seed=1")
+s, d, out = settings_of(spec).override(epochs=1), load_cifar10(limit=64), Path({str(tmp_path)!r})
+cases = [(("conv8 |", s, d, out / "a"), {{}}, "spec is a Spec"),
+         ((spec, {{}}, d, out / "b"), {{}}, "settings are TrainSettings"),
+         ((spec, s, None, out / "c"), {{}}, "data is a Cifar10"),
+         ((spec, s, d, 5), {{}}, "out_dir is a path"),
+         ((spec, s, d, out / "e"), {{"steps_per_execution": "2"}}, "steps_per_execution"),
+         ((spec, s, d, out / "f"), {{"epoch_hooks": [3]}}, "epoch_hooks are callables")]
+for args, kwargs, words in cases:
+    try:
+        train(*args, **kwargs)
+    except TypeError as e:
+        assert words in str(e), (words, str(e))
+    else:
+        raise AssertionError(words)
+try:
+    evaluate_run(out / "a", None)
+except TypeError as e:
+    assert "data is a Cifar10" in str(e)
+assert "tensorflow" not in sys.modules
+assert sorted(out.iterdir()) == []
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("value", ["conv8 |", None, {"lines": []}])
+def test_to_json_takes_a_spec(value):
+    """`to_json("conv8 |")` gave '"conv8 |"', which from_json then refused."""
+    with pytest.raises(TypeError, match="to_json\\(\\) takes a Spec"):
+        ir.to_json(value)

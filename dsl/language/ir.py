@@ -611,9 +611,13 @@ def _decode(obj: Any) -> Any:
 
 
 def to_json(spec: Spec, indent: int | None = None) -> str:
-    """The spec as JSON, spans included; `from_json(to_json(s))` rebuilds it exactly."""
+    """The spec as JSON, spans included; `from_json(to_json(s))` rebuilds it exactly.
+    TypeError for anything but a Spec (text gave `"conv8 |"`, which from_json then refused)."""
     import json  # here: parse, check and summary never need it
 
+    if not isinstance(spec, Spec):
+        raise TypeError(f"to_json() takes a Spec from cnnspec.parse or cnnspec.load, not "
+                        f"{type(spec).__name__}")
     return json.dumps(_encode(spec), indent=indent)
 
 

@@ -46,6 +46,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +247,7 @@ def train(
     TrainingFailed when the loss becomes NaN or infinite, SpecError for a spec that does not
     check, ValueError for bad arguments. status.json says which, with the reason.
     """
+    _check_argument_types(spec, settings, data, out_dir, steps_per_execution, epoch_hooks)
     if precision not in REQUESTABLE_PRECISIONS:
         raise ValueError(
             f"precision must be one of {', '.join(REQUESTABLE_PRECISIONS)}, not {precision!r}")
@@ -268,6 +270,34 @@ def train(
     steps = _make_steps(job, cluster, task_index)
     with contextlib.ExitStack() as lock:  # the chief enters the folder's lock in it
         return _run(job, steps, reporter, resume, lock, callbacks, epoch_hooks, stopped)
+
+
+def _check_argument_types(spec: Any, settings: Any, data: Any, out_dir: Any,
+                          steps_per_execution: Any, epoch_hooks: Any) -> None:
+    """TypeError naming the argument that is not what train() takes, before anything runs:
+    the spec's text, a dict of settings or None for the data failed deep inside with an
+    AttributeError, and a hook that is no callable only after a whole epoch had trained (the
+    run left "failed")."""
+    from cnnspec.training.data import Cifar10  # (a type-checking import at the top)
+
+    def refuse(what: str, value: Any, how: str = "") -> TypeError:
+        return TypeError(f"train()'s {what}, not {type(value).__name__}{how}")
+
+    if not isinstance(spec, ir.Spec):
+        raise refuse("spec is a Spec from cnnspec.parse or cnnspec.load", spec,
+                     "; parse the text first" if isinstance(spec, str) else "")
+    if not isinstance(settings, TrainSettings):
+        raise refuse("settings are TrainSettings (cnnspec.language.settings.settings_of(spec), "
+                     "then .override(...))", settings)
+    if not isinstance(data, Cifar10):
+        raise refuse("data is a Cifar10 from cnnspec.training.data.load_cifar10", data)
+    if not isinstance(out_dir, str | PathLike):
+        raise refuse("out_dir is a path (str or Path)", out_dir)
+    if steps_per_execution is not None and (isinstance(steps_per_execution, bool)
+                                            or not isinstance(steps_per_execution, int)):
+        raise refuse("steps_per_execution is a whole number", steps_per_execution)
+    if isinstance(epoch_hooks, str | bytes) or not all(callable(h) for h in epoch_hooks):
+        raise TypeError("train()'s epoch_hooks are callables hook(epoch, row)")
 
 
 @dataclass(frozen=True)
@@ -912,6 +942,11 @@ def evaluate_run(run_dir: str | Path, data: Cifar10) -> dict[str, Any]:
 
     Returns the same keys as metrics.json (test_loss, test_accuracy, test_images, per_class).
     """
+    from cnnspec.training.data import Cifar10
+
+    if not isinstance(data, Cifar10):
+        raise TypeError("evaluate_run()'s data is a Cifar10 from "
+                        f"cnnspec.training.data.load_cifar10, not {type(data).__name__}")
     folder = Path(run_dir)
     recorded = read_run_settings(folder)
     model_path = folder / records.MODEL_FILE
