@@ -50,6 +50,31 @@ def test_compare_shows_the_good_runs_and_names_the_damaged_one(tmp_path, damage)
     assert snapshot(runs) == before
 
 
+@pytest.mark.parametrize("lost", ["settings", "history"])
+def test_a_run_that_lost_a_record_is_named_not_left_out_or_shown_empty(tmp_path, lost):
+    """A run folder without settings.json was skipped without a word (exit 0) when its parent
+    was compared, and named alone it was "not a run folder"; one without its history, though
+    its status counts trained epochs, was listed as a completed run of 0 epochs."""
+    runs = tmp_path / "runs"
+    _run(runs, "good", "good", 1000, 2)
+    bad = _run(runs, "bad", "bad", 2000, 2)
+    if lost == "settings":
+        (bad / records.SETTINGS_FILE).unlink()
+        gone = bad / records.SETTINGS_FILE
+    else:
+        records.write_json(bad / records.STATUS_FILE, {"status": "completed",
+                                                       "epochs_completed": 2})
+        (bad / records.HISTORY_JSON).unlink()
+        gone = bad / records.HISTORY_JSON
+    for target in (runs, bad):
+        result = run_cli("compare", str(target), "--no-plots")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"  {gone}: " in result.stderr, result.stderr
+        rows = [ln.split("│")[1].strip() for ln in result.stdout.splitlines()
+                if ln.startswith("│")]
+        assert rows == (["good"] if target == runs else [])
+
+
 def test_the_exports_and_plots_leave_a_damaged_run_out(tmp_path):
     runs = tmp_path / "runs"
     _run(runs, "good", "good", 1000, 2)

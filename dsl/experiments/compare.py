@@ -145,19 +145,29 @@ def recipe_columns(rows: Sequence[RunRow]) -> list[str]:
             if e.name not in RECIPE_EXCLUDED and len({t.get(e.name, "") for t in texts}) > 1]
 
 
+# A run folder holds all three from its start; any one of them marks a folder as a run, so one
+# that lost its settings.json is still found, and refused as damaged, naming the file (it was
+# left out without a word, and the comparison exited 0). A sweep's own folder has none.
+_RUN_MARKS = (records.SETTINGS_FILE, records.STATUS_FILE, records.SPEC_FILE)
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / mark).is_file() for mark in _RUN_MARKS)
+
+
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     """Run folders named directly, or found one level (or two, for sweeps) below a parent."""
     found: list[Path] = []
     for p in map(Path, paths):
-        if (p / records.SETTINGS_FILE).is_file():
+        if _is_run(p):
             found.append(p)
             continue
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: " + (
                 "a file, not a run folder (compare takes run folders, or folders of them)"
                 if p.exists() else "no such run folder"))
-        below = sorted(q.parent for q in p.glob("*/" + records.SETTINGS_FILE))
-        below += sorted(q.parent for q in p.glob("*/*/" + records.SETTINGS_FILE))
+        below = sorted({q.parent for mark in _RUN_MARKS for q in p.glob("*/" + mark)})
+        below += sorted({q.parent for mark in _RUN_MARKS for q in p.glob("*/*/" + mark)})
         if not below:
             raise FileNotFoundError(f"{p}: not a run folder and holds none")
         found.extend(below)
@@ -220,6 +230,11 @@ def load_row(run_dir: Path) -> RunRow:
     model = settings.get("model", {})
     train_settings = settings.get("settings", {})
     state = _str(status.get("status")) or "unknown"
+    done = status.get("epochs_completed")
+    if not history and isinstance(done, int) and not isinstance(done, bool) and done > 0:
+        # its status names trained epochs, its history none: listed as a run of 0 epochs
+        raise _damaged(run_dir / records.HISTORY_JSON, f"missing or empty, though "
+                       f"{records.STATUS_FILE} says {done} epoch(s) completed")
     return build_row(
         run=run_dir.name,
         path=str(run_dir),
