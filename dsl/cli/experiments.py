@@ -198,6 +198,13 @@ _COMPARE_COLUMNS = ("params", "MACs", "epochs", "best val", "final val", "train"
                     "overfit", "s/epoch", "img/s", "status")
 _HIDE_ORDER = ("MACs", "img/s", "s/epoch", "epochs", "params", "train", "gap", "best val",
                "status", "overfit")
+# the column that shows a sort key's field (`--sort images_per_second` orders by img/s): it is
+# never hidden for width, or the rows would come out in an order no column explains
+_SORT_COLUMN = {"params": "params", "macs": "MACs", "epochs": "epochs",
+                "best_val_accuracy": "best val", "best_epoch": "best val",
+                "final_val_accuracy": "final val", "final_train_accuracy": "train", "gap": "gap",
+                "overfitting": "overfit", "seconds_per_epoch": "s/epoch",
+                "images_per_second": "img/s", "status": "status", "pruned_at": "status"}
 
 
 def _compare_cells(r: Any) -> dict[str, Text | str]:
@@ -221,8 +228,11 @@ def _compare_cells(r: Any) -> dict[str, Text | str]:
     }
 
 
-def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, list[str]]:
-    """The comparison table, and the columns left out so that it fits in `width` characters.
+def _compare_table(rows: list[Any], width: int | None = None,
+                   sort: str | None = None) -> tuple[Table, list[str]]:
+    """The comparison table, and the columns left out so that it fits in `width` characters
+    (never the column of `sort`, the field the rows are ordered by, nor a recipe column it
+    names: `--sort lr`).
 
     Spec names are shown whole. When two rows have the same spec name, a `run` column names
     their run folders (with parents as far as needed to tell them apart).
@@ -263,7 +273,11 @@ def _compare_table(rows: list[Any], width: int | None = None) -> tuple[Table, li
     measure = Console(width=10_000, markup=False, emoji=False)
     # a narrow terminal drops the recipe (last column first) after the speed and size columns
     split = _HIDE_ORDER.index("params") + 1
+    field = compare.SORT_ALIASES.get(sort, sort) if sort else None
+    kept = {_SORT_COLUMN.get(field or "", field)}
     for col in (*_HIDE_ORDER[:split], *reversed(recipe), *_HIDE_ORDER[split:]):
+        if col in kept:
+            continue
         if Measurement.get(measure, measure.options, table).maximum <= width:
             break
         hidden.append(col)
@@ -296,7 +310,7 @@ def print_comparison(
         print(compare.to_markdown(rows), end="")
     else:
         console = _console()
-        table, hidden = _compare_table(rows, console.width)
+        table, hidden = _compare_table(rows, console.width, sort)
         console.print(Text(title))  # not the table's title, which wraps at the table's width
         console.print(table)
         if hidden:
