@@ -159,6 +159,10 @@ def test_markdown_keeps_names_in_their_cells_and_tells_repeats_apart(tmp_path):
     assert [[c.strip() for c in pair] for pair in cells] == [
         ["exp7", "a/exp7"], ["exp7", "b/exp7"], ["x¦y", "odd"]]
     assert all(ln.replace("\\|", "").count("|") == lines[0].count("|") for ln in lines)
+    # a failed run reads as one (no status column made it look finished); MACs as on screen
+    assert lines[0].endswith("| img/s | status |") and "| params | MACs |" in lines[0]
+    assert [ln.rstrip(" |").rpartition("| ")[2] for ln in lines[2:]] == [
+        "completed", "completed", "failed"]
 
 
 def test_the_learning_curve_draws_training_and_validation_per_panel(tmp_path):

@@ -412,13 +412,14 @@ def _pct(x: float | None) -> str:
 
 
 def to_markdown(rows: Sequence[RunRow]) -> str:
-    """The table as markdown: the names, the recipe columns (`recipe_columns`), the results."""
+    """The table as markdown: the names, the recipe columns (`recipe_columns`), the results,
+    with the terminal table's MACs and status (a failed or pruned run read as a finished one)."""
     runs = run_labels(rows) if names_repeat(rows) else None
     recipe = recipe_columns(rows)
     head = ("| spec | " + ("run | " if runs is not None else "")
             + "".join(f"{n} | " for n in recipe)
-            + "params | epochs | best val acc % | final val acc % | train acc % | "
-            "gap | overfitting | s/epoch | img/s |")
+            + "params | MACs | epochs | best val acc % | final val acc % | train acc % | "
+            "gap | overfitting | s/epoch | img/s | status |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     def cell(text: str) -> str:  # a `|` in a name would end the cell
         return text.replace("|", "\\|")
@@ -427,13 +428,17 @@ def to_markdown(rows: Sequence[RunRow]) -> str:
         run = f" {cell(runs[i])} |" if runs is not None else ""
         run += "".join(f" {cell(r.settings.get(n, ''))} |" for n in recipe)
         params = "" if r.params is None else f"{r.params:,}"
+        macs = "" if r.macs is None else f"{r.macs:,}"
+        status = f"pruned at {r.pruned_at}" if r.status == "pruned" else r.status
         lines.append(
-            f"| {cell(r.spec)} |{run} {params} | {r.epochs} | {_pct(r.best_val_accuracy)} | "
+            f"| {cell(r.spec)} |{run} {params} | {macs} | {r.epochs} | "
+            f"{_pct(r.best_val_accuracy)} | "
             f"{_pct(r.final_val_accuracy)} | {_pct(r.final_train_accuracy)} | "
             f"{'' if r.gap is None else f'{r.gap * 100:+.1f}'} | "
             f"{'yes' if r.overfitting else 'no'} | "
             f"{'' if r.seconds_per_epoch is None else f'{r.seconds_per_epoch:.1f}'} | "
-            f"{'' if r.images_per_second is None else f'{r.images_per_second:,.0f}'} |"
+            f"{'' if r.images_per_second is None else f'{r.images_per_second:,.0f}'} | "
+            f"{cell(status)} |"
         )
     return "\n".join(lines) + "\n"
 
