@@ -257,3 +257,16 @@ def test_a_narrow_table_keeps_the_column_it_is_sorted_by(tmp_path, sort, column)
     assert column in hidden  # what the test is about: this width drops it unless sorted by it
     _, hidden = _compare_table(rows, 40, sort)
     assert column not in hidden and hidden
+
+
+@pytest.mark.parametrize("key", ["val_loss", "final_val_loss", "test_accuracy", "lr", "batch"])
+def test_every_field_compare_sorts_by_is_exported(tmp_path, key):
+    """`--sort val_loss` ordered the rows by a field neither --json nor --csv carried."""
+    import csv
+    import io
+    import json
+
+    rows = [compare.load_row(_run(tmp_path, f"r{i}", f"r{i}", 1000, 2)) for i in range(2)]
+    field = compare.SORT_ALIASES.get(key, key)
+    assert field in json.loads(compare.to_json(rows))[0]
+    assert field in next(csv.DictReader(io.StringIO(compare.to_csv(rows))))

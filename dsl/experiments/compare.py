@@ -371,7 +371,8 @@ def display_names(rows: Sequence[RunRow]) -> list[str]:
 
 EXPORT_FIELDS = (
     "spec", "run", "status", "params", "macs", "epochs", "best_val_accuracy", "best_epoch",
-    "final_val_accuracy", "final_train_accuracy", "gap", "overfitting", "overfitting_reason",
+    "final_val_accuracy", "final_train_accuracy", "final_val_loss", "gap", "overfitting",
+    "overfitting_reason",
     "test_accuracy", "seconds_per_epoch", "images_per_second", "lr", "batch", "path",
     "pruned_at", "pruned_reason",
 )
