@@ -727,3 +727,51 @@ def test_the_readme_sweep_is_the_benchs_sweep_and_every_variant_checks() -> None
     assert block.group(1) == bench.group(1)
     assert "cnnspec sweep exp7-sweep.cnn --prune halving" in readme[block.end():]
     assert len(check_all_variants(parse(block.group(1), name="exp7-sweep"))) == 16
+
+
+def test_the_min_epochs_refusal_of_a_one_epoch_sweep_gives_no_empty_range():
+    """`--prune halving --epochs 1` said `use --min-epochs 1..0`, a range with nothing in it."""
+    from cnnspec.experiments.pruning import PrunerConfig
+
+    with pytest.raises(Exception, match=r"use --min-epochs 1\.\.2 or --prune none"):
+        PrunerConfig(kind="halving", max_epochs=3, min_resource=3)
+    with pytest.raises(Exception, match="train more epochs, or --prune none") as caught:
+        PrunerConfig(kind="halving", max_epochs=1)
+    assert "1..0" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("flags", "advice"), [
+    ({"kind": "halving", "eta": 2, "max_epochs": 3}, "(--min-epochs 2, --prune none)"),
+    ({"kind": "halving", "eta": 3, "max_epochs": 3}, "(--reduction-factor 2, --min-epochs 2, "
+                                                     "--prune none)"),
+    ({"kind": "halving", "eta": 2, "max_epochs": 2}, "(--prune none)"),
+    ({"kind": "median", "warmup": 1, "max_epochs": 4}, "(--warmup 2, --prune none)"),
+])
+def test_prune_less_advice_names_only_values_the_sweep_did_not_use(flags, advice):
+    """A sweep run with `--reduction-factor 2` was told to prune less with
+    `--reduction-factor 2`."""
+    from cnnspec.cli.experiments import _prune_less
+    from cnnspec.experiments.pruning import PrunerConfig
+
+    assert _prune_less(PrunerConfig(**flags)) == f"Prune less in a new sweep {advice} "
+
+
+def test_a_study_whose_then_train_count_changed_says_so_not_the_file_name():
+    """The second worker asked for two winners where the study holds one: it was told the
+    variant names differ, "is the spec file named differently?"."""
+    from types import SimpleNamespace
+
+    from cnnspec.cli.main import Failure
+    from cnnspec.experiments.queue import A_CONFIG, A_SPEC, A_VARIANTS, _same_sweep_or_fail
+
+    attrs = {A_SPEC: "text", A_VARIANTS: ["s[a]"], A_CONFIG: {"then_train": 1}}
+    sweep = SimpleNamespace(text="text", variants=[SimpleNamespace(name="s[a]"),
+                                                   SimpleNamespace(name="s[b]")],
+                            config={"then_train": 2})
+    with pytest.raises(Failure) as caught:
+        _same_sweep_or_fail(attrs, sweep, "hs.then-train")
+    assert "then_train: study has 1, this worker 2" in str(caught.value)
+    assert "named differently" not in str(caught.value)
+    sweep.config = {"then_train": 1}  # same count, other names: the old guess stands
+    with pytest.raises(Failure, match="named differently"):
+        _same_sweep_or_fail(attrs, sweep, "hs.then-train")

@@ -980,6 +980,23 @@ def check_then_train(args: argparse.Namespace, n_variants: int) -> None:
                          f"train; use --then-train 1..{n_variants}")
 
 
+def _prune_less(config: Any) -> str:
+    """Advice to prune less that names only values other than the sweep's own (it offered
+    `--reduction-factor 2` to a sweep run with it); in the same --out a changed pruning flag
+    is refused, so the advice is for a new sweep."""
+    ways = []
+    if config.kind in ("halving", "hyperband"):
+        if config.eta > 2:
+            ways.append(f"--reduction-factor {config.eta - 1}")
+        if config.max_epochs is not None and config.min_resource + 1 < config.max_epochs:
+            ways.append(f"--min-epochs {config.min_resource + 1}")
+    elif config.kind == "median" and config.max_epochs is not None \
+            and config.warmup + 1 < config.max_epochs:
+        ways.append(f"--warmup {config.warmup + 1}")
+    ways.append("--prune none")
+    return f"Prune less in a new sweep ({', '.join(ways)}) "
+
+
 def winners(finished: list[Any], k: int, config: Any) -> list[Any]:
     """The best k completed variants (pruning.best_k), or a Failure saying why there are
     fewer: pruned and failed variants are never winners (they did not reach the last epoch)."""
@@ -992,8 +1009,7 @@ def winners(finished: list[Any], k: int, config: Any) -> list[Any]:
         raise Failure(
             f"--then-train {k}: only {len(best)} variant(s) completed the sweep with a final "
             f"{config.ranked_by} ({count['pruned']} pruned, {count['failed']} failed); nothing "
-            "was trained long. Prune less (--reduction-factor 2, --min-epochs 2, --prune none) "
-            "or ask for fewer winners")
+            "was trained long. " + _prune_less(config) + "or ask for fewer winners")
     return best
 
 
@@ -1300,7 +1316,7 @@ def run_study_worker(spec: ir.Spec, args: argparse.Namespace) -> int:
     long_sweep = dataclasses.replace(
         full, variants=tuple(v for v in full.variants if v.name in chosen), trials=len(best),
         search="grid", config={**full.config, "search": "grid", "trials": None,
-                               "then_train_of": name})
+                               "then_train_of": name, "then_train": args.then_train})
     long_study, _ = st.create_or_join(storage, then_name, long_sweep, heartbeat, grace, say)
     long_trainer = _CliTrainer(long_args, say)
     long_trainer.data = trainer.data

@@ -182,8 +182,9 @@ def validate(config: PrunerConfig) -> list[str]:
     if c.max_epochs is not None and c.kind in ("halving", "hyperband") \
             and c.min_resource >= c.max_epochs:
         problems.append(f"--min-epochs {c.min_resource} is not below the sweep's "
-                        f"{c.max_epochs} epochs: nothing could be stopped early; "
-                        f"use --min-epochs 1..{c.max_epochs - 1} or --prune none")
+                        f"{c.max_epochs} epochs: nothing could be stopped early; " + (
+                            f"use --min-epochs 1..{c.max_epochs - 1} or --prune none"
+                            if c.max_epochs > 1 else "train more epochs, or --prune none"))
     if c.max_epochs is not None and c.kind == "median" and c.warmup >= c.max_epochs:
         problems.append(f"--warmup {c.warmup} is not below the sweep's {c.max_epochs} epochs: "
                         "nothing could be stopped early")

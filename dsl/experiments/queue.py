@@ -121,11 +121,14 @@ def _wait_for_queue(study: Any, name: str) -> dict[str, Any]:
 
 def _same_sweep_or_fail(attrs: dict[str, Any], sweep: SweepDef, name: str) -> None:
     problems = []
+    theirs = attrs.get(A_CONFIG, {})
+    # a flag that chooses the variants (`--then-train K`: the K winners) explains names that
+    # differ; the file's name is the guess only when no such flag does
+    chosen_alike = theirs.get("then_train") == sweep.config.get("then_train")
     if attrs.get(A_SPEC) != sweep.text:
         problems.append("the spec differs")
-    elif attrs.get(A_VARIANTS) != [v.name for v in sweep.variants]:
+    elif attrs.get(A_VARIANTS) != [v.name for v in sweep.variants] and chosen_alike:
         problems.append("the variant names differ (is the spec file named differently?)")
-    theirs = attrs.get(A_CONFIG, {})
     for key, mine in sweep.config.items():
         if key == "prune":
             if not same_pruning(theirs.get(key), mine):
