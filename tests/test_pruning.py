@@ -775,3 +775,6 @@ def test_a_study_whose_then_train_count_changed_says_so_not_the_file_name():
     sweep.config = {"then_train": 1}  # same count, other names: the old guess stands
     with pytest.raises(Failure, match="named differently"):
         _same_sweep_or_fail(attrs, sweep, "hs.then-train")
+    # a then-train study made before the count was recorded is joined as before
+    _same_sweep_or_fail({**attrs, A_CONFIG: {}}, SimpleNamespace(
+        text="text", variants=[SimpleNamespace(name="s[a]")], config={"then_train": 1}), "o")

@@ -124,7 +124,8 @@ def _same_sweep_or_fail(attrs: dict[str, Any], sweep: SweepDef, name: str) -> No
     theirs = attrs.get(A_CONFIG, {})
     # a flag that chooses the variants (`--then-train K`: the K winners) explains names that
     # differ; the file's name is the guess only when no such flag does
-    chosen_alike = theirs.get("then_train") == sweep.config.get("then_train")
+    chosen_alike = theirs.get("then_train") == sweep.config.get("then_train") \
+        or "then_train" not in theirs  # a study made before the count was recorded
     if attrs.get(A_SPEC) != sweep.text:
         problems.append("the spec differs")
     elif attrs.get(A_VARIANTS) != [v.name for v in sweep.variants] and chosen_alike:
@@ -134,6 +135,8 @@ def _same_sweep_or_fail(attrs: dict[str, Any], sweep: SweepDef, name: str) -> No
             if not same_pruning(theirs.get(key), mine):
                 problems.append(f"pruning: study has {flags_text(theirs.get(key))}, "
                                 f"this worker {flags_text(mine)}")
+        elif key == "then_train" and key not in theirs:
+            continue  # recorded since 2026-12-03: an older then-train study is joined as before
         elif theirs.get(key) != mine:
             problems.append(f"{key}: study has {theirs.get(key)!r}, this worker {mine!r}")
     if problems:
