@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -469,6 +469,12 @@ class _Parser(argparse.ArgumentParser):
     exited 0 having printed nothing. A usage error's text on stderr is still dropped as
     argparse does, so the exit code stays 2 (a wrong command line). Sub-command parsers are
     made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        """A wrong command line in one line and a hint, exit 2: argparse put its whole usage
+        block first (22 lines for `sweep`), burying the one line that says what is wrong."""
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"  hint: `{self.prog} --help` lists what it takes\n")
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if not message:
