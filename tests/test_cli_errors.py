@@ -315,3 +315,11 @@ def test_run_leaves_no_empty_folder_for_a_spec_refused_before_training(tmp_path:
     assert "wrong" in result.stderr and "classes 5" in result.stderr, result.stderr
     folders = sorted(p.name for p in runs.iterdir() if p.is_dir())
     assert len(folders) == 1 and folders[0].startswith("good-"), folders
+
+
+def test_a_wrong_command_line_shows_control_characters_as_signs() -> None:
+    """argparse quotes the words it refuses (`unrecognized arguments: …`) as given: an ESC
+    in them reached the terminal."""
+    result = run_cli("check", "a.cnn", "--x\x1b[31m", timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert "\x1b" not in result.stderr and "--x\u241b[31m" in result.stderr

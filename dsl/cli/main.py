@@ -473,8 +473,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """A wrong command line in one line and a hint, exit 2: argparse put its whole usage
         block first (22 lines for `sweep`), burying the one line that says what is wrong."""
-        self.exit(2, f"{self.prog}: error: {message}\n"
-                     f"  hint: `{self.prog} --help` lists what it takes\n")
+        self.exit(2, f"{self.prog}: error: {visible_lines(message)}\n"  # (it quotes the
+                     f"  hint: `{self.prog} --help` lists what it takes\n")  # user's words)
 
     def _print_message(self, message: str, file: Any = None) -> None:
         if not message:
