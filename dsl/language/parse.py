@@ -1001,6 +1001,8 @@ def _number_refused(kind: LayerKind, given: str, after_word: bool = True) -> str
         coerce(kind.number, given, what)
     except ValueProblem as p:
         return p.message
+    except ValueError:  # not a number Python reads (`1e`): never reached from the callers'
+        return f"{what} must be a number, not {shown(given)}"  # patterns, but never a crash
     return None
 
 
