@@ -1219,3 +1219,16 @@ def test_an_argument_list_left_open_inside_alternatives_is_named_so():
     (d,) = error("conv8(k={3,5\n").diagnostics
     assert d.message.startswith("`(` is not closed on this line")
     assert d.hint == "an argument list must close on its line: conv8(k=3)"
+
+
+@pytest.mark.parametrize(("word", "given", "after_word", "says"), [
+    ("l2", "1e", False, "l2 must be a number, not 1e"),
+    ("drop", "1e", True, "drop rate is written in plain digits after the word, not 1e"),
+    ("drop", "1", True, "drop rate must be in [0, 1), got 1.0"),
+    ("l2", "1e-3", False, None),  # an exponent is fine in a penalty's brackets
+])
+def test_the_refused_number_check_never_raises(word, given, after_word, says):
+    from cnnspec.language.layers import KINDS
+    from cnnspec.language.parse import _number_refused
+
+    assert _number_refused(KINDS[word], given, after_word) == says
