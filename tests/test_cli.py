@@ -81,8 +81,8 @@ def test_summary_table_and_json(cli, tmp_path):
 @pytest.mark.parametrize(("command", "files", "width"), [
     ("summary", ["examples/resnet20.cnn"], 80), ("summary", ["specs/exp7.cnn"], 80),
     ("diff", ["specs/exp1.cnn", "specs/exp7.cnn"], 80),
-    # two columns of shapes and counts up to 11 wide each side: whole from 100 columns
-    ("diff", ["examples/resnet9.cnn", "examples/resnet20.cnn"], 100),
+    ("diff", ["examples/resnet9.cnn", "examples/resnet20.cnn"], 80),
+    ("summary", ["examples/resnet20.cnn"], 60),  # text columns 3 to 6 wide beside them
 ])
 def test_tables_cut_nothing_short_at_usual_widths(cli, command, files, width):
     """At 80 columns `summary` cut 94 cells of resnet20 (`conv16_l9c…`, `(BatchNorm…`) and
@@ -98,7 +98,8 @@ def test_tables_cut_nothing_short_at_usual_widths(cli, command, files, width):
     reports = [cnnspec.check(cnnspec.load(str(ROOT / file))) for file in files]
     if command == "summary":
         rows = reports[0].rows
-        assert f"{reports[0].params:,}" in result.stdout and "RF" in lines[2]
+        assert f"{reports[0].params:,}" in result.stdout
+        assert any("RF" in line for line in lines if line.startswith("┃"))
     else:  # the rows the diff shows: those that differ
         from cnnspec.language.diff import diff_reports
         from cnnspec.language.settings import settings_of
@@ -112,7 +113,7 @@ def test_tables_cut_nothing_short_at_usual_widths(cli, command, files, width):
         assert f"{row.params:,}" in result.stdout
 
 
-@pytest.mark.parametrize("width", [40, 50, 60])
+@pytest.mark.parametrize("width", [40, 50])
 def test_a_table_too_narrow_for_whole_numbers_keeps_some_of_every_column(cli, width):
     """Whole numbers in a 40-column summary squeezed the line, layer and Keras columns to
     nothing (rows of numbers alone); where they do not fit, rich's own layout, cells cut

@@ -323,3 +323,27 @@ def test_a_wrong_command_line_shows_control_characters_as_signs() -> None:
     result = run_cli("check", "a.cnn", "--x\x1b[31m", timeout=TIMEOUT)
     assert result.returncode == 2
     assert "\x1b" not in result.stderr and "--x\u241b[31m" in result.stderr
+
+
+def test_an_unknown_option_of_a_command_points_at_the_commands_help() -> None:
+    """argparse reports a command's unknown option from the top (`cnnspec: error:
+    unrecognized arguments`), whose own --help does not list the command's options."""
+    result = run_cli("check", "a.cnn", "--bogus", timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "cnnspec: error: unrecognized arguments: --bogus",
+        "  hint: `cnnspec --help` lists the commands, `cnnspec COMMAND --help` what each takes"]
+    assert run_cli("check", timeout=TIMEOUT).stderr.splitlines()[1] == (
+        "  hint: `cnnspec check --help` lists what it takes")
+
+
+def test_a_usage_error_with_standard_error_closed_still_exits_2() -> None:
+    """argparse's message had nowhere to go (`2>&-`: sys.stderr is None), and the
+    AttributeError that made ended the command with 1."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "--bogus"], capture_output=False,
+                          stdout=subprocess.DEVNULL, preexec_fn=lambda: __import__("os").close(2),
+                          timeout=TIMEOUT)
+    assert done.returncode == 2

@@ -130,3 +130,15 @@ def test_the_run_records_reader_takes_nan_as_no_value_too(tmp_path):
     run = _run(tmp_path, "r", "r", 1000, 1)
     (run / "history.json").write_text('[{"epoch": 1, "loss": NaN, "val_loss": -Infinity}]')
     assert records.read_history(run) == [{"epoch": 1, "loss": None, "val_loss": None}]
+
+
+def test_a_folder_holding_a_spec_named_spec_cnn_is_no_run(tmp_path):
+    """Any folder with a spec.cnn was taken for a (damaged) run: a project folder holding its
+    spec under that name, with its runs below, failed to compare them."""
+    project = tmp_path / "proj"
+    _run(project / "runs", "good", "good", 1000, 2)
+    (project / "spec.cnn").write_text("conv8 relu |\n")
+    result = run_cli("compare", str(project), "--no-plots")
+    assert result.returncode == 0, result.stderr
+    rows = [ln.split("│")[1].strip() for ln in result.stdout.splitlines() if ln.startswith("│")]
+    assert rows == ["good"]

@@ -571,6 +571,8 @@ def test_messages_it_cannot_take_get_json_rpcs_answers():
         msg([hover(3), hover(4)]),
         msg(hover(True)),
         msg(hover(1.5)),
+        msg({**hover(None), "params": {}}),  # bad params too: the id is refused first
+        msg({"jsonrpc": "2.0", "id": True, "method": "initialized", "params": {}}),
         msg(hover(5, line=1.5)),
         # a client's response (to a request of the server's) is never answered, id null or not
         msg({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "no"}}),
@@ -583,8 +585,10 @@ def test_messages_it_cannot_take_get_json_rpcs_answers():
     answers = [m for m in _messages(done.stdout) if "method" not in m]
     assert [(m["id"], m.get("error", {}).get("code")) for m in answers] == [
         (1, None), (None, -32700), (None, -32700), (None, -32600), (None, -32600),
-        (None, -32600), (5, -32602), (6, None), (7, None)]
+        (None, -32600), (None, -32600), (None, -32600), (5, -32602), (6, None), (7, None)]
     assert "batches are not part of LSP" in answers[3]["error"]["message"]
-    assert "params.position.line must be a whole number" in answers[6]["error"]["message"]
-    assert answers[7]["result"]["contents"]["value"].startswith("**conv8**")  # line 1, col 1
+    assert [a["error"]["message"].rpartition(" ")[2] for a in answers[4:8]] == [
+        "true", "1.5", "null", "true"]
+    assert "params.position.line must be a whole number" in answers[8]["error"]["message"]
+    assert answers[9]["result"]["contents"]["value"].startswith("**conv8**")  # line 1, col 1
     assert done.returncode == 0, done.stderr

@@ -746,6 +746,7 @@ def test_the_min_epochs_refusal_of_a_one_epoch_sweep_gives_no_empty_range():
                                                      "--prune none)"),
     ({"kind": "halving", "eta": 2, "max_epochs": 2}, "(--prune none)"),
     ({"kind": "median", "warmup": 1, "max_epochs": 4}, "(--warmup 2, --prune none)"),
+    ({"kind": "none"}, None),  # nothing was pruned: no advice to prune less
 ])
 def test_prune_less_advice_names_only_values_the_sweep_did_not_use(flags, advice):
     """A sweep run with `--reduction-factor 2` was told to prune less with
@@ -753,7 +754,8 @@ def test_prune_less_advice_names_only_values_the_sweep_did_not_use(flags, advice
     from cnnspec.cli.experiments import _prune_less
     from cnnspec.experiments.pruning import PrunerConfig
 
-    assert _prune_less(PrunerConfig(**flags)) == f"Prune less in a new sweep {advice} "
+    assert _prune_less(PrunerConfig(**flags)) == (
+        f"Prune less in a new sweep {advice} " if advice else "")
 
 
 def test_a_study_whose_then_train_count_changed_says_so_not_the_file_name():

@@ -152,7 +152,10 @@ cases = [(("conv8 |", s, d, out / "a"), {{}}, "spec is a Spec"),
          ((spec, s, None, out / "c"), {{}}, "data is a Cifar10"),
          ((spec, s, d, 5), {{}}, "out_dir is a path"),
          ((spec, s, d, out / "e"), {{"steps_per_execution": "2"}}, "steps_per_execution"),
-         ((spec, s, d, out / "f"), {{"epoch_hooks": [3]}}, "epoch_hooks are callables")]
+         ((spec, s, d, out / "f"), {{"epoch_hooks": [3]}}, "epoch_hooks are callables"),
+         ((spec, s, d, out / "g"), {{"epoch_hooks": None}}, "epoch_hooks are a list"),
+         ((spec, s, d, out / "h"), {{"epoch_hooks": print}}, "epoch_hooks are a list"),
+         ((spec, s, d, out / "i"), {{"callbacks": None}}, "callbacks are a list")]
 for args, kwargs, words in cases:
     try:
         train(*args, **kwargs)
@@ -178,3 +181,18 @@ def test_to_json_takes_a_spec(value):
     """`to_json("conv8 |")` gave '"conv8 |"', which from_json then refused."""
     with pytest.raises(TypeError, match="to_json\\(\\) takes a Spec"):
         ir.to_json(value)
+
+
+def test_a_numpy_integer_is_a_whole_number_of_steps_per_execution():
+    import numpy as np
+
+    from cnnspec.language.settings import settings_of
+    from cnnspec.training.data import load_cifar10
+    from cnnspec.training.train import _check_argument_types
+
+    spec = cnnspec.parse("conv8 relu pool2 | dense16")
+    _check_argument_types(spec, settings_of(spec), load_cifar10(limit=64), "out",
+                          np.int64(2), (), ())  # no TypeError
+    with pytest.raises(TypeError, match="steps_per_execution is a whole number"):
+        _check_argument_types(spec, settings_of(spec), load_cifar10(limit=64), "out",
+                              2.0, (), ())

@@ -984,6 +984,8 @@ def _prune_less(config: Any) -> str:
     """Advice to prune less that names only values other than the sweep's own (it offered
     `--reduction-factor 2` to a sweep run with it); in the same --out a changed pruning flag
     is refused, so the advice is for a new sweep."""
+    if config.kind == "none":  # nothing was pruned: the variants that failed are the reason
+        return ""
     ways = []
     if config.kind in ("halving", "hyperband"):
         if config.eta > 2:
@@ -1009,7 +1011,8 @@ def winners(finished: list[Any], k: int, config: Any) -> list[Any]:
         raise Failure(
             f"--then-train {k}: only {len(best)} variant(s) completed the sweep with a final "
             f"{config.ranked_by} ({count['pruned']} pruned, {count['failed']} failed); nothing "
-            "was trained long. " + _prune_less(config) + "or ask for fewer winners")
+            "was trained long. " + (_prune_less(config) + "or ask" if config.kind != "none"
+                                    else "Ask") + " for fewer winners")
     return best
 
 

@@ -76,8 +76,8 @@ def _console(stderr: bool = False, carry_on: bool = False) -> _Console:
     return console
 
 
-# the narrowest a text column gets beside the whole numbers (`conv16` folds to 2 lines)
-_TEXT_COLUMN_LEAST = 5
+# the narrowest a text column gets beside the whole numbers (`conv16` folds to 2 lines of 3)
+_TEXT_COLUMN_LEAST = 3
 
 
 def whole_cells(table: Table, width: int, *numbers: int) -> Table:
@@ -472,14 +472,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """A wrong command line in one line and a hint, exit 2: argparse put its whole usage
-        block first (22 lines for `sweep`), burying the one line that says what is wrong."""
+        block first (22 lines for `sweep`), burying the one line that says what is wrong.
+        (argparse reports a sub-command's unknown options from the top: `cnnspec: error:
+        unrecognized arguments`, so the top's hint names both helps.)"""
+        hint = (f"`{self.prog} --help` lists what it takes" if " " in self.prog else
+                f"`{self.prog} --help` lists the commands, `{self.prog} COMMAND --help` "
+                "what each takes")
         self.exit(2, f"{self.prog}: error: {visible_lines(message)}\n"  # (it quotes the
-                     f"  hint: `{self.prog} --help` lists what it takes\n")  # user's words)
+                     f"  hint: {hint}\n")  # user's words)
 
     def _print_message(self, message: str, file: Any = None) -> None:
-        if not message:
-            return
         file = file or sys.stderr
+        if not message or file is None:  # started with fd 2 closed (`2>&-`), as argparse
+            return
         try:
             file.write(message)
         except OSError:

@@ -68,8 +68,16 @@ class _Protocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
         # (this is json.loads' object_hook: it sees every object of a message, the innermost
         # first, so what it checks must be a message's own: `jsonrpc` and a `method` string)
-        where = (_fractional_position(data.get("params"))
-                 if "jsonrpc" in data and isinstance(data.get("method"), str) else None)
+        own = "jsonrpc" in data and isinstance(data.get("method"), str)
+        if own and "id" in data and not _a_request_id(data["id"]):
+            # JSON-RPC: an id is a string or a whole number (LSP: integer | string); one that
+            # is neither (true, 1.5, null) cannot be answered by it: the error goes to id null,
+            # before its params are read (they were answered to the bad id)
+            self.answer_unknown_id(JsonRpcInvalidRequest(
+                message=f"a request id is a whole number or a string, not "
+                        f"{json.dumps(data['id'])}"))
+            raise JsonRpcInvalidRequest(message="unusable request id")
+        where = _fractional_position(data.get("params")) if own else None
         if where is not None:  # a notification (a change at line 1.5) is dropped unanswered
             if "id" in data:
                 self._send_response(data["id"], None, JsonRpcInvalidParams(
@@ -109,12 +117,6 @@ class _Protocol(LanguageServerProtocol):
             log.debug("cnnspec lsp: not a JSON-RPC object: %s", type(message).__name__)
             return
         method = getattr(message, "method", None)
-        if method is not None and hasattr(message, "id") and not _a_request_id(message.id):
-            # JSON-RPC: an id is a string or a whole number (LSP: integer | string); one that
-            # is neither (true, 1.5, null) cannot be answered by it: the error goes to id null
-            self.answer_unknown_id(JsonRpcInvalidRequest(
-                message=f"a request id is a whole number or a string, not {message.id!r}"))
-            return
         request = method is not None and hasattr(message, "id")
         if request and method == types.INITIALIZE:
             self.initialize_seen = True

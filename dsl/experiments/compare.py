@@ -145,10 +145,12 @@ def recipe_columns(rows: Sequence[RunRow]) -> list[str]:
             if e.name not in RECIPE_EXCLUDED and len({t.get(e.name, "") for t in texts}) > 1]
 
 
-# A run folder holds all three from its start; any one of them marks a folder as a run, so one
-# that lost its settings.json is still found, and refused as damaged, naming the file (it was
-# left out without a word, and the comparison exited 0). A sweep's own folder has none.
-_RUN_MARKS = (records.SETTINGS_FILE, records.STATUS_FILE, records.SPEC_FILE)
+# A run folder holds both from its start; either marks a folder as a run, so one that lost its
+# settings.json is still found, and refused as damaged, naming the file (it was left out
+# without a word, and the comparison exited 0). A sweep's own folder has neither; spec.cnn is
+# no mark: a project folder may hold a spec of that name (and train reuses a folder with
+# only its spec.cnn as no run).
+_RUN_MARKS = (records.SETTINGS_FILE, records.STATUS_FILE)
 
 
 def _is_run(folder: Path) -> bool:

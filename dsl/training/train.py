@@ -46,6 +46,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,7 +248,8 @@ def train(
     TrainingFailed when the loss becomes NaN or infinite, SpecError for a spec that does not
     check, ValueError for bad arguments. status.json says which, with the reason.
     """
-    _check_argument_types(spec, settings, data, out_dir, steps_per_execution, epoch_hooks)
+    _check_argument_types(spec, settings, data, out_dir, steps_per_execution, epoch_hooks,
+                          callbacks)
     if precision not in REQUESTABLE_PRECISIONS:
         raise ValueError(
             f"precision must be one of {', '.join(REQUESTABLE_PRECISIONS)}, not {precision!r}")
@@ -273,7 +275,7 @@ def train(
 
 
 def _check_argument_types(spec: Any, settings: Any, data: Any, out_dir: Any,
-                          steps_per_execution: Any, epoch_hooks: Any) -> None:
+                          steps_per_execution: Any, epoch_hooks: Any, callbacks: Any) -> None:
     """TypeError naming the argument that is not what train() takes, before anything runs:
     the spec's text, a dict of settings or None for the data failed deep inside with an
     AttributeError, and a hook that is no callable only after a whole epoch had trained (the
@@ -294,10 +296,17 @@ def _check_argument_types(spec: Any, settings: Any, data: Any, out_dir: Any,
     if not isinstance(out_dir, str | PathLike):
         raise refuse("out_dir is a path (str or Path)", out_dir)
     if steps_per_execution is not None and (isinstance(steps_per_execution, bool)
-                                            or not isinstance(steps_per_execution, int)):
+                                            or not isinstance(steps_per_execution, Integral)):
         raise refuse("steps_per_execution is a whole number", steps_per_execution)
-    if isinstance(epoch_hooks, str | bytes) or not all(callable(h) for h in epoch_hooks):
-        raise TypeError("train()'s epoch_hooks are callables hook(epoch, row)")
+    for name, hooks, what in (("epoch_hooks", epoch_hooks, "callables hook(epoch, row)"),
+                              ("callbacks", callbacks, "Keras callbacks")):
+        if not isinstance(hooks, Sequence) or isinstance(hooks, str):
+            raise TypeError(f"train()'s {name} are a list of {what}, not "
+                            f"{type(hooks).__name__}")
+    odd = [h for h in epoch_hooks if not callable(h)]
+    if odd:
+        raise TypeError(f"train()'s epoch_hooks are callables hook(epoch, row), and "
+                        f"{type(odd[0]).__name__} {odd[0]!r:.40} is not one")
 
 
 @dataclass(frozen=True)
