@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-from conftest import ROOT, SPECS  # noqa: E402
+from conftest import ROOT, SPECS, run_cli  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 
 from cnnspec.experiments import compare  # noqa: E402
@@ -270,3 +270,34 @@ def test_every_field_compare_sorts_by_is_exported(tmp_path, key):
     field = compare.SORT_ALIASES.get(key, key)
     assert field in json.loads(compare.to_json(rows))[0]
     assert field in next(csv.DictReader(io.StringIO(compare.to_csv(rows))))
+
+
+def _with_data(run, test_images, classes, fingerprint):
+    settings = records.read_json(run / records.SETTINGS_FILE)
+    settings["data"] = {"test_images": test_images, "fingerprint": fingerprint,
+                        "label_names": [f"c{i}" for i in range(classes)]}
+    records.write_json(run / records.SETTINGS_FILE, settings)
+    return run
+
+
+def test_runs_scored_on_different_test_sets_are_told_apart(tmp_path):
+    """A 3-class run's accuracy beside 10-class runs', or one scored on 500 test images
+    beside one on 10,000, was one ranking without a word; --json had nothing to tell them
+    apart by."""
+    import json
+
+    runs = tmp_path / "runs"
+    _with_data(_run(runs, "a", "a", 1000, 2), 500, 10, "f1")
+    _with_data(_run(runs, "b", "b", 1000, 2), 500, 10, "f2")  # --limit: other training data
+    same = run_cli("compare", str(runs), "--no-plots")
+    assert same.returncode == 0 and "note:" not in same.stdout  # same test set: comparable
+    _with_data(_run(runs, "c", "c", 1000, 2), 10_000, 3, "f3")
+    other = run_cli("compare", str(runs), "--no-plots", env={"COLUMNS": "300"})
+    assert other.returncode == 0
+    assert ("note: these runs were scored on 2 different test sets, so their accuracies do "
+            "not compare across them: a, b (500 test images, 10 classes); c (10,000 test "
+            "images, 3 classes)") in other.stdout
+    exported = {r["spec"]: r for r in json.loads(run_cli("compare", str(runs), "--json",
+                                                         "--no-plots").stdout)}
+    assert (exported["c"]["test_images"], exported["c"]["classes"]) == (10_000, 3)
+    assert exported["b"]["data_fingerprint"] == "f2"

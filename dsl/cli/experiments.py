@@ -316,6 +316,9 @@ def print_comparison(
         if hidden:
             console.print(f"not shown at {console.width} columns: {', '.join(hidden)} "
                           "(a wider terminal, or --csv/--json, shows every column)", style="dim")
+        note = compare.data_note(rows)
+        if note is not None:
+            console.print(Text(f"note: {note}", style="bold yellow"))
         for r, name in zip(rows, compare.display_names(rows), strict=True):
             if r.overfitting:
                 console.print(Text(f"overfitting: {name}: {r.overfitting_reason}"))

@@ -58,6 +58,12 @@ class RunRow:
     # a pruned run (a pruned sweep stopped it): the epoch it stopped at, and the pruner's why
     pruned_at: int | None = None
     pruned_reason: str = ""
+    # the data the run was trained and scored on (settings.json's fingerprint of all its
+    # images and labels, its test images and classes): runs scored on other test sets do not
+    # compare (`data_note`); empty / None when unknown (a study's rows)
+    data_fingerprint: str = ""
+    test_images: int | None = None
+    classes: int | None = None
     # every training setting as a spec writes it (`setting_texts`), for the recipe columns
     # (`recipe_columns`); empty when the rows come from somewhere without settings.json
     settings: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -226,7 +232,7 @@ def load_row(run_dir: Path) -> RunRow:
     history = read_history(run_dir)
     status = _read_record(run_dir / records.STATUS_FILE, dict)
     metrics = _read_record(run_dir / records.METRICS_FILE, dict)
-    for key, kind in (("model", dict), ("settings", dict), ("spec", dict)):
+    for key, kind in (("model", dict), ("settings", dict), ("spec", dict), ("data", dict)):
         if not isinstance(settings.get(key, {}), kind):
             raise _damaged(run_dir / records.SETTINGS_FILE, f"{key} is not an object")
     model = settings.get("model", {})
@@ -251,6 +257,7 @@ def load_row(run_dir: Path) -> RunRow:
         batch=_number(train_settings.get("batch"), int),
         pruned_reason=(_str(status.get("reason")) or "") if state == "pruned" else "",
         settings=setting_texts(train_settings),
+        data=settings.get("data", {}),
     )
 
 
@@ -259,6 +266,7 @@ def build_row(
     test_accuracy: float | None, params: int | None, macs: int | None,
     epochs_planned: int | None, lr: float | None, batch: int | None,
     pruned_reason: str = "", settings: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> RunRow:
     """The one builder of a comparison row: everything derived from the per-epoch history
     (best and final accuracies, gap, overfitting, speed) is computed here, for run folders
@@ -295,6 +303,10 @@ def build_row(
         batch=batch,
         pruned_at=(last.get("epoch") or len(history)) if status == "pruned" else None,
         pruned_reason=pruned_reason,
+        data_fingerprint=_str((data or {}).get("fingerprint")) or "",
+        test_images=_number((data or {}).get("test_images"), int),
+        classes=len(labels) if isinstance(labels := (data or {}).get("label_names"), list)
+        else None,
         settings=dict(settings or {}),
     )
 
@@ -376,8 +388,33 @@ EXPORT_FIELDS = (
     "final_val_accuracy", "final_train_accuracy", "final_val_loss", "gap", "overfitting",
     "overfitting_reason",
     "test_accuracy", "seconds_per_epoch", "images_per_second", "lr", "batch", "path",
-    "pruned_at", "pruned_reason",
+    "pruned_at", "pruned_reason", "test_images", "classes", "data_fingerprint",
 )
+
+
+def data_note(rows: Sequence[RunRow]) -> str | None:
+    """A warning when the rows were scored on different test sets (told apart by their number
+    of test images and of classes, which settings.json records), or None: a 3-class run's 34 %
+    beside 10-class runs' 8 %, or a run scored on the bundled 500 test images beside one on
+    10,000, was shown as one ranking without a word. (The data fingerprint covers the
+    training images too, which `--limit` changes without changing the test set.)"""
+    groups: dict[tuple[int | None, int | None], list[RunRow]] = {}
+    for r in rows:
+        if r.test_images is not None or r.classes is not None:
+            groups.setdefault((r.test_images, r.classes), []).append(r)
+    if len(groups) < 2:
+        return None
+
+    def described(key: tuple[int | None, int | None], group: list[RunRow]) -> str:
+        images, classes = key
+        what = ", ".join(x for x in (
+            f"{images:,} test images" if images is not None else "",
+            f"{classes} classes" if classes is not None else "") if x)
+        names = ", ".join(display_names(group)[:3]) + (", …" if len(group) > 3 else "")
+        return f"{names} ({what})"
+    return (f"these runs were scored on {len(groups)} different test sets, so their accuracies "
+            "do not compare across them: "
+            + "; ".join(described(k, g) for k, g in groups.items()))
 
 
 def to_csv(rows: Sequence[RunRow]) -> str:
