@@ -111,7 +111,8 @@ def test_a_failed_run_counts_the_epochs_it_checkpointed(tmp_path):
     def body():
         raise PermissionError(13, "Permission denied", str(run_dir / "checkpoint" / "x.keras"))
 
-    fake = SimpleNamespace(rec=rec, body=body, reporter=SimpleNamespace(finish=lambda: None))
+    fake = SimpleNamespace(rec=rec, body=body, reporter=SimpleNamespace(finish=lambda: None),
+                           latch=loop.InterruptLatch())
     with pytest.raises(PermissionError):
         loop.Loop.run(fake)
     status = records.read_status(run_dir)

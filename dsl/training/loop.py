@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,47 @@ def signals_held() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+class InterruptLatch:
+    """Remembers a Ctrl-C or SIGTERM that came while a run trains, so that one the process
+    lost is still obeyed at the next epoch boundary.
+
+    Why: the signal's KeyboardInterrupt is raised wherever Python is when it arrives, and in a
+    weakref callback or `__del__` (matplotlib's transform tree, garbage-collected while the
+    learning curve is drawn) Python prints "Exception ignored" and carries on: the run, and a
+    whole sweep, went on to the end. The latch wraps the handlers already there (Python's
+    for SIGINT, the CLI's for SIGTERM), records the signal, and lets them raise as before; the
+    loop asks `lost()` between epochs. Handlers that are not Python functions (ignored, the
+    default) are left alone, and only the main thread may set any."""
+
+    def __init__(self) -> None:
+        self.by: str | None = None
+        self._before: dict[int, Any] = {}
+
+    def __enter__(self) -> InterruptLatch:
+        if threading.current_thread() is threading.main_thread():
+            for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+                previous = signal.getsignal(sig)
+                if callable(previous):
+                    self._before[sig] = previous
+                    signal.signal(sig, self._handler(previous, name))
+        return self
+
+    def _handler(self, previous: Any, name: str) -> Any:
+        def handler(signum: int, frame: Any) -> None:
+            self.by = name
+            previous(signum, frame)
+        return handler
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+
+    def lost(self) -> None:
+        """Raise the interrupt again if one came and the run is still going (it was lost)."""
+        if self.by is not None:
+            raise KeyboardInterrupt(self.by)
 
 
 class TrainingFailed(Exception):
@@ -353,6 +394,7 @@ class Loop:
     tta: str = "none"  # "flip": the final metrics also score each test image mirrored
     # a hook's Stop decided before this start on a resumed run's kept epochs (see `train`)
     decided: Stop | None = None
+    latch: InterruptLatch = field(default_factory=InterruptLatch)  # a lost Ctrl-C, obeyed
 
     def epoch(self, epoch: int) -> dict[str, Any]:
         """Train epoch `epoch` (0-based), validate, return its history row (nothing written)."""
@@ -446,6 +488,7 @@ class Loop:
                                                        / self.settings.batch))
         stop = self.stopped_already()
         for epoch in range(self.first_epoch, self.rec.epochs):
+            self.latch.lost()  # (an interrupt lost while the run started or an epoch ended)
             if stop is not None:
                 break
             row = self.epoch(epoch)
@@ -459,6 +502,7 @@ class Loop:
             if (stop is None and decision is not None
                     and self.steps.chief_says(decision.stop)):
                 stop = self.early_stop(decision)
+        self.latch.lost()
         self.reporter.finish()
         return self.final_save(), stop
 
@@ -473,7 +517,8 @@ class Loop:
         """
         rec = self.rec
         try:
-            scored, stop = self.body()
+            with self.latch:
+                scored, stop = self.body()
         except Diverged as d:
             self.reporter.finish()
             reason = self.divergence(d)
