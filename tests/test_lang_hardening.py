@@ -914,6 +914,10 @@ def test_another_frameworks_layer_gets_our_word_with_its_number(text, hint, fixe
     ("conv8 L20 |", "did you mean `l2`? but l2 must be greater than 0, got 0.0; for example "
      "l2(.01)"),  # was "did you mean `l2(0)`?"
     ("conv8 l3 |", "did you mean `l2(.01)`? a penalty takes its factor in brackets"),  # `l2`
+    # a misspelt word with its number in a call keeps that number: was `conv32`
+    ("conv8 cnov(64) |", "did you mean `conv64`? `cnov(64)` is written `conv64` here"),
+    ("conv8 drpo(.5) |", "did you mean `drop.5`? `drpo(.5)` is written `drop.5` here"),
+    ("conv8 cnov(0) |", "did you mean `conv32`? `conv` takes its filters after the word"),
     # a block whose name starts like a layer word is offered as the block
     ("let conv1x1 = conv8(k=1) relu\ncnov1x1 | dense10", "did you mean `conv1x1`?"),
     ("let pool2x2 = pool2\nconv8 pol2x2 | dense10", "did you mean `pool2x2`?"),

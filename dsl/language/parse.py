@@ -2151,10 +2151,17 @@ class _Builder:
                         f"{_example(kind)}")
         if (close in KINDS and KINDS[close].number is not None and close not in self.blocks
                 and re.fullmatch(re.escape(close) + r"[0-9.]+", _example(KINDS[close]))):
-            # `cnov` -> `conv` alone would be the next error: show it with its number
+            # `cnov` -> `conv` alone would be the next error: show it with its number, the
+            # one in a call after it where there is one (`cnov(64)` -> `conv64`, not `conv32`)
             kind = KINDS[close]
-            hint = (f"did you mean `{_example(kind)}`? `{close}` takes its "
-                    f"{kind.number.field} after the word")
+            size = _call_size(close, call.group(1)) if call else None
+            given = _canonical_number(kind, size) if size is not None else None
+            if given is not None and _number_refused(kind, given) is None:
+                hint = (f"did you mean `{close}{given}`? `{text}({shown(call.group(1), 30)})` "
+                        f"is written `{close}{given}` here")
+            else:
+                hint = (f"did you mean `{_example(kind)}`? `{close}` takes its "
+                        f"{kind.number.field} after the word")
         elif (close in KINDS and KINDS[close].modifier and close not in self.blocks
               and not self.lines[tok.line - 1][tok.end_column - 1:].startswith("(")):
             # `l3` -> `l2` alone would be the next error: a penalty's factor is in brackets
