@@ -1461,13 +1461,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(home: Path, tiny_run: 
     own handler exited 1 there (while `summary … | head` exited 0); now every command ends as
     a closed pipe should, 0 and silent."""
     command = [a.format(run=tiny_run, **files) for a in args]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cnnspec", *command], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3"})
-    proc.stdout.close()  # the reader is gone before anything is written
-    stderr = proc.stderr.read()
-    assert proc.wait(timeout=TIMEOUT) == 0, stderr
+    code, stderr = _with_closed(home, "stdout", *command)  # gone before anything is written
+    assert code == 0, stderr
     assert stderr == ""
 
 
@@ -1477,7 +1472,7 @@ def _with_closed(home: Path, stream: str, *args: str) -> tuple[int, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnspec", *args], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HOME": str(home), "COLUMNS": "1000"})
+        env={**os.environ, "HOME": str(home), "COLUMNS": "1000", "TF_CPP_MIN_LOG_LEVEL": "3"})
     closed, other = (proc.stdout, proc.stderr) if stream == "stdout" else (proc.stderr,
                                                                          proc.stdout)
     closed.close()

@@ -988,13 +988,20 @@ def _call_size(word: str, call: str) -> str | None:
     return numbers[0] if numbers else None
 
 
+def _number_name(kind: LayerKind) -> str:
+    """How a message names a layer word's number: `conv filters`, `drop rate`; `scale` (the
+    word and its number share the name), not `scale scale`."""
+    assert kind.number is not None
+    field = kind.number.field
+    return kind.word if kind.word == field else f"{kind.word} {field}"
+
+
 def _number_refused(kind: LayerKind, given: str, after_word: bool = True) -> str | None:
     """Why this layer word refuses the number another framework's name was written with
     (`Dropout(1)`: a drop rate must be below 1), or None: a hint never offers a word that is
     refused in turn. after_word: the number is written after the word (`drop.5`), in digits
     alone; else in a penalty's brackets (`l2(1e-3)`), where an exponent is fine."""
-    assert kind.number is not None
-    what = kind.word if kind.word == kind.number.field else f"{kind.word} {kind.number.field}"
+    what = _number_name(kind)
     if after_word and not _NUMBER.fullmatch(given):  # `drp1e`: a word's number is digits
         return f"{what} is written in plain digits after the word, not {shown(given)}"
     try:
@@ -1959,9 +1966,7 @@ class _Builder:
                 )
                 return None
             try:
-                values[kind.number.field] = coerce(
-                    kind.number, number, kind.word if kind.word == kind.number.field
-                    else f"{kind.word} {kind.number.field}")  # `scale`, not `scale scale`
+                values[kind.number.field] = coerce(kind.number, number, _number_name(kind))
             except _Problem as p:
                 where = _tok_span(number if isinstance(number, Token) else word_tok)
                 self.problem(p.message, where, p.hint or f"for example {_example(kind)}")
