@@ -137,6 +137,15 @@ REFUSED = [
     ("lr=onecycl(.4)", "lr must be a number or a schedule", "onecycl(.4)",
      "did you mean `onecycle`?"),
     ("lr=cosine", "cosine needs its arguments", "cosine", "cosine(.1,warm=.05)"),
+    # a rate above the schedule's top one is a slip (final read as a fraction of lr)
+    ("lr=cosine(.1,final=.5)", "cosine's final (0.5) is above its lr (0.1): a cosine decays "
+     "from lr to final", ".5", "final=0.001"),
+    ("lr=onecycle(.4,.2,.41)", "onecycle's final (0.41) is above its peak (0.4)", ".41",
+     "not a fraction of peak"),
+    ("lr=onecycle(.4,start=.5)", "onecycle's start (0.5) is above its peak (0.4): the peak is "
+     "the cycle's highest rate", ".5", "start=0.004"),
+    ("lr=cosine({.1,.01},final=.05)", "cosine's final (0.05) is above its lr (0.01)", ".05",
+     None),
     ("lr=onecycle(.4,.2,.1,.1,.1)", "onecycle takes 4 argument(s) in order (peak, warm, "
      "final, start), not 5", ".1", "remove the values after the last one"),
     ("lr=onecycle(warm=.2,.4)", "onecycle: a value without a name after a named one", ".4",
@@ -411,3 +420,12 @@ def test_schedule_arguments_by_position_are_the_named_ones_in_order():
         format_spec(_spec("lr=onecycle(.4,.2,.01)"))
     with pytest.raises(SpecError, match="onecycle: a value without a name after a named one"):
         _spec("lr=onecycle(.4,warm=.2,.01)")
+
+
+def test_a_rising_schedule_recorded_before_it_was_refused_is_still_read():
+    """The text refuses `cosine(.1,final=.5)`; a run folder that recorded one (written before
+    the rule) still reads, so compare and continue keep working on it."""
+    from cnnspec.language.setting_values import schedule_from_record
+
+    read = schedule_from_record({"kind": "cosine", "lr": 0.1, "final": 0.5, "warm": 0.0})
+    assert read.params() == {"lr": 0.1, "final": 0.5, "warm": 0.0}

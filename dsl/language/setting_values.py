@@ -252,7 +252,28 @@ def read_schedule(param: Param, w: Written) -> float | Schedule:
     values = {name: read_atom(next(p for p, _ in spec if p.field == name), v,
                                f"{w.text}'s {name}")
               for name, v in bound.items()}
+    above = _above_the_top(w.text, values)
+    if above is not None:
+        name, message, hint = above
+        raise WrittenProblem(message, hint, bound[name].span)
     return make_schedule(w.text, **values)
+
+
+def _above_the_top(kind: str, values: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(argument, message, hint) for a rate above the schedule's top one: `cosine(.1,final=.5)`
+    would climb from .1 to .5 (`final` is a rate, not a fraction of lr: usually a slip), and
+    onecycle's start or final above its peak would turn the cycle upside down."""
+    if kind not in ("cosine", "onecycle"):
+        return None
+    top = "peak" if kind == "onecycle" else "lr"
+    for name in ("final", "start"):
+        if name in values and float(values[name]) > float(values[top]):
+            return (name, f"{kind}'s {name} ({values[name]:g}) is above its {top} "
+                          f"({values[top]:g}): " + ("a cosine decays from lr to final"
+                          if kind == "cosine" else "the peak is the cycle's highest rate"),
+                    f"`{name}` is a rate, not a fraction of {top}: e.g. "
+                    f"{name}={float(values[top]) / 100:g} for 1 % of it")
+    return None
 
 
 def write_schedule(value: float | Schedule) -> str:
