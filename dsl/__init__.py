@@ -6,13 +6,32 @@ Importing this package does not import TensorFlow; only `to_keras` and training 
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from cnnspec.language.errors import SpecError
-from cnnspec.language.parse import load, parse
+if TYPE_CHECKING:
+    from cnnspec.language.errors import SpecError
+    from cnnspec.language.parse import load, parse
 
 __all__ = ["SpecError", "check", "format_spec", "load", "parse", "to_keras"]
 __version__ = "0.1.0"  # the only place: pyproject.toml, `--version` and run records read it
+
+# Imported on first use, not with the package: `import cnnspec.cli.entry` (the command's entry
+# point) must cost next to nothing, so a Ctrl-C while the command line loads is caught there.
+_LAZY = {"SpecError": "cnnspec.language.errors", "load": "cnnspec.language.parse",
+         "parse": "cnnspec.language.parse"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cnnspec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # the next use finds it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def check(spec: Any, **kwargs: Any) -> Any:

@@ -2,6 +2,6 @@
 
 import sys
 
-from cnnspec.cli.main import main
+from cnnspec.cli.entry import main
 
 sys.exit(main())
